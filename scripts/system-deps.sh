@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the system packages the test suite starts for real, when missing.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+if [ "${#missing[@]}" -gt 0 ]; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing system packages: ${missing[*]} (install them, or run as root)" >&2
+        exit 1
+    fi
+    echo "installing system packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: set up .venv/ with the dev extra, then lint, type-check
+# and run the whole suite. Extra arguments go to pytest.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+bash scripts/venv.sh dev 2> >(grep -v '^WARNING: Location' >&2)
+bash scripts/system-deps.sh
+V="$REPO/.venv/bin"
+echo "== protobuf gencode freshness"
+"$V/python" scripts/gen_proto.py --check
+echo "== ruff"
+"$V/ruff" check .
+"$V/ruff" format --check .
+echo "== mypy --strict"
+"$V/mypy" --strict
+echo "== pytest"
+"$V/pytest" "$@"

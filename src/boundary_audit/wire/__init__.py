@@ -1,0 +1,89 @@
+"""The boundary -> agent wire protocol: framing, schema, socket path.
+
+Compatible with Coder's boundary and workspace agent. Sans-I/O core
+(:func:`encode_frame`, :class:`FrameDecoder`) with thin blocking helpers
+(re-exported here) and asyncio helpers (:mod:`boundary_audit.wire.aio`).
+"""
+
+from . import aio, blocking
+from .blocking import read_frame, read_message, write_frame, write_message
+from .errors import (
+    OversizeFrameError,
+    ProtocolError,
+    TruncatedFrameError,
+    UndecodablePayloadError,
+    UnknownTagError,
+    WireError,
+)
+from .framing import (
+    HEADER_SIZE,
+    KNOWN_TAGS,
+    LENGTH_BITS,
+    LENGTH_MASK,
+    MAX_FRAME_SIZE,
+    MAX_PAYLOAD_SIZE,
+    Frame,
+    FrameDecoder,
+    Tag,
+    encode_frame,
+    encode_header,
+    parse_header,
+)
+from .messages import (
+    DEFAULT_SOCKET_NAME,
+    SOCKET_PATH_ENV,
+    BoundaryLog,
+    BoundaryMessage,
+    BoundaryStatus,
+    ReportBoundaryLogsRequest,
+    WireMessage,
+    as_envelope,
+    decode_payload,
+    default_socket_path,
+    encode_message,
+    resolve_socket_path,
+    tag_for,
+)
+from .pb.ingest_pb2 import DropReport, IngestRequest
+
+__all__ = [
+    "DEFAULT_SOCKET_NAME",
+    "HEADER_SIZE",
+    "KNOWN_TAGS",
+    "LENGTH_BITS",
+    "LENGTH_MASK",
+    "MAX_FRAME_SIZE",
+    "MAX_PAYLOAD_SIZE",
+    "SOCKET_PATH_ENV",
+    "BoundaryLog",
+    "BoundaryMessage",
+    "BoundaryStatus",
+    "DropReport",
+    "Frame",
+    "FrameDecoder",
+    "IngestRequest",
+    "OversizeFrameError",
+    "ProtocolError",
+    "ReportBoundaryLogsRequest",
+    "Tag",
+    "TruncatedFrameError",
+    "UndecodablePayloadError",
+    "UnknownTagError",
+    "WireError",
+    "WireMessage",
+    "aio",
+    "as_envelope",
+    "blocking",
+    "decode_payload",
+    "default_socket_path",
+    "encode_frame",
+    "encode_header",
+    "encode_message",
+    "parse_header",
+    "read_frame",
+    "read_message",
+    "resolve_socket_path",
+    "tag_for",
+    "write_frame",
+    "write_message",
+]
