@@ -1,0 +1,163 @@
+"""Sans-I/O validation of ingest requests: protobuf bytes in, :class:`IngestBatch` out.
+
+Everything a request could get wrong is found here, before any database work,
+so a rejected request never stores anything and its error names the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from urllib.parse import urlsplit
+
+from google.protobuf.message import DecodeError
+
+from boundary_audit.wire import DropReport, IngestRequest
+
+from .model import NS_PER_SECOND, DropIn, EventIn, IngestBatch, InvalidRequestError, SessionBatch
+
+#: Largest body the collector reads (the agent sends at most 1 MiB; 4x headroom
+#: for other senders, small enough that one request cannot exhaust memory).
+MAX_INGEST_BODY_BYTES = 4 * 1024 * 1024
+#: Events per request: a 4 MiB body of minimal events could hold ~100k, which
+#: would hold the SQLite write lock for too long; agents send ~100-5000.
+MAX_EVENTS_PER_REQUEST = 20_000
+#: Drop reports per request; the agent forwards a handful per batch.
+MAX_DROP_REPORTS_PER_REQUEST = 1_000
+#: Distinct reasons in one drop report (real reporters use two or three).
+MAX_DROP_REASONS = 32
+#: Browsers and servers commonly cap URLs near 8 KiB; longer is not a real request.
+MAX_URL_CHARS = 8_192
+#: HTTP methods are short tokens; 32 covers every registered and custom one seen.
+MAX_METHOD_CHARS = 32
+#: Rule text as written in the proxy's rule file.
+MAX_RULE_CHARS = 1_024
+#: Process names such as "claude-code"; batch/report ids are UUIDs (36 chars).
+MAX_NAME_CHARS = 256
+MAX_ID_CHARS = 128
+#: Event times must fall in [2000-01-01, 2200-01-01): anything else is a broken clock or forgery.
+MIN_EVENT_TIME_NS = 946_684_800 * NS_PER_SECOND
+MAX_EVENT_TIME_NS = 7_258_118_400 * NS_PER_SECOND
+#: Drop counts above this are not events a single process could have made.
+MAX_DROP_COUNT = 1 << 40
+DROP_SOURCES = frozenset({"boundary", "agent"})
+
+
+def canonical_uuid(value: str, where: str) -> str:
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise InvalidRequestError(f"{where} is not a UUID") from None
+
+
+def host_of(url: str) -> str:
+    """Lower-case host of ``url``; authority-form (``host:443``) counts too; ``""`` if none."""
+    try:
+        parts = urlsplit(url if "//" in url else "//" + url)
+        return parts.hostname or ""
+    except ValueError:
+        return ""
+
+
+def _text(value: str, limit: int, where: str, *, required: bool = True) -> str:
+    if required and not value:
+        raise InvalidRequestError(f"{where} is empty")
+    if len(value) > limit:
+        raise InvalidRequestError(f"{where} is {len(value)} characters, over the {limit} limit")
+    return value
+
+
+def _timestamp_ns(seconds: int, nanos: int, where: str) -> int:
+    ns = seconds * NS_PER_SECOND + nanos
+    if not MIN_EVENT_TIME_NS <= ns < MAX_EVENT_TIME_NS:
+        raise InvalidRequestError(f"{where} is missing or outside years 2000-2199")
+    return ns
+
+
+def parse_ingest_request(body: bytes) -> IngestBatch:
+    """Decode and validate one ``IngestRequest`` body."""
+    request = IngestRequest()
+    try:
+        request.ParseFromString(body)
+    except DecodeError as exc:
+        raise InvalidRequestError(f"body is not a valid IngestRequest protobuf: {exc}") from exc
+    batch_id = _text(request.batch_id, MAX_ID_CHARS, "batch_id", required=False)
+    total = sum(len(r.logs) for r in request.logs)
+    if total > MAX_EVENTS_PER_REQUEST:
+        raise InvalidRequestError(
+            f"request carries {total} events, over the {MAX_EVENTS_PER_REQUEST} limit"
+        )
+    if len(request.drops) > MAX_DROP_REPORTS_PER_REQUEST:
+        raise InvalidRequestError(
+            f"request carries {len(request.drops)} drop reports, "
+            f"over the {MAX_DROP_REPORTS_PER_REQUEST} limit"
+        )
+    sessions: dict[str, SessionBatch] = {}
+    for i, report in enumerate(request.logs):
+        where = f"logs[{i}]"
+        session_id = canonical_uuid(report.session_id, f"{where}.session_id")
+        name = _text(
+            report.confined_process_name,
+            MAX_NAME_CHARS,
+            f"{where}.confined_process_name",
+            required=False,
+        )
+        batch = sessions.setdefault(session_id, SessionBatch(session_id, name))
+        if name and not batch.confined_process_name:
+            batch.confined_process_name = name
+        for j, log in enumerate(report.logs):
+            at = f"{where}.logs[{j}]"
+            if not log.HasField("http_request"):
+                raise InvalidRequestError(f"{at}.http_request is missing")
+            if log.sequence_number < 0:
+                raise InvalidRequestError(f"{at}.sequence_number is negative")
+            if not log.HasField("time"):
+                raise InvalidRequestError(f"{at}.time is missing")
+            http = log.http_request
+            url = _text(http.url, MAX_URL_CHARS, f"{at}.http_request.url")
+            batch.events.append(
+                EventIn(
+                    sequence_number=log.sequence_number,
+                    time_ns=_timestamp_ns(log.time.seconds, log.time.nanos, f"{at}.time"),
+                    allowed=log.allowed,
+                    method=_text(http.method, MAX_METHOD_CHARS, f"{at}.http_request.method"),
+                    url=url,
+                    host=host_of(url),
+                    matched_rule=_text(
+                        http.matched_rule,
+                        MAX_RULE_CHARS,
+                        f"{at}.http_request.matched_rule",
+                        required=False,
+                    ),
+                )
+            )
+    for batch in sessions.values():
+        batch.events.sort(key=lambda e: e.sequence_number)
+    drops = [_drop(i, d) for i, d in enumerate(request.drops)]
+    ordered = [sessions[k] for k in sorted(sessions)]
+    return IngestBatch(batch_id=batch_id, sessions=ordered, drops=drops)
+
+
+def _drop(i: int, report: DropReport) -> DropIn:
+    where = f"drops[{i}]"
+    report_id = _text(report.report_id, MAX_ID_CHARS, f"{where}.report_id")
+    session_id = (
+        canonical_uuid(report.session_id, f"{where}.session_id") if report.session_id else ""
+    )
+    if report.source not in DROP_SOURCES:
+        raise InvalidRequestError(
+            f"{where}.source is {report.source!r}, expected one of {sorted(DROP_SOURCES)}"
+        )
+    if len(report.dropped) > MAX_DROP_REASONS:
+        raise InvalidRequestError(f"{where}.dropped has more than {MAX_DROP_REASONS} reasons")
+    dropped: dict[str, int] = {}
+    for reason, count in report.dropped.items():
+        _text(reason, MAX_NAME_CHARS, f"{where}.dropped reason")
+        if not 0 <= count <= MAX_DROP_COUNT:
+            raise InvalidRequestError(f"{where}.dropped[{reason!r}] is {count}, out of range")
+        dropped[reason] = count
+    time_ns = (
+        _timestamp_ns(report.time.seconds, report.time.nanos, f"{where}.time")
+        if report.HasField("time")
+        else 0
+    )
+    return DropIn(report_id, session_id, report.source, time_ns, dropped)

@@ -1,0 +1,262 @@
+"""Plain typed records shared by the storage backends, the HTTP app and the CLI.
+
+Times are integers in Unix epoch nanoseconds everywhere below the HTTP layer:
+exact (protobuf timestamps carry nanoseconds), cheap to index and to compare,
+and the same in SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Generic, Literal, TypeVar
+
+Scope = Literal["agent", "reader"]
+Decision = Literal["allowed", "denied"]
+
+NS_PER_SECOND = 1_000_000_000
+
+T = TypeVar("T")
+
+
+class CollectorError(Exception):
+    """Base class of the collector's own errors."""
+
+
+class StorageUnavailableError(CollectorError):
+    """The database cannot be reached or is too busy: retry later (HTTP 503)."""
+
+
+class InvalidRequestError(CollectorError):
+    """The client sent something the collector will never accept (HTTP 400).
+
+    ``detail`` names the offending field, e.g. ``logs[3].session_id is not a UUID``.
+    """
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+class SessionOwnershipError(InvalidRequestError):
+    """A session id already belongs to another agent identity."""
+
+
+class InvalidCursorError(InvalidRequestError):
+    """A pagination cursor was not made by this collector."""
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a token belongs to; the only source of agent/workspace on stored rows."""
+
+    token_id: str
+    agent: str
+    workspace: str
+    scope: Scope
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    token_id: str
+    agent: str
+    workspace: str
+    scope: Scope
+    created_ns: int
+    revoked_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventIn:
+    """One validated event of an ingest request."""
+
+    sequence_number: int
+    time_ns: int
+    allowed: bool
+    method: str
+    url: str
+    host: str
+    matched_rule: str
+
+
+@dataclass(slots=True)
+class SessionBatch:
+    """All events of one session within one ingest request, sorted by sequence number."""
+
+    session_id: str
+    confined_process_name: str
+    events: list[EventIn] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class DropIn:
+    report_id: str
+    session_id: str
+    source: str
+    time_ns: int
+    dropped: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestBatch:
+    """A validated ingest request, ready to store in one transaction."""
+
+    batch_id: str
+    sessions: list[SessionBatch]
+    drops: list[DropIn]
+
+    @property
+    def event_count(self) -> int:
+        return sum(len(s.events) for s in self.sessions)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event that this request stored for the first time (for the audit log line)."""
+
+    session_id: str
+    event: EventIn
+
+
+@dataclass(slots=True)
+class IngestOutcome:
+    stored: int = 0
+    duplicates: int = 0
+    drop_reports: int = 0
+    new_sessions: int = 0
+    #: Sequence numbers newly found missing (may be negative when late events fill gaps).
+    gap_delta: int = 0
+    stored_events: list[StoredEvent] = field(default_factory=list)
+    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    session_id: str
+    agent: str
+    workspace: str
+    confined_process_name: str
+    first_seen_ns: int
+    last_seen_ns: int
+    allowed: int
+    denied: int
+    max_sequence: int
+    dropped: int
+
+    @property
+    def gaps(self) -> int:
+        """Sequence numbers below the highest seen that never arrived."""
+        if self.max_sequence < 0:
+            return 0
+        return max(0, self.max_sequence + 1 - self.allowed - self.denied)
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "session_id": self.session_id,
+            "agent": self.agent,
+            "workspace": self.workspace,
+            "confined_process_name": self.confined_process_name,
+            "first_seen": format_ns(self.first_seen_ns),
+            "last_seen": format_ns(self.last_seen_ns),
+            "allowed": self.allowed,
+            "denied": self.denied,
+            "dropped": self.dropped,
+            "gaps": self.gaps,
+            "max_sequence_number": self.max_sequence,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    id: int
+    session_id: str
+    sequence_number: int
+    time_ns: int
+    received_ns: int
+    allowed: bool
+    method: str
+    url: str
+    host: str
+    matched_rule: str
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "session_id": self.session_id,
+            "sequence_number": self.sequence_number,
+            "time": format_ns(self.time_ns),
+            "allowed": self.allowed,
+            "method": self.method,
+            "url": self.url,
+            "host": self.host,
+            "matched_rule": self.matched_rule,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class EventQuery:
+    """Filters for an event listing; ``None`` means "any"."""
+
+    session_id: str | None = None
+    allowed: bool | None = None
+    host: str | None = None
+    url_contains: str | None = None
+    since_ns: int | None = None
+    until_ns: int | None = None
+    cursor: str | None = None
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):  # noqa: UP046 - Python 3.11 has no PEP 695 syntax
+    items: list[T]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineBucket:
+    minute_ns: int
+    allowed: int
+    denied: int
+
+
+def format_ns(ns: int) -> str:
+    """RFC 3339 UTC with microseconds (what JSON clients parse without surprises)."""
+    return datetime.fromtimestamp(ns / NS_PER_SECOND, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> int:
+    """RFC 3339 / ISO 8601 (naive means UTC) to epoch nanoseconds."""
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidRequestError(f"{text!r} is not an RFC 3339 time") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp()) * NS_PER_SECOND + parsed.microsecond * 1000
+
+
+def encode_cursor(kind: str, key: list[int | str]) -> str:
+    """Opaque to clients; carries the keyset position and which ordering it belongs to."""
+    raw = json.dumps({"o": kind, "k": key}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, kind: str, size: int) -> list[int | str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (ValueError, binascii.Error) as exc:
+        raise InvalidCursorError("cursor is not valid") from exc
+    key = data.get("k") if isinstance(data, dict) else None
+    if (
+        not isinstance(data, dict)
+        or data.get("o") != kind
+        or not isinstance(key, list)
+        or len(key) != size
+        or not all(isinstance(v, int | str) and not isinstance(v, bool) for v in key)
+    ):
+        raise InvalidCursorError("cursor does not belong to this listing")
+    return key

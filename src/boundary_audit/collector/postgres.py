@@ -1,0 +1,123 @@
+"""PostgreSQL backend, for several collector replicas sharing one database."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import psycopg_pool
+
+from .model import StorageUnavailableError
+from .storage import Storage, migration_statements
+
+#: Connections per collector process: the thread pool runs at most this many
+#: DB calls at once; a few more than the in-flight ingest limit would not help
+#: (one session's rows serialise anyway) and would cost server memory.
+POOL_MAX_SIZE = 8
+#: How long a request waits for a free connection (or a reconnect) before 503.
+POOL_TIMEOUT_SECONDS = 5.0
+#: Key of the advisory lock that serialises migrations across replicas
+#: (arbitrary, fixed: ASCII "BAUDMIGR").
+MIGRATION_LOCK_KEY = 0x424155444D494752
+POSTGRES_TYPES = {
+    "id": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    "int": "BIGINT",
+    "bool": "BOOLEAN",
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _pg(sql: str) -> str:
+    """Shared SQL uses ``?``; psycopg wants ``%s`` (no literal ``%`` appears in it)."""
+    return sql.replace("?", "%s")
+
+
+class _PgTx:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(_pg(sql), params).rowcount  # type: ignore[arg-type]
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        with self._conn.cursor() as cur:
+            cur.executemany(_pg(sql), rows)  # type: ignore[arg-type]
+            return cur.rowcount
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        return self._conn.execute(_pg(sql), params).fetchone()  # type: ignore[arg-type]
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(_pg(sql), params).fetchall()  # type: ignore[arg-type]
+
+
+class PostgresStorage(Storage):
+    """Storage in PostgreSQL through a connection pool; safe across processes."""
+
+    backend = "postgresql"
+    lock_clause = " FOR UPDATE"
+    substring_fn = "strpos"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=POOL_MAX_SIZE,
+            timeout=POOL_TIMEOUT_SECONDS,
+            open=False,
+            name="boundary-audit-collector",
+        )
+        try:
+            self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+        except psycopg_pool.PoolTimeout as exc:
+            self._pool.close()
+            raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self._pool.connection() as conn:
+                yield conn
+        except (psycopg_pool.PoolTimeout, psycopg_pool.PoolClosed) as exc:
+            raise StorageUnavailableError(f"no PostgreSQL connection available: {exc}") from exc
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+
+    def migrate(self) -> list[int]:
+        applied_now: list[int] = []
+        with self.transaction() as tx:
+            # Two replicas starting together: the second waits here, then sees
+            # the versions the first applied.
+            tx.one("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_ns BIGINT NOT NULL)"
+            )
+            applied = {r[0] for r in tx.all("SELECT version FROM schema_migrations")}
+            for version, statement in migration_statements(POSTGRES_TYPES, applied):
+                tx.execute(statement)
+                if version not in applied_now:
+                    applied_now.append(version)
+            for version in applied_now:
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
+                    (version, time.time_ns()),
+                )
+        return applied_now
+
+    @contextmanager
+    def transaction(self) -> Iterator[_PgTx]:
+        with self._connection() as conn, conn.transaction():
+            yield _PgTx(conn)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._connection() as conn:
+            return conn.execute(_pg(sql), params).fetchall()  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self._pool.close()

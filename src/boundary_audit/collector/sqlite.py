@@ -1,0 +1,144 @@
+"""SQLite backend: one file in WAL mode, one writer connection, per-thread readers."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .model import StorageUnavailableError
+from .storage import Storage, migration_statements
+
+#: How long a statement waits for another process's write lock before the
+#: request gets a 503 (the agent retries): long enough to ride out a prune chunk.
+BUSY_TIMEOUT_MS = 5_000
+#: FULL syncs the WAL at every commit: a 200 tells the agent to delete its
+#: spooled copy, so an acknowledged batch must survive power loss too.
+SYNCHRONOUS = "FULL"
+#: Page cache per connection in KiB (negative = KiB in SQLite); 64 MiB keeps
+#: the hot part of the indexes in memory on a 1M-event store.
+CACHE_KIB = 65_536
+SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "bool": "INTEGER"}
+
+
+class _SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._conn.execute(sql, params).rowcount
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        return self._conn.executemany(sql, rows).rowcount
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        row: tuple[Any, ...] | None = self._conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._conn.execute(sql, params).fetchall()
+
+
+class SQLiteStorage(Storage):
+    """Single-machine storage; safe to share between threads of one process."""
+
+    backend = "sqlite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
+        self._writer = self._connect()
+        self._writer.execute("PRAGMA journal_mode=WAL")
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=0
+            )
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
+        return conn
+
+    def migrate(self) -> list[int]:
+        applied_now: list[int] = []
+        with self.transaction() as tx:
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)"
+            )
+            applied = {r[0] for r in tx.all("SELECT version FROM schema_migrations")}
+            for version, statement in migration_statements(SQLITE_TYPES, applied):
+                tx.execute(statement)
+                if version not in applied_now:
+                    applied_now.append(version)
+            for version in applied_now:
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
+                    (version, time.time_ns()),
+                )
+        return applied_now
+
+    @contextmanager
+    def transaction(self) -> Iterator[_SqliteTx]:
+        # BEGIN IMMEDIATE takes the write lock up front: no deadlock-prone
+        # read-to-write upgrade when another process writes too.
+        with self._write_lock:
+            if self._closed:
+                raise StorageUnavailableError("storage is closed")
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
+            try:
+                yield _SqliteTx(self._writer)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            try:
+                self._writer.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._writer.execute("ROLLBACK")
+                raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only=ON")
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if self._closed:
+            raise StorageUnavailableError("storage is closed")
+        try:
+            return self._reader().execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" in str(exc) or "busy" in str(exc):
+                raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
+            raise
+
+    def close(self) -> None:
+        with self._write_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._writer.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                conn.close()
+            self._readers.clear()

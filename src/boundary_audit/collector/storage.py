@@ -1,0 +1,528 @@
+"""The storage interface and the SQL shared by both backends.
+
+Both backends run the same statements (written with ``?`` placeholders; the
+PostgreSQL backend rewrites them), so behaviour differs only where the engines
+do: connection handling, locking and migrations. All methods are blocking;
+the HTTP app calls them from a thread pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol
+
+import platformdirs
+
+from .model import (
+    DropIn,
+    EventIn,
+    EventQuery,
+    EventRecord,
+    Identity,
+    IngestBatch,
+    IngestOutcome,
+    Page,
+    Scope,
+    SessionBatch,
+    SessionOwnershipError,
+    SessionSummary,
+    StoredEvent,
+    TimelineBucket,
+    TokenInfo,
+    decode_cursor,
+    encode_cursor,
+)
+
+#: Token format: prefix (recognisable in leaked-secret scanners) + 32 random
+#: bytes, urlsafe base64 (43 chars): 256 bits, beyond any guessing.
+TOKEN_PREFIX = "ba_"
+TOKEN_RANDOM_BYTES = 32
+#: Hex chars of the token hash shown as the token's id (list/revoke); 48 bits
+#: makes collisions between a deployment's tokens practically impossible.
+TOKEN_ID_CHARS = 12
+#: Largest page a listing returns, whatever the client asks (bounds memory and latency).
+MAX_PAGE_SIZE = 1_000
+#: Rows deleted per retention transaction, so pruning never holds the write
+#: lock long enough to stall ingestion (SQLite has a single writer).
+PRUNE_CHUNK_ROWS = 5_000
+#: One bar per minute in the session timeline.
+TIMELINE_BUCKET_NS = 60 * 1_000_000_000
+#: Bars shown at most (the latest two hours of activity keep the chart readable).
+MAX_TIMELINE_BUCKETS = 120
+#: A sequence-number range this many times wider than the number of events is
+#: probed with IN (...) instead of BETWEEN, so re-sent stragglers never scan a
+#: long session's whole index.
+SPARSE_RANGE_FACTOR = 4
+
+DEFAULT_DB_FILE = "collector.db"
+
+
+def default_db_url() -> str:
+    """``sqlite:///`` + a file under the user's data dir (SQLAlchemy-style URL)."""
+    base = Path(platformdirs.user_data_dir("boundary-audit", appauthor=False))
+    return f"sqlite:///{base / DEFAULT_DB_FILE}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
+
+
+class Tx(Protocol):
+    """The few operations ingest needs inside one transaction."""
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int: ...
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None: ...
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
+
+
+class Storage(ABC):
+    """Durable, idempotent storage of events, sessions, drop reports and tokens."""
+
+    #: How this backend spells "lock the selected row until commit".
+    lock_clause = ""
+    #: Substring test that is case-sensitive in both engines.
+    substring_fn = "instr"
+    #: Name used in metrics and logs.
+    backend = ""
+
+    # -- backend hooks -------------------------------------------------------------
+    @abstractmethod
+    def migrate(self) -> list[int]:
+        """Apply missing schema migrations; return the versions applied now."""
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Tx]:
+        """A write transaction: commit on success, roll back on any exception."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """A read-only statement outside any write transaction."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- tokens ----------------------------------------------------------------------
+    def create_token(self, agent: str, workspace: str = "", scope: Scope = "agent") -> str:
+        """Store the hash of a fresh token and return the token (shown once)."""
+        if not agent:
+            raise ValueError("a token needs an agent name")
+        token = new_token()
+        digest = hash_token(token)
+        with self.transaction() as tx:
+            tx.execute(
+                "INSERT INTO tokens (token_id, token_hash, agent, workspace, scope, created_ns)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (digest[:TOKEN_ID_CHARS], digest, agent, workspace, scope, time.time_ns()),
+            )
+        return token
+
+    def authenticate(self, token: str) -> Identity | None:
+        """The identity of a live token, or ``None`` (unknown, malformed or revoked)."""
+        if not token.startswith(TOKEN_PREFIX):
+            return None
+        rows = self.query(
+            "SELECT token_id, agent, workspace, scope FROM tokens"
+            " WHERE token_hash = ? AND revoked_ns IS NULL",
+            (hash_token(token),),
+        )
+        if not rows:
+            return None
+        token_id, agent, workspace, scope = rows[0]
+        return Identity(token_id, agent, workspace, scope)
+
+    def list_tokens(self) -> list[TokenInfo]:
+        rows = self.query(
+            "SELECT token_id, agent, workspace, scope, created_ns, revoked_ns FROM tokens"
+            " ORDER BY created_ns, token_id"
+        )
+        return [TokenInfo(*row) for row in rows]
+
+    def revoke_token(self, token_id: str) -> bool:
+        """Revoke by id; ``False`` when no live token has that id."""
+        with self.transaction() as tx:
+            changed = tx.execute(
+                "UPDATE tokens SET revoked_ns = ? WHERE token_id = ? AND revoked_ns IS NULL",
+                (time.time_ns(), token_id),
+            )
+        return changed > 0
+
+    # -- ingest ----------------------------------------------------------------------
+    def ingest(
+        self, batch: IngestBatch, identity: Identity, received_ns: int | None = None
+    ) -> IngestOutcome:
+        """Store a validated request in one transaction; duplicates are counted, not stored."""
+        received = time.time_ns() if received_ns is None else received_ns
+        with self.transaction() as tx:
+            return self._ingest(tx, batch, identity, received)
+
+    def _ingest(
+        self, tx: Tx, batch: IngestBatch, identity: Identity, received_ns: int
+    ) -> IngestOutcome:
+        out = IngestOutcome()
+        by_id = {s.session_id: s for s in batch.sessions}
+        # Sorted, so concurrent replicas lock session rows in one order (no deadlock).
+        session_ids = sorted(set(by_id) | {d.session_id for d in batch.drops if d.session_id})
+        for session_id in session_ids:
+            name = by_id[session_id].confined_process_name if session_id in by_id else ""
+            self._store_session(tx, session_id, name, by_id.get(session_id), identity, received_ns, out)
+        for drop in batch.drops:
+            self._store_drop(tx, drop, identity, received_ns, out)
+        return out
+
+    def _store_session(
+        self,
+        tx: Tx,
+        session_id: str,
+        name: str,
+        batch: SessionBatch | None,
+        identity: Identity,
+        received_ns: int,
+        out: IngestOutcome,
+    ) -> None:
+        out.new_sessions += tx.execute(
+            "INSERT INTO sessions (session_id, agent, workspace, confined_process_name,"
+            " first_seen_ns, last_seen_ns) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id) DO NOTHING",
+            (session_id, identity.agent, identity.workspace, name, received_ns, received_ns),
+        )
+        row = tx.one(
+            "SELECT agent, workspace, allowed_count, denied_count, max_seq FROM sessions"
+            " WHERE session_id = ?" + self.lock_clause,
+            (session_id,),
+        )
+        assert row is not None, "session row vanished inside its own transaction"
+        agent, workspace, allowed_count, denied_count, max_seq = row
+        if (agent, workspace) != (identity.agent, identity.workspace):
+            raise SessionOwnershipError(
+                f"session_id {session_id} belongs to another agent or workspace"
+            )
+        new: list[EventIn] = []
+        if batch is not None and batch.events:
+            new = self._new_events(tx, session_id, batch.events)
+            self._insert_events(tx, session_id, new, received_ns)
+            out.stored += len(new)
+            out.duplicates += len(batch.events) - len(new)
+            out.stored_events.extend(StoredEvent(session_id, e) for e in new)
+        allowed_new = sum(1 for e in new if e.allowed)
+        before = _missing(max_seq, allowed_count + denied_count)
+        new_max = max(max_seq, new[-1].sequence_number) if new else max_seq
+        after = _missing(new_max, allowed_count + denied_count + len(new))
+        out.gap_delta += after - before
+        tx.execute(
+            "UPDATE sessions SET allowed_count = allowed_count + ?,"
+            " denied_count = denied_count + ?, max_seq = ?,"
+            " last_seen_ns = CASE WHEN last_seen_ns > ? THEN last_seen_ns ELSE ? END,"
+            " confined_process_name = CASE WHEN confined_process_name = ''"
+            " THEN ? ELSE confined_process_name END"
+            " WHERE session_id = ?",
+            (
+                allowed_new,
+                len(new) - allowed_new,
+                new_max,
+                received_ns,
+                received_ns,
+                name,
+                session_id,
+            ),
+        )
+
+    def _new_events(self, tx: Tx, session_id: str, events: list[EventIn]) -> list[EventIn]:
+        """Events of a sorted batch not yet stored (and first of any in-request repeats).
+
+        Reading the existing numbers is race-free: the session row is locked
+        (PostgreSQL ``FOR UPDATE``; SQLite's single writer) for the transaction.
+        """
+        low, high = events[0].sequence_number, events[-1].sequence_number
+        seqs = sorted({e.sequence_number for e in events})
+        if high - low + 1 <= SPARSE_RANGE_FACTOR * len(seqs):
+            rows = tx.all(
+                "SELECT sequence_number FROM events WHERE session_id = ?"
+                " AND sequence_number BETWEEN ? AND ?",
+                (session_id, low, high),
+            )
+        else:
+            marks = ", ".join("?" * len(seqs))
+            rows = tx.all(
+                "SELECT sequence_number FROM events WHERE session_id = ?"
+                f" AND sequence_number IN ({marks})",  # noqa: S608 - only placeholders
+                (session_id, *seqs),
+            )
+        seen = {r[0] for r in rows}
+        new: list[EventIn] = []
+        for event in events:
+            if event.sequence_number not in seen:
+                seen.add(event.sequence_number)
+                new.append(event)
+        return new
+
+    def _insert_events(
+        self, tx: Tx, session_id: str, events: list[EventIn], received_ns: int
+    ) -> None:
+        if not events:
+            return
+        # ON CONFLICT stays as a safety net: the pre-check already removed duplicates.
+        tx.executemany(
+            "INSERT INTO events (session_id, sequence_number, time_ns, received_ns, allowed,"
+            " method, url, host, matched_rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id, sequence_number) DO NOTHING",
+            [
+                (
+                    session_id,
+                    e.sequence_number,
+                    e.time_ns,
+                    received_ns,
+                    e.allowed,
+                    e.method,
+                    e.url,
+                    e.host,
+                    e.matched_rule,
+                )
+                for e in events
+            ],
+        )
+
+    def _store_drop(
+        self, tx: Tx, drop: DropIn, identity: Identity, received_ns: int, out: IngestOutcome
+    ) -> None:
+        inserted = tx.execute(
+            "INSERT INTO drop_reports (report_id, session_id, source, agent, workspace,"
+            " time_ns, received_ns) VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (report_id) DO NOTHING",
+            (
+                drop.report_id,
+                drop.session_id,
+                drop.source,
+                identity.agent,
+                identity.workspace,
+                drop.time_ns or received_ns,
+                received_ns,
+            ),
+        )
+        if not inserted:
+            return
+        out.drop_reports += 1
+        if drop.dropped:
+            tx.executemany(
+                "INSERT INTO drop_counts (report_id, reason, count) VALUES (?, ?, ?)",
+                [(drop.report_id, reason, n) for reason, n in sorted(drop.dropped.items())],
+            )
+        for reason, n in drop.dropped.items():
+            out.dropped_by_reason[reason] = out.dropped_by_reason.get(reason, 0) + n
+        if drop.session_id:
+            tx.execute(
+                "UPDATE sessions SET dropped_count = dropped_count + ? WHERE session_id = ?",
+                (sum(drop.dropped.values()), drop.session_id),
+            )
+
+    # -- queries ---------------------------------------------------------------------
+    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> Page[SessionSummary]:
+        """Newest first (by first sight), keyset-paginated on (first_seen, session_id)."""
+        limit = _clamp(limit)
+        where, params = "", []
+        if cursor:
+            first_seen, session_id = decode_cursor(cursor, "sessions", 2)
+            where = " WHERE first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?)"
+            params = [first_seen, first_seen, session_id]
+        rows = self.query(
+            _SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
+            (*params, limit + 1),
+        )
+        items = [SessionSummary(*row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = encode_cursor("sessions", [last.first_seen_ns, last.session_id])
+        return Page(items, next_cursor)
+
+    def get_session(self, session_id: str) -> SessionSummary | None:
+        rows = self.query(_SESSION_COLUMNS + " WHERE session_id = ?", (session_id,))
+        return SessionSummary(*rows[0]) if rows else None
+
+    def session_drops(self, session_id: str) -> dict[str, int]:
+        """Dropped events by reason for one session (``""``: the unattributed ones)."""
+        rows = self.query(
+            "SELECT c.reason, SUM(c.count) FROM drop_counts c"
+            " JOIN drop_reports r ON r.report_id = c.report_id"
+            " WHERE r.session_id = ? GROUP BY c.reason ORDER BY c.reason",
+            (session_id,),
+        )
+        return {reason: int(total) for reason, total in rows}
+
+    def query_events(self, q: EventQuery) -> Page[EventRecord]:
+        """Filtered events; within a session by sequence number, otherwise by arrival."""
+        kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.session_id:
+            clauses.append("session_id = ?")
+            params.append(q.session_id)
+        if q.allowed is not None:
+            clauses.append("allowed = ?")
+            params.append(q.allowed)
+        if q.host:
+            clauses.append("host = ?")
+            params.append(q.host.lower())
+        if q.url_contains:
+            clauses.append(f"{self.substring_fn}(url, ?) > 0")
+            params.append(q.url_contains)
+        if q.since_ns is not None:
+            clauses.append("time_ns >= ?")
+            params.append(q.since_ns)
+        if q.until_ns is not None:
+            clauses.append("time_ns < ?")
+            params.append(q.until_ns)
+        if q.cursor:
+            (after,) = decode_cursor(q.cursor, kind, 1)
+            clauses.append(f"{order} > ?")
+            params.append(after)
+        limit = _clamp(q.limit)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.query(
+            _EVENT_COLUMNS + where + f" ORDER BY {order} LIMIT ?",
+            (*params, limit + 1),
+        )
+        items = [_event(row) for row in rows[:limit]]
+        next_cursor = None
+        if items and len(rows) > limit:
+            last = items[-1]
+            key = last.sequence_number if q.session_id else last.id
+            next_cursor = encode_cursor(kind, [key])
+        return Page(items, next_cursor)
+
+    def tail_cursor(self, q: EventQuery) -> str | None:
+        """A cursor positioned after the newest matching event (for ``--follow``)."""
+        kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
+        sql = f"SELECT MAX({order}) FROM events"  # noqa: S608 - fixed column names
+        params: tuple[Any, ...] = ()
+        if q.session_id:
+            sql += " WHERE session_id = ?"
+            params = (q.session_id,)
+        rows = self.query(sql, params)
+        top = rows[0][0] if rows else None
+        return None if top is None else encode_cursor(kind, [int(top)])
+
+    def timeline(self, session_id: str) -> list[TimelineBucket]:
+        """Allowed/denied per minute over the session's latest active minutes."""
+        rows = self.query(
+            "SELECT time_ns / ? AS minute,"
+            " SUM(CASE WHEN allowed THEN 1 ELSE 0 END), SUM(CASE WHEN allowed THEN 0 ELSE 1 END)"
+            " FROM events WHERE session_id = ? GROUP BY minute ORDER BY minute DESC LIMIT ?",
+            (TIMELINE_BUCKET_NS, session_id, MAX_TIMELINE_BUCKETS),
+        )
+        return [
+            TimelineBucket(int(m) * TIMELINE_BUCKET_NS, int(a), int(d)) for m, a, d in reversed(rows)
+        ]
+
+    def unattributed_drops(self) -> dict[str, int]:
+        return self.session_drops("")
+
+    # -- retention -------------------------------------------------------------------
+    def prune(self, cutoff_ns: int) -> int:
+        """Delete events older than ``cutoff_ns`` (event time) in short transactions.
+
+        Sessions and drop reports last seen before the cutoff go too. Returns
+        the number of events deleted.
+        """
+        deleted = 0
+        while True:
+            with self.transaction() as tx:
+                n = tx.execute(
+                    "DELETE FROM events WHERE id IN"
+                    " (SELECT id FROM events WHERE time_ns < ? LIMIT ?)",
+                    (cutoff_ns, PRUNE_CHUNK_ROWS),
+                )
+            deleted += n
+            if n < PRUNE_CHUNK_ROWS:
+                break
+        with self.transaction() as tx:
+            tx.execute(
+                "DELETE FROM drop_counts WHERE report_id IN"
+                " (SELECT report_id FROM drop_reports WHERE received_ns < ?)",
+                (cutoff_ns,),
+            )
+            tx.execute("DELETE FROM drop_reports WHERE received_ns < ?", (cutoff_ns,))
+            tx.execute("DELETE FROM sessions WHERE last_seen_ns < ?", (cutoff_ns,))
+        return deleted
+
+
+_SESSION_COLUMNS = (
+    "SELECT session_id, agent, workspace, confined_process_name, first_seen_ns, last_seen_ns,"
+    " allowed_count, denied_count, max_seq, dropped_count FROM sessions"
+)
+_EVENT_COLUMNS = (
+    "SELECT id, session_id, sequence_number, time_ns, received_ns, allowed, method, url, host,"
+    " matched_rule FROM events"
+)
+
+
+def _event(row: tuple[Any, ...]) -> EventRecord:
+    rid, sid, seq, t, r, allowed, method, url, host, rule = row
+    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule)
+
+
+def _missing(max_seq: int, count: int) -> int:
+    return 0 if max_seq < 0 else max(0, max_seq + 1 - count)
+
+
+def _clamp(limit: int) -> int:
+    return max(1, min(limit, MAX_PAGE_SIZE))
+
+
+#: Schema versions, applied in order. ``{id}``, ``{int}`` and ``{bool}`` are
+#: filled in per engine; everything else is portable SQL.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,"
+            " agent TEXT NOT NULL, workspace TEXT NOT NULL, scope TEXT NOT NULL,"
+            " created_ns {int} NOT NULL, revoked_ns {int})",
+            "CREATE TABLE sessions (session_id TEXT PRIMARY KEY, agent TEXT NOT NULL,"
+            " workspace TEXT NOT NULL, confined_process_name TEXT NOT NULL,"
+            " first_seen_ns {int} NOT NULL, last_seen_ns {int} NOT NULL,"
+            " allowed_count {int} NOT NULL DEFAULT 0, denied_count {int} NOT NULL DEFAULT 0,"
+            " max_seq {int} NOT NULL DEFAULT -1, dropped_count {int} NOT NULL DEFAULT 0)",
+            "CREATE INDEX sessions_first_seen ON sessions (first_seen_ns, session_id)",
+            "CREATE INDEX sessions_last_seen ON sessions (last_seen_ns)",
+            "CREATE TABLE events (id {id}, session_id TEXT NOT NULL,"
+            " sequence_number {int} NOT NULL, time_ns {int} NOT NULL,"
+            " received_ns {int} NOT NULL, allowed {bool} NOT NULL, method TEXT NOT NULL,"
+            " url TEXT NOT NULL, host TEXT NOT NULL, matched_rule TEXT NOT NULL)",
+            "CREATE UNIQUE INDEX events_session_seq ON events (session_id, sequence_number)",
+            "CREATE INDEX events_host ON events (host, id)",
+            "CREATE INDEX events_allowed ON events (allowed, id)",
+            "CREATE INDEX events_time ON events (time_ns)",
+            "CREATE TABLE drop_reports (report_id TEXT PRIMARY KEY, session_id TEXT NOT NULL,"
+            " source TEXT NOT NULL, agent TEXT NOT NULL, workspace TEXT NOT NULL,"
+            " time_ns {int} NOT NULL, received_ns {int} NOT NULL)",
+            "CREATE INDEX drop_reports_session ON drop_reports (session_id)",
+            "CREATE INDEX drop_reports_received ON drop_reports (received_ns)",
+            "CREATE TABLE drop_counts (report_id TEXT NOT NULL, reason TEXT NOT NULL,"
+            " count {int} NOT NULL, PRIMARY KEY (report_id, reason))",
+        ],
+    ),
+]
+
+
+def migration_statements(types: dict[str, str], applied: set[int]) -> Iterator[tuple[int, str]]:
+    for version, statements in MIGRATIONS:
+        if version not in applied:
+            for statement in statements:
+                yield version, statement.format(**types)
