@@ -210,9 +210,13 @@ class EventQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class Page(Generic[T]):  # noqa: UP046 - Python 3.11 has no PEP 695 syntax
+class Page(Generic[T]):
     items: list[T]
+    #: Where the next page starts; ``None`` at the end of the listing.
     next_cursor: str | None
+    #: Position after the last item returned (or the request's own cursor when
+    #: empty): poll with it to see items that arrive later (``--follow``).
+    resume_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,3 +264,20 @@ def decode_cursor(cursor: str, kind: str, size: int) -> list[int | str]:
     ):
         raise InvalidCursorError("cursor does not belong to this listing")
     return key
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``15m``, ``1h``, ``30d``, ``2w`` (or a bare number of seconds) to seconds."""
+    raw = text.strip().lower()
+    unit = raw[-1:] if raw[-1:] in _DURATION_UNITS else "s"
+    number = raw[:-1] if raw[-1:] in _DURATION_UNITS else raw
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 15m, 1h, 30d") from None
+    if not value > 0:
+        raise ValueError(f"duration {text!r} must be positive")
+    return value * _DURATION_UNITS[unit]

@@ -41,25 +41,28 @@ class _PgTx:
         self._conn = conn
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self._conn.execute(_pg(sql), params).rowcount  # type: ignore[arg-type]
+        return self._conn.execute(_pg(sql), params).rowcount
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
         with self._conn.cursor() as cur:
-            cur.executemany(_pg(sql), rows)  # type: ignore[arg-type]
+            cur.executemany(_pg(sql), rows)
             return cur.rowcount
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
-        return self._conn.execute(_pg(sql), params).fetchone()  # type: ignore[arg-type]
+        return self._conn.execute(_pg(sql), params).fetchone()
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._conn.execute(_pg(sql), params).fetchall()  # type: ignore[arg-type]
+        return self._conn.execute(_pg(sql), params).fetchall()
 
 
 class PostgresStorage(Storage):
     """Storage in PostgreSQL through a connection pool; safe across processes."""
 
     backend = "postgresql"
-    lock_clause = " FOR UPDATE"
+    select_session_sql = (
+        "SELECT agent, workspace, allowed_count, denied_count, max_seq FROM sessions"
+        " WHERE session_id = ? FOR UPDATE"
+    )
     substring_fn = "strpos"
 
     def __init__(self, url: str) -> None:
@@ -117,7 +120,7 @@ class PostgresStorage(Storage):
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
-            return conn.execute(_pg(sql), params).fetchall()  # type: ignore[arg-type]
+            return conn.execute(_pg(sql), params).fetchall()
 
     def close(self) -> None:
         self._pool.close()

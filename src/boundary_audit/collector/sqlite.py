@@ -68,7 +68,9 @@ class SQLiteStorage(Storage):
             conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         except sqlite3.OperationalError as exc:
-            raise StorageUnavailableError(f"cannot open SQLite database {self.path}: {exc}") from exc
+            raise StorageUnavailableError(
+                f"cannot open SQLite database {self.path}: {exc}"
+            ) from exc
         return conn
 
     def migrate(self) -> list[int]:

@@ -41,7 +41,7 @@ from .model import (
 
 #: Token format: prefix (recognisable in leaked-secret scanners) + 32 random
 #: bytes, urlsafe base64 (43 chars): 256 bits, beyond any guessing.
-TOKEN_PREFIX = "ba_"
+BEARER_PREFIX = "ba_"
 TOKEN_RANDOM_BYTES = 32
 #: Hex chars of the token hash shown as the token's id (list/revoke); 48 bits
 #: makes collisions between a deployment's tokens practically impossible.
@@ -55,10 +55,10 @@ PRUNE_CHUNK_ROWS = 5_000
 TIMELINE_BUCKET_NS = 60 * 1_000_000_000
 #: Bars shown at most (the latest two hours of activity keep the chart readable).
 MAX_TIMELINE_BUCKETS = 120
-#: A sequence-number range this many times wider than the number of events is
-#: probed with IN (...) instead of BETWEEN, so re-sent stragglers never scan a
-#: long session's whole index.
-SPARSE_RANGE_FACTOR = 4
+#: Sequence numbers further apart than this are probed for duplicates with
+#: separate range reads, so a batch mixing old stragglers and new events never
+#: scans a long session's whole index; closer ones share one read.
+CLUSTER_GAP = 64
 
 DEFAULT_DB_FILE = "collector.db"
 
@@ -74,7 +74,7 @@ def hash_token(token: str) -> str:
 
 
 def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
+    return BEARER_PREFIX + secrets.token_urlsafe(TOKEN_RANDOM_BYTES)
 
 
 class Tx(Protocol):
@@ -89,8 +89,11 @@ class Tx(Protocol):
 class Storage(ABC):
     """Durable, idempotent storage of events, sessions, drop reports and tokens."""
 
-    #: How this backend spells "lock the selected row until commit".
-    lock_clause = ""
+    #: Reads a session row and, where the engine needs it, locks it until commit.
+    select_session_sql = (
+        "SELECT agent, workspace, allowed_count, denied_count, max_seq FROM sessions"
+        " WHERE session_id = ?"
+    )
     #: Substring test that is case-sensitive in both engines.
     substring_fn = "instr"
     #: Name used in metrics and logs.
@@ -135,7 +138,7 @@ class Storage(ABC):
 
     def authenticate(self, token: str) -> Identity | None:
         """The identity of a live token, or ``None`` (unknown, malformed or revoked)."""
-        if not token.startswith(TOKEN_PREFIX):
+        if not token.startswith(BEARER_PREFIX):
             return None
         rows = self.query(
             "SELECT token_id, agent, workspace, scope FROM tokens"
@@ -181,7 +184,15 @@ class Storage(ABC):
         session_ids = sorted(set(by_id) | {d.session_id for d in batch.drops if d.session_id})
         for session_id in session_ids:
             name = by_id[session_id].confined_process_name if session_id in by_id else ""
-            self._store_session(tx, session_id, name, by_id.get(session_id), identity, received_ns, out)
+            self._store_session(
+                tx,
+                session_id=session_id,
+                name=name,
+                batch=by_id.get(session_id),
+                identity=identity,
+                received_ns=received_ns,
+                out=out,
+            )
         for drop in batch.drops:
             self._store_drop(tx, drop, identity, received_ns, out)
         return out
@@ -189,6 +200,7 @@ class Storage(ABC):
     def _store_session(
         self,
         tx: Tx,
+        *,
         session_id: str,
         name: str,
         batch: SessionBatch | None,
@@ -202,11 +214,7 @@ class Storage(ABC):
             " ON CONFLICT (session_id) DO NOTHING",
             (session_id, identity.agent, identity.workspace, name, received_ns, received_ns),
         )
-        row = tx.one(
-            "SELECT agent, workspace, allowed_count, denied_count, max_seq FROM sessions"
-            " WHERE session_id = ?" + self.lock_clause,
-            (session_id,),
-        )
+        row = tx.one(self.select_session_sql, (session_id,))
         assert row is not None, "session row vanished inside its own transaction"
         agent, workspace, allowed_count, denied_count, max_seq = row
         if (agent, workspace) != (identity.agent, identity.workspace):
@@ -249,22 +257,14 @@ class Storage(ABC):
         Reading the existing numbers is race-free: the session row is locked
         (PostgreSQL ``FOR UPDATE``; SQLite's single writer) for the transaction.
         """
-        low, high = events[0].sequence_number, events[-1].sequence_number
-        seqs = sorted({e.sequence_number for e in events})
-        if high - low + 1 <= SPARSE_RANGE_FACTOR * len(seqs):
+        seen: set[int] = set()
+        for low, high in _clusters(sorted({e.sequence_number for e in events})):
             rows = tx.all(
                 "SELECT sequence_number FROM events WHERE session_id = ?"
                 " AND sequence_number BETWEEN ? AND ?",
                 (session_id, low, high),
             )
-        else:
-            marks = ", ".join("?" * len(seqs))
-            rows = tx.all(
-                "SELECT sequence_number FROM events WHERE session_id = ?"
-                f" AND sequence_number IN ({marks})",  # noqa: S608 - only placeholders
-                (session_id, *seqs),
-            )
-        seen = {r[0] for r in rows}
+            seen.update(r[0] for r in rows)
         new: list[EventIn] = []
         for event in events:
             if event.sequence_number not in seen:
@@ -399,22 +399,22 @@ class Storage(ABC):
             (*params, limit + 1),
         )
         items = [_event(row) for row in rows[:limit]]
-        next_cursor = None
-        if items and len(rows) > limit:
+        resume = q.cursor
+        if items:
             last = items[-1]
-            key = last.sequence_number if q.session_id else last.id
-            next_cursor = encode_cursor(kind, [key])
-        return Page(items, next_cursor)
+            resume = encode_cursor(kind, [last.sequence_number if q.session_id else last.id])
+        return Page(items, resume if len(rows) > limit else None, resume)
 
     def tail_cursor(self, q: EventQuery) -> str | None:
         """A cursor positioned after the newest matching event (for ``--follow``)."""
-        kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
-        sql = f"SELECT MAX({order}) FROM events"  # noqa: S608 - fixed column names
-        params: tuple[Any, ...] = ()
         if q.session_id:
-            sql += " WHERE session_id = ?"
-            params = (q.session_id,)
-        rows = self.query(sql, params)
+            kind = "session"
+            rows = self.query(
+                "SELECT MAX(sequence_number) FROM events WHERE session_id = ?", (q.session_id,)
+            )
+        else:
+            kind = "all"
+            rows = self.query("SELECT MAX(id) FROM events")
         top = rows[0][0] if rows else None
         return None if top is None else encode_cursor(kind, [int(top)])
 
@@ -427,7 +427,8 @@ class Storage(ABC):
             (TIMELINE_BUCKET_NS, session_id, MAX_TIMELINE_BUCKETS),
         )
         return [
-            TimelineBucket(int(m) * TIMELINE_BUCKET_NS, int(a), int(d)) for m, a, d in reversed(rows)
+            TimelineBucket(int(m) * TIMELINE_BUCKET_NS, int(a), int(d))
+            for m, a, d in reversed(rows)
         ]
 
     def unattributed_drops(self) -> dict[str, int]:
@@ -475,6 +476,17 @@ _EVENT_COLUMNS = (
 def _event(row: tuple[Any, ...]) -> EventRecord:
     rid, sid, seq, t, r, allowed, method, url, host, rule = row
     return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule)
+
+
+def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
+    """(low, high) ranges covering sorted ``seqs``, split where they are far apart."""
+    low = prev = seqs[0]
+    for seq in seqs[1:]:
+        if seq - prev > CLUSTER_GAP:
+            yield low, prev
+            low = seq
+        prev = seq
+    yield low, prev
 
 
 def _missing(max_seq: int, count: int) -> int:

@@ -1,0 +1,326 @@
+"""``collector``, ``tokens``, ``sessions`` and ``logs`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from boundary_audit.logs import get_logger
+
+from .client import HttpSource, QueryError, QuerySource, StorageSource
+from .connect import open_storage
+from .model import NS_PER_SECOND, CollectorError, EventQuery, format_ns, parse_duration, parse_time
+from .server import DB_ENV, DEFAULT_LISTEN, LISTEN_ENV, ServeOptions, serve
+from .storage import MAX_PAGE_SIZE, default_db_url
+
+COLLECTOR_URL_ENV = "BOUNDARY_AUDIT_COLLECTOR_URL"
+READER_ENV = "BOUNDARY_AUDIT_READER_TOKEN"
+#: How often ``logs --follow`` asks for new events: prompt for a person
+#: watching, one cheap indexed query per second for the collector.
+FOLLOW_POLL_SECONDS = 1.0
+#: Events ``logs`` prints without ``--follow`` unless ``--limit`` says otherwise.
+DEFAULT_LOGS_LIMIT = 1_000
+EVENT_FIELDS = (
+    "session_id",
+    "sequence_number",
+    "time",
+    "allowed",
+    "method",
+    "url",
+    "host",
+    "matched_rule",
+)
+
+
+def _db_default() -> str:
+    return os.environ.get(DB_ENV) or default_db_url()
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default=None,
+        help=f"database URL: sqlite:///PATH or postgresql://... (env {DB_ENV}; "
+        "default: collector.db in the user data dir)",
+    )
+
+
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    _add_db(parser)
+    parser.add_argument(
+        "--collector-url",
+        default=None,
+        help=f"query a running collector instead of the database (env {COLLECTOR_URL_ENV})",
+    )
+    parser.add_argument(
+        "--token", default=None, help=f"reader token for --collector-url (env {READER_ENV})"
+    )
+    parser.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("collector", help="run the collector (ingest, query API, web UI)")
+    _add_db(p)
+    p.add_argument(
+        "--listen",
+        default=None,
+        help=f"HOST:PORT (env {LISTEN_ENV}; default {DEFAULT_LISTEN}); reads need a reader "
+        "token unless HOST is a loopback address",
+    )
+    p.add_argument(
+        "--retention", default=None, help="delete events older than this (e.g. 30d, 12h)"
+    )
+    p.add_argument("--prune-interval", default="5m", help="how often retention runs (default 5m)")
+    p.add_argument(
+        "--no-event-log",
+        action="store_true",
+        help="do not emit one JSON log line per stored event",
+    )
+    p.set_defaults(func=cmd_collector)
+
+    t = subparsers.add_parser("tokens", help="create, list and revoke agent and reader tokens")
+    tsub = t.add_subparsers(dest="tokens_command", metavar="ACTION", required=True)
+    create = tsub.add_parser("create", help="create a token and print it (shown only once)")
+    create.add_argument("--agent", required=True, help="name of the agent (or reader)")
+    create.add_argument("--workspace", default="", help="workspace the agent runs in")
+    create.add_argument(
+        "--reader", action="store_true", help="a read-only token for the query API and UI"
+    )
+    _add_db(create)
+    create.set_defaults(func=cmd_tokens_create)
+    listing = tsub.add_parser("list", help="list tokens (never the secrets)")
+    listing.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    _add_db(listing)
+    listing.set_defaults(func=cmd_tokens_list)
+    revoke = tsub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", help="the id shown by `tokens list`")
+    _add_db(revoke)
+    revoke.set_defaults(func=cmd_tokens_revoke)
+
+    s = subparsers.add_parser("sessions", help="list audited sessions")
+    _add_source(s)
+    s.add_argument("--limit", type=int, default=100, help="sessions to show (default 100)")
+    s.set_defaults(func=cmd_sessions)
+
+    g = subparsers.add_parser("logs", help="show audited requests")
+    _add_source(g)
+    g.add_argument("--session", default=None, help="only this session id")
+    decision = g.add_mutually_exclusive_group()
+    decision.add_argument("--denied", action="store_true", help="only denied requests")
+    decision.add_argument("--allowed", action="store_true", help="only allowed requests")
+    g.add_argument("--host", default=None, help="only requests to this host")
+    g.add_argument("--url-contains", default=None, help="only URLs containing this text")
+    g.add_argument("--since", default=None, help="a duration ago (1h, 30m) or an RFC 3339 time")
+    g.add_argument("--until", default=None, help="an RFC 3339 time")
+    g.add_argument(
+        "--limit", type=int, default=DEFAULT_LOGS_LIMIT, help="events to show without --follow"
+    )
+    g.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    g.set_defaults(func=cmd_logs)
+
+
+# -- collector ---------------------------------------------------------------------------
+def cmd_collector(args: argparse.Namespace) -> int:
+    log = get_logger("collector")
+    try:
+        options = ServeOptions(
+            db_url=args.db or _db_default(),
+            listen=args.listen or os.environ.get(LISTEN_ENV) or DEFAULT_LISTEN,
+            retention_seconds=parse_duration(args.retention) if args.retention else None,
+            prune_interval_seconds=parse_duration(args.prune_interval),
+            emit_event_logs=not args.no_event_log,
+        )
+        return asyncio.run(serve(options))
+    except (ValueError, CollectorError) as exc:
+        log.error("collector_failed", error=str(exc))
+        print(f"boundary-audit collector: {exc}", file=sys.stderr)
+        return 2
+
+
+# -- tokens ------------------------------------------------------------------------------
+def _storage(args: argparse.Namespace) -> Any:
+    return open_storage(args.db or _db_default())
+
+
+def cmd_tokens_create(args: argparse.Namespace) -> int:
+    with _storage(args) as storage:
+        token = storage.create_token(
+            args.agent, args.workspace, "reader" if args.reader else "agent"
+        )
+    print(token)
+    return 0
+
+
+def cmd_tokens_list(args: argparse.Namespace) -> int:
+    with _storage(args) as storage:
+        tokens = storage.list_tokens()
+    rows = [
+        {
+            "token_id": t.token_id,
+            "agent": t.agent,
+            "workspace": t.workspace,
+            "scope": t.scope,
+            "created": format_ns(t.created_ns),
+            "revoked": format_ns(t.revoked_ns) if t.revoked_ns else None,
+        }
+        for t in tokens
+    ]
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+    else:
+        _table("Tokens", list(rows[0]) if rows else ["token_id"], rows)
+    return 0
+
+
+def cmd_tokens_revoke(args: argparse.Namespace) -> int:
+    with _storage(args) as storage:
+        revoked = storage.revoke_token(args.token_id)
+    if not revoked:
+        print(f"no live token with id {args.token_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.token_id}")
+    return 0
+
+
+# -- queries -----------------------------------------------------------------------------
+def _source(args: argparse.Namespace) -> QuerySource:
+    url = args.collector_url or (None if args.db else os.environ.get(COLLECTOR_URL_ENV))
+    if url:
+        return HttpSource(url, args.token or os.environ.get(READER_ENV))
+    return StorageSource(open_storage(args.db or _db_default()))
+
+
+def _table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        # Text objects: rich never interprets markup in values from the wire.
+        from rich.text import Text
+
+        table.add_row(*(Text("" if row.get(c) is None else str(row.get(c))) for c in columns))
+    Console().print(table)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"boundary-audit: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    try:
+        source = _source(args)
+    except (ValueError, CollectorError) as exc:
+        return _fail(exc)
+    try:
+        rows: list[dict[str, Any]] = []
+        cursor = None
+        while len(rows) < args.limit:
+            page, cursor = source.sessions(min(args.limit - len(rows), MAX_PAGE_SIZE), cursor)
+            rows.extend(page)
+            if cursor is None:
+                break
+    except (QueryError, CollectorError) as exc:
+        return _fail(exc)
+    finally:
+        source.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    columns = [
+        "session_id",
+        "agent",
+        "workspace",
+        "confined_process_name",
+        "last_seen",
+        "allowed",
+        "denied",
+        "dropped",
+        "gaps",
+    ]
+    _table("Sessions", columns, rows)
+    return 0
+
+
+def _logs_query(args: argparse.Namespace) -> EventQuery:
+    since_ns = None
+    if args.since:
+        try:
+            since_ns = time.time_ns() - int(parse_duration(args.since) * NS_PER_SECOND)
+        except ValueError:
+            since_ns = parse_time(args.since)
+    return EventQuery(
+        session_id=args.session,
+        allowed=False if args.denied else (True if args.allowed else None),
+        host=args.host,
+        url_contains=args.url_contains,
+        since_ns=since_ns,
+        until_ns=parse_time(args.until) if args.until else None,
+    )
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    try:
+        query = _logs_query(args)
+        source = _source(args)
+    except (ValueError, CollectorError) as exc:
+        return _fail(exc)
+    try:
+        if args.follow:
+            return _follow(source, query, args.json, start_at_tail=args.since is None)
+        rows: list[dict[str, Any]] = []
+        cursor = None
+        while len(rows) < args.limit:
+            page_query = _with(query, cursor, min(args.limit - len(rows), MAX_PAGE_SIZE))
+            page, cursor, _ = source.events(page_query)
+            rows.extend(page)
+            if cursor is None:
+                break
+    except (QueryError, CollectorError) as exc:
+        return _fail(exc)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        source.close()
+    if args.json:
+        for row in rows:
+            print(json.dumps({k: row[k] for k in EVENT_FIELDS}))
+    else:
+        _table("Events", list(EVENT_FIELDS), rows)
+    return 0
+
+
+def _with(query: EventQuery, cursor: str | None, limit: int) -> EventQuery:
+    from dataclasses import replace
+
+    return replace(query, cursor=cursor, limit=limit)
+
+
+def _follow(source: QuerySource, query: EventQuery, as_json: bool, *, start_at_tail: bool) -> int:
+    """Print matching events as they arrive, one line each, until interrupted."""
+    cursor = source.tail(query) if start_at_tail else None
+    while True:
+        page, next_cursor, resume = source.events(_with(query, cursor, MAX_PAGE_SIZE))
+        for row in page:
+            if as_json:
+                print(json.dumps({k: row[k] for k in EVENT_FIELDS}), flush=True)
+            else:
+                decision = "ALLOW" if row["allowed"] else "DENY "
+                print(
+                    f"{row['time']} {decision} {row['method']} {row['url']!r} "
+                    f"session={row['session_id']} rule={row['matched_rule']!r}",
+                    flush=True,
+                )
+        cursor = resume or cursor
+        if next_cursor is None:
+            time.sleep(FOLLOW_POLL_SECONDS)

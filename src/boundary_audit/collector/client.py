@@ -1,0 +1,114 @@
+"""Read-side sources for the CLI: the collector's JSON API, or the database directly.
+
+Both yield the JSON shapes of the API (``Session`` / ``Event`` objects), so the
+CLI renders one format whichever way it reads.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import httpx
+
+from .model import CollectorError, EventQuery, format_ns
+from .storage import Storage
+
+#: Seconds a query may take before the CLI gives up (a 1M-event filter answers in ms).
+CLIENT_TIMEOUT_SECONDS = 30.0
+
+
+class QueryError(CollectorError):
+    """The collector refused or failed a query; the message says why."""
+
+
+class QuerySource(Protocol):
+    def sessions(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of sessions and the next cursor."""
+        ...
+
+    def events(self, query: EventQuery) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        """A page of events, the next cursor and the resume cursor."""
+        ...
+
+    def tail(self, query: EventQuery) -> str | None:
+        """A cursor after the newest matching event."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class StorageSource:
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+
+    def sessions(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        page = self.storage.list_sessions(limit, cursor)
+        return [s.to_json() for s in page.items], page.next_cursor
+
+    def events(self, query: EventQuery) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        page = self.storage.query_events(query)
+        return [e.to_json() for e in page.items], page.next_cursor, page.resume_cursor
+
+    def tail(self, query: EventQuery) -> str | None:
+        return self.storage.tail_cursor(query)
+
+    def close(self) -> None:
+        self.storage.close()
+
+
+class HttpSource:
+    """The collector's query API over HTTP, with an optional reader token."""
+
+    def __init__(self, base_url: str, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=CLIENT_TIMEOUT_SECONDS
+        )
+
+    def _get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        clean = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._http.get(path, params=clean)
+        except httpx.HTTPError as exc:
+            raise QueryError(f"cannot reach the collector: {exc}") from exc
+        if response.status_code != 200:
+            try:
+                detail = response.json().get("detail", response.text)
+            except ValueError:
+                detail = response.text
+            raise QueryError(f"collector answered {response.status_code}: {detail}")
+        body: dict[str, Any] = response.json()
+        return body
+
+    def sessions(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        body = self._get("/api/v1/sessions", {"limit": limit, "cursor": cursor})
+        return body["sessions"], body["next_cursor"]
+
+    def _event_params(self, query: EventQuery) -> tuple[str, dict[str, Any]]:
+        path = (
+            f"/api/v1/sessions/{query.session_id}/events" if query.session_id else "/api/v1/events"
+        )
+        decision = None if query.allowed is None else ("allowed" if query.allowed else "denied")
+        params = {
+            "decision": decision,
+            "host": query.host,
+            "q": query.url_contains,
+            "since": None if query.since_ns is None else format_ns(query.since_ns),
+            "until": None if query.until_ns is None else format_ns(query.until_ns),
+            "cursor": query.cursor,
+            "limit": query.limit,
+        }
+        return path, params
+
+    def events(self, query: EventQuery) -> tuple[list[dict[str, Any]], str | None, str | None]:
+        path, params = self._event_params(query)
+        body = self._get(path, params)
+        return body["events"], body["next_cursor"], body.get("resume_cursor")
+
+    def tail(self, query: EventQuery) -> str | None:
+        path, params = self._event_params(query)
+        cursor: str | None = self._get(path, {**params, "tail": "true"}).get("resume_cursor")
+        return cursor
+
+    def close(self) -> None:
+        self._http.close()

@@ -1,0 +1,134 @@
+"""Running the collector: uvicorn on a real socket, background retention, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.concurrency import run_in_threadpool
+
+from boundary_audit.logs import get_logger
+
+from .app import AppSettings, create_app
+from .connect import open_storage
+from .metrics import CollectorMetrics
+from .model import NS_PER_SECOND, StorageUnavailableError
+from .storage import Storage
+
+DEFAULT_LISTEN = "127.0.0.1:7468"
+LISTEN_ENV = "BOUNDARY_AUDIT_LISTEN"
+DB_ENV = "BOUNDARY_AUDIT_DB"
+#: How often retention runs: often enough that the store never holds much
+#: more than the configured window, rare enough to cost nothing.
+DEFAULT_PRUNE_INTERVAL_SECONDS = 300.0
+#: Seconds uvicorn waits for in-flight requests on shutdown before closing
+#: them (an ingest transaction takes milliseconds; 10 s covers a slow disk).
+GRACEFUL_SHUTDOWN_SECONDS = 10
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` or ``[v6]:PORT`` to (host, port)."""
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"listen address {listen!r} is not HOST:PORT")
+    host = host.strip("[]")
+    if not host:
+        raise ValueError(f"listen address {listen!r} has no host")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """Only addresses no other machine can reach count (``localhost`` included)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class ServeOptions:
+    db_url: str
+    listen: str = DEFAULT_LISTEN
+    retention_seconds: float | None = None
+    prune_interval_seconds: float = DEFAULT_PRUNE_INTERVAL_SECONDS
+    emit_event_logs: bool = True
+
+
+async def retention_loop(
+    storage: Storage, metrics: CollectorMetrics, retention_seconds: float, interval: float
+) -> None:
+    """Prune events older than the retention window, now and then every ``interval``."""
+    log = get_logger("collector", task="retention")
+    while True:
+        cutoff = time.time_ns() - int(retention_seconds * NS_PER_SECOND)
+        try:
+            deleted = await run_in_threadpool(storage.prune, cutoff)
+        except StorageUnavailableError as exc:
+            metrics.db_errors.labels("prune", "unavailable").inc()
+            log.warning("prune_failed", error=str(exc))
+        except Exception:
+            metrics.db_errors.labels("prune", "error").inc()
+            log.exception("prune_failed")
+        else:
+            metrics.pruned.inc(deleted)
+            if deleted:
+                log.info("pruned", events=deleted, retention_seconds=retention_seconds)
+        await asyncio.sleep(interval)
+
+
+async def serve(options: ServeOptions) -> int:
+    """Serve until SIGINT/SIGTERM; returns the exit code."""
+    log = get_logger("collector")
+    host, port = parse_listen(options.listen)
+    storage = await run_in_threadpool(open_storage, options.db_url)
+    metrics = CollectorMetrics()
+    settings = AppSettings(
+        require_read_auth=not is_loopback(host), emit_event_logs=options.emit_event_logs
+    )
+    app = create_app(storage, settings, metrics)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    # uvicorn's own start/stop chatter is plain text; our JSON lines say the same.
+    logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    pruner: asyncio.Task[None] | None = None
+    if options.retention_seconds:
+        pruner = asyncio.create_task(
+            retention_loop(
+                storage, metrics, options.retention_seconds, options.prune_interval_seconds
+            )
+        )
+    try:
+        # Bound (and listening) before serving, so the real port is known and
+        # logged even when --listen asked for port 0.
+        sock = config.bind_socket()
+        sock.listen()
+        bound_host, bound_port = sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        log.info(
+            "collector_listening",
+            url=f"http://{shown}:{bound_port}",
+            backend=storage.backend,
+            read_auth=settings.require_read_auth,
+        )
+        await server.serve(sockets=[sock])
+    finally:
+        if pruner is not None:
+            pruner.cancel()
+        await run_in_threadpool(storage.close)
+        log.info("collector_stopped")
+    return 0 if server.started else 1
