@@ -23,7 +23,7 @@ from .model import (
     SessionSummary,
     StorageUnavailableError,
 )
-from .server import ServeOptions, serve
+from .server import CollectorServer, ServeOptions, serve
 from .storage import Storage, default_db_url
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "AppSettings",
     "CollectorError",
     "CollectorMetrics",
+    "CollectorServer",
     "EventQuery",
     "EventRecord",
     "HttpSource",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import threading
 import time
 from dataclasses import dataclass
 
@@ -132,3 +133,54 @@ async def serve(options: ServeOptions) -> int:
         await run_in_threadpool(storage.close)
         log.info("collector_stopped")
     return 0 if server.started else 1
+
+
+#: Seconds to wait for an in-process server thread to start or stop.
+THREAD_START_TIMEOUT_SECONDS = 10.0
+
+
+class CollectorServer:
+    """The app served by uvicorn on a background thread (embedding, tests).
+
+    ``with CollectorServer(storage) as server: httpx.get(server.url + "/healthz")``.
+    The storage stays the caller's to close.
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: AppSettings | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings or AppSettings(require_read_auth=not is_loopback(host))
+        self.metrics = CollectorMetrics()
+        self.app = create_app(storage, self.settings, self.metrics)
+        config = uvicorn.Config(
+            self.app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+        )
+        self._server = uvicorn.Server(config)
+        self._sock = config.bind_socket()
+        self._sock.listen()
+        bound_host, bound_port = self._sock.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self.url = f"http://{shown}:{bound_port}"
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
+
+    def __enter__(self) -> CollectorServer:
+        self._thread.start()
+        deadline = time.monotonic() + THREAD_START_TIMEOUT_SECONDS
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("collector server thread did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.should_exit = True
+        self._thread.join(THREAD_START_TIMEOUT_SECONDS)
+        self._sock.close()

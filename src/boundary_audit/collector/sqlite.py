@@ -48,8 +48,9 @@ class SQLiteStorage(Storage):
 
     backend = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
         self._local = threading.local()
@@ -64,7 +65,7 @@ class SQLiteStorage(Storage):
             conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=0
             )
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         except sqlite3.OperationalError as exc:

@@ -1,0 +1,225 @@
+"""Storage behaviour, identical on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from boundary_audit.collector import (
+    EventQuery,
+    InvalidRequestError,
+    SessionOwnershipError,
+    Storage,
+    parse_ingest_request,
+)
+from boundary_audit.collector.model import InvalidCursorError
+from boundary_audit.wire import IngestRequest
+
+from .conftest import make_request
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _ingest(storage: Storage, request: IngestRequest, token: str) -> tuple[int, int, int]:
+    ident = storage.authenticate(token)
+    assert ident is not None
+    out = storage.ingest(parse_ingest_request(request.SerializeToString()), ident)
+    return out.stored, out.duplicates, out.gap_delta
+
+
+def test_migrations_are_versioned_and_idempotent(storage: Storage) -> None:
+    assert storage.migrate() == []
+    rows = storage.query("SELECT version FROM schema_migrations")
+    assert [r[0] for r in rows] == [1]
+
+
+def test_tokens_store_only_hashes_and_revoke(storage: Storage) -> None:
+    token = storage.create_token("agent-1", "ws-1")
+    assert token.startswith("ba_") and len(token) == 46
+    stored = storage.query("SELECT token_hash FROM tokens")
+    assert token not in str(stored)
+    ident = storage.authenticate(token)
+    assert ident is not None and (ident.agent, ident.workspace, ident.scope) == (
+        "agent-1",
+        "ws-1",
+        "agent",
+    )
+    assert storage.authenticate(token + "x") is None
+    assert storage.authenticate("nonsense") is None
+    assert storage.revoke_token(ident.token_id)
+    assert not storage.revoke_token(ident.token_id)
+    assert storage.authenticate(token) is None
+    (info,) = storage.list_tokens()
+    assert info.revoked_ns is not None
+
+
+def test_resent_batch_stores_nothing_twice(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    request = make_request(sid, range(10))
+    assert _ingest(storage, request, token)[:2] == (10, 0)
+    assert _ingest(storage, request, token)[:2] == (0, 10)
+    overlap = make_request(sid, range(5, 15))
+    assert _ingest(storage, overlap, token)[:2] == (5, 5)
+    summary = storage.get_session(sid)
+    assert summary is not None
+    assert (summary.allowed, summary.denied, summary.gaps) == (8, 7, 0)
+    assert storage.query("SELECT COUNT(*) FROM events")[0][0] == 15
+
+
+def test_repeats_inside_one_request_are_duplicates(storage: Storage) -> None:
+    token = storage.create_token("a")
+    assert _ingest(storage, make_request(None, [1, 1, 2, 2, 2]), token)[:2] == (2, 3)
+
+
+def test_gap_detection_and_late_fill(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    stored, _, delta = _ingest(storage, make_request(sid, [0, 1, 5, 9]), token)
+    assert (stored, delta) == (4, 6)
+    summary = storage.get_session(sid)
+    assert summary is not None and summary.gaps == 6 and summary.max_sequence == 9
+    _, _, delta = _ingest(storage, make_request(sid, [2, 3, 4]), token)
+    assert delta == -3
+    summary = storage.get_session(sid)
+    assert summary is not None and summary.gaps == 3
+
+
+def test_sparse_resend_finds_duplicates_far_apart(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    _ingest(storage, make_request(sid, [0, 1000, 5000]), token)
+    assert _ingest(storage, make_request(sid, [0, 1, 1000, 5000, 5001]), token)[:2] == (2, 3)
+
+
+def test_session_belongs_to_first_agent(storage: Storage) -> None:
+    mine, theirs = storage.create_token("a", "w"), storage.create_token("b", "w")
+    sid = str(uuid.uuid4())
+    _ingest(storage, make_request(sid, range(2)), mine)
+    with pytest.raises(SessionOwnershipError, match=sid):
+        _ingest(storage, make_request(sid, range(2, 4)), theirs)
+    summary = storage.get_session(sid)
+    assert summary is not None and summary.agent == "a" and summary.allowed + summary.denied == 2
+
+
+def test_rejected_request_stores_nothing(storage: Storage) -> None:
+    """All-or-nothing: a later session's conflict rolls back an earlier one's events."""
+    mine, theirs = storage.create_token("a"), storage.create_token("b")
+    taken = str(uuid.uuid4())
+    _ingest(storage, make_request(taken, range(1)), theirs)
+    request = make_request("00000000-0000-0000-0000-000000000001", range(5))
+    request.logs.extend(make_request(taken, range(1, 3)).logs)
+    request.drops.add(report_id="r-1", source="agent").dropped["spool_full"] = 3
+    with pytest.raises(SessionOwnershipError):
+        _ingest(storage, request, mine)
+    assert storage.query("SELECT COUNT(*) FROM events")[0][0] == 1
+    assert storage.query("SELECT COUNT(*) FROM drop_reports")[0][0] == 0
+    assert storage.get_session("00000000-0000-0000-0000-000000000001") is None
+
+
+def test_drop_reports_counted_once(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    request = make_request(sid, range(1))
+    report = request.drops.add(report_id="rep-1", session_id=sid, source="boundary")
+    report.dropped["boundary_channel_full"] = 4
+    report.dropped["boundary_batch_full"] = 1
+    request.drops.add(report_id="rep-2", source="agent").dropped["spool_full"] = 7
+    ident = storage.authenticate(token)
+    assert ident is not None
+    batch = parse_ingest_request(request.SerializeToString())
+    assert storage.ingest(batch, ident).drop_reports == 2
+    assert storage.ingest(batch, ident).drop_reports == 0
+    summary = storage.get_session(sid)
+    assert summary is not None and summary.dropped == 5
+    assert storage.session_drops(sid) == {"boundary_batch_full": 1, "boundary_channel_full": 4}
+    assert storage.unattributed_drops() == {"spool_full": 7}
+
+
+def test_event_pagination_and_filters(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    request = make_request(sid, range(25), url="https://api.Example.com/v1/item/{seq}")
+    _ingest(storage, request, token)
+    _ingest(storage, make_request(None, range(5), url="https://other.org/x"), token)
+    seen: list[int] = []
+    cursor = None
+    while True:
+        page = storage.query_events(EventQuery(session_id=sid, cursor=cursor, limit=10))
+        seen += [e.sequence_number for e in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert seen == list(range(25))
+    denied = storage.query_events(EventQuery(session_id=sid, allowed=False, limit=100))
+    assert [e.sequence_number for e in denied.items] == list(range(1, 25, 2))
+    by_host = storage.query_events(EventQuery(host="API.example.com", limit=100))
+    assert len(by_host.items) == 25 and {e.host for e in by_host.items} == {"api.example.com"}
+    by_url = storage.query_events(EventQuery(url_contains="item/1", limit=100))
+    assert sorted(e.sequence_number for e in by_url.items) == [1, *range(10, 20)]
+    # Case-sensitive substring on both engines.
+    assert storage.query_events(EventQuery(url_contains="ITEM/1")).items == []
+    everything = storage.query_events(EventQuery(limit=100))
+    assert len(everything.items) == 30 and everything.next_cursor is None
+    with pytest.raises(InvalidCursorError):
+        storage.query_events(EventQuery(cursor=page.resume_cursor))  # a session cursor
+    with pytest.raises(InvalidRequestError):
+        storage.query_events(EventQuery(cursor="garbage!"))
+
+
+def test_time_range_filter(storage: Storage) -> None:
+    token = storage.create_token("a")
+    hour = 3600 * 10**9
+    now = time.time_ns()
+    _ingest(storage, make_request(None, range(3), time_ns=now - 2 * hour), token)
+    _ingest(storage, make_request(None, range(4), time_ns=now), token)
+    recent = storage.query_events(EventQuery(since_ns=now - hour))
+    assert len(recent.items) == 4
+    old = storage.query_events(EventQuery(until_ns=now - hour))
+    assert len(old.items) == 3
+
+
+def test_session_listing_pages(storage: Storage) -> None:
+    token = storage.create_token("a")
+    ids = set()
+    for _ in range(7):
+        sid = str(uuid.uuid4())
+        ids.add(sid)
+        _ingest(storage, make_request(sid, range(1)), token)
+    listed: list[str] = []
+    cursor = None
+    while True:
+        page = storage.list_sessions(limit=3, cursor=cursor)
+        listed += [s.session_id for s in page.items]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(listed) == 7 and set(listed) == ids
+
+
+def test_retention_prunes_old_events_only(storage: Storage) -> None:
+    token = storage.create_token("a")
+    hour = 3600 * 10**9
+    now = time.time_ns()
+    _ingest(storage, make_request(None, range(12), time_ns=now - 48 * hour), token)
+    sid = str(uuid.uuid4())
+    _ingest(storage, make_request(sid, range(4), time_ns=now), token)
+    assert storage.prune(now - 24 * hour) == 12
+    remaining = storage.query_events(EventQuery(limit=100)).items
+    assert [e.session_id for e in remaining] == [sid] * 4
+
+
+def test_timeline_buckets_per_minute(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    minute = 60 * 10**9
+    base = (time.time_ns() // minute) * minute
+    _ingest(storage, make_request(sid, range(4), time_ns=base), token)
+    _ingest(storage, make_request(sid, range(4, 7), time_ns=base + 2 * minute), token)
+    buckets = storage.timeline(sid)
+    assert [(b.minute_ns - base, b.allowed, b.denied) for b in buckets] == [
+        (0, 2, 2),
+        (2 * minute, 2, 1),
+    ]
