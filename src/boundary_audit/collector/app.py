@@ -367,6 +367,7 @@ class _Collector:
 
     # -- web UI --------------------------------------------------------------------
     def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        context.setdefault("logout", self.settings.require_read_auth)
         html = self.templates.get_template(template).render(**context)
         return HTMLResponse(html, status, headers=SECURITY_HEADERS)
 
@@ -395,7 +396,6 @@ class _Collector:
                 sessions=page.items,
                 next_cursor=page.next_cursor,
                 unattributed=unattributed,
-                logout=self.settings.require_read_auth,
             )
 
         return await self.ui(request, "ui_sessions", render)
@@ -424,7 +424,6 @@ class _Collector:
                 chart=_chart(buckets),
                 filters=filters,
                 next_link=next_link,
-                logout=self.settings.require_read_auth,
             )
 
         return await self.ui(request, "ui_session", render)

@@ -159,7 +159,13 @@ class CollectorServer:
         self.metrics = CollectorMetrics()
         self.app = create_app(storage, self.settings, self.metrics)
         config = uvicorn.Config(
-            self.app, host=host, port=port, log_config=None, access_log=False, lifespan="off"
+            self.app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            server_header=False,
         )
         self._server = uvicorn.Server(config)
         self._sock = config.bind_socket()

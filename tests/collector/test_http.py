@@ -1,0 +1,348 @@
+"""The HTTP API against a real uvicorn server on a random loopback port."""
+
+from __future__ import annotations
+
+import io
+import json
+import socket
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from boundary_audit.collector import CollectorServer, Storage, open_storage
+from boundary_audit.collector.app import AppSettings
+from boundary_audit.collector.ingest import MAX_INGEST_BODY_BYTES
+from boundary_audit.collector.sqlite import SQLiteStorage
+from boundary_audit.logs import configure_logging
+from boundary_audit.wire import IngestRequest
+
+from .conftest import make_request
+
+pytestmark = pytest.mark.timeout(60)
+PB = {"Content-Type": "application/x-protobuf"}
+INGEST = "/api/v1/boundary-logs"
+
+
+def _post(server: CollectorServer, token: str | None, body: bytes | IngestRequest) -> httpx.Response:
+    data = body.SerializeToString() if isinstance(body, IngestRequest) else body
+    headers = dict(PB)
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return httpx.post(server.url + INGEST, content=data, headers=headers, timeout=30)
+
+
+def _raw(server: CollectorServer) -> socket.socket:
+    parts = urlsplit(server.url)
+    assert parts.hostname and parts.port
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def _reply(sock: socket.socket) -> bytes:
+    """A whole small JSON response (headers and body may come in several reads)."""
+    data = b""
+    while not data.rstrip().endswith(b"}"):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _count(storage: Storage) -> int:
+    return int(storage.query("SELECT COUNT(*) FROM events")[0][0])
+
+
+def test_ingest_and_idempotent_resend(collector: CollectorServer, storage: Storage) -> None:
+    token = storage.create_token("agent-1", "ws")
+    request = make_request(None, range(100))
+    first = _post(collector, token, request)
+    assert first.status_code == 200
+    assert first.json() == {
+        "batch_id": request.batch_id,
+        "stored": 100,
+        "duplicates": 0,
+        "drop_reports": 0,
+    }
+    again = _post(collector, token, request)
+    assert again.status_code == 200 and again.json()["duplicates"] == 100
+    assert _count(storage) == 100
+    metrics = httpx.get(collector.url + "/metrics").text
+    assert "boundary_audit_collector_events_stored_total 100.0" in metrics
+    assert "boundary_audit_collector_events_duplicate_total 100.0" in metrics
+    assert "boundary_audit_collector_sessions_created_total 1.0" in metrics
+    assert 'boundary_audit_collector_http_requests_total{route="ingest",status="200"} 2.0' in (
+        metrics
+    )
+    assert "boundary_audit_collector_db_latency_seconds_bucket" in metrics
+
+
+@pytest.mark.parametrize("header", [None, "Bearer ba_wrong", "Basic abc", "Bearer", "Bearer not-our-format"])
+def test_bad_credentials_get_401_and_store_nothing(
+    collector: CollectorServer, storage: Storage, header: str | None
+) -> None:
+    headers = dict(PB)
+    if header is not None:
+        headers["Authorization"] = header
+    response = httpx.post(
+        collector.url + INGEST, content=make_request().SerializeToString(), headers=headers
+    )
+    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    assert _count(storage) == 0
+
+
+def test_revoked_and_reader_tokens_cannot_ingest(
+    collector: CollectorServer, storage: Storage
+) -> None:
+    token = storage.create_token("a")
+    reader = storage.create_token("ops", scope="reader")
+    assert _post(collector, reader, make_request()).status_code == 401
+    assert _post(collector, token, make_request()).status_code == 200
+    ident = storage.authenticate(token)
+    assert ident is not None and storage.revoke_token(ident.token_id)
+    assert _post(collector, token, make_request()).status_code == 401
+    assert _count(storage) == 3
+
+
+def test_token_checked_before_body_is_read(collector: CollectorServer) -> None:
+    """A 401 arrives although the announced body was never sent."""
+    with _raw(collector) as sock:
+        sock.sendall(
+            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
+            b"Authorization: Bearer ba_not-a-real-token\r\n"
+            b"Content-Type: application/x-protobuf\r\nContent-Length: 1000000\r\n\r\n"
+        )
+        reply = _reply(sock)
+    assert reply.startswith(b"HTTP/1.1 401")
+
+
+def test_body_cap_by_header_and_by_stream(collector: CollectorServer, storage: Storage) -> None:
+    token = storage.create_token("a")
+    with _raw(collector) as sock:
+        sock.sendall(
+            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
+            + f"Authorization: Bearer {token}\r\n".encode()
+            + b"Content-Type: application/x-protobuf\r\n"
+            + f"Content-Length: {MAX_INGEST_BODY_BYTES + 1}\r\n\r\n".encode()
+        )
+        reply = _reply(sock)
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert f'"limit":{MAX_INGEST_BODY_BYTES}'.encode() in reply
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(5):
+            yield b"\x00" * (MAX_INGEST_BODY_BYTES // 4)
+
+    # No Content-Length (chunked): the cap applies while streaming.
+    response = httpx.post(
+        collector.url + INGEST,
+        content=chunks(),
+        headers={**PB, "Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert response.status_code == 413 and response.json()["limit"] == MAX_INGEST_BODY_BYTES
+    assert _count(storage) == 0
+
+
+@pytest.mark.parametrize(
+    ("mutate", "detail"),
+    [
+        (lambda r: setattr(r.logs[0], "session_id", "not-a-uuid"), "logs[0].session_id"),
+        (lambda r: r.logs[0].logs[2].ClearField("http_request"), "logs[0].logs[2].http_request"),
+        (lambda r: r.logs[0].logs[1].ClearField("time"), "logs[0].logs[1].time"),
+        (lambda r: setattr(r.logs[0].logs[0], "sequence_number", -4), "sequence_number"),
+        (lambda r: setattr(r.logs[0].logs[0].http_request, "url", "x" * 9000), "url"),
+        (lambda r: r.drops.add(report_id="d", source="elsewhere"), "drops[0].source"),
+    ],
+)
+def test_invalid_requests_get_400_naming_the_field(
+    collector: CollectorServer, storage: Storage, mutate: object, detail: str
+) -> None:
+    token = storage.create_token("a")
+    request = make_request(None, range(3))
+    request.logs.extend(make_request(None, range(3)).logs)
+    assert callable(mutate)
+    mutate(request)
+    response = _post(collector, token, request)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_request"
+    assert detail in response.json()["detail"]
+    assert _count(storage) == 0
+    # The server keeps serving others.
+    assert _post(collector, token, make_request()).status_code == 200
+
+
+def test_garbage_body_and_wrong_content_type(collector: CollectorServer, storage: Storage) -> None:
+    token = storage.create_token("a")
+    garbage = _post(collector, token, b"\xff\xff\xff\xff garbage")
+    assert garbage.status_code == 400 and "protobuf" in garbage.json()["detail"]
+    json_body = httpx.post(
+        collector.url + INGEST,
+        content=b"{}",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    assert json_body.status_code == 400 and "Content-Type" in json_body.json()["detail"]
+
+
+def test_foreign_session_is_rejected(collector: CollectorServer, storage: Storage) -> None:
+    sid = str(uuid.uuid4())
+    assert _post(collector, storage.create_token("a"), make_request(sid)).status_code == 200
+    response = _post(collector, storage.create_token("b"), make_request(sid, range(3, 5)))
+    assert response.status_code == 400 and sid in response.json()["detail"]
+    assert _count(storage) == 3
+
+
+def test_overload_answers_429_with_retry_after(storage: Storage) -> None:
+    token = storage.create_token("a")
+    settings = AppSettings(require_read_auth=False, max_inflight_ingest=1)
+    with CollectorServer(storage, settings) as server, _raw(server) as slow:
+        body = make_request().SerializeToString()
+        # One request holds the only slot: headers and half its body, then silence.
+        slow.sendall(
+            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
+            + f"Authorization: Bearer {token}\r\n".encode()
+            + f"Content-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body[:5]
+        )
+        statuses = []
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            response = _post(server, token, make_request())
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert int(response.headers["Retry-After"]) >= 1
+                break
+            time.sleep(0.05)
+        assert statuses[-1] == 429
+        slow.sendall(body[5:])
+        assert _reply(slow).startswith(b"HTTP/1.1 200")
+        assert _post(server, token, make_request()).status_code == 200
+
+
+def test_database_busy_answers_503_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    with SQLiteStorage(path, busy_timeout_ms=100) as storage:
+        storage.migrate()
+        token = storage.create_token("a")
+        with CollectorServer(storage, AppSettings(require_read_auth=False)) as server:
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN EXCLUSIVE")
+            try:
+                busy = _post(server, token, make_request())
+                assert busy.status_code == 503
+                assert int(busy.headers["Retry-After"]) >= 1
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            assert _post(server, token, make_request()).status_code == 200
+            metrics = httpx.get(server.url + "/metrics").text
+            assert 'boundary_audit_collector_ingest_rejected_total{reason="db_unavailable"} 1.0' in (
+                metrics
+            )
+
+
+def test_each_stored_event_is_one_escaped_json_log_line(
+    collector: CollectorServer, storage: Storage
+) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    try:
+        token = storage.create_token("agent-7", "ws-7")
+        hostile = 'https://evil.test/<script>alert(1)</script>"\n{"event":"forged"}'
+        sid = str(uuid.uuid4())
+        request = make_request(sid, range(2), url=hostile)
+        assert _post(collector, token, request).status_code == 200
+        assert _post(collector, token, request).status_code == 200  # duplicates: no new lines
+    finally:
+        configure_logging()
+    raw = stream.getvalue().splitlines()
+    # The newline inside the URL is escaped: no forged line appears.
+    assert not any(line.startswith('{"event":"forged"') for line in raw)
+    # (The test's own HTTP client logs plain-text lines to the same stream.)
+    lines = [json.loads(line) for line in raw if line.startswith("{")]
+    events = [line for line in lines if line["event"] == "boundary_event"]
+    assert len(events) == 2
+    first = events[0]
+    assert first["url"] == hostile
+    assert first["decision"] == "allowed" and events[1]["decision"] == "denied"
+    assert (first["session"], first["agent"], first["workspace"]) == (sid, "agent-7", "ws-7")
+    assert first["method"] == "GET" and first["rule"] == "domain=example.com"
+    assert first["event_time"].endswith("Z")
+
+
+def test_query_api_pages_and_filters(collector: CollectorServer, storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    _post(collector, token, make_request(sid, range(30), url="https://h{seq}.example/p"))
+    sessions = httpx.get(collector.url + "/api/v1/sessions").json()
+    assert [s["session_id"] for s in sessions["sessions"]] == [sid]
+    assert sessions["sessions"][0]["allowed"] == 15
+    detail = httpx.get(f"{collector.url}/api/v1/sessions/{sid}").json()
+    assert detail["denied"] == 15 and detail["dropped_by_reason"] == {}
+    seqs: list[int] = []
+    params: dict[str, str | int] = {"limit": 7, "decision": "denied"}
+    while True:
+        page = httpx.get(f"{collector.url}/api/v1/sessions/{sid}/events", params=params).json()
+        seqs += [e["sequence_number"] for e in page["events"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert seqs == list(range(1, 30, 2))
+    by_host = httpx.get(collector.url + "/api/v1/events", params={"host": "h3.example"}).json()
+    assert [e["sequence_number"] for e in by_host["events"]] == [3]
+    missing = httpx.get(f"{collector.url}/api/v1/sessions/{uuid.uuid4()}/events")
+    assert missing.status_code == 404
+    bad = httpx.get(collector.url + "/api/v1/events", params={"limit": 0})
+    assert bad.status_code == 400 and "limit" in bad.json()["detail"]
+    bad_time = httpx.get(collector.url + "/api/v1/events", params={"since": "yesterday"})
+    assert bad_time.status_code == 400
+
+
+def test_reads_need_a_reader_token_off_loopback(storage: Storage) -> None:
+    token = storage.create_token("a")
+    reader = storage.create_token("ops", scope="reader")
+    settings = AppSettings(require_read_auth=True)
+    with CollectorServer(storage, settings) as server:
+        assert _post(server, token, make_request()).status_code == 200
+        assert httpx.get(server.url + "/api/v1/sessions").status_code == 401
+        agent_read = httpx.get(
+            server.url + "/api/v1/sessions", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert agent_read.status_code == 401
+        ok = httpx.get(
+            server.url + "/api/v1/sessions", headers={"Authorization": f"Bearer {reader}"}
+        )
+        assert ok.status_code == 200 and len(ok.json()["sessions"]) == 1
+        # The UI sends people to a login form, which sets an HttpOnly cookie.
+        ui = httpx.get(server.url + "/")
+        assert ui.status_code == 303 and ui.headers["location"].startswith("/login")
+        with httpx.Client(base_url=server.url) as browser:
+            failed = browser.post("/login", data={"token": token, "next": "/"})
+            assert failed.status_code == 401 and "ba_reader" not in browser.cookies
+            login = browser.post("/login", data={"token": reader, "next": "//evil.test/"})
+            assert login.status_code == 303 and login.headers["location"] == "/"
+            cookie = login.headers["set-cookie"].lower()
+            assert "httponly" in cookie and "samesite=strict" in cookie
+            page = browser.get("/")
+            assert page.status_code == 200 and "claude-code" in page.text
+
+
+def test_reads_are_open_on_loopback(collector: CollectorServer) -> None:
+    assert httpx.get(collector.url + "/api/v1/sessions").status_code == 200
+    assert httpx.get(collector.url + "/").status_code == 200
+    assert httpx.get(collector.url + "/healthz").text == "ok\n"
+
+
+def test_second_process_sees_first_process_data(tmp_path: Path) -> None:
+    """Two storages on one SQLite file (e.g. the CLI next to a running collector)."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    with open_storage(url) as one, open_storage(url) as two:
+        token = one.create_token("a")
+        with CollectorServer(one, AppSettings(require_read_auth=False)) as server:
+            assert _post(server, token, make_request(None, range(4))).status_code == 200
+        assert _count(two) == 4
