@@ -29,7 +29,9 @@ PB = {"Content-Type": "application/x-protobuf"}
 INGEST = "/api/v1/boundary-logs"
 
 
-def _post(server: CollectorServer, token: str | None, body: bytes | IngestRequest) -> httpx.Response:
+def _post(
+    server: CollectorServer, token: str | None, body: bytes | IngestRequest
+) -> httpx.Response:
     data = body.SerializeToString() if isinstance(body, IngestRequest) else body
     headers = dict(PB)
     if token is not None:
@@ -82,7 +84,9 @@ def test_ingest_and_idempotent_resend(collector: CollectorServer, storage: Stora
     assert "boundary_audit_collector_db_latency_seconds_bucket" in metrics
 
 
-@pytest.mark.parametrize("header", [None, "Bearer ba_wrong", "Basic abc", "Bearer", "Bearer not-our-format"])
+@pytest.mark.parametrize(
+    "header", [None, "Bearer ba_wrong", "Basic abc", "Bearer", "Bearer not-our-format"]
+)
 def test_bad_credentials_get_401_and_store_nothing(
     collector: CollectorServer, storage: Storage, header: str | None
 ) -> None:
@@ -241,8 +245,9 @@ def test_database_busy_answers_503_then_recovers(tmp_path: Path) -> None:
                 blocker.close()
             assert _post(server, token, make_request()).status_code == 200
             metrics = httpx.get(server.url + "/metrics").text
-            assert 'boundary_audit_collector_ingest_rejected_total{reason="db_unavailable"} 1.0' in (
-                metrics
+            assert (
+                'boundary_audit_collector_ingest_rejected_total{reason="db_unavailable"} 1.0'
+                in (metrics)
             )
 
 

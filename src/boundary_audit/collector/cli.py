@@ -25,6 +25,9 @@ READER_ENV = "BOUNDARY_AUDIT_READER_TOKEN"
 FOLLOW_POLL_SECONDS = 1.0
 #: Events ``logs`` prints without ``--follow`` unless ``--limit`` says otherwise.
 DEFAULT_LOGS_LIMIT = 1_000
+#: Table width when stdout is not a terminal (a pipe or file): wide enough
+#: that URLs stay on one line for grep, where 80 columns would fold them.
+PIPE_WIDTH = 240
 EVENT_FIELDS = (
     "session_id",
     "sequence_number",
@@ -199,16 +202,18 @@ def _source(args: argparse.Namespace) -> QuerySource:
 def _table(title: str, columns: list[str], rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title)
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
         # Text objects: rich never interprets markup in values from the wire.
-        from rich.text import Text
-
         table.add_row(*(Text("" if row.get(c) is None else str(row.get(c))) for c in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=PIPE_WIDTH)
+    console.print(table)
 
 
 def _fail(exc: Exception) -> int:

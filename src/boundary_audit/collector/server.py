@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -113,6 +114,11 @@ async def serve(options: ServeOptions) -> int:
                 storage, metrics, options.retention_seconds, options.prune_interval_seconds
             )
         )
+    # uvicorn handles SIGINT/SIGTERM gracefully, then re-raises the signal once
+    # it has restored the previous handlers; a quiet handler here lets the
+    # process finish its own shutdown (close storage, log) and exit 0.
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, _stopping) for sig in stop_signals}
     try:
         # Bound (and listening) before serving, so the real port is known and
         # logged even when --listen asked for port 0.
@@ -130,9 +136,15 @@ async def serve(options: ServeOptions) -> int:
     finally:
         if pruner is not None:
             pruner.cancel()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         await run_in_threadpool(storage.close)
         log.info("collector_stopped")
     return 0 if server.started else 1
+
+
+def _stopping(signum: int, frame: object) -> None:
+    get_logger("collector").info("collector_stopping", signal=signal.Signals(signum).name)
 
 
 #: Seconds to wait for an in-process server thread to start or stop.

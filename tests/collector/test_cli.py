@@ -1,0 +1,224 @@
+"""The CLI and collector processes, as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from boundary_audit.wire import IngestRequest
+
+from .conftest import CollectorProcess, PgServer, cli, make_request, start_collector
+
+pytestmark = pytest.mark.timeout(120)
+PB = {"Content-Type": "application/x-protobuf"}
+
+
+def _post(url: str, token: str, request: IngestRequest) -> httpx.Response:
+    return httpx.post(
+        url + "/api/v1/boundary-logs",
+        content=request.SerializeToString(),
+        headers={**PB, "Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+
+
+def _json_lines(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def test_tokens_create_list_revoke(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    token = cli("tokens", "create", "--agent", "ci-runner", "--workspace", "w1", "--db", db)
+    secret = token.stdout.strip()
+    assert secret.startswith("ba_") and len(secret) == 46
+    cli("tokens", "create", "--agent", "ops", "--reader", "--db", db)
+    listed = _json_lines(cli("tokens", "list", "--json", "--db", db).stdout)
+    assert [(t["agent"], t["scope"], t["revoked"]) for t in listed] == [
+        ("ci-runner", "agent", None),
+        ("ops", "reader", None),
+    ]
+    assert secret not in cli("tokens", "list", "--db", db).stdout
+    assert cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db).returncode == 0
+    again = cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db, check=False)
+    assert again.returncode == 1 and "no live token" in again.stderr
+    assert _json_lines(cli("tokens", "list", "--json", "--db", db).stdout)[0]["revoked"]
+
+
+def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    token = cli("tokens", "create", "--agent", "agent-1", "--db", db).stdout.strip()
+    proc = start_collector(db, tmp_path / "collector.log")
+    try:
+        sid = str(uuid.uuid4())
+        request = make_request(sid, range(6), url="https://pypi.example/{seq}")
+        request.logs.extend(make_request(None, range(2), url="https://other.example/").logs)
+        assert _post(proc.url, token, request).json()["stored"] == 8
+        # Both ways of reading: through the collector and straight from the file.
+        for source in (["--collector-url", proc.url], ["--db", db]):
+            sessions = _json_lines(cli("sessions", "--json", *source).stdout)
+            assert {s["session_id"] for s in sessions} >= {sid}
+            denied = _json_lines(
+                cli("logs", "--json", "--denied", "--host", "pypi.example", *source).stdout
+            )
+            assert [(e["session_id"], e["sequence_number"]) for e in denied] == [
+                (sid, 1),
+                (sid, 3),
+                (sid, 5),
+            ]
+            assert set(denied[0]) == {
+                "session_id",
+                "sequence_number",
+                "time",
+                "allowed",
+                "method",
+                "url",
+                "host",
+                "matched_rule",
+            }
+            one = _json_lines(
+                cli("logs", "--json", "--session", sid, "--since", "1h", *source).stdout
+            )
+            assert [e["sequence_number"] for e in one] == list(range(6))
+        table = cli("logs", "--db", db, "--session", sid).stdout
+        assert "pypi.example" in table and "Events" in table
+        lines = proc.log_lines()
+        audit = [line for line in lines if line.get("event") == "boundary_event"]
+        assert len(audit) == 8 and {line["agent"] for line in audit} == {"agent-1"}
+    finally:
+        code = proc.stop()
+    assert code == 0
+    assert any(line.get("event") == "collector_stopped" for line in proc.log_lines())
+
+
+def test_logs_follow_prints_new_events(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    proc = start_collector(db, tmp_path / "collector.log")
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "boundary_audit",
+            "logs",
+            "--follow",
+            "--json",
+            "--collector-url",
+            proc.url,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        _post(proc.url, token, make_request(None, range(3), url="https://before.example/"))
+        lines: list[dict[str, object]] = []
+        reader = threading.Thread(
+            target=lambda: lines.extend(
+                json.loads(follower.stdout.readline()) for _ in range(2) if follower.stdout
+            ),
+            daemon=True,
+        )
+        reader.start()
+        deadline = time.monotonic() + 60
+        while reader.is_alive() and time.monotonic() < deadline:
+            # Keep adding events until the follower has printed two lines; the
+            # follower starts at the tail, so the first batch may predate it.
+            _post(proc.url, token, make_request(None, range(1), url="https://after.example/"))
+            reader.join(timeout=1.5)
+        assert len(lines) == 2
+        assert {line["host"] for line in lines} <= {"after.example", "before.example"}
+        assert any(line["host"] == "after.example" for line in lines)
+    finally:
+        follower.send_signal(signal.SIGINT)
+        try:
+            follower.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            follower.kill()
+        proc.stop()
+
+
+def test_retention_flag_prunes_in_the_background(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    proc = start_collector(
+        db, tmp_path / "collector.log", "--retention", "1h", "--prune-interval", "0.2s"
+    )
+    try:
+        hour = 3600 * 10**9
+        old = make_request(None, range(5), time_ns=time.time_ns() - 3 * hour)
+        fresh_sid = str(uuid.uuid4())
+        assert _post(proc.url, token, old).json()["stored"] == 5
+        assert _post(proc.url, token, make_request(fresh_sid, range(2))).json()["stored"] == 2
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            events = _json_lines(cli("logs", "--json", "--db", db).stdout)
+            if len(events) == 2:
+                break
+            time.sleep(0.2)
+        assert {e["session_id"] for e in events} == {fresh_sid}
+        metrics = httpx.get(proc.url + "/metrics").text
+        assert "boundary_audit_collector_retention_pruned_events_total 5.0" in metrics
+    finally:
+        proc.stop()
+
+
+def test_bad_database_url_fails_clearly(tmp_path: Path) -> None:
+    result = cli("collector", "--db", "mysql://nope", check=False)
+    assert result.returncode == 2 and "unsupported database URL" in result.stderr
+    result = cli("sessions", "--collector-url", "http://127.0.0.1:9", check=False)
+    assert result.returncode == 1 and "cannot reach the collector" in result.stderr
+
+
+@pytest.mark.postgres
+def test_two_collectors_share_one_postgresql(pg_server: PgServer, tmp_path: Path) -> None:
+    """Replicas behind a load balancer: concurrent overlapping batches, stored once."""
+    db = pg_server.new_database()
+    # Started together: both migrate the fresh database at once (advisory lock).
+    started: dict[str, CollectorProcess] = {}
+    starters = [
+        threading.Thread(
+            target=lambda n=name: started.__setitem__(n, start_collector(db, tmp_path / f"{n}.log"))
+        )
+        for name in ("one", "two")
+    ]
+    for t in starters:
+        t.start()
+    for t in starters:
+        t.join()
+    first, second = started["one"], started["two"]
+    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    try:
+        sid = str(uuid.uuid4())
+        batches = [make_request(sid, range(start, start + 50)) for start in range(0, 500, 25)]
+        results: list[httpx.Response] = []
+
+        def send(url: str, chunk: list[IngestRequest]) -> None:
+            results.extend(_post(url, token, request) for request in chunk)
+
+        threads = [
+            threading.Thread(target=send, args=(first.url, batches)),
+            threading.Thread(target=send, args=(second.url, batches[::-1])),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [r.status_code for r in results] == [200] * 40
+        assert sum(r.json()["stored"] for r in results) == 525
+        summary = httpx.get(f"{second.url}/api/v1/sessions/{sid}").json()
+        assert summary["allowed"] + summary["denied"] == 525
+        assert summary["gaps"] == 0
+        seen = _json_lines(cli("logs", "--json", "--session", sid, "--db", db).stdout)
+        assert [e["sequence_number"] for e in seen] == list(range(525))
+    finally:
+        first.stop()
+        second.stop()
