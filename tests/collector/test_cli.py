@@ -39,7 +39,8 @@ def test_tokens_create_list_revoke(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
     token = cli("tokens", "create", "--agent", "ci-runner", "--workspace", "w1", "--db", db)
     secret = token.stdout.strip()
-    assert secret.startswith("ba_") and len(secret) == 46
+    assert secret.startswith("ba_")
+    assert len(secret) == 46
     cli("tokens", "create", "--agent", "ops", "--reader", "--db", db)
     listed = _json_lines(cli("tokens", "list", "--json", "--db", db).stdout)
     assert [(t["agent"], t["scope"], t["revoked"]) for t in listed] == [
@@ -49,7 +50,8 @@ def test_tokens_create_list_revoke(tmp_path: Path) -> None:
     assert secret not in cli("tokens", "list", "--db", db).stdout
     assert cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db).returncode == 0
     again = cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db, check=False)
-    assert again.returncode == 1 and "no live token" in again.stderr
+    assert again.returncode == 1
+    assert "no live token" in again.stderr
     assert _json_lines(cli("tokens", "list", "--json", "--db", db).stdout)[0]["revoked"]
 
 
@@ -89,10 +91,12 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
             )
             assert [e["sequence_number"] for e in one] == list(range(6))
         table = cli("logs", "--db", db, "--session", sid).stdout
-        assert "pypi.example" in table and "Events" in table
+        assert "pypi.example" in table
+        assert "Events" in table
         lines = proc.log_lines()
         audit = [line for line in lines if line.get("event") == "boundary_event"]
-        assert len(audit) == 8 and {line["agent"] for line in audit} == {"agent-1"}
+        assert len(audit) == 8
+        assert {line["agent"] for line in audit} == {"agent-1"}
     finally:
         code = proc.stop()
     assert code == 0
@@ -173,9 +177,11 @@ def test_retention_flag_prunes_in_the_background(tmp_path: Path) -> None:
 
 def test_bad_database_url_fails_clearly(tmp_path: Path) -> None:
     result = cli("collector", "--db", "mysql://nope", check=False)
-    assert result.returncode == 2 and "unsupported database URL" in result.stderr
+    assert result.returncode == 2
+    assert "unsupported database URL" in result.stderr
     result = cli("sessions", "--collector-url", "http://127.0.0.1:9", check=False)
-    assert result.returncode == 1 and "cannot reach the collector" in result.stderr
+    assert result.returncode == 1
+    assert "cannot reach the collector" in result.stderr
 
 
 @pytest.mark.postgres

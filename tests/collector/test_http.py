@@ -41,7 +41,8 @@ def _post(
 
 def _raw(server: CollectorServer) -> socket.socket:
     parts = urlsplit(server.url)
-    assert parts.hostname and parts.port
+    assert parts.hostname
+    assert parts.port
     return socket.create_connection((parts.hostname, parts.port), timeout=10)
 
 
@@ -72,7 +73,8 @@ def test_ingest_and_idempotent_resend(collector: CollectorServer, storage: Stora
         "drop_reports": 0,
     }
     again = _post(collector, token, request)
-    assert again.status_code == 200 and again.json()["duplicates"] == 100
+    assert again.status_code == 200
+    assert again.json()["duplicates"] == 100
     assert _count(storage) == 100
     metrics = httpx.get(collector.url + "/metrics").text
     assert "boundary_audit_collector_events_stored_total 100.0" in metrics
@@ -96,7 +98,8 @@ def test_bad_credentials_get_401_and_store_nothing(
     response = httpx.post(
         collector.url + INGEST, content=make_request().SerializeToString(), headers=headers
     )
-    assert response.status_code == 401 and response.json()["error"] == "unauthorized"
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
     assert _count(storage) == 0
 
 
@@ -108,7 +111,8 @@ def test_revoked_and_reader_tokens_cannot_ingest(
     assert _post(collector, reader, make_request()).status_code == 401
     assert _post(collector, token, make_request()).status_code == 200
     ident = storage.authenticate(token)
-    assert ident is not None and storage.revoke_token(ident.token_id)
+    assert ident is not None
+    assert storage.revoke_token(ident.token_id)
     assert _post(collector, token, make_request()).status_code == 401
     assert _count(storage) == 3
 
@@ -149,7 +153,8 @@ def test_body_cap_by_header_and_by_stream(collector: CollectorServer, storage: S
         headers={**PB, "Authorization": f"Bearer {token}"},
         timeout=30,
     )
-    assert response.status_code == 413 and response.json()["limit"] == MAX_INGEST_BODY_BYTES
+    assert response.status_code == 413
+    assert response.json()["limit"] == MAX_INGEST_BODY_BYTES
     assert _count(storage) == 0
 
 
@@ -184,20 +189,23 @@ def test_invalid_requests_get_400_naming_the_field(
 def test_garbage_body_and_wrong_content_type(collector: CollectorServer, storage: Storage) -> None:
     token = storage.create_token("a")
     garbage = _post(collector, token, b"\xff\xff\xff\xff garbage")
-    assert garbage.status_code == 400 and "protobuf" in garbage.json()["detail"]
+    assert garbage.status_code == 400
+    assert "protobuf" in garbage.json()["detail"]
     json_body = httpx.post(
         collector.url + INGEST,
         content=b"{}",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    assert json_body.status_code == 400 and "Content-Type" in json_body.json()["detail"]
+    assert json_body.status_code == 400
+    assert "Content-Type" in json_body.json()["detail"]
 
 
 def test_foreign_session_is_rejected(collector: CollectorServer, storage: Storage) -> None:
     sid = str(uuid.uuid4())
     assert _post(collector, storage.create_token("a"), make_request(sid)).status_code == 200
     response = _post(collector, storage.create_token("b"), make_request(sid, range(3, 5)))
-    assert response.status_code == 400 and sid in response.json()["detail"]
+    assert response.status_code == 400
+    assert sid in response.json()["detail"]
     assert _count(storage) == 3
 
 
@@ -210,7 +218,8 @@ def test_overload_answers_429_with_retry_after(storage: Storage) -> None:
         slow.sendall(
             b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
             + f"Authorization: Bearer {token}\r\n".encode()
-            + f"Content-Type: application/x-protobuf\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + b"Content-Type: application/x-protobuf\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body[:5]
         )
         statuses = []
@@ -274,9 +283,11 @@ def test_each_stored_event_is_one_escaped_json_log_line(
     assert len(events) == 2
     first = events[0]
     assert first["url"] == hostile
-    assert first["decision"] == "allowed" and events[1]["decision"] == "denied"
+    assert first["decision"] == "allowed"
+    assert events[1]["decision"] == "denied"
     assert (first["session"], first["agent"], first["workspace"]) == (sid, "agent-7", "ws-7")
-    assert first["method"] == "GET" and first["rule"] == "domain=example.com"
+    assert first["method"] == "GET"
+    assert first["rule"] == "domain=example.com"
     assert first["event_time"].endswith("Z")
 
 
@@ -288,7 +299,8 @@ def test_query_api_pages_and_filters(collector: CollectorServer, storage: Storag
     assert [s["session_id"] for s in sessions["sessions"]] == [sid]
     assert sessions["sessions"][0]["allowed"] == 15
     detail = httpx.get(f"{collector.url}/api/v1/sessions/{sid}").json()
-    assert detail["denied"] == 15 and detail["dropped_by_reason"] == {}
+    assert detail["denied"] == 15
+    assert detail["dropped_by_reason"] == {}
     seqs: list[int] = []
     params: dict[str, str | int] = {"limit": 7, "decision": "denied"}
     while True:
@@ -303,7 +315,8 @@ def test_query_api_pages_and_filters(collector: CollectorServer, storage: Storag
     missing = httpx.get(f"{collector.url}/api/v1/sessions/{uuid.uuid4()}/events")
     assert missing.status_code == 404
     bad = httpx.get(collector.url + "/api/v1/events", params={"limit": 0})
-    assert bad.status_code == 400 and "limit" in bad.json()["detail"]
+    assert bad.status_code == 400
+    assert "limit" in bad.json()["detail"]
     bad_time = httpx.get(collector.url + "/api/v1/events", params={"since": "yesterday"})
     assert bad_time.status_code == 400
 
@@ -322,19 +335,25 @@ def test_reads_need_a_reader_token_off_loopback(storage: Storage) -> None:
         ok = httpx.get(
             server.url + "/api/v1/sessions", headers={"Authorization": f"Bearer {reader}"}
         )
-        assert ok.status_code == 200 and len(ok.json()["sessions"]) == 1
+        assert ok.status_code == 200
+        assert len(ok.json()["sessions"]) == 1
         # The UI sends people to a login form, which sets an HttpOnly cookie.
         ui = httpx.get(server.url + "/")
-        assert ui.status_code == 303 and ui.headers["location"].startswith("/login")
+        assert ui.status_code == 303
+        assert ui.headers["location"].startswith("/login")
         with httpx.Client(base_url=server.url) as browser:
             failed = browser.post("/login", data={"token": token, "next": "/"})
-            assert failed.status_code == 401 and "ba_reader" not in browser.cookies
+            assert failed.status_code == 401
+            assert "ba_reader" not in browser.cookies
             login = browser.post("/login", data={"token": reader, "next": "//evil.test/"})
-            assert login.status_code == 303 and login.headers["location"] == "/"
+            assert login.status_code == 303
+            assert login.headers["location"] == "/"
             cookie = login.headers["set-cookie"].lower()
-            assert "httponly" in cookie and "samesite=strict" in cookie
+            assert "httponly" in cookie
+            assert "samesite=strict" in cookie
             page = browser.get("/")
-            assert page.status_code == 200 and "claude-code" in page.text
+            assert page.status_code == 200
+            assert "claude-code" in page.text
 
 
 def test_reads_are_open_on_loopback(collector: CollectorServer) -> None:

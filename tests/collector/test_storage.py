@@ -37,11 +37,13 @@ def test_migrations_are_versioned_and_idempotent(storage: Storage) -> None:
 
 def test_tokens_store_only_hashes_and_revoke(storage: Storage) -> None:
     token = storage.create_token("agent-1", "ws-1")
-    assert token.startswith("ba_") and len(token) == 46
+    assert token.startswith("ba_")
+    assert len(token) == 46
     stored = storage.query("SELECT token_hash FROM tokens")
     assert token not in str(stored)
     ident = storage.authenticate(token)
-    assert ident is not None and (ident.agent, ident.workspace, ident.scope) == (
+    assert ident is not None
+    assert (ident.agent, ident.workspace, ident.scope) == (
         "agent-1",
         "ws-1",
         "agent",
@@ -80,11 +82,14 @@ def test_gap_detection_and_late_fill(storage: Storage) -> None:
     stored, _, delta = _ingest(storage, make_request(sid, [0, 1, 5, 9]), token)
     assert (stored, delta) == (4, 6)
     summary = storage.get_session(sid)
-    assert summary is not None and summary.gaps == 6 and summary.max_sequence == 9
+    assert summary is not None
+    assert summary.gaps == 6
+    assert summary.max_sequence == 9
     _, _, delta = _ingest(storage, make_request(sid, [2, 3, 4]), token)
     assert delta == -3
     summary = storage.get_session(sid)
-    assert summary is not None and summary.gaps == 3
+    assert summary is not None
+    assert summary.gaps == 3
 
 
 def test_sparse_resend_finds_duplicates_far_apart(storage: Storage) -> None:
@@ -101,7 +106,9 @@ def test_session_belongs_to_first_agent(storage: Storage) -> None:
     with pytest.raises(SessionOwnershipError, match=sid):
         _ingest(storage, make_request(sid, range(2, 4)), theirs)
     summary = storage.get_session(sid)
-    assert summary is not None and summary.agent == "a" and summary.allowed + summary.denied == 2
+    assert summary is not None
+    assert summary.agent == "a"
+    assert summary.allowed + summary.denied == 2
 
 
 def test_rejected_request_stores_nothing(storage: Storage) -> None:
@@ -133,7 +140,8 @@ def test_drop_reports_counted_once(storage: Storage) -> None:
     assert storage.ingest(batch, ident).drop_reports == 2
     assert storage.ingest(batch, ident).drop_reports == 0
     summary = storage.get_session(sid)
-    assert summary is not None and summary.dropped == 5
+    assert summary is not None
+    assert summary.dropped == 5
     assert storage.session_drops(sid) == {"boundary_batch_full": 1, "boundary_channel_full": 4}
     assert storage.unattributed_drops() == {"spool_full": 7}
 
@@ -156,13 +164,15 @@ def test_event_pagination_and_filters(storage: Storage) -> None:
     denied = storage.query_events(EventQuery(session_id=sid, allowed=False, limit=100))
     assert [e.sequence_number for e in denied.items] == list(range(1, 25, 2))
     by_host = storage.query_events(EventQuery(host="API.example.com", limit=100))
-    assert len(by_host.items) == 25 and {e.host for e in by_host.items} == {"api.example.com"}
+    assert len(by_host.items) == 25
+    assert {e.host for e in by_host.items} == {"api.example.com"}
     by_url = storage.query_events(EventQuery(url_contains="item/1", limit=100))
     assert sorted(e.sequence_number for e in by_url.items) == [1, *range(10, 20)]
     # Case-sensitive substring on both engines.
     assert storage.query_events(EventQuery(url_contains="ITEM/1")).items == []
     everything = storage.query_events(EventQuery(limit=100))
-    assert len(everything.items) == 30 and everything.next_cursor is None
+    assert len(everything.items) == 30
+    assert everything.next_cursor is None
     with pytest.raises(InvalidCursorError):
         storage.query_events(EventQuery(cursor=page.resume_cursor))  # a session cursor
     with pytest.raises(InvalidRequestError):
@@ -196,7 +206,8 @@ def test_session_listing_pages(storage: Storage) -> None:
         cursor = page.next_cursor
         if cursor is None:
             break
-    assert len(listed) == 7 and set(listed) == ids
+    assert len(listed) == 7
+    assert set(listed) == ids
 
 
 def test_retention_prunes_old_events_only(storage: Storage) -> None:

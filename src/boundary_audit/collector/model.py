@@ -18,6 +18,8 @@ Scope = Literal["agent", "reader"]
 Decision = Literal["allowed", "denied"]
 
 NS_PER_SECOND = 1_000_000_000
+#: Both engines store 64-bit signed integers; nanoseconds run out in 2262.
+INT64_MAX = (1 << 63) - 1
 
 T = TypeVar("T")
 
@@ -239,7 +241,18 @@ def parse_time(text: str) -> int:
         raise InvalidRequestError(f"{text!r} is not an RFC 3339 time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return int(parsed.timestamp()) * NS_PER_SECOND + parsed.microsecond * 1000
+    ns = int(parsed.timestamp()) * NS_PER_SECOND + parsed.microsecond * 1000
+    if not 0 <= ns <= INT64_MAX:
+        raise InvalidRequestError(f"{text!r} is outside the years 1970-2262")
+    return ns
+
+
+def _cursor_value(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return -INT64_MAX <= value <= INT64_MAX
+    return isinstance(value, str)
 
 
 def encode_cursor(kind: str, key: list[int | str]) -> str:
@@ -260,7 +273,7 @@ def decode_cursor(cursor: str, kind: str, size: int) -> list[int | str]:
         or data.get("o") != kind
         or not isinstance(key, list)
         or len(key) != size
-        or not all(isinstance(v, int | str) and not isinstance(v, bool) for v in key)
+        or not all(_cursor_value(v) for v in key)
     ):
         raise InvalidCursorError("cursor does not belong to this listing")
     return key

@@ -1,0 +1,95 @@
+"""Hostile URLs in a real headless Chromium: shown as text, never executed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from boundary_audit.collector import CollectorServer, Storage, open_storage
+from boundary_audit.collector.app import AppSettings
+
+from .conftest import make_request
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+PAYLOADS = [
+    "https://evil.test/<script>window.__pwned=1;alert('script')</script>",
+    'https://evil.test/"onerror="window.__pwned=2;alert(2)"<img src=x onerror=alert(3)>',
+    "https://evil.test/</td></tr></table><svg onload=alert(4)>",
+    "javascript:alert(5)",
+]
+
+
+@pytest.fixture
+def ui_storage(tmp_path: Path) -> Iterator[Storage]:
+    with open_storage(f"sqlite:///{tmp_path / 'ui.db'}") as storage:
+        yield storage
+
+
+def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing (scripts/system-deps.sh installs chromium)")
+    from playwright.sync_api import sync_playwright
+
+    token = ui_storage.create_token('agent"<b>bold</b>', "<i>ws</i>")
+    sid = str(uuid.uuid4())
+    with CollectorServer(ui_storage, AppSettings(require_read_auth=False)) as server:
+        for i, payload in enumerate(PAYLOADS):
+            request = make_request(sid, [i], url=payload, process="<script>alert(6)</script>")
+            request.logs[0].logs[0].http_request.matched_rule = "<img src=x onerror=alert(7)>"
+            request.logs[0].logs[0].allowed = True
+            response = httpx.post(
+                server.url + "/api/v1/boundary-logs",
+                content=request.SerializeToString(),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "Content-Type": "application/x-protobuf",
+                },
+            )
+            assert response.status_code == 200
+        dialogs: list[str] = []
+        errors: list[str] = []
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page()
+                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.goto(server.url + "/")
+                assert page.locator("#sessions tbody td").nth(1).inner_text() == (
+                    'agent"<b>bold</b>'
+                )
+                assert page.locator("#sessions tbody td").nth(3).inner_text() == (
+                    "<script>alert(6)</script>"
+                )
+                page.click(f"a[href='/sessions/{sid}']")
+                page.wait_for_selector("#events")
+                urls = page.locator("#events td.url").all_inner_texts()
+                assert urls == PAYLOADS
+                rules = set(page.locator("#events tbody td:nth-child(7)").all_inner_texts())
+                assert rules == {"<img src=x onerror=alert(7)>"}
+                # A filter value echoed into the form stays a value.
+                page.goto(
+                    f"{server.url}/sessions/{sid}?q="
+                    + httpx.QueryParams({"x": '"><script>alert(8)</script>'})["x"]
+                )
+                assert page.input_value("input[name=q]") == '"><script>alert(8)</script>'
+                assert page.locator("img").count() == 0
+                assert page.locator("svg[onload]").count() == 0
+                assert page.evaluate("window.__pwned === undefined")
+            finally:
+                browser.close()
+        assert dialogs == []
+        assert errors == []
