@@ -49,6 +49,9 @@ DEFAULT_QUEUE_SIZE = 8192
 MAX_PENDING_EVENTS = 2048
 #: How long close() keeps trying to deliver what is queued.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: close() waits this much longer than its timeout for the sender to finish
+#: its own accounting (it may be inside a write when the deadline passes).
+CLOSE_JOIN_GRACE = 1.0
 #: Retry backoff after a failed connect or write: starts here, doubles per
 #: failure, capped below, with full jitter so many senders restarted
 #: together do not reconnect in lockstep.
@@ -208,6 +211,7 @@ class SocketAuditor:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closed_warned = False
+        self._close_deadline_s = close_timeout
 
         if self.disabled:
             self._log.warning(
@@ -339,9 +343,10 @@ class SocketAuditor:
         if self._thread is None:
             return
         _LIVE.discard(self)
+        self._close_deadline_s = self.close_timeout if timeout is None else timeout
         self._closing.set()
         self._wake.set()
-        self._thread.join(self.close_timeout if timeout is None else timeout)
+        self._thread.join(self._close_deadline_s + CLOSE_JOIN_GRACE)
         if not self._thread.is_alive() and self._queue:
             # An audit() that raced close() appended after the sender's last
             # look: not sent, so reported like any other undelivered event.
@@ -416,7 +421,7 @@ class _Sender:
             now = time.monotonic()
             closing = o._closing.is_set()
             if closing and self.close_deadline is None:
-                self.close_deadline = now + o.close_timeout
+                self.close_deadline = now + o._close_deadline_s
             self._take()
             self._watch_drops()
             urgent = closing or o._flush_now.is_set()
