@@ -347,15 +347,16 @@ class SocketAuditor:
         self._closing.set()
         self._wake.set()
         self._thread.join(self._close_deadline_s + CLOSE_JOIN_GRACE)
-        if not self._thread.is_alive() and self._queue:
+        leftover = len(self._queue) + self._c.pending
+        if not self._thread.is_alive() and leftover > self._c.undelivered:
             # An audit() that raced close() appended after the sender's last
             # look: not sent, so reported like any other undelivered event.
-            self._c.undelivered += len(self._queue)
             self._log.error(
                 "audit events queued while closing were not delivered",
-                undelivered=len(self._queue),
+                undelivered=leftover - self._c.undelivered,
                 session_id=self._session_id,
             )
+            self._c.undelivered = leftover
         elif self._thread.is_alive():
             # The sender is still stuck (agent gone or stalled); what it holds
             # is reported as undelivered. It exits at its own deadline.
@@ -642,6 +643,7 @@ class _Sender:
 
     def _finish(self) -> None:
         o = self.o
+        o._c.pending = len(self.pending)
         undelivered = len(self.pending) + len(o._queue)
         o._c.undelivered = undelivered
         unreported = o._c.dropped[DropReason.CHANNEL_FULL] - o._c.reported_channel_full
