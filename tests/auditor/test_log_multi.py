@@ -95,3 +95,30 @@ def test_multi_auditor_fans_out_one_identity(receiver: Receiver) -> None:
         for log in b.logs.logs
     ]
     assert sent_times == [e.time_ns for e in rec.events]
+
+
+def test_prometheus_view_of_the_counters(receiver: Receiver) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from boundary_audit.auditor.metrics import register_auditor_metrics
+
+    registry = CollectorRegistry()
+    a = SocketAuditor(receiver.path, batch_size=1, queue_size=2)
+    register_auditor_metrics(a, registry)
+    for i in range(3):
+        a.audit(AuditEvent("GET", f"http://a/{i}", "a", True, "r"))
+    a.flush(5)
+    text = generate_latest(registry).decode()
+    s = a.stats
+    assert f'boundary_audit_auditor_events_queued_total{{session_id="{a.session_id}"}} ' in text
+    assert (
+        f'boundary_audit_auditor_events_sent_total{{session_id="{a.session_id}"}} {float(s.sent)}'
+        in text
+    )
+    dropped_line = (
+        "boundary_audit_auditor_events_dropped_total"
+        f'{{reason="channel_full",session_id="{a.session_id}"}} '
+        f"{float(s.dropped['channel_full'])}"
+    )
+    assert dropped_line in text
+    a.close()

@@ -7,6 +7,7 @@ writes them as structured lines, ``MultiAuditor`` fans out to several.
 from .encoding import TRUNCATION_MARKER
 from .event import AuditEvent, Auditor
 from .log import LogAuditor
+from .metrics import AuditorCollector, register_auditor_metrics
 from .multi import MultiAuditor
 from .socket import (
     DEFAULT_BATCH_INTERVAL,
@@ -29,10 +30,12 @@ __all__ = [
     "DISABLE_ENV",
     "TRUNCATION_MARKER",
     "AuditEvent",
+    "AuditorCollector",
     "Auditor",
     "AuditorStats",
     "DropReason",
     "LogAuditor",
     "MultiAuditor",
     "SocketAuditor",
+    "register_auditor_metrics",
 ]
