@@ -9,7 +9,7 @@ from boundary_audit.auditor.encoding import (
     field_size,
     varint_size,
 )
-from boundary_audit.wire import MAX_PAYLOAD_SIZE, FrameDecoder, decode_payload
+from boundary_audit.wire import MAX_PAYLOAD_SIZE, FrameDecoder, as_envelope, decode_payload
 
 SESSION = "0b8f0f4e-3c4d-4f5e-8a6b-7c8d9e0f1a2b"
 
@@ -21,9 +21,9 @@ def _decode(frames: list[bytes]) -> list[tuple[str, str, int, bool, str]]:
         for frame in decoder.feed(f):
             assert frame.tag == 2
             assert len(frame.payload) <= MAX_PAYLOAD_SIZE
-            msg = decode_payload(frame.tag, frame.payload)
-            assert msg.WhichOneof("msg") == "logs"  # type: ignore[union-attr]
-            req = msg.logs  # type: ignore[union-attr]
+            msg = as_envelope(decode_payload(frame.tag, frame.payload))
+            assert msg.WhichOneof("msg") == "logs"
+            req = msg.logs
             for log in req.logs:
                 out.append(
                     (

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor
@@ -24,7 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 FD = descriptor.FieldDescriptor
 
 
-def _fields(msg: descriptor.Descriptor) -> dict[str, tuple[int, int]]:
+def _fields(msg: Any) -> dict[str, tuple[int, int]]:
     return {f.name: (f.number, f.type) for f in msg.fields}
 
 
@@ -37,6 +38,7 @@ def test_schema_matches_coder_exactly() -> None:
         "http_request": (3, FD.TYPE_MESSAGE),
         "sequence_number": (4, FD.TYPE_INT32),
     }
+    assert log.fields_by_name["time"].message_type is not None
     assert log.fields_by_name["time"].message_type.full_name == "google.protobuf.Timestamp"
     assert [f.name for f in log.oneofs_by_name["resource"].fields] == ["http_request"]
     http = log.nested_types_by_name["HttpRequest"]
