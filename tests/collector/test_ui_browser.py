@@ -41,7 +41,7 @@ def ui_storage(tmp_path: Path) -> Iterator[Storage]:
 def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (scripts/system-deps.sh installs chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import Dialog, Error, sync_playwright
 
     token = ui_storage.create_token('agent"<b>bold</b>', "<i>ws</i>")
     sid = str(uuid.uuid4())
@@ -61,12 +61,20 @@ def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
             assert response.status_code == 200
         dialogs: list[str] = []
         errors: list[str] = []
+
+        def on_dialog(dialog: Dialog) -> None:
+            dialogs.append(dialog.message)
+            dialog.dismiss()
+
+        def on_error(error: Error) -> None:
+            errors.append(str(error))
+
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page()
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-                page.on("pageerror", lambda e: errors.append(str(e)))
+                page.on("dialog", on_dialog)
+                page.on("pageerror", on_error)
                 page.goto(server.url + "/")
                 assert page.locator("#sessions tbody td").nth(1).inner_text() == (
                     'agent"<b>bold</b>'
