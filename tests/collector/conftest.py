@@ -3,112 +3,44 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from boundary_audit.collector import CollectorServer, Storage, open_storage
 from boundary_audit.collector.app import AppSettings
+from boundary_audit.collector.testing import (
+    PostgresUnavailableError,
+    ThrowawayPostgres,
+    throwaway_postgres,
+)
 from boundary_audit.wire import IngestRequest
 
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
-#: Seconds PostgreSQL may take to start on a loaded 2-core machine.
-PG_START_TIMEOUT = 60
 #: Seconds a collector subprocess may take to announce its port.
 PROCESS_START_TIMEOUT = 30.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-@dataclass
-class PgServer:
-    port: int
-    root: Path
-
-    def url(self, dbname: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
-
-    def new_database(self) -> str:
-        name = "t_" + secrets.token_hex(6)
-        with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
-
-
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (scripts/system-deps.sh)")
-    root = Path(tempfile.mkdtemp(prefix="ba-pg-"))
-    shutil.chown(root, "postgres", "postgres")
-    data, sockets = root / "data", root / "sock"
-    sockets.mkdir()
-    shutil.chown(sockets, "postgres", "postgres")
-    run_as = {"user": "postgres"} if os.geteuid() == 0 else {}
-    subprocess.run(
-        [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-        **run_as,  # type: ignore[call-overload]
-    )
-    port = _free_port()
-    options = (
-        f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=off"
-        " -c synchronous_commit=off -c max_connections=100"
-    )
-    subprocess.run(
-        [
-            str(PG_BIN / "pg_ctl"),
-            "-D",
-            str(data),
-            "-o",
-            options,
-            "-l",
-            str(root / "server.log"),
-            "-w",
-            "-t",
-            str(PG_START_TIMEOUT),
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-        **run_as,  # type: ignore[call-overload]
-    )
+def pg_server() -> Iterator[ThrowawayPostgres]:
     try:
-        yield PgServer(port, root)
-    finally:
-        subprocess.run(
-            [str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-            capture_output=True,
-            check=False,
-            **run_as,  # type: ignore[call-overload]
-        )
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres() as server:
+            yield server
+    except PostgresUnavailableError as exc:
+        pytest.skip(f"no throwaway PostgreSQL: {exc} (scripts/system-deps.sh installs it)")
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'collector.db'}"
-    server: PgServer = request.getfixturevalue("pg_server")
+    server: ThrowawayPostgres = request.getfixturevalue("pg_server")
     return server.new_database()
 
 

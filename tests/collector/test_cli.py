@@ -14,9 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from boundary_audit.collector.testing import ThrowawayPostgres
 from boundary_audit.wire import IngestRequest
 
-from .conftest import CollectorProcess, PgServer, cli, make_request, start_collector
+from .conftest import CollectorProcess, cli, make_request, start_collector
 
 pytestmark = pytest.mark.timeout(120)
 PB = {"Content-Type": "application/x-protobuf"}
@@ -185,7 +186,7 @@ def test_bad_database_url_fails_clearly(tmp_path: Path) -> None:
 
 
 @pytest.mark.postgres
-def test_two_collectors_share_one_postgresql(pg_server: PgServer, tmp_path: Path) -> None:
+def test_two_collectors_share_one_postgresql(pg_server: ThrowawayPostgres, tmp_path: Path) -> None:
     """Replicas behind a load balancer: concurrent overlapping batches, stored once."""
     db = pg_server.new_database()
     # Started together: both migrate the fresh database at once (advisory lock).
