@@ -139,7 +139,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
             emit_event_logs=not args.no_event_log,
         )
         return asyncio.run(serve(options))
-    except (ValueError, CollectorError) as exc:
+    except (ValueError, OSError, CollectorError) as exc:
         log.error("collector_failed", error=str(exc))
         print(f"boundary-audit collector: {exc}", file=sys.stderr)
         return 2

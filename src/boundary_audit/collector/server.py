@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -51,6 +52,34 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: Pending connections the kernel queues before we accept them (bursts of
+#: agents reconnecting after a collector restart).
+LISTEN_BACKLOG = 2048
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket created with ``IPPROTO_TCP`` spelled out.
+
+    asyncio only sets TCP_NODELAY on accepted sockets whose ``proto`` is
+    IPPROTO_TCP; a socket made with the default proto 0 (as uvicorn's
+    ``bind_socket`` does) leaves Nagle on, and every keep-alive response then
+    waits ~40 ms for the client's delayed ACK.
+    """
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +151,7 @@ async def serve(options: ServeOptions) -> int:
     try:
         # Bound (and listening) before serving, so the real port is known and
         # logged even when --listen asked for port 0.
-        sock = config.bind_socket()
-        sock.listen()
+        sock = listen_socket(host, port)
         bound_host, bound_port = sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info(
@@ -180,8 +208,7 @@ class CollectorServer:
             server_header=False,
         )
         self._server = uvicorn.Server(config)
-        self._sock = config.bind_socket()
-        self._sock.listen()
+        self._sock = listen_socket(host, port)
         bound_host, bound_port = self._sock.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self.url = f"http://{shown}:{bound_port}"
