@@ -19,7 +19,6 @@ from boundary_audit.collector import CollectorServer, Storage, open_storage
 from boundary_audit.collector.app import AppSettings
 from boundary_audit.collector.ingest import MAX_INGEST_BODY_BYTES
 from boundary_audit.collector.sqlite import SQLiteStorage
-from boundary_audit.logs import configure_logging
 from boundary_audit.wire import IngestRequest
 
 from .conftest import make_request
@@ -260,25 +259,20 @@ def test_database_busy_answers_503_then_recovers(tmp_path: Path) -> None:
             )
 
 
-def test_each_stored_event_is_one_escaped_json_log_line(
-    collector: CollectorServer, storage: Storage
-) -> None:
+def test_each_stored_event_is_one_escaped_json_log_line(storage: Storage) -> None:
     stream = io.StringIO()
-    configure_logging("info", "json", stream=stream)
-    try:
+    settings = AppSettings(require_read_auth=False, event_log_stream=stream)
+    with CollectorServer(storage, settings) as collector:
         token = storage.create_token("agent-7", "ws-7")
         hostile = 'https://evil.test/<script>alert(1)</script>"\n{"event":"forged"}'
         sid = str(uuid.uuid4())
         request = make_request(sid, range(2), url=hostile)
         assert _post(collector, token, request).status_code == 200
         assert _post(collector, token, request).status_code == 200  # duplicates: no new lines
-    finally:
-        configure_logging()
     raw = stream.getvalue().splitlines()
     # The newline inside the URL is escaped: no forged line appears.
     assert not any(line.startswith('{"event":"forged"') for line in raw)
-    # (The test's own HTTP client logs plain-text lines to the same stream.)
-    lines = [json.loads(line) for line in raw if line.startswith("{")]
+    lines = [json.loads(line) for line in raw]
     events = [line for line in lines if line["event"] == "boundary_event"]
     assert len(events) == 2
     first = events[0]
@@ -289,6 +283,8 @@ def test_each_stored_event_is_one_escaped_json_log_line(
     assert first["method"] == "GET"
     assert first["rule"] == "domain=example.com"
     assert first["event_time"].endswith("Z")
+    assert first["level"] == "info"
+    assert first["component"] == "collector.audit"
 
 
 def test_query_api_pages_and_filters(collector: CollectorServer, storage: Storage) -> None:

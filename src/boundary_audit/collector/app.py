@@ -6,15 +6,18 @@ answering (health checks, 429s, metrics) while SQLite or PostgreSQL works.
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
+import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -89,8 +92,25 @@ class AppSettings:
     #: False only when listening on loopback: reads then need no token.
     require_read_auth: bool = True
     max_inflight_ingest: int = MAX_INFLIGHT_INGEST
-    #: One JSON line per stored event on the log stream (for log aggregators).
+    #: One JSON line per stored event (for log aggregators).
     emit_event_logs: bool = True
+    #: Where those lines go; ``None`` means the process's stderr.
+    event_log_stream: TextIO | None = None
+
+
+def audit_logger(stream: TextIO | None = None) -> Any:
+    """structlog writing JSON lines straight to ``stream`` (default: stderr).
+
+    Not through :func:`boundary_audit.logs.get_logger`: its stdlib bridge
+    costs ~35 us per line, which at tens of thousands of events per second
+    would be most of the collector's CPU; this path costs ~10 us and yields
+    the same JSON shape (component, fields, event, level, timestamp).
+    """
+    return structlog.wrap_logger(
+        structlog.WriteLogger(stream or sys.stderr),
+        processors=[structlog.processors.JSONRenderer()],
+        component="collector.audit",
+    )
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
@@ -119,7 +139,7 @@ class _Collector:
         self.settings = settings
         self.inflight = 0
         self.log = get_logger("collector")
-        self.audit_log = get_logger("collector.audit")
+        self.audit_log = audit_logger(settings.event_log_stream)
         self.templates = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"),
             autoescape=True,
@@ -268,6 +288,8 @@ class _Collector:
             self.log.warning("sequence_gap_detected", missing=outcome.gap_delta, batch=batch_id)
         if self.settings.emit_event_logs:
             info = self.audit_log.info
+            # One timestamp per request: all its lines are written together.
+            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
             for stored in outcome.stored_events:
                 e = stored.event
                 info(
@@ -280,6 +302,8 @@ class _Collector:
                     agent=ident.agent,
                     workspace=ident.workspace,
                     event_time=format_ns(e.time_ns),
+                    level="info",
+                    timestamp=now,
                 )
         self.log.debug(
             "ingested",
