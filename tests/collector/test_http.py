@@ -199,6 +199,29 @@ def test_garbage_body_and_wrong_content_type(collector: CollectorServer, storage
     assert "Content-Type" in json_body.json()["detail"]
 
 
+def test_gaps_and_upstream_drops_are_counted(collector: CollectorServer, storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    request = make_request(sid, [0, 1, 5])
+    report = request.drops.add(report_id=str(uuid.uuid4()), session_id=sid, source="boundary")
+    report.dropped["boundary_channel_full"] = 3
+    assert _post(collector, token, request).json()["drop_reports"] == 1
+    assert _post(collector, token, request).json()["drop_reports"] == 0
+    detail = httpx.get(f"{collector.url}/api/v1/sessions/{sid}").json()
+    assert detail["gaps"] == 3
+    assert detail["dropped"] == 3
+    assert detail["dropped_by_reason"] == {"boundary_channel_full": 3}
+    metrics = httpx.get(collector.url + "/metrics").text
+    assert "boundary_audit_collector_sequence_gaps_detected_total 3.0" in metrics
+    assert (
+        'boundary_audit_collector_reported_dropped_events_total{reason="boundary_channel_full"} 3.0'
+        in metrics
+    )
+    page = httpx.get(f"{collector.url}/sessions/{sid}").text
+    assert "boundary_channel_full: 3" in page
+    assert "3 missing of 6" in page
+
+
 def test_foreign_session_is_rejected(collector: CollectorServer, storage: Storage) -> None:
     sid = str(uuid.uuid4())
     assert _post(collector, storage.create_token("a"), make_request(sid)).status_code == 200

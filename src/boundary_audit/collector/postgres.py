@@ -20,6 +20,12 @@ from .storage import Storage, migration_statements
 POOL_MAX_SIZE = 8
 #: How long a request waits for a free connection (or a reconnect) before 503.
 POOL_TIMEOUT_SECONDS = 5.0
+#: A statement running longer than this is cancelled and the request gets a
+#: 503 (retry later) instead of hanging: an ingest transaction takes
+#: milliseconds, a 1M-event filter well under a second.
+STATEMENT_TIMEOUT_MS = 15_000
+#: Seconds to wait for a TCP connection to the server before giving up.
+CONNECT_TIMEOUT_SECONDS = 5
 #: Key of the advisory lock that serialises migrations across replicas
 #: (arbitrary, fixed: ASCII "BAUDMIGR").
 MIGRATION_LOCK_KEY = 0x424155444D494752
@@ -74,6 +80,11 @@ class PostgresStorage(Storage):
             timeout=POOL_TIMEOUT_SECONDS,
             open=False,
             name="boundary-audit-collector",
+            kwargs={
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+                "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                "application_name": "boundary-audit-collector",
+            },
         )
         try:
             self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
