@@ -42,6 +42,7 @@ from .model import (
     Identity,
     IngestOutcome,
     InvalidRequestError,
+    NotFoundError,
     StorageUnavailableError,
     StoredEvent,
     format_ns,
@@ -337,8 +338,8 @@ class _Collector:
         except StorageUnavailableError as exc:
             self.log.warning("query_db_unavailable", route=route, error=str(exc))
             response = _error(503, "unavailable", "database unavailable, retry later")
-        except LookupError as exc:
-            response = _error(404, "not_found", str(exc.args[0]))
+        except NotFoundError as exc:
+            response = _error(404, "not_found", str(exc))
         return self.respond(route, response)
 
     async def list_sessions(self, request: Request) -> Response:
@@ -360,7 +361,7 @@ class _Collector:
             session_id = _session_param(request)
             summary = await self.db("get_session", self.storage.get_session, session_id)
             if summary is None:
-                raise LookupError(f"no session {session_id}")
+                raise NotFoundError(f"no session {session_id}")
             drops = await self.db("session_drops", self.storage.session_drops, session_id)
             return {**summary.to_json(), "dropped_by_reason": drops}
 
@@ -373,7 +374,7 @@ class _Collector:
             if session_id is not None:
                 found = await self.db("get_session", self.storage.get_session, session_id)
                 if found is None:
-                    raise LookupError(f"no session {session_id}")
+                    raise NotFoundError(f"no session {session_id}")
             if request.query_params.get("tail") == "true" and not query.cursor:
                 cursor = await self.db("tail_cursor", self.storage.tail_cursor, query)
                 return {"events": [], "next_cursor": None, "resume_cursor": cursor}
@@ -416,8 +417,8 @@ class _Collector:
                 response = await render()
         except InvalidRequestError as exc:
             response = self.page("error.html", 400, message=exc.detail)
-        except LookupError as exc:
-            response = self.page("error.html", 404, message=str(exc.args[0]))
+        except NotFoundError as exc:
+            response = self.page("error.html", 404, message=str(exc))
         except StorageUnavailableError:
             response = self.page("error.html", 503, message="database unavailable, retry later")
         return self.respond(route, response)
@@ -441,7 +442,7 @@ class _Collector:
             session_id = _session_param(request)
             summary = await self.db("get_session", self.storage.get_session, session_id)
             if summary is None:
-                raise LookupError(f"no session {session_id}")
+                raise NotFoundError(f"no session {session_id}")
             params = request.query_params
             query = _event_query(params, session_id, UI_PAGE_SIZE)
             page = await self.db("query_events", self.storage.query_events, query)
@@ -497,6 +498,13 @@ class _Collector:
         self.log.info("login", agent=ident.agent, token_id=ident.token_id)
         return self.respond("login", response)
 
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """Last resort for a bug in a read handler: logged, counted, a JSON 500."""
+        self.log.error("request_failed", path=request.url.path, error=repr(exc), exc_info=exc)
+        return self.respond(
+            "unhandled", _error(500, "internal_error", "the collector failed on this request")
+        )
+
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse("/login", 303)
         response.delete_cookie(COOKIE_NAME)
@@ -526,6 +534,7 @@ def create_app(
             Route("/logout", c.logout, methods=["POST"]),
             Mount("/static", StaticFiles(directory=_HERE / "static"), name="static"),
         ],
+        exception_handlers={Exception: c.server_error},
     )
     app.state.collector = c
     app.state.metrics = c.metrics

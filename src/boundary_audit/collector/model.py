@@ -32,6 +32,10 @@ class StorageUnavailableError(CollectorError):
     """The database cannot be reached or is too busy: retry later (HTTP 503)."""
 
 
+class NotFoundError(CollectorError):
+    """The thing asked for does not exist (HTTP 404)."""
+
+
 class InvalidRequestError(CollectorError):
     """The client sent something the collector will never accept (HTTP 400).
 
