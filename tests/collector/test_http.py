@@ -389,3 +389,21 @@ def test_second_process_sees_first_process_data(tmp_path: Path) -> None:
         with CollectorServer(one, AppSettings(require_read_auth=False)) as server:
             assert _post(server, token, make_request(None, range(4))).status_code == 200
         assert _count(two) == 4
+
+
+def test_session_page_timeline_has_a_slot_per_minute(
+    collector: CollectorServer, storage: Storage
+) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    minute = 60 * 10**9
+    base = (time.time_ns() // minute) * minute
+    _post(collector, token, make_request(sid, range(3), time_ns=base))
+    _post(collector, token, make_request(sid, range(3, 4), time_ns=base + 3 * minute))
+    page = httpx.get(f"{collector.url}/sessions/{sid}").text
+    labels = [line for line in page.splitlines() if line.startswith("<g><title>")]
+    assert len(labels) == 4
+    assert labels[0].endswith("2 allowed, 1 denied</title>")
+    assert labels[1].endswith("0 allowed, 0 denied</title>")
+    assert labels[3].endswith("0 allowed, 1 denied</title>")
+    assert "peak 3/min" in page

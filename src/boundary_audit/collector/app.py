@@ -37,7 +37,6 @@ from boundary_audit.logs import get_logger
 from .ingest import MAX_INGEST_BODY_BYTES, parse_ingest_request
 from .metrics import CollectorMetrics
 from .model import (
-    NS_PER_SECOND,
     EventQuery,
     Identity,
     IngestOutcome,
@@ -45,11 +44,12 @@ from .model import (
     NotFoundError,
     StorageUnavailableError,
     StoredEvent,
+    TimelineBucket,
     format_ns,
     parse_time,
 )
 from .openapi import openapi_document
-from .storage import MAX_PAGE_SIZE, Storage
+from .storage import MAX_PAGE_SIZE, MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS, Storage
 
 T = TypeVar("T")
 
@@ -70,9 +70,9 @@ PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
 DEFAULT_PAGE_SIZE = 100
 UI_PAGE_SIZE = 200
 #: Height in pixels of the timeline chart's plot area.
-CHART_HEIGHT = 80
-#: Width in pixels of one minute in the timeline chart.
-CHART_BAR_WIDTH = 6
+CHART_HEIGHT = 120
+#: Width in pixels of one minute in the timeline chart (120 minutes fit 1440 px).
+CHART_BAR_WIDTH = 12
 
 _HERE = Path(__file__).parent
 SECURITY_HEADERS = {
@@ -594,12 +594,22 @@ def _event_query(params: Any, session_id: str | None, default_limit: int) -> Eve
     )
 
 
-def _chart(buckets: list[Any]) -> dict[str, Any]:
-    """Geometry of the stacked allowed/denied bars, computed here so the template stays dumb."""
+def _chart(buckets: list[TimelineBucket]) -> dict[str, Any]:
+    """Geometry of the stacked allowed/denied bars, computed here so the template stays dumb.
+
+    Minutes without events get an empty slot, so the x axis is time.
+    """
+    counts = {b.minute_ns: b for b in buckets}
+    minutes: list[int] = []
+    if buckets:
+        last = buckets[-1].minute_ns
+        first = max(buckets[0].minute_ns, last - (MAX_TIMELINE_BUCKETS - 1) * TIMELINE_BUCKET_NS)
+        minutes = list(range(first, last + 1, TIMELINE_BUCKET_NS))
     peak = max((b.allowed + b.denied for b in buckets), default=0)
+    scale = CHART_HEIGHT / peak if peak else 0
     bars = []
-    for i, b in enumerate(buckets):
-        scale = CHART_HEIGHT / peak if peak else 0
+    for i, minute in enumerate(minutes):
+        b = counts.get(minute, TimelineBucket(minute, 0, 0))
         h_allowed = round(b.allowed * scale, 1)
         h_denied = round(b.denied * scale, 1)
         bars.append(
@@ -609,15 +619,15 @@ def _chart(buckets: list[Any]) -> dict[str, Any]:
                 "allowed_h": h_allowed,
                 "denied_y": CHART_HEIGHT - h_allowed - h_denied,
                 "denied_h": h_denied,
-                "label": f"{format_ns(b.minute_ns)[:16]}Z: {b.allowed} allowed, {b.denied} denied",
+                "label": f"{format_ns(minute)[:16]}Z: {b.allowed} allowed, {b.denied} denied",
             }
         )
     return {
         "bars": bars,
-        "width": max(len(buckets), 1) * CHART_BAR_WIDTH,
+        "width": max(len(minutes), 1) * CHART_BAR_WIDTH,
         "height": CHART_HEIGHT,
-        "bar_width": CHART_BAR_WIDTH - 1,
+        "bar_width": CHART_BAR_WIDTH - 2,
         "peak": peak,
-        "start": format_ns(buckets[0].minute_ns) if buckets else "",
-        "end": format_ns(buckets[-1].minute_ns + 60 * NS_PER_SECOND) if buckets else "",
+        "start": format_ns(minutes[0]) if minutes else "",
+        "end": format_ns(minutes[-1] + TIMELINE_BUCKET_NS) if minutes else "",
     }

@@ -172,6 +172,8 @@ class Storage(ABC):
     ) -> IngestOutcome:
         """Store a validated request in one transaction; duplicates are counted, not stored."""
         received = time.time_ns() if received_ns is None else received_ns
+        if not batch.sessions and not batch.drops:
+            return IngestOutcome()  # nothing to store: no transaction, no commit
         with self.transaction() as tx:
             return self._ingest(tx, batch, identity, received)
 
