@@ -180,6 +180,9 @@ def test_bad_database_url_fails_clearly(tmp_path: Path) -> None:
     result = cli("collector", "--db", "mysql://nope", check=False)
     assert result.returncode == 2
     assert "unsupported database URL" in result.stderr
+    result = cli("tokens", "list", "--db", "postgres-typo://x", check=False)
+    assert result.returncode == 1
+    assert "unsupported database URL" in result.stderr
     result = cli("sessions", "--collector-url", "http://127.0.0.1:9", check=False)
     assert result.returncode == 1
     assert "cannot reach the collector" in result.stderr

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from boundary_audit.logs import get_logger
@@ -146,10 +148,26 @@ def cmd_collector(args: argparse.Namespace) -> int:
 
 
 # -- tokens ------------------------------------------------------------------------------
+def _reports_errors(
+    handler: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A bad URL or an unreachable database is one clear line and exit 1, not a traceback."""
+
+    @functools.wraps(handler)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return handler(args)
+        except (ValueError, OSError, CollectorError) as exc:
+            return _fail(exc)
+
+    return run
+
+
 def _storage(args: argparse.Namespace) -> Any:
     return open_storage(args.db or _db_default())
 
 
+@_reports_errors
 def cmd_tokens_create(args: argparse.Namespace) -> int:
     with _storage(args) as storage:
         token = storage.create_token(
@@ -159,6 +177,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors
 def cmd_tokens_list(args: argparse.Namespace) -> int:
     with _storage(args) as storage:
         tokens = storage.list_tokens()
@@ -181,6 +200,7 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
     return 0
 
 
+@_reports_errors
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     with _storage(args) as storage:
         revoked = storage.revoke_token(args.token_id)
