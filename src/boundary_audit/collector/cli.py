@@ -16,7 +16,15 @@ from boundary_audit.logs import get_logger
 
 from .client import HttpSource, QueryError, QuerySource, StorageSource
 from .connect import open_storage
-from .model import NS_PER_SECOND, CollectorError, EventQuery, format_ns, parse_duration, parse_time
+from .model import (
+    EVENT_JSON_FIELDS,
+    NS_PER_SECOND,
+    CollectorError,
+    EventQuery,
+    format_ns,
+    parse_duration,
+    parse_time,
+)
 from .server import DB_ENV, DEFAULT_LISTEN, LISTEN_ENV, ServeOptions, serve
 from .storage import MAX_PAGE_SIZE, default_db_url
 
@@ -30,16 +38,6 @@ DEFAULT_LOGS_LIMIT = 1_000
 #: Table width when stdout is not a terminal (a pipe or file): wide enough
 #: that URLs stay on one line for grep, where 80 columns would fold them.
 PIPE_WIDTH = 240
-EVENT_FIELDS = (
-    "session_id",
-    "sequence_number",
-    "time",
-    "allowed",
-    "method",
-    "url",
-    "host",
-    "matched_rule",
-)
 
 
 def _db_default() -> str:
@@ -319,9 +317,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
         source.close()
     if args.json:
         for row in rows:
-            print(json.dumps({k: row[k] for k in EVENT_FIELDS}))
+            print(json.dumps({k: row[k] for k in EVENT_JSON_FIELDS}))
     else:
-        _table("Events", list(EVENT_FIELDS), rows)
+        _table("Events", list(EVENT_JSON_FIELDS), rows)
     return 0
 
 
@@ -338,7 +336,7 @@ def _follow(source: QuerySource, query: EventQuery, as_json: bool, *, start_at_t
         page, next_cursor, resume = source.events(_with(query, cursor, MAX_PAGE_SIZE))
         for row in page:
             if as_json:
-                print(json.dumps({k: row[k] for k in EVENT_FIELDS}), flush=True)
+                print(json.dumps({k: row[k] for k in EVENT_JSON_FIELDS}), flush=True)
             else:
                 decision = "ALLOW" if row["allowed"] else "DENY "
                 print(

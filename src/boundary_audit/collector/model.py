@@ -201,6 +201,19 @@ class EventRecord:
         }
 
 
+#: Keys of an event in the JSON API and in ``logs --json``, in this order.
+EVENT_JSON_FIELDS = (
+    "session_id",
+    "sequence_number",
+    "time",
+    "allowed",
+    "method",
+    "url",
+    "host",
+    "matched_rule",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class EventQuery:
     """Filters for an event listing; ``None`` means "any"."""

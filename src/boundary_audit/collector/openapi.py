@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .ingest import MAX_INGEST_BODY_BYTES
+from .model import EVENT_JSON_FIELDS
 from .storage import MAX_PAGE_SIZE
 
 
@@ -138,16 +139,7 @@ def openapi_document() -> dict[str, Any]:
                 },
                 "Event": {
                     "type": "object",
-                    "required": [
-                        "session_id",
-                        "sequence_number",
-                        "time",
-                        "allowed",
-                        "method",
-                        "url",
-                        "host",
-                        "matched_rule",
-                    ],
+                    "required": list(EVENT_JSON_FIELDS),
                     "properties": {
                         "session_id": {"type": "string", "format": "uuid"},
                         "sequence_number": {"type": "integer"},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -12,7 +11,7 @@ import psycopg
 import psycopg_pool
 
 from .model import StorageUnavailableError
-from .storage import Storage, migration_statements
+from .storage import Storage, Tx
 
 #: Connections per collector process: the thread pool runs at most this many
 #: DB calls at once; a few more than the in-flight ingest limit would not help
@@ -70,6 +69,7 @@ class PostgresStorage(Storage):
         " WHERE session_id = ? FOR UPDATE"
     )
     substring_fn = "strpos"
+    column_types = POSTGRES_TYPES
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -102,27 +102,10 @@ class PostgresStorage(Storage):
         except psycopg.OperationalError as exc:
             raise StorageUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
 
-    def migrate(self) -> list[int]:
-        applied_now: list[int] = []
-        with self.transaction() as tx:
-            # Two replicas starting together: the second waits here, then sees
-            # the versions the first applied.
-            tx.one("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
-            tx.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_ns BIGINT NOT NULL)"
-            )
-            applied = {r[0] for r in tx.all("SELECT version FROM schema_migrations")}
-            for version, statement in migration_statements(POSTGRES_TYPES, applied):
-                tx.execute(statement)
-                if version not in applied_now:
-                    applied_now.append(version)
-            for version in applied_now:
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
-                    (version, time.time_ns()),
-                )
-        return applied_now
+    def _lock_migrations(self, tx: Tx) -> None:
+        # Two replicas starting together: the second waits here, then sees
+        # the versions the first applied.
+        tx.one("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:

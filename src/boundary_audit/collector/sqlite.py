@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .model import StorageUnavailableError
-from .storage import Storage, migration_statements
+from .storage import Storage, Tx
 
 #: How long a statement waits for another process's write lock before the
 #: request gets a 503 (the agent retries): long enough to ride out a prune chunk.
@@ -47,6 +46,7 @@ class SQLiteStorage(Storage):
     """Single-machine storage; safe to share between threads of one process."""
 
     backend = "sqlite"
+    column_types = SQLITE_TYPES
 
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
@@ -74,24 +74,8 @@ class SQLiteStorage(Storage):
             ) from exc
         return conn
 
-    def migrate(self) -> list[int]:
-        applied_now: list[int] = []
-        with self.transaction() as tx:
-            tx.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations"
-                " (version INTEGER PRIMARY KEY, applied_ns INTEGER NOT NULL)"
-            )
-            applied = {r[0] for r in tx.all("SELECT version FROM schema_migrations")}
-            for version, statement in migration_statements(SQLITE_TYPES, applied):
-                tx.execute(statement)
-                if version not in applied_now:
-                    applied_now.append(version)
-            for version in applied_now:
-                tx.execute(
-                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
-                    (version, time.time_ns()),
-                )
-        return applied_now
+    def _lock_migrations(self, tx: Tx) -> None:
+        """Nothing to add: BEGIN IMMEDIATE already holds the file's write lock."""
 
     @contextmanager
     def transaction(self) -> Iterator[_SqliteTx]:

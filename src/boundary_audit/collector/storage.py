@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import platformdirs
 
@@ -99,10 +99,13 @@ class Storage(ABC):
     #: Name used in metrics and logs.
     backend = ""
 
+    #: Engine spellings of the ``{id}``, ``{int}`` and ``{bool}`` column types in MIGRATIONS.
+    column_types: ClassVar[dict[str, str]] = {}
+
     # -- backend hooks -------------------------------------------------------------
     @abstractmethod
-    def migrate(self) -> list[int]:
-        """Apply missing schema migrations; return the versions applied now."""
+    def _lock_migrations(self, tx: Tx) -> None:
+        """Serialise migrations across processes, inside the migration transaction."""
 
     @abstractmethod
     def transaction(self) -> AbstractContextManager[Tx]:
@@ -120,6 +123,28 @@ class Storage(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def migrate(self) -> list[int]:
+        """Apply missing schema migrations in one transaction; return the versions applied."""
+        applied_now: list[int] = []
+        with self.transaction() as tx:
+            self._lock_migrations(tx)
+            tx.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, applied_ns BIGINT NOT NULL)"
+            )
+            applied = {r[0] for r in tx.all("SELECT version FROM schema_migrations")}
+            for version, statements in MIGRATIONS:
+                if version in applied:
+                    continue
+                for statement in statements:
+                    tx.execute(statement.format(**self.column_types))
+                tx.execute(
+                    "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, ?)",
+                    (version, time.time_ns()),
+                )
+                applied_now.append(version)
+        return applied_now
 
     # -- tokens ----------------------------------------------------------------------
     def create_token(self, agent: str, workspace: str = "", scope: Scope = "agent") -> str:
@@ -533,10 +558,3 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
         ],
     ),
 ]
-
-
-def migration_statements(types: dict[str, str], applied: set[int]) -> Iterator[tuple[int, str]]:
-    for version, statements in MIGRATIONS:
-        if version not in applied:
-            for statement in statements:
-                yield version, statement.format(**types)
