@@ -40,6 +40,7 @@ def test_tokens_create_list_revoke(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
     token = cli("tokens", "create", "--agent", "ci-runner", "--workspace", "w1", "--db", db)
     secret = token.stdout.strip()
+    assert "token id" in token.stderr
     assert secret.startswith("ba_")
     assert len(secret) == 46
     cli("tokens", "create", "--agent", "ops", "--reader", "--db", db)
@@ -88,7 +89,7 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
                 "matched_rule",
             }
             one = _json_lines(
-                cli("logs", "--json", "--session", sid, "--since", "1h", *source).stdout
+                cli("logs", "--json", "--session", sid.upper(), "--since", "1h", *source).stdout
             )
             assert [e["sequence_number"] for e in one] == list(range(6))
         table = cli("logs", "--db", db, "--session", sid).stdout

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +27,7 @@ from .model import (
     parse_time,
 )
 from .server import DB_ENV, DEFAULT_LISTEN, LISTEN_ENV, ServeOptions, serve
-from .storage import MAX_PAGE_SIZE, default_db_url
+from .storage import MAX_PAGE_SIZE, TOKEN_ID_CHARS, default_db_url, hash_token
 
 COLLECTOR_URL_ENV = "BOUNDARY_AUDIT_COLLECTOR_URL"
 READER_ENV = "BOUNDARY_AUDIT_READER_TOKEN"
@@ -171,7 +172,9 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
         token = storage.create_token(
             args.agent, args.workspace, "reader" if args.reader else "agent"
         )
+    # The secret alone on stdout (for scripts); its id, for revoking, on stderr.
     print(token)
+    print(f"token id {hash_token(token)[:TOKEN_ID_CHARS]} (shown once)", file=sys.stderr)
     return 0
 
 
@@ -282,8 +285,14 @@ def _logs_query(args: argparse.Namespace) -> EventQuery:
             since_ns = time.time_ns() - int(parse_duration(args.since) * NS_PER_SECOND)
         except ValueError:
             since_ns = parse_time(args.since)
+    session_id = None
+    if args.session:
+        try:
+            session_id = str(uuid.UUID(args.session))
+        except ValueError:
+            raise ValueError(f"--session {args.session!r} is not a UUID") from None
     return EventQuery(
-        session_id=args.session,
+        session_id=session_id,
         allowed=False if args.denied else (True if args.allowed else None),
         host=args.host,
         url_contains=args.url_contains,
