@@ -67,7 +67,10 @@ MAX_FORM_BYTES = 4_096
 COOKIE_MAX_AGE_SECONDS = 12 * 3600
 COOKIE_NAME = "ba_reader"
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
+#: Events or sessions per API page unless ``limit`` says otherwise: a screenful
+#: for a person, small enough to answer in a few milliseconds.
 DEFAULT_PAGE_SIZE = 100
+#: Rows per web page: twice the API default, still quick for a browser to render.
 UI_PAGE_SIZE = 200
 #: Height in pixels of the timeline chart's plot area.
 CHART_HEIGHT = 120

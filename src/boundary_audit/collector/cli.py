@@ -26,7 +26,14 @@ from .model import (
     parse_duration,
     parse_time,
 )
-from .server import DB_ENV, DEFAULT_LISTEN, LISTEN_ENV, ServeOptions, serve
+from .server import (
+    DB_ENV,
+    DEFAULT_LISTEN,
+    DEFAULT_PRUNE_INTERVAL_SECONDS,
+    LISTEN_ENV,
+    ServeOptions,
+    serve,
+)
 from .storage import MAX_PAGE_SIZE, TOKEN_ID_CHARS, default_db_url, hash_token
 
 COLLECTOR_URL_ENV = "BOUNDARY_AUDIT_COLLECTOR_URL"
@@ -34,6 +41,8 @@ READER_ENV = "BOUNDARY_AUDIT_READER_TOKEN"
 #: How often ``logs --follow`` asks for new events: prompt for a person
 #: watching, one cheap indexed query per second for the collector.
 FOLLOW_POLL_SECONDS = 1.0
+#: Sessions ``sessions`` prints by default, newest first (more with --limit).
+DEFAULT_SESSIONS_LIMIT = 100
 #: Events ``logs`` prints without ``--follow`` unless ``--limit`` says otherwise.
 DEFAULT_LOGS_LIMIT = 1_000
 #: Table width when stdout is not a terminal (a pipe or file): wide enough
@@ -79,7 +88,11 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--retention", default=None, help="delete events older than this (e.g. 30d, 12h)"
     )
-    p.add_argument("--prune-interval", default="5m", help="how often retention runs (default 5m)")
+    p.add_argument(
+        "--prune-interval",
+        default=f"{DEFAULT_PRUNE_INTERVAL_SECONDS:g}s",
+        help=f"how often retention runs (default {DEFAULT_PRUNE_INTERVAL_SECONDS:g}s)",
+    )
     p.add_argument(
         "--no-event-log",
         action="store_true",
@@ -108,7 +121,12 @@ def register(subparsers: Any) -> None:
 
     s = subparsers.add_parser("sessions", help="list audited sessions")
     _add_source(s)
-    s.add_argument("--limit", type=int, default=100, help="sessions to show (default 100)")
+    s.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_SESSIONS_LIMIT,
+        help=f"sessions to show (default {DEFAULT_SESSIONS_LIMIT})",
+    )
     s.set_defaults(func=cmd_sessions)
 
     g = subparsers.add_parser("logs", help="show audited requests")
