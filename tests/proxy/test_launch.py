@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import shlex
 import signal
 import ssl
@@ -13,6 +14,7 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -391,8 +393,22 @@ async def test_death_by_signal_is_128_plus_n(ca_file: Path) -> None:
     assert code == 128 + signal.SIGKILL
 
 
+@pytest.fixture(params=["confined", "unconfined"])
+def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of starting the command: through the exec helper (Landlock)
+    and directly (no Landlock); the probe is the only thing replaced."""
+    mode: str = request.param
+    if mode == "confined" and not STATUS.network_available:
+        pytest.skip(f"kernel cannot confine the network with Landlock: {STATUS.reason}")
+    if mode == "unconfined":
+        monkeypatch.setattr(confine, "require_network_confinement", _unavailable)
+    return mode
+
+
 @pytest.mark.timeout(60)
-async def test_missing_and_non_executable_commands(ca_file: Path, tmp_path: Path) -> None:
+async def test_missing_and_non_executable_commands(
+    spawn_path: str, ca_file: Path, tmp_path: Path
+) -> None:
     registry = CollectorRegistry()
     metrics = LaunchMetrics(registry)
     with pytest.raises(LaunchError, match="command not found") as info:
@@ -410,9 +426,12 @@ async def test_missing_and_non_executable_commands(ca_file: Path, tmp_path: Path
             [str(plain)], proxy_url="http://127.0.0.1:9", ca_cert_path=ca_file, metrics=metrics
         )
     assert info.value.exit_code == confine.EXIT_CANNOT_EXECUTE
+    assert str(plain) in str(info.value)
     failures = "boundary_audit_run_launch_failures_total"
     assert registry.get_sample_value(failures, {"reason": "not_found"}) == 1
     assert registry.get_sample_value(failures, {"reason": "cannot_execute"}) == 1
+    launches = registry.get_sample_value("boundary_audit_run_launches_total", {"confined": "true"})
+    assert launches is None
 
 
 @pytest.mark.timeout(60)
@@ -427,15 +446,15 @@ async def test_bad_arguments(ca_file: Path) -> None:
         )
 
 
+def _unavailable() -> int:
+    raise ConfinementUnavailable("kernel Landlock ABI 3 has no network rules", abi=3)
+
+
 @pytest.fixture
 def no_landlock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand in for a kernel without Landlock network rules: the probe is the
     only thing replaced, everything else (spawning, env) runs for real."""
-
-    def unavailable() -> int:
-        raise ConfinementUnavailable("kernel Landlock ABI 3 has no network rules", abi=3)
-
-    monkeypatch.setattr(confine, "require_network_confinement", unavailable)
+    monkeypatch.setattr(confine, "require_network_confinement", _unavailable)
 
 
 @pytest.mark.timeout(60)
@@ -609,3 +628,70 @@ def test_child_killed_by_sigkill_exits_137(ca_file: Path) -> None:
         assert out == "dying\n"
         assert proc.returncode == 137
         assert '"signal": "SIGKILL"' in err
+
+
+#: Starts DRIVER as the leader of a new session whose controlling terminal is
+#: its stdin (a pty), like a shell running ``boundary-audit run`` in a terminal.
+SESSION_LEADER = textwrap.dedent(
+    """
+    import fcntl, os, sys, termios
+    os.setsid()
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+    os.execv(sys.executable, [sys.executable, "-c", *sys.argv[1:]])
+    """
+)
+
+
+def _read_until(master: int, wanted: bytes, buffer: bytearray) -> bytes:
+    """Read the pty until ``wanted`` shows up (or EOF); return all output."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    while wanted not in buffer and time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every slave end closed
+            break
+        if not chunk:
+            break
+        buffer.extend(chunk)
+    return bytes(buffer)
+
+
+@pytest.mark.timeout(90)
+def test_ctrl_c_at_a_terminal_reaches_the_child_once(ca_file: Path) -> None:
+    """The tty already delivers SIGINT to the child (same foreground group):
+    forwarding it as well would make one Ctrl-C count twice."""
+    command = [sys.executable, "-c", SIGNAL_CHILD]
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SESSION_LEADER, DRIVER, str(ca_file), *command],
+            stdin=slave,
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(slave)
+        slave = -1
+        output = bytearray()
+        assert b"ready" in _read_until(master, b"ready", output)
+        os.write(master, b"\x03")  # Ctrl-C
+        _read_until(master, b"got SIGINT", output)
+        # Barrier: had the driver forwarded the SIGINT, it would have been sent
+        # (and, as the lower signal number, handled) before this SIGUSR1.
+        proc.send_signal(signal.SIGUSR1)
+        _read_until(master, b"got SIGUSR1", output)
+        proc.send_signal(signal.SIGTERM)
+        final = _read_until(master, b"exiting 42", output)
+        assert proc.wait(timeout=STEP_TIMEOUT) == 42
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    assert final.count(b"got SIGINT") == 1, final
+    assert '"reason": "terminal_delivered"' in err
+    assert err.count('"signal forwarded"') == 2  # only SIGUSR1 and SIGTERM
