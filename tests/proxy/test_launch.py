@@ -435,6 +435,22 @@ async def test_missing_and_non_executable_commands(
 
 
 @pytest.mark.timeout(60)
+async def test_bad_ca_file_stops_the_run_before_anything_starts(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    marker = tmp_path / "ran"
+    with pytest.raises(LaunchError, match="cannot read the proxy CA certificate"):
+        await run_confined(
+            ["touch", str(marker)],
+            proxy_url="http://127.0.0.1:9",
+            ca_cert_path=tmp_path / "missing-ca.pem",
+            metrics=LaunchMetrics(registry),
+        )
+    assert not marker.exists()
+    failures = "boundary_audit_run_launch_failures_total"
+    assert registry.get_sample_value(failures, {"reason": "environment"}) == 1
+
+
+@pytest.mark.timeout(60)
 async def test_bad_arguments(ca_file: Path) -> None:
     with pytest.raises(ValueError, match="no command"):
         await run_confined([], proxy_url="http://127.0.0.1:9", ca_cert_path=ca_file)

@@ -94,9 +94,9 @@ FORWARDED_SIGNALS = (
 TERMINAL_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
 #: Offset of the exit code reported for a child killed by a signal (shells).
 SIGNAL_EXIT_BASE = 128
-#: Bytes read at a time from the exec helper's status pipe; its messages are
-#: one short line.
-STATUS_READ_CHUNK = 4096
+#: Most bytes read from the exec helper's status pipe; its messages are one
+#: short line (an error and a path).
+STATUS_READ_LIMIT = 65536
 #: How long a cancelled run waits for the command to exit after SIGTERM
 #: before SIGKILL: long enough for a tool to save state, short enough that a
 #: shutdown does not appear to hang.
@@ -375,12 +375,26 @@ class _SignalForwarder:
         self._log.debug("signal forwarded", signal=sig.name, pid=self._process.pid)
 
 
-def _read_status(fd: int) -> bytes:
-    """Block until the helper execs (EOF) or reports a failure."""
-    chunks: list[bytes] = []
-    while chunk := os.read(fd, STATUS_READ_CHUNK):
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_status(fd: int) -> bytes:
+    """Wait until the helper execs (EOF: the pipe is close-on-exec there) or
+    reports why it could not; takes ownership of ``fd``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=STATUS_READ_LIMIT)
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe
+        )
+    except BaseException:
+        pipe.close()
+        raise
+    try:
+        data = bytearray()
+        while len(data) < STATUS_READ_LIMIT and (chunk := await reader.read(STATUS_READ_LIMIT)):
+            data += chunk
+        return bytes(data)
+    finally:
+        transport.close()
 
 
 def _proxy_port(proxy_url: str) -> int:
@@ -427,9 +441,13 @@ async def _spawn_confined(
     finally:
         os.close(write_fd)
     try:
-        status = await asyncio.get_running_loop().run_in_executor(None, _read_status, read_fd)
-    finally:
-        os.close(read_fd)
+        status = await _read_status(read_fd)
+    except BaseException:
+        # Cancelled before COMMAND even started: do not leave it behind.
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
     if not status:
         return process
     returncode = await process.wait()
@@ -492,7 +510,15 @@ async def run_confined(
     enforced = check_enforcement(require_enforcement, metrics)
     log = get_logger("run", command=command[0])
     forwarder = _SignalForwarder(asyncio.get_running_loop(), metrics)
-    with ChildEnvironment(proxy_url, ca_cert_path, base_env, system_ca_files) as child_env:
+    with contextlib.ExitStack() as stack:
+        try:
+            child_env = stack.enter_context(
+                ChildEnvironment(proxy_url, ca_cert_path, base_env, system_ca_files)
+            )
+        except (LaunchError, OSError) as exc:
+            metrics.launch_failures.labels(reason="environment").inc()
+            log.error("cannot prepare the command's environment", error=str(exc))
+            raise
         forwarder.install()
         try:
             try:
