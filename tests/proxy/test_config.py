@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
 from pathlib import Path
@@ -13,12 +14,16 @@ from boundary_audit.proxy.config import (
     MAX_CONFIG_BYTES,
     ConfigError,
     FileConfig,
+    add_run_arguments,
     collect_rules,
+    command_from_args,
     load_config_file,
     new_session_id,
     parse_config_text,
     process_name_from_command,
+    resolve_run_settings,
     rules_from_env,
+    settings_from_args,
 )
 
 FULL_CONFIG = """\
@@ -199,3 +204,79 @@ def test_process_name_override_and_errors() -> None:
         process_name_from_command(["git"], "   ")
     with pytest.raises(ConfigError, match="control characters"):
         process_name_from_command(["git\x1b[31m"])
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="boundary-audit run")
+    add_run_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_flags_override_file_and_rules_combine(tmp_path: Path) -> None:
+    path = _write(tmp_path, FULL_CONFIG)
+    args = _parse(
+        [
+            "--config",
+            str(path),
+            "--allow",
+            "domain=cli.example",
+            "--session-header",
+            "api.example.com",
+            "--session-header",
+            "extra.example",
+            "--audit-socket",
+            "/tmp/other.sock",
+            "--require-enforcement",
+            "--process-name",
+            "my-agent",
+            "--",
+            "/usr/bin/git",
+            "pull",
+            "--allow",
+            "not-a-flag-here",
+        ]
+    )
+    assert command_from_args(args) == ["/usr/bin/git", "pull", "--allow", "not-a-flag-here"]
+    settings = settings_from_args(args, environ={ALLOW_ENV_VAR: "domain=env.example"})
+    assert settings.rules == (
+        "domain=github.com",
+        "method=GET,HEAD domain=*.pythonhosted.org path=/packages/*",
+        "domain=env.example",
+        "domain=cli.example",
+    )
+    assert settings.session_header_domains == ("api.example.com", "*.corp.example", "extra.example")
+    assert settings.socket_path == "/tmp/other.sock"
+    assert settings.require_enforcement is True  # flag beats the file's false
+    assert settings.disable_audit_socket is True  # from the file
+    assert settings.process_name == "my-agent"
+    assert settings.log_level == "warning"
+    assert uuid.UUID(settings.session_id).version == 4
+
+
+def test_defaults_without_file_or_flags() -> None:
+    settings = settings_from_args(_parse(["curl", "https://example.com"]), environ={})
+    assert settings.rules == ()
+    assert settings.process_name == "curl"
+    assert settings.socket_path is None
+    assert settings.disable_audit_socket is False
+    assert settings.require_enforcement is False
+    assert settings.log_level is None
+
+
+def test_file_process_name_used_when_no_flag(tmp_path: Path) -> None:
+    path = _write(tmp_path, "process_name: codex\n")
+    settings = resolve_run_settings(["node", "cli.js"], config_path=path, environ={})
+    assert settings.process_name == "codex"
+
+
+def test_missing_command_is_an_error() -> None:
+    for argv in ([], ["--allow", "domain=a.com"], ["--allow", "domain=a.com", "--"]):
+        with pytest.raises(ConfigError, match="no command given"):
+            command_from_args(_parse(argv))
+
+
+def test_bad_config_file_surfaces_through_settings(tmp_path: Path) -> None:
+    path = _write(tmp_path, "allow: [domain=a.com]\nrequire_enforcment: true\n")
+    with pytest.raises(ConfigError, match="require_enforcment") as info:
+        settings_from_args(_parse(["--config", str(path), "--", "true"]), environ={})
+    assert str(path) in str(info.value)

@@ -28,6 +28,7 @@ rule). Command-line flags override the file's scalar settings.
 
 from __future__ import annotations
 
+import argparse
 import os
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -233,3 +234,126 @@ def process_name_from_command(command: Sequence[str], override: str | None = Non
     if not command or not command[0]:
         raise ConfigError("no command given to derive the process name from")
     return validate_process_name(Path(command[0]).name or command[0])
+
+
+@dataclass(frozen=True, slots=True)
+class RunSettings:
+    """Everything ``boundary-audit run`` needs besides COMMAND, resolved from
+    flags, environment and config file. ``log_level`` is ``None`` when only
+    the root ``--log-level`` applies."""
+
+    rules: tuple[str, ...]
+    session_id: str
+    process_name: str
+    session_header_domains: tuple[str, ...] = ()
+    log_level: str | None = None
+    socket_path: str | None = None
+    disable_audit_socket: bool = False
+    require_enforcement: bool = False
+
+
+def resolve_run_settings(
+    command: Sequence[str],
+    *,
+    cli_allow: Iterable[str] = (),
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    session_header_domains: Iterable[str] = (),
+    socket_path: str | None = None,
+    disable_audit_socket: bool | None = None,
+    require_enforcement: bool | None = None,
+    process_name: str | None = None,
+) -> RunSettings:
+    """Merge the sources: flags (``None``/empty = not given) win over the
+    config file's scalars; rules and session-header domains are combined."""
+    file_config = load_config_file(config_path) if config_path is not None else FileConfig()
+    domains = (*file_config.session_header_domains, *session_header_domains)
+    return RunSettings(
+        rules=tuple(collect_rules(cli_allow, environ, file_config)),
+        session_id=new_session_id(),
+        process_name=process_name_from_command(
+            command, process_name if process_name is not None else file_config.process_name
+        ),
+        session_header_domains=tuple(dict.fromkeys(d.strip() for d in domains if d.strip())),
+        log_level=file_config.log_level,
+        socket_path=socket_path if socket_path is not None else file_config.socket_path,
+        disable_audit_socket=bool(
+            disable_audit_socket
+            if disable_audit_socket is not None
+            else file_config.disable_audit_socket
+        ),
+        require_enforcement=bool(
+            require_enforcement
+            if require_enforcement is not None
+            else file_config.require_enforcement
+        ),
+    )
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``boundary-audit run`` that this module resolves, plus
+    ``COMMAND [ARGS...]`` (after ``--``)."""
+    parser.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="allow rule, e.g. 'domain=github.com' (repeatable; also env "
+        f"{ALLOW_ENV_VAR}, one rule per line)",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML config file (allow: [...], ...)")
+    parser.add_argument(
+        "--require-enforcement",
+        action="store_true",
+        default=None,
+        help="refuse to run when Landlock cannot confine the command's network access",
+    )
+    parser.add_argument(
+        "--process-name", metavar="NAME", help="confined process name (default: COMMAND's name)"
+    )
+    parser.add_argument(
+        "--session-header",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="inject the session id and sequence number into allowed requests to DOMAIN",
+    )
+    parser.add_argument(
+        "--audit-socket", dest="socket_path", metavar="PATH", help="agent Unix socket path"
+    )
+    parser.add_argument(
+        "--no-audit-socket",
+        dest="disable_audit_socket",
+        action="store_true",
+        default=None,
+        help="log audit events only; do not send them to the agent",
+    )
+    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
+
+def command_from_args(args: argparse.Namespace) -> list[str]:
+    """COMMAND and its arguments, without the ``--`` that introduces them."""
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        raise ConfigError("no command given: boundary-audit run [OPTIONS] -- COMMAND [ARGS...]")
+    return command
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> RunSettings:
+    """Resolve :class:`RunSettings` from a namespace built by
+    :func:`add_run_arguments`."""
+    return resolve_run_settings(
+        command_from_args(args),
+        cli_allow=args.allow,
+        config_path=args.config,
+        environ=environ,
+        session_header_domains=args.session_header,
+        socket_path=args.socket_path,
+        disable_audit_socket=args.disable_audit_socket,
+        require_enforcement=args.require_enforcement,
+        process_name=args.process_name,
+    )
