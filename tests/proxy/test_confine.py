@@ -277,3 +277,115 @@ def test_command_does_not_inherit_pythons_ignored_signals() -> None:
     sig_ign = next(line for line in result.stdout.splitlines() if line.startswith("SigIgn:"))
     mask = int(sig_ign.split()[1], 16)
     assert not mask & (1 << (13 - 1)), f"SIGPIPE ignored in the child: {sig_ign}"
+
+
+BYPASS_PROBE = """
+import ctypes, socket, sys
+port = int(sys.argv[1])
+target = ("127.0.0.1", port)
+libc = ctypes.CDLL(None, use_errno=True)
+
+def attempt(name, call):
+    try:
+        call()
+        print(name, "ok")
+    except OSError as exc:
+        print(name, "errno", exc.errno)
+
+def fresh(proto=0):
+    return socket.socket(socket.AF_INET, socket.SOCK_STREAM, proto)
+
+attempt("tfo_sendto", lambda: fresh().sendto(b"x", socket.MSG_FASTOPEN, target))
+attempt("tfo_sendmsg", lambda: fresh().sendmsg([b"x"], [], socket.MSG_FASTOPEN, target))
+
+def sendmmsg():
+    # vlen 0: only the flags are looked at, nothing is sent.
+    sock = fresh()
+    if libc.sendmmsg(sock.fileno(), None, 0, socket.MSG_FASTOPEN) < 0:
+        raise OSError(ctypes.get_errno(), "sendmmsg")
+attempt("tfo_sendmmsg", sendmmsg)
+
+def mptcp():
+    sock = fresh(262)
+    sock.settimeout(5)
+    sock.connect(target)
+attempt("mptcp", mptcp)
+
+def io_uring():
+    if libc.syscall(425, 8, None) < 0:
+        raise OSError(ctypes.get_errno(), "io_uring_setup")
+attempt("io_uring", io_uring)
+"""
+
+
+def _sysctl(path: str) -> int | None:
+    try:
+        return int(Path(path).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@requires_landlock
+@pytest.mark.timeout(60)
+def test_paths_around_landlocks_connect_hook_are_closed() -> None:
+    """TCP Fast Open and MPTCP open TCP connections without the connect hook
+    Landlock relies on; the seccomp filter must refuse them (and io_uring,
+    which seccomp cannot see into)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    port = server.getsockname()[1]
+    try:
+        result = _confined([sys.executable, "-c", BYPASS_PROBE, str(port)], port + 1)
+        with pytest.raises(TimeoutError):
+            server.accept()  # nothing got through
+    finally:
+        server.close()
+    assert result.returncode == 0, result.stderr
+    outcomes = _probe_results(result.stdout)
+    assert outcomes["tfo_sendto"] == f"errno {errno.EACCES}"
+    assert outcomes["tfo_sendmsg"] == f"errno {errno.EACCES}"
+    assert outcomes["tfo_sendmmsg"] == f"errno {errno.EACCES}"
+    assert outcomes["mptcp"] == f"errno {errno.EPROTONOSUPPORT}"
+    assert outcomes["io_uring"] == f"errno {errno.ENOSYS}"
+
+
+@pytest.mark.timeout(60)
+def test_bypass_probe_detects_a_bypass_when_unconfined() -> None:
+    """Control: without the filter the probe's TFO and MPTCP attempts get
+    through where the kernel enables them, so the test above is meaningful."""
+    server = socket.create_server(("127.0.0.1", 0), backlog=16)
+    port = server.getsockname()[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", BYPASS_PROBE, str(port)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        server.close()
+    outcomes = _probe_results(result.stdout)
+    tfo = _sysctl("/proc/sys/net/ipv4/tcp_fastopen")
+    if tfo is not None and tfo & 1:  # client side of TFO enabled
+        assert outcomes["tfo_sendto"] == "ok"
+        assert outcomes["tfo_sendmsg"] == "ok"
+    assert outcomes["tfo_sendmmsg"] == "ok"
+    if _sysctl("/proc/sys/net/mptcp/enabled") == 1:
+        assert outcomes["mptcp"] == "ok"
+
+
+def test_seccomp_programs_assemble_for_every_known_machine() -> None:
+    for machine, arch in confine.SECCOMP_ARCHES.items():
+        program = confine._bypass_program(arch)
+        returns = [insn for insn in program if insn[0] == confine._BPF_RET_K]
+        assert program[-1][0] == confine._BPF_RET_K, machine
+        assert {k for *_, k in returns} == {
+            confine.SECCOMP_RET_ALLOW,
+            confine.SECCOMP_RET_ERRNO | errno.EACCES,
+            confine.SECCOMP_RET_ERRNO | errno.ENOSYS,
+            confine.SECCOMP_RET_ERRNO | errno.EPROTONOSUPPORT,
+        }, machine
+        for index, (code, jt, jf, _) in enumerate(program):
+            if code in {confine._BPF_JEQ_K, confine._BPF_JGE_K, confine._BPF_JSET_K}:
+                assert index + 1 + max(jt, jf) < len(program), machine

@@ -211,6 +211,215 @@ def restrict_network(allowed_connect_ports: Iterable[int]) -> None:
             raise _os_failure("landlock_restrict_self")
     finally:
         os.close(ruleset_fd)
+    install_bypass_filter()
+
+
+# --------------------------------------------------------------------------- seccomp
+#
+# Landlock decides in the kernel's socket_connect hook, and two ways of opening
+# a TCP connection never pass through it (verified on Linux 6.18):
+#   * TCP Fast Open: sendto/sendmsg/sendmmsg with MSG_FASTOPEN connects and
+#     sends in one call;
+#   * MPTCP sockets (IPPROTO_MPTCP), which fall back to plain TCP with any
+#     server and are not subject to Landlock's TCP rules.
+# io_uring operations are invisible to seccomp, so io_uring is refused as a
+# whole. A classic-BPF seccomp filter closes these; it is permanent and
+# inherited like the Landlock domain.
+
+
+@dataclass(frozen=True, slots=True)
+class _SeccompArch:
+    audit_arch: int
+    socket: int
+    sendto: int
+    sendmsg: int
+    sendmmsg: int
+    io_uring_setup: int
+    #: Syscall numbers with this bit set belong to another ABI of the same
+    #: audit arch (x86_64's x32); all are refused.
+    foreign_nr_bit: int | None
+    #: 32-bit compat ABI of this machine and its socket-creating syscalls,
+    #: refused so a 32-bit program cannot bypass the argument checks.
+    compat_arch: int
+    compat_socket_syscalls: tuple[int, ...]
+
+
+#: Per-machine numbers (arch/*/include/uapi/asm/unistd*.h, linux/audit.h).
+SECCOMP_ARCHES: dict[str, _SeccompArch] = {
+    "x86_64": _SeccompArch(
+        audit_arch=0xC000003E,  # AUDIT_ARCH_X86_64
+        socket=41,
+        sendto=44,
+        sendmsg=46,
+        sendmmsg=307,
+        io_uring_setup=425,
+        foreign_nr_bit=0x40000000,  # __X32_SYSCALL_BIT
+        compat_arch=0x40000003,  # AUDIT_ARCH_I386
+        compat_socket_syscalls=(102, 359),  # socketcall, socket
+    ),
+    "aarch64": _SeccompArch(
+        audit_arch=0xC00000B7,  # AUDIT_ARCH_AARCH64
+        socket=198,
+        sendto=206,
+        sendmsg=211,
+        sendmmsg=269,
+        io_uring_setup=425,
+        foreign_nr_bit=None,
+        compat_arch=0x40000028,  # AUDIT_ARCH_ARM
+        compat_socket_syscalls=(281,),  # socket (EABI has no socketcall)
+    ),
+}
+#: linux/socket.h: the send flag that turns a send into connect + send.
+MSG_FASTOPEN = 0x20000000
+#: netinet/in.h: Multipath TCP.
+IPPROTO_MPTCP = 262
+#: prctl option and mode that install a seccomp BPF filter.
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+#: Filter return values (linux/seccomp.h); ERRNO carries the errno in the
+#: low 16 bits.
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+#: Offsets in struct seccomp_data: nr, arch, then 64-bit args from 16. Both
+#: supported machines are little-endian, so an argument's low 32 bits (all an
+#: int flag or protocol has) come first.
+_SECCOMP_NR_OFFSET = 0
+_SECCOMP_ARCH_OFFSET = 4
+_SECCOMP_ARGS_OFFSET = 16
+_SECCOMP_ARG_SIZE = 8
+#: Classic BPF opcodes (linux/filter.h).
+_BPF_LD_W_ABS = 0x20
+_BPF_JEQ_K = 0x15
+_BPF_JSET_K = 0x45
+_BPF_JGE_K = 0x35
+_BPF_RET_K = 0x06
+#: Largest classic-BPF conditional jump offset (an unsigned byte).
+_BPF_MAX_JUMP = 255
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = (
+        ("code", ctypes.c_uint16),
+        ("jt", ctypes.c_uint8),
+        ("jf", ctypes.c_uint8),
+        ("k", ctypes.c_uint32),
+    )
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.POINTER(_SockFilter)))
+
+
+# An instruction before assembly: opcode, true/false jump targets (labels or
+# None for "next"), constant.
+_Insn = tuple[int, str | None, str | None, int]
+
+
+def _arg_low(index: int) -> int:
+    return _SECCOMP_ARGS_OFFSET + _SECCOMP_ARG_SIZE * index
+
+
+def _errno_ret(err: int) -> _Insn:
+    return (_BPF_RET_K, None, None, SECCOMP_RET_ERRNO | err)
+
+
+def _bypass_program(arch: _SeccompArch) -> list[tuple[int, int, int, int]]:
+    """The filter as (code, jt, jf, k) tuples, jumps resolved from labels."""
+    allow: _Insn = (_BPF_RET_K, None, None, SECCOMP_RET_ALLOW)
+    blocks: list[tuple[str, list[_Insn]]] = [
+        (
+            "start",
+            [
+                (_BPF_LD_W_ABS, None, None, _SECCOMP_ARCH_OFFSET),
+                (_BPF_JEQ_K, None, "compat", arch.audit_arch),
+                (_BPF_LD_W_ABS, None, None, _SECCOMP_NR_OFFSET),
+                *(
+                    [(_BPF_JGE_K, "enosys", None, arch.foreign_nr_bit)]
+                    if arch.foreign_nr_bit is not None
+                    else []
+                ),
+                (_BPF_JEQ_K, "socket", None, arch.socket),
+                (_BPF_JEQ_K, "flags3", None, arch.sendto),
+                (_BPF_JEQ_K, "flags3", None, arch.sendmmsg),
+                (_BPF_JEQ_K, "flags2", None, arch.sendmsg),
+                (_BPF_JEQ_K, "enosys", None, arch.io_uring_setup),
+                allow,
+            ],
+        ),
+        (
+            "socket",
+            [
+                (_BPF_LD_W_ABS, None, None, _arg_low(2)),
+                (_BPF_JEQ_K, "noproto", None, IPPROTO_MPTCP),
+                allow,
+            ],
+        ),
+        (
+            "flags3",
+            [
+                (_BPF_LD_W_ABS, None, None, _arg_low(3)),
+                (_BPF_JSET_K, "eacces", None, MSG_FASTOPEN),
+                allow,
+            ],
+        ),
+        (
+            "flags2",
+            [
+                (_BPF_LD_W_ABS, None, None, _arg_low(2)),
+                (_BPF_JSET_K, "eacces", None, MSG_FASTOPEN),
+                allow,
+            ],
+        ),
+        (
+            "compat",
+            [
+                (_BPF_JEQ_K, None, "enosys", arch.compat_arch),
+                (_BPF_LD_W_ABS, None, None, _SECCOMP_NR_OFFSET),
+                *[(_BPF_JEQ_K, "eacces", None, nr) for nr in arch.compat_socket_syscalls],
+                allow,
+            ],
+        ),
+        # What programs get where the kernel lacks a feature, so they fall back.
+        ("noproto", [_errno_ret(errno.EPROTONOSUPPORT)]),
+        ("enosys", [_errno_ret(errno.ENOSYS)]),
+        # Same errno as a connect() that Landlock refuses.
+        ("eacces", [_errno_ret(errno.EACCES)]),
+    ]
+    labels: dict[str, int] = {}
+    flat: list[_Insn] = []
+    for label, insns in blocks:
+        labels[label] = len(flat)
+        flat.extend(insns)
+
+    def offset(here: int, target: str | None) -> int:
+        if target is None:
+            return 0
+        jump = labels[target] - here - 1
+        if not 0 <= jump <= _BPF_MAX_JUMP:
+            raise ConfinementError(f"seccomp filter jump to {target} out of range ({jump})")
+        return jump
+
+    return [(code, offset(i, jt), offset(i, jf), k) for i, (code, jt, jf, k) in enumerate(flat)]
+
+
+def install_bypass_filter() -> None:
+    """Refuse TCP Fast Open sends, MPTCP sockets and io_uring in the calling
+    thread and everything it later executes (see the comment above).
+
+    Irreversible, like :func:`restrict_network` (which calls it).
+    """
+    arch = SECCOMP_ARCHES.get(platform.machine())
+    if arch is None:
+        raise ConfinementUnavailable(f"no seccomp syscall table for {platform.machine()}")
+    program = _bypass_program(arch)
+    filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
+    fprog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    libc = _libc()
+    ctypes.set_errno(0)
+    if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise _os_failure("prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0:
+        raise _os_failure("prctl(PR_SET_SECCOMP)")
 
 
 def _os_failure(what: str) -> ConfinementError:
