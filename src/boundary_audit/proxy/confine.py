@@ -5,11 +5,21 @@ everything it later starts) and it cannot be undone by the confined process.
 Its network rules (ABI >= 4, Linux 6.7+) decide ``connect()`` on TCP sockets by
 destination *port only*, for any address, IPv4 and IPv6 alike. Consequences:
 
-* another local service listening on the proxy's port number (on another
-  address) is reachable too; the proxy listens on a random free port, which
-  makes a collision unlikely but not impossible;
-* only TCP is covered: UDP (DNS, QUIC), Unix sockets and already-open
+* any host listening on the proxy's port number is reachable too: another
+  local service on another address, or a remote server whose owner
+  listens on that port on purpose (the port is no secret to the child, it is
+  in ``HTTP_PROXY``). The proxy listens on a random free port, which makes
+  an accidental match unlikely; a deliberate one is not prevented. Closing it
+  needs an address-aware mechanism (a network namespace), not Landlock;
+* only TCP is covered: UDP (DNS, QUIC), Unix sockets (a local service such
+  as a Docker socket can still be asked to connect out) and already-open
   descriptors are not restricted by these rules.
+
+Landlock only sees ``connect()``. TCP Fast Open sends and MPTCP sockets open
+TCP connections without it, so a seccomp filter installed alongside refuses
+them (and io_uring, whose operations seccomp cannot inspect); 32-bit compat
+programs get no sockets at all, since their socket calls could dodge the
+filter's argument checks.
 
 Binding is left unrestricted on purpose: ``bind``/``listen`` send nothing out,
 and confined build tools and test suites legitimately run local servers (which
@@ -174,7 +184,8 @@ def _check_port(port: int) -> int:
 
 def restrict_network(allowed_connect_ports: Iterable[int]) -> None:
     """Restrict the calling thread, and everything it later executes, so that
-    TCP ``connect()`` only succeeds to ``allowed_connect_ports``.
+    TCP connections can only be opened to ``allowed_connect_ports`` (Landlock
+    for ``connect()``, plus :func:`install_bypass_filter` for the rest).
 
     Irreversible: call it only in a child about to exec (see :func:`main`).
     """
