@@ -238,7 +238,8 @@ def test_helper_reports_a_missing_command_and_never_runs_unconfined(tmp_path: Pa
         if write_fd >= 0:
             os.close(write_fd)
     assert proc.returncode == EXIT_NOT_FOUND
-    assert status.startswith(f"exec: {errno.ENOENT}: ")
+    marker = confine.EXEC_MARKER.decode()
+    assert status.startswith(f"{marker}exec: {errno.ENOENT}: ")
     assert "no-such-tool" in status
 
 

@@ -434,6 +434,30 @@ async def test_missing_and_non_executable_commands(
     assert launches is None
 
 
+@requires_landlock
+@pytest.mark.timeout(60)
+async def test_a_helper_that_dies_early_is_not_taken_for_a_started_command(
+    ca_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EOF on the status pipe without the helper's marker means the helper
+    never got to exec (here: the "interpreter" is /bin/false)."""
+    registry = CollectorRegistry()
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    marker = tmp_path / "ran"
+    with pytest.raises(LaunchError, match="died before starting touch") as info:
+        await run_confined(
+            ["touch", str(marker)],
+            proxy_url="http://127.0.0.1:9",
+            ca_cert_path=ca_file,
+            metrics=LaunchMetrics(registry),
+        )
+    assert info.value.exit_code == confine.EXIT_CANNOT_EXECUTE
+    assert "exit code 1" in str(info.value)
+    assert not marker.exists()
+    failures = "boundary_audit_run_launch_failures_total"
+    assert registry.get_sample_value(failures, {"reason": "helper_failed"}) == 1
+
+
 @pytest.mark.timeout(60)
 async def test_bad_ca_file_stops_the_run_before_anything_starts(tmp_path: Path) -> None:
     registry = CollectorRegistry()

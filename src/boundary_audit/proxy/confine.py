@@ -34,6 +34,7 @@ multi-threaded parent (what ``preexec_fn`` would do).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -70,6 +71,9 @@ PR_SET_NO_NEW_PRIVS = 38
 #: following the shell's convention (126: cannot run, 127: not found).
 EXIT_CANNOT_EXECUTE = 126
 EXIT_NOT_FOUND = 127
+#: Written to the status pipe just before the final exec; a failure message
+#: may follow it, and EOF right after it means COMMAND is running.
+EXEC_MARKER = b"exec\n"
 #: Largest TCP port number.
 MAX_PORT = 65535
 #: Signals whose disposition Python sets to SIG_IGN at start-up and which an
@@ -493,6 +497,12 @@ def main(argv: Sequence[str]) -> NoReturn:
     except (ConfinementError, ValueError) as exc:
         _report(status_fd, f"confine: {exc}")
         os._exit(EXIT_CANNOT_EXECUTE)
+    if status_fd >= 0:
+        # Tells the parent the helper got this far: EOF without this marker
+        # means the helper itself died (e.g. Python could not start), which
+        # must not pass for a successful exec.
+        with contextlib.suppress(OSError):
+            os.write(status_fd, EXEC_MARKER)
     try:
         # Exec'ing COMMAND is this helper's whole purpose (no shell involved).
         os.execvp(command[0], command)  # noqa: S606

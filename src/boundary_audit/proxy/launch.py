@@ -448,20 +448,28 @@ async def _spawn_confined(
             process.kill()
         await process.wait()
         raise
-    if not status:
+    if status == confine.EXEC_MARKER:
         return process
     returncode = await process.wait()
-    message = status.decode("utf-8", "replace")
+    exited = exit_code_from_returncode(returncode)
+    if not status:
+        metrics.launch_failures.labels(reason="helper_failed").inc()
+        raise LaunchError(
+            f"the confinement helper {confine.__file__} died before starting "
+            f"{command[0]} (exit code {exited})",
+            confine.EXIT_CANNOT_EXECUTE,
+        )
+    message = status.removeprefix(confine.EXEC_MARKER).decode("utf-8", "replace")
     kind, _, detail = message.partition(": ")
     if kind == "confine":
         metrics.launch_failures.labels(reason="confinement_failed").inc()
-        raise LaunchError(f"could not confine {command[0]}: {detail}", returncode)
+        raise LaunchError(f"could not confine {command[0]}: {detail}", exited)
     errno_text, _, reason = detail.partition(": ")
-    if returncode == confine.EXIT_NOT_FOUND:
+    if exited == confine.EXIT_NOT_FOUND:
         metrics.launch_failures.labels(reason="not_found").inc()
-        raise LaunchError(f"{command[0]}: command not found", returncode)
+        raise LaunchError(f"{command[0]}: command not found", exited)
     metrics.launch_failures.labels(reason="cannot_execute").inc()
-    raise LaunchError(f"cannot execute {reason} (errno {errno_text})", returncode)
+    raise LaunchError(f"cannot execute {reason} (errno {errno_text})", exited)
 
 
 async def _stop_child(process: asyncio.subprocess.Process, log: Any) -> None:
