@@ -181,6 +181,18 @@ def test_child_env_points_at_proxy_and_bundle() -> None:
     assert {name: env[name] for name in CA_ENV_VARS} == dict.fromkeys(
         CA_ENV_VARS, "/tmp/x/ca-bundle.pem"
     )
+    for name in (
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CURL_CA_BUNDLE",
+        "NODE_EXTRA_CA_CERTS",
+        "GIT_SSL_CAINFO",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "http_proxy",
+        "https_proxy",
+    ):
+        assert name in env, name
     assert not set(CLEARED_ENV_VARS) & set(env)
     assert env["PATH"] == "/usr/bin"
     assert env["HOME"] == "/home/u"

@@ -11,10 +11,11 @@ the same asyncio loop as the proxy. The decisions, with their reasons:
   HTTP proxy cannot serve; an inherited value would also route traffic around
   the proxy when Landlock is unavailable.
 * CA trust: ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
-  ``NODE_EXTRA_CA_CERTS`` and ``GIT_SSL_CAINFO`` point at one bundle: the
-  system CA store plus our CA, written 0600 into a private 0700 temp dir that
-  is removed when the run ends. Only certificates are copied (re-encoded), so
-  a CA file that also holds the private key never leaks it to the child.
+  ``NODE_EXTRA_CA_CERTS``, ``GIT_SSL_CAINFO`` (and ``CARGO_HTTP_CAINFO``,
+  ``DENO_CERT``) point at one bundle: the system CA store plus our CA,
+  written 0600 into a private 0700 temp dir that is removed when the run
+  ends. Only certificates are copied (re-encoded), so a CA file that also
+  holds the private key never leaks it to the child.
 * Confinement is applied in the child only, by exec'ing a stdlib-only helper
   (:mod:`.confine`) that restricts itself and then execs COMMAND. A
   ``preexec_fn`` would run Python in a forked copy of this multi-threaded
@@ -58,14 +59,16 @@ from .confine import ConfinementError, ConfinementUnavailable
 PROXY_ENV_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
 #: Variables removed from the child's environment (see the module docstring).
 CLEARED_ENV_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
-#: Variables pointed at the CA bundle (OpenSSL/Python ssl, requests, curl,
-#: Node.js, git).
+#: Variables pointed at the CA bundle: OpenSSL (Python ssl, Go, Ruby),
+#: requests, curl, Node.js, git, and cargo and Deno, which read none of those.
 CA_ENV_VARS = (
     "SSL_CERT_FILE",
     "REQUESTS_CA_BUNDLE",
     "CURL_CA_BUNDLE",
     "NODE_EXTRA_CA_CERTS",
     "GIT_SSL_CAINFO",
+    "CARGO_HTTP_CAINFO",
+    "DENO_CERT",
 )
 #: System CA bundles of common distributions, tried after what Python's
 #: OpenSSL reports: Debian/Ubuntu/Alpine, Fedora/RHEL, openSUSE, RHEL's
