@@ -24,7 +24,7 @@ import trustme
 from cryptography import x509
 from prometheus_client import CollectorRegistry
 
-from boundary_audit.proxy import confine
+from boundary_audit.proxy import confine, launch
 from boundary_audit.proxy.confine import ConfinementUnavailable, landlock_status
 from boundary_audit.proxy.launch import (
     CA_ENV_VARS,
@@ -142,6 +142,7 @@ async def _run(
     *,
     metrics: LaunchMetrics | None = None,
     require_enforcement: bool = False,
+    enforced: bool | None = None,
 ) -> tuple[int, str]:
     """run_confined with the child's stdout captured into a file (stdout is
     otherwise passed through, which pytest would swallow)."""
@@ -154,6 +155,7 @@ async def _run(
             ca_cert_path=ca_file,
             metrics=metrics,
             require_enforcement=require_enforcement,
+            enforced=enforced,
         ),
         STEP_TIMEOUT,
     )
@@ -507,6 +509,24 @@ def no_landlock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stand in for a kernel without Landlock network rules: the probe is the
     only thing replaced, everything else (spawning, env) runs for real."""
     monkeypatch.setattr(confine, "require_network_confinement", _unavailable)
+
+
+@pytest.mark.timeout(60)
+async def test_enforcement_checked_up_front_is_not_checked_again(
+    no_landlock: None, ca_file: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    enforced = launch.check_enforcement(require=False)
+    assert enforced is False
+    code, out = await _run(["echo", "ran"], 9, ca_file, tmp_path, enforced=enforced)
+    assert (code, out) == (0, "ran\n")
+    warnings = [
+        record
+        for record in caplog.records
+        if isinstance(record.msg, dict) and "NOT ENFORCED" in record.msg["event"]
+    ]
+    assert len(warnings) == 1
+    with pytest.raises(ConfinementUnavailable):
+        launch.check_enforcement(require=True)
 
 
 @pytest.mark.timeout(60)

@@ -503,14 +503,18 @@ async def run_confined(
     cwd: str | None = None,
     metrics: LaunchMetrics | None = None,
     system_ca_files: Sequence[Path] | None = None,
+    enforced: bool | None = None,
 ) -> int:
     """Run ``command`` with stdio passed through, its TCP connects confined to
     the proxy's port (when Landlock allows), signals forwarded; return its exit
     code (128 + N for a death by signal N).
 
-    ``proxy_port`` defaults to the port of ``proxy_url``. Raises
+    ``proxy_port`` defaults to the port of ``proxy_url``. ``enforced`` is the
+    result of an earlier :func:`check_enforcement` (a caller that wants to
+    refuse before starting its proxy); ``None`` checks here. Raises
     :class:`ConfinementUnavailable` when ``require_enforcement`` and Landlock
-    cannot confine, :class:`LaunchError` when the command cannot be started.
+    cannot confine, :class:`LaunchError` when the command cannot be started
+    (never started unconfined when ``enforced`` is true).
     """
     if not command:
         raise ValueError("no command to run")
@@ -518,7 +522,8 @@ async def run_confined(
     port = proxy_port if proxy_port is not None else _proxy_port(proxy_url)
     if not 1 <= port <= confine.MAX_PORT:
         raise ValueError(f"proxy port must be in 1..{confine.MAX_PORT}, got {port}")
-    enforced = check_enforcement(require_enforcement, metrics)
+    if enforced is None:
+        enforced = check_enforcement(require_enforcement, metrics)
     log = get_logger("run", command=command[0])
     forwarder = _SignalForwarder(asyncio.get_running_loop(), metrics)
     with contextlib.ExitStack() as stack:
