@@ -237,6 +237,17 @@ def build_child_env(
     return env
 
 
+def _remove_private_dir(directory: Path) -> None:
+    def report(
+        _func: object, path: str, exc_info: tuple[type[BaseException], BaseException, object]
+    ) -> None:
+        get_logger("run").warning(
+            "could not remove the run's private temp dir", path=path, error=str(exc_info[1])
+        )
+
+    shutil.rmtree(directory, onerror=report)
+
+
 class ChildEnvironment:
     """Private temp dir holding the CA bundle, and the child env pointing at it.
 
@@ -263,7 +274,7 @@ class ChildEnvironment:
         try:
             self.bundle_path = write_ca_bundle(self._ca_cert_path, self._dir, self._system_ca_files)
         except BaseException:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            _remove_private_dir(self._dir)
             raise
         self.env = build_child_env(self._proxy_url, self.bundle_path, self._base_env)
         return self
@@ -275,7 +286,7 @@ class ChildEnvironment:
         tb: TracebackType | None,
     ) -> None:
         if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
+            _remove_private_dir(self._dir)
             self._dir = None
 
 
