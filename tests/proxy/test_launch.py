@@ -631,7 +631,9 @@ DRIVER = textwrap.dedent(
 
 SIGNAL_CHILD = textwrap.dedent(
     """
-    import signal, sys
+    import os, signal, sys
+    if sys.argv[1:] == ["setsid"]:
+        os.setsid()  # leaves our process group and the terminal
     NAMES = ["SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
     def note(number, frame):
         print("got", signal.Signals(number).name, flush=True)
@@ -731,11 +733,13 @@ def _read_until(master: int, wanted: bytes, buffer: bytearray) -> bytes:
     return bytes(buffer)
 
 
+@pytest.mark.parametrize("child_session", ["same", "setsid"])
 @pytest.mark.timeout(90)
-def test_ctrl_c_at_a_terminal_reaches_the_child_once(ca_file: Path) -> None:
-    """The tty already delivers SIGINT to the child (same foreground group):
-    forwarding it as well would make one Ctrl-C count twice."""
-    command = [sys.executable, "-c", SIGNAL_CHILD]
+def test_ctrl_c_at_a_terminal_reaches_the_child_once(ca_file: Path, child_session: str) -> None:
+    """The tty already delivers SIGINT to a child in the foreground group:
+    forwarding it as well would make one Ctrl-C count twice. A child that left
+    for its own session is not reached by the tty and must get it forwarded."""
+    command = [sys.executable, "-c", SIGNAL_CHILD, child_session]
     master, slave = os.openpty()
     try:
         proc = subprocess.Popen(
@@ -765,5 +769,9 @@ def test_ctrl_c_at_a_terminal_reaches_the_child_once(ca_file: Path) -> None:
         if slave >= 0:
             os.close(slave)
     assert final.count(b"got SIGINT") == 1, final
-    assert '"reason": "terminal_delivered"' in err
-    assert err.count('"signal forwarded"') == 2  # only SIGUSR1 and SIGTERM
+    if child_session == "same":
+        assert '"reason": "terminal_delivered"' in err
+        assert err.count('"signal forwarded"') == 2  # only SIGUSR1 and SIGTERM
+    else:
+        assert "terminal_delivered" not in err
+        assert err.count('"signal forwarded"') == 3

@@ -24,7 +24,7 @@ the same asyncio loop as the proxy. The decisions, with their reasons:
   this process are forwarded to the child through the loop's signal handlers.
   The child stays in our process group so terminal job control keeps working;
   therefore a SIGINT/SIGQUIT typed at the terminal already reaches the child
-  directly, and is not forwarded a second time while our group is the
+  directly, and is not forwarded a second time while the child's group is the
   terminal's foreground group (a double Ctrl-C means "quit" to many tools).
 * Exit code: the child's; a child killed by signal N gives ``128 + N`` (the
   shell's convention). Re-raising the signal on ourselves would skip the
@@ -313,15 +313,18 @@ def check_enforcement(require: bool, metrics: LaunchMetrics | None = None) -> bo
     return True
 
 
-def _terminal_reaches_child() -> bool:
-    """True when our process group is the controlling terminal's foreground
-    group, so a tty-generated signal was delivered to the child as well."""
+def _terminal_reaches_child(pid: int | None) -> bool:
+    """True when the child's process group (ours until it starts: it inherits
+    it) is the controlling terminal's foreground group, so a tty-generated
+    signal was delivered to the child directly. A child that moved to its own
+    group or session is not reached by the terminal and gets it forwarded."""
     try:
         fd = os.open(CONTROLLING_TTY, os.O_RDONLY | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError:
         return False
     try:
-        return os.tcgetpgrp(fd) == os.getpgrp()
+        group = os.getpgrp() if pid is None else os.getpgid(pid)
+        return os.tcgetpgrp(fd) == group
     except OSError:
         return False
     finally:
@@ -367,7 +370,8 @@ class _SignalForwarder:
         self._log.info("signal not forwarded", signal=sig.name, reason=reason)
 
     def _on_signal(self, sig: signal.Signals) -> None:
-        if sig in TERMINAL_SIGNALS and _terminal_reaches_child():
+        pid = self._process.pid if self._process is not None else None
+        if sig in TERMINAL_SIGNALS and _terminal_reaches_child(pid):
             self._drop(sig, "terminal_delivered")
             return
         if self._process is None:
