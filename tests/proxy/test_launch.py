@@ -775,3 +775,28 @@ def test_ctrl_c_at_a_terminal_reaches_the_child_once(ca_file: Path, child_sessio
     else:
         assert "terminal_delivered" not in err
         assert err.count('"signal forwarded"') == 3
+
+
+def test_ca_directory_is_used_when_no_bundle_file_exists(
+    ca: trustme.CA, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Distributions with only a hashed cert directory: its PEM files are
+    concatenated (only the lookup paths are redirected here)."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    other = trustme.CA()
+    ca.cert_pem.write_to_path(str(certs / "one.pem"))
+    other.cert_pem.write_to_path(str(certs / "two.crt"))
+    (certs / "README").write_text("not a certificate\n")
+    (certs / "link.pem").symlink_to(certs / "one.pem")  # hashed-name links are deduplicated
+    missing = str(tmp_path / "none.pem")
+    paths = ssl.DefaultVerifyPaths(
+        missing, str(certs), "SSL_CERT_FILE", missing, "SSL_CERT_DIR", str(certs)
+    )
+    monkeypatch.setattr(ssl, "get_default_verify_paths", lambda: paths)
+    monkeypatch.setattr(launch, "WELL_KNOWN_CA_FILES", ())
+    assert launch.find_system_ca_files() == [certs / "one.pem", certs / "two.crt"]
+    out = tmp_path / "out"
+    out.mkdir()
+    bundle = write_ca_bundle(certs / "one.pem", out).read_bytes()
+    assert bundle.count(PEM_BEGIN) == 3
