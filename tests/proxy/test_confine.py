@@ -316,6 +316,17 @@ def io_uring():
     if libc.syscall(425, 8, None) < 0:
         raise OSError(ctypes.get_errno(), "io_uring_setup")
 attempt("io_uring", io_uring)
+
+# Need CAP_NET_RAW: refused by the kernel itself for an unprivileged user.
+attempt("raw_ip", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP))
+RAW6 = socket.SOCK_RAW | socket.SOCK_CLOEXEC  # flags must not hide the type
+attempt("raw_ip6", lambda: socket.socket(socket.AF_INET6, RAW6, socket.IPPROTO_TCP))
+attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+# What ordinary programs need keeps working.
+attempt("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+attempt("unix", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+attempt("netlink", lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0))
+attempt("getaddrinfo", lambda: socket.getaddrinfo("localhost", 80))
 """
 
 
@@ -348,6 +359,11 @@ def test_paths_around_landlocks_connect_hook_are_closed() -> None:
     assert outcomes["tfo_sendmmsg"] == f"errno {errno.EACCES}"
     assert outcomes["mptcp"] == f"errno {errno.EPROTONOSUPPORT}"
     assert outcomes["io_uring"] == f"errno {errno.ENOSYS}"
+    denied_raw = {f"errno {errno.EACCES}", f"errno {errno.EPERM}"}  # filter / no CAP_NET_RAW
+    for name in ("raw_ip", "raw_ip6", "packet"):
+        assert outcomes[name] in denied_raw, (name, outcomes)
+    for name in ("udp", "unix", "netlink", "getaddrinfo"):
+        assert outcomes[name] == "ok", (name, outcomes)
 
 
 @pytest.mark.timeout(60)
@@ -374,6 +390,9 @@ def test_bypass_probe_detects_a_bypass_when_unconfined() -> None:
     assert outcomes["tfo_sendmmsg"] == "ok"
     if _sysctl("/proc/sys/net/mptcp/enabled") == 1:
         assert outcomes["mptcp"] == "ok"
+    if os.geteuid() == 0:  # CAP_NET_RAW: raw sockets open without the filter
+        assert outcomes["raw_ip"] == "ok"
+        assert outcomes["packet"] == "ok"
 
 
 def test_seccomp_programs_assemble_for_every_known_machine() -> None:

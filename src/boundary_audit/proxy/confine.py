@@ -16,10 +16,11 @@ destination *port only*, for any address, IPv4 and IPv6 alike. Consequences:
   descriptors are not restricted by these rules.
 
 Landlock only sees ``connect()``. TCP Fast Open sends and MPTCP sockets open
-TCP connections without it, so a seccomp filter installed alongside refuses
-them (and io_uring, whose operations seccomp cannot inspect); 32-bit compat
-programs get no sockets at all, since their socket calls could dodge the
-filter's argument checks.
+TCP connections without it, and raw IP/packet sockets (for a process that
+has CAP_NET_RAW) bypass TCP altogether, so a seccomp filter installed
+alongside refuses them (and io_uring, whose operations seccomp cannot
+inspect); 32-bit compat programs get no sockets at all, since their socket
+calls could dodge the filter's argument checks.
 
 Binding is left unrestricted on purpose: ``bind``/``listen`` send nothing out,
 and confined build tools and test suites legitimately run local servers (which
@@ -237,6 +238,7 @@ def restrict_network(allowed_connect_ports: Iterable[int]) -> None:
 #     sends in one call;
 #   * MPTCP sockets (IPPROTO_MPTCP), which fall back to plain TCP with any
 #     server and are not subject to Landlock's TCP rules.
+# Raw IP and packet sockets skip the TCP stack entirely (CAP_NET_RAW only).
 # io_uring operations are invisible to seccomp, so io_uring is refused as a
 # whole. A classic-BPF seccomp filter closes these; it is permanent and
 # inherited like the Landlock domain.
@@ -288,6 +290,16 @@ SECCOMP_ARCHES: dict[str, _SeccompArch] = {
 MSG_FASTOPEN = 0x20000000
 #: netinet/in.h: Multipath TCP.
 IPPROTO_MPTCP = 262
+#: Address families and socket type bits (linux/socket.h, linux/net.h). Raw
+#: IP and packet sockets build TCP by hand past Landlock; only a process with
+#: CAP_NET_RAW (e.g. one run as root) can open them, and it must not either.
+#: Raw netlink sockets stay allowed (getaddrinfo and getifaddrs use them).
+AF_INET = 2
+AF_INET6 = 10
+AF_PACKET = 17
+SOCK_RAW = 3
+#: The socket type without SOCK_NONBLOCK/SOCK_CLOEXEC.
+SOCK_TYPE_MASK = 0xF
 #: prctl option and mode that install a seccomp BPF filter.
 PR_SET_SECCOMP = 22
 SECCOMP_MODE_FILTER = 2
@@ -308,6 +320,7 @@ _BPF_JEQ_K = 0x15
 _BPF_JSET_K = 0x45
 _BPF_JGE_K = 0x35
 _BPF_RET_K = 0x06
+_BPF_AND_K = 0x54
 #: Largest classic-BPF conditional jump offset (an unsigned byte).
 _BPF_MAX_JUMP = 255
 
@@ -364,8 +377,21 @@ def _bypass_program(arch: _SeccompArch) -> list[tuple[int, int, int, int]]:
         (
             "socket",
             [
+                (_BPF_LD_W_ABS, None, None, _arg_low(0)),
+                (_BPF_JEQ_K, "eacces", None, AF_PACKET),
+                (_BPF_JEQ_K, "inet", None, AF_INET),
+                (_BPF_JEQ_K, "inet", None, AF_INET6),
+                allow,
+            ],
+        ),
+        (
+            "inet",
+            [
                 (_BPF_LD_W_ABS, None, None, _arg_low(2)),
                 (_BPF_JEQ_K, "noproto", None, IPPROTO_MPTCP),
+                (_BPF_LD_W_ABS, None, None, _arg_low(1)),
+                (_BPF_AND_K, None, None, SOCK_TYPE_MASK),
+                (_BPF_JEQ_K, "eacces", None, SOCK_RAW),
                 allow,
             ],
         ),
@@ -418,8 +444,9 @@ def _bypass_program(arch: _SeccompArch) -> list[tuple[int, int, int, int]]:
 
 
 def install_bypass_filter() -> None:
-    """Refuse TCP Fast Open sends, MPTCP sockets and io_uring in the calling
-    thread and everything it later executes (see the comment above).
+    """Refuse TCP Fast Open sends, MPTCP, raw IP and packet sockets, and
+    io_uring in the calling thread and everything it later executes (see the
+    comment above).
 
     Irreversible, like :func:`restrict_network` (which calls it).
     """
