@@ -593,13 +593,24 @@ def listener_port() -> Iterator[int]:
         sock.close()
 
 
+@pytest.mark.parametrize("ignores_sigterm", [False, True])
 @pytest.mark.timeout(60)
-async def test_cancelling_the_run_stops_the_command(ca_file: Path, tmp_path: Path) -> None:
+async def test_cancelling_the_run_stops_the_command(
+    ca_file: Path, tmp_path: Path, ignores_sigterm: bool
+) -> None:
     pid_file = tmp_path / "pid"
-    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    code = (
+        "import os, signal, time\n"
+        f"if {ignores_sigterm}: signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "time.sleep(600)\n"
+    )
     task = asyncio.create_task(
         run_confined(
-            [sys.executable, "-c", code], proxy_url="http://127.0.0.1:9", ca_cert_path=ca_file
+            [sys.executable, "-c", code],
+            proxy_url="http://127.0.0.1:9",
+            ca_cert_path=ca_file,
+            cancel_grace=0.5,
         )
     )
     for _ in range(int(STEP_TIMEOUT / 0.05)):

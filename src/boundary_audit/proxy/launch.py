@@ -490,7 +490,7 @@ async def _spawn_confined(
     raise LaunchError(f"cannot execute {reason} (errno {errno_text})", exited)
 
 
-async def _stop_child(process: asyncio.subprocess.Process, log: Any) -> None:
+async def _stop_child(process: asyncio.subprocess.Process, log: Any, grace: float) -> None:
     """Our caller gave up (cancelled): do not leave the command running
     unsupervised. SIGTERM, then SIGKILL after a grace period."""
     if process.returncode is not None:
@@ -499,7 +499,7 @@ async def _stop_child(process: asyncio.subprocess.Process, log: Any) -> None:
     with contextlib.suppress(ProcessLookupError):
         process.terminate()
     try:
-        await asyncio.wait_for(process.wait(), CANCEL_GRACE_SECONDS)
+        await asyncio.wait_for(process.wait(), grace)
     except TimeoutError:
         log.warning("command ignored SIGTERM, killing it", pid=process.pid)
         with contextlib.suppress(ProcessLookupError):
@@ -519,6 +519,7 @@ async def run_confined(
     metrics: LaunchMetrics | None = None,
     system_ca_files: Sequence[Path] | None = None,
     enforced: bool | None = None,
+    cancel_grace: float = CANCEL_GRACE_SECONDS,
 ) -> int:
     """Run ``command`` with stdio passed through, its TCP connects confined to
     the proxy's port (when Landlock allows), signals forwarded; return its exit
@@ -529,7 +530,8 @@ async def run_confined(
     refuse before starting its proxy); ``None`` checks here. Raises
     :class:`ConfinementUnavailable` when ``require_enforcement`` and Landlock
     cannot confine, :class:`LaunchError` when the command cannot be started
-    (never started unconfined when ``enforced`` is true).
+    (never started unconfined when ``enforced`` is true). Cancelled, it
+    sends the command SIGTERM, and SIGKILL after ``cancel_grace`` seconds.
     """
     if not command:
         raise ValueError("no command to run")
@@ -566,7 +568,7 @@ async def run_confined(
             try:
                 returncode = await process.wait()
             except asyncio.CancelledError:
-                await _stop_child(process, log)
+                await _stop_child(process, log, cancel_grace)
                 raise
         finally:
             forwarder.remove()
