@@ -1,1 +1,0 @@
-"""The enforcement point (the proxy branch owns this file; take its version on merge)."""
