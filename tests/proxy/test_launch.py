@@ -441,9 +441,21 @@ async def test_missing_and_non_executable_commands(
         )
     assert info.value.exit_code == confine.EXIT_CANNOT_EXECUTE
     assert str(plain) in str(info.value)
+    missing_dir = tmp_path / "no-such-dir"
+    with pytest.raises(LaunchError, match="cannot change to directory") as info:
+        await run_confined(
+            ["true"],
+            proxy_url="http://127.0.0.1:9",
+            ca_cert_path=ca_file,
+            metrics=metrics,
+            cwd=str(missing_dir),
+        )
+    assert info.value.exit_code == confine.EXIT_CANNOT_EXECUTE
+    assert str(missing_dir) in str(info.value)
     failures = "boundary_audit_run_launch_failures_total"
     assert registry.get_sample_value(failures, {"reason": "not_found"}) == 1
     assert registry.get_sample_value(failures, {"reason": "cannot_execute"}) == 1
+    assert registry.get_sample_value(failures, {"reason": "bad_cwd"}) == 1
     launches = registry.get_sample_value("boundary_audit_run_launches_total", {"confined": "true"})
     assert launches is None
 
@@ -456,6 +468,7 @@ async def test_a_helper_that_dies_early_is_not_taken_for_a_started_command(
     """EOF on the status pipe without the helper's marker means the helper
     never got to exec (here: the "interpreter" is /bin/false)."""
     registry = CollectorRegistry()
+    metrics = LaunchMetrics(registry)
     monkeypatch.setattr(sys, "executable", "/bin/false")
     marker = tmp_path / "ran"
     with pytest.raises(LaunchError, match="died before starting touch") as info:
@@ -463,13 +476,23 @@ async def test_a_helper_that_dies_early_is_not_taken_for_a_started_command(
             ["touch", str(marker)],
             proxy_url="http://127.0.0.1:9",
             ca_cert_path=ca_file,
-            metrics=LaunchMetrics(registry),
+            metrics=metrics,
         )
     assert info.value.exit_code == confine.EXIT_CANNOT_EXECUTE
     assert "exit code 1" in str(info.value)
     assert not marker.exists()
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    with pytest.raises(LaunchError, match="cannot start the confinement helper") as info:
+        await run_confined(
+            ["touch", str(marker)],
+            proxy_url="http://127.0.0.1:9",
+            ca_cert_path=ca_file,
+            metrics=metrics,
+        )
+    assert info.value.exit_code == confine.EXIT_CANNOT_EXECUTE
+    assert not marker.exists()
     failures = "boundary_audit_run_launch_failures_total"
-    assert registry.get_sample_value(failures, {"reason": "helper_failed"}) == 1
+    assert registry.get_sample_value(failures, {"reason": "helper_failed"}) == 2
 
 
 @pytest.mark.timeout(60)

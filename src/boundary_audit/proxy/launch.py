@@ -425,19 +425,39 @@ def _proxy_port(proxy_url: str) -> int:
     return port
 
 
+async def _create(
+    argv: Sequence[str],
+    command: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    cwd: str | None,
+    metrics: LaunchMetrics,
+    pass_fds: Sequence[int] = (),
+) -> asyncio.subprocess.Process:
+    """Start ``argv``; turn the fork/exec errors into :class:`LaunchError`."""
+    try:
+        return await asyncio.create_subprocess_exec(*argv, env=env, cwd=cwd, pass_fds=pass_fds)
+    except OSError as exc:
+        if cwd is not None and exc.filename == cwd:
+            reason, code = "bad_cwd", confine.EXIT_CANNOT_EXECUTE
+            message = f"cannot change to directory {cwd}: {exc.strerror}"
+        elif argv[0] != command[0]:  # the confinement helper's interpreter
+            reason, code = "helper_failed", confine.EXIT_CANNOT_EXECUTE
+            message = f"cannot start the confinement helper {argv[0]}: {exc.strerror}"
+        elif isinstance(exc, FileNotFoundError):
+            reason, code = "not_found", confine.EXIT_NOT_FOUND
+            message = f"{command[0]}: command not found"
+        else:
+            reason, code = "cannot_execute", confine.EXIT_CANNOT_EXECUTE
+            message = f"{command[0]}: cannot execute: {exc.strerror}"
+        metrics.launch_failures.labels(reason=reason).inc()
+        raise LaunchError(message, code) from exc
+
+
 async def _spawn_direct(
     command: Sequence[str], env: Mapping[str, str], cwd: str | None, metrics: LaunchMetrics
 ) -> asyncio.subprocess.Process:
-    try:
-        return await asyncio.create_subprocess_exec(*command, env=env, cwd=cwd)
-    except FileNotFoundError as exc:
-        metrics.launch_failures.labels(reason="not_found").inc()
-        raise LaunchError(f"{command[0]}: command not found", confine.EXIT_NOT_FOUND) from exc
-    except OSError as exc:
-        metrics.launch_failures.labels(reason="cannot_execute").inc()
-        raise LaunchError(
-            f"{command[0]}: cannot execute: {exc.strerror}", confine.EXIT_CANNOT_EXECUTE
-        ) from exc
+    return await _create(command, command, env=env, cwd=cwd, metrics=metrics)
 
 
 async def _spawn_confined(
@@ -450,8 +470,8 @@ async def _spawn_confined(
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
         argv = confine.helper_argv(sys.executable, [port], write_fd, command)
-        process = await asyncio.create_subprocess_exec(
-            *argv, env=env, cwd=cwd, pass_fds=(write_fd,)
+        process = await _create(
+            argv, command, env=env, cwd=cwd, metrics=metrics, pass_fds=(write_fd,)
         )
     except BaseException:
         os.close(read_fd)
