@@ -38,12 +38,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import os
 import platform
 import signal
+import socket
+import struct
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 #: Landlock syscall numbers per machine (``uname -m``). x86_64 and aarch64
@@ -469,18 +472,106 @@ def _os_failure(what: str) -> ConfinementError:
     return ConfinementError(f"{what} failed: {os.strerror(err)} (errno {err})")
 
 
+# --------------------------------------------------------------------------- network namespace
+#
+# Optional, stronger isolation: the command runs in a new (unprivileged) user
+# and network namespace that has nothing but its own loopback. The helper
+# listens there on the proxy's port and hands that listening socket to the
+# parent, which relays each connection to the real proxy. Nothing else is
+# reachable: no other host on the proxy's port number, no UDP (so no DNS and
+# no QUIC), no TCP service of the host. Needs unprivileged user namespaces.
+
+#: unshare(2) flags (linux/sched.h).
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+#: ioctls that read and set an interface's flags (linux/sockios.h); IFF_UP.
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+#: struct ifreq on 64-bit Linux: a 16-byte name, then a 24-byte union whose
+#: first member is the short flags.
+_IFREQ = struct.Struct("16sH22x")
+LOOPBACK_INTERFACE = b"lo"
+LOOPBACK_ADDRESS = "127.0.0.1"
+#: Pending connections the in-namespace listener queues before the parent
+#: accepts them; a burst of parallel downloads should not be refused.
+ISOLATED_LISTEN_BACKLOG = 128
+#: Status message that carries the in-namespace listener (SCM_RIGHTS).
+LISTENER_MESSAGE = b"listener\n"
+
+
+def _write_proc(path: str, text: str) -> None:
+    with open(path, "w", encoding="ascii") as fh:
+        fh.write(text)
+
+
+def enter_network_namespace() -> None:
+    """Move the calling process into a new user + network namespace whose
+    only interface, loopback, is up. Same uid/gid inside, so files keep their
+    owners and the command gets no capabilities once it execs."""
+    uid, gid = os.getuid(), os.getgid()
+    libc = _libc()
+    ctypes.set_errno(0)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise ConfinementUnavailable(
+            f"cannot create a user and network namespace: {os.strerror(err)} (errno {err}); "
+            "unprivileged user namespaces may be disabled on this system"
+        )
+    try:
+        _write_proc("/proc/self/setgroups", "deny")
+        _write_proc("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write_proc("/proc/self/gid_map", f"{gid} {gid} 1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            current = fcntl.ioctl(sock, SIOCGIFFLAGS, _IFREQ.pack(LOOPBACK_INTERFACE, 0))
+            flags = _IFREQ.unpack(current)[1]
+            fcntl.ioctl(sock, SIOCSIFFLAGS, _IFREQ.pack(LOOPBACK_INTERFACE, flags | IFF_UP))
+    except OSError as exc:
+        raise ConfinementUnavailable(f"cannot set up the network namespace: {exc}") from exc
+
+
+def open_isolated_listener(port: int) -> socket.socket:
+    """Listen on loopback ``port`` in the current (new) network namespace."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((LOOPBACK_ADDRESS, _check_port(port)))
+        sock.listen(ISOLATED_LISTEN_BACKLOG)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def helper_argv(
-    python: str, allowed_connect_ports: Iterable[int], status_fd: int, command: Sequence[str]
+    python: str,
+    allowed_connect_ports: Iterable[int],
+    status_fd: int,
+    command: Sequence[str],
+    isolate_port: int | None = None,
 ) -> list[str]:
     """The argv that runs ``command`` through this module's exec helper.
 
+    ``isolate_port``: first enter a private network namespace and hand back a
+    listener on that loopback port (the status fd must then be a Unix socket).
     ``-I -S``: the helper must not be steered by the child's ``PYTHON*``
     variables or ``site`` hooks, and starts faster without them.
     """
     argv = [python, "-I", "-S", os.path.abspath(__file__), "--status-fd", str(status_fd)]
     for port in allowed_connect_ports:
         argv += ["--connect-port", str(_check_port(port))]
+    if isolate_port is not None:
+        argv += ["--isolate-port", str(_check_port(isolate_port))]
     return [*argv, "--", *command]
+
+
+def _isolate(status_fd: int, port: int) -> None:
+    enter_network_namespace()
+    with open_isolated_listener(port) as listener:
+        channel = socket.socket(fileno=status_fd)
+        try:
+            socket.send_fds(channel, [LISTENER_MESSAGE], [listener.fileno()])
+        finally:
+            channel.detach()
 
 
 def _report(status_fd: int, message: str) -> None:
@@ -492,6 +583,35 @@ def _report(status_fd: int, message: str) -> None:
         sys.stderr.write(f"boundary-audit: {message}\n")
 
 
+@dataclass(slots=True)
+class _HelperArgs:
+    command: list[str]
+    status_fd: int = -1
+    ports: list[int] = field(default_factory=list)
+    isolate_port: int | None = None
+
+
+def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
+    args = list(argv)
+    if "--" not in args:
+        raise ValueError("no -- before the command")
+    sep = args.index("--")
+    options, command = args[:sep], args[sep + 1 :]
+    if not command:
+        raise ValueError("no command after --")
+    parsed = _HelperArgs(command=command)
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        if flag == "--status-fd":
+            parsed.status_fd = int(value)
+        elif flag == "--connect-port":
+            parsed.ports.append(int(value))
+        elif flag == "--isolate-port":
+            parsed.isolate_port = int(value)
+        else:
+            raise ValueError(f"unknown option {flag}")
+    return parsed
+
+
 def main(argv: Sequence[str]) -> NoReturn:
     """Exec helper: confine, then exec ``COMMAND``; on failure write a one-line
     reason to the status descriptor and exit 126/127 (never run unconfined)."""
@@ -499,29 +619,19 @@ def main(argv: Sequence[str]) -> NoReturn:
         number = getattr(signal, name, None)
         if number is not None:
             signal.signal(number, signal.SIG_DFL)
-    args = list(argv)
-    status_fd = -1
-    ports: list[int] = []
     try:
-        sep = args.index("--")
-        options, command = args[:sep], args[sep + 1 :]
-        for flag, value in zip(options[::2], options[1::2], strict=True):
-            if flag == "--status-fd":
-                status_fd = int(value)
-            elif flag == "--connect-port":
-                ports.append(int(value))
-            else:
-                raise ValueError(f"unknown option {flag}")
-        if not command:
-            raise ValueError("no command after --")
+        args = _parse_helper_args(argv)
     except ValueError as exc:
         sys.stderr.write(f"boundary-audit confine helper: bad arguments: {exc}\n")
         os._exit(EXIT_CANNOT_EXECUTE)
+    status_fd, command = args.status_fd, args.command
     if status_fd >= 0:
         os.set_inheritable(status_fd, False)
     try:
-        restrict_network(ports)
-    except (ConfinementError, ValueError) as exc:
+        if args.isolate_port is not None:
+            _isolate(status_fd, args.isolate_port)
+        restrict_network(args.ports)
+    except (ConfinementError, OSError, ValueError) as exc:
         _report(status_fd, f"confine: {exc}")
         os._exit(EXIT_CANNOT_EXECUTE)
     if status_fd >= 0:
