@@ -38,6 +38,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import ssl
 import sys
 import tempfile
@@ -100,6 +101,11 @@ SIGNAL_EXIT_BASE = 128
 #: Most bytes read from the exec helper's status pipe; its messages are one
 #: short line (an error and a path).
 STATUS_READ_LIMIT = 65536
+#: Descriptors accepted on the status channel (the helper sends one).
+MAX_STATUS_FDS = 4
+#: Bytes copied per read by the isolated command's relay: large enough to
+#: keep syscalls per MB low, small enough to stay cache-friendly.
+RELAY_CHUNK = 65536
 #: How long a cancelled run waits for the command to exit after SIGTERM
 #: before SIGKILL: long enough for a tool to save state, short enough that a
 #: shutdown does not appear to hang.
@@ -132,6 +138,16 @@ class LaunchMetrics:
             "boundary_audit_run_launch_failures",
             "Commands that could not be started, by reason",
             ["reason"],
+            registry=self.registry,
+        )
+        self.relay_connections = Counter(
+            "boundary_audit_run_relay_connections",
+            "Connections of a network-isolated command relayed to the proxy",
+            registry=self.registry,
+        )
+        self.relay_failures = Counter(
+            "boundary_audit_run_relay_failures",
+            "Connections of a network-isolated command that could not reach the proxy",
             registry=self.registry,
         )
         self.signals_forwarded = Counter(
@@ -393,26 +409,103 @@ class _SignalForwarder:
         self._log.debug("signal forwarded", signal=sig.name, pid=self._process.pid)
 
 
-async def _read_status(fd: int) -> bytes:
-    """Wait until the helper execs (EOF: the pipe is close-on-exec there) or
-    reports why it could not; takes ownership of ``fd``."""
+async def _wait_readable(sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=STATUS_READ_LIMIT)
-    pipe = os.fdopen(fd, "rb", buffering=0)
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(sock.fileno(), wake)
     try:
-        transport, _ = await loop.connect_read_pipe(
-            lambda: asyncio.StreamReaderProtocol(reader), pipe
-        )
-    except BaseException:
-        pipe.close()
-        raise
-    try:
-        data = bytearray()
-        while len(data) < STATUS_READ_LIMIT and (chunk := await reader.read(STATUS_READ_LIMIT)):
-            data += chunk
-        return bytes(data)
+        await ready
     finally:
-        transport.close()
+        loop.remove_reader(sock.fileno())
+
+
+async def _read_status(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """Read the helper's status channel to EOF (it is close-on-exec in the
+    helper, so EOF comes with the exec or the helper's death): its messages
+    and any descriptors passed along (the isolated listener)."""
+    sock.setblocking(False)
+    data = bytearray()
+    fds: list[int] = []
+    while len(data) < STATUS_READ_LIMIT:
+        try:
+            chunk, new_fds, _flags, _addr = socket.recv_fds(sock, STATUS_READ_LIMIT, MAX_STATUS_FDS)
+        except BlockingIOError:
+            await _wait_readable(sock)
+            continue
+        fds.extend(new_fds)
+        if not chunk:
+            break
+        data += chunk
+    return bytes(data), fds
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy one direction until EOF, then pass the half-close on."""
+    try:
+        while chunk := await reader.read(RELAY_CHUNK):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+    except (ConnectionError, OSError):
+        writer.close()
+
+
+class _Relay:
+    """Serves the listener made inside the command's network namespace: each
+    connection is joined to the real proxy outside it."""
+
+    def __init__(
+        self, listener: socket.socket, proxy_host: str, proxy_port: int, metrics: LaunchMetrics
+    ) -> None:
+        self._listener = listener
+        self._proxy = (proxy_host, proxy_port)
+        self._metrics = metrics
+        self._log = get_logger("run")
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._handle, sock=self._listener)
+
+    async def aclose(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*self._proxy)
+            except OSError as exc:
+                self._metrics.relay_failures.inc()
+                self._log.error(
+                    "cannot reach the proxy for the isolated command",
+                    proxy=f"{self._proxy[0]}:{self._proxy[1]}",
+                    error=str(exc),
+                )
+                return
+            self._metrics.relay_connections.inc()
+            try:
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+            finally:
+                up_writer.close()
+        finally:
+            writer.close()
+            self._tasks.discard(task)
 
 
 def _proxy_port(proxy_url: str) -> int:
@@ -462,32 +555,47 @@ async def _spawn_direct(
 
 async def _spawn_confined(
     command: Sequence[str],
+    *,
     port: int,
     env: Mapping[str, str],
     cwd: str | None,
     metrics: LaunchMetrics,
-) -> asyncio.subprocess.Process:
-    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    isolate: bool = False,
+) -> tuple[asyncio.subprocess.Process, socket.socket | None]:
+    """Start COMMAND through the exec helper; with ``isolate`` also return the
+    listener the helper made in the command's network namespace."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        argv = confine.helper_argv(sys.executable, [port], write_fd, command)
+        argv = confine.helper_argv(
+            sys.executable, [port], theirs.fileno(), command, port if isolate else None
+        )
         process = await _create(
-            argv, command, env=env, cwd=cwd, metrics=metrics, pass_fds=(write_fd,)
+            argv, command, env=env, cwd=cwd, metrics=metrics, pass_fds=(theirs.fileno(),)
         )
     except BaseException:
-        os.close(read_fd)
+        ours.close()
         raise
     finally:
-        os.close(write_fd)
+        theirs.close()
     try:
-        status = await _read_status(read_fd)
+        with ours:
+            status, fds = await _read_status(ours)
     except BaseException:
         # Cancelled before COMMAND even started: do not leave it behind.
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
         raise
-    if status == confine.EXEC_MARKER:
-        return process
+    listener: socket.socket | None = None
+    if status.startswith(confine.LISTENER_MESSAGE) and len(fds) == 1:
+        listener = socket.socket(fileno=fds.pop())
+        status = status.removeprefix(confine.LISTENER_MESSAGE)
+    for fd in fds:  # nothing else is expected; do not leak it
+        os.close(fd)
+    if status == confine.EXEC_MARKER and (listener is not None or not isolate):
+        return process, listener
+    if listener is not None:
+        listener.close()
     returncode = await process.wait()
     exited = exit_code_from_returncode(returncode)
     if not status:
@@ -508,6 +616,44 @@ async def _spawn_confined(
         raise LaunchError(f"{command[0]}: command not found", exited)
     metrics.launch_failures.labels(reason="cannot_execute").inc()
     raise LaunchError(f"cannot execute {reason} (errno {errno_text})", exited)
+
+
+async def _start_command(
+    command: Sequence[str],
+    *,
+    proxy: tuple[str, int],
+    env: Mapping[str, str],
+    cwd: str | None,
+    metrics: LaunchMetrics,
+    enforced: bool,
+    isolate: bool,
+    stack: contextlib.AsyncExitStack,
+) -> asyncio.subprocess.Process:
+    """Start COMMAND the way asked; a relay for an isolated command is
+    registered on ``stack`` so it stops when the run ends."""
+    if isolate and not enforced:
+        metrics.launch_failures.labels(reason="confinement_unavailable").inc()
+        raise LaunchError(
+            "network isolation was asked for but Landlock is unavailable",
+            confine.EXIT_CANNOT_EXECUTE,
+        )
+    if not enforced:
+        return await _spawn_direct(command, env, cwd, metrics)
+    process, listener = await _spawn_confined(
+        command, port=proxy[1], env=env, cwd=cwd, metrics=metrics, isolate=isolate
+    )
+    if listener is not None:
+        relay = _Relay(listener, proxy[0], proxy[1], metrics)
+        try:
+            await relay.start()
+        except BaseException:
+            listener.close()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
+            raise
+        stack.push_async_callback(relay.aclose)
+    return process
 
 
 async def _stop_child(process: asyncio.subprocess.Process, log: Any, grace: float) -> None:
@@ -540,6 +686,7 @@ async def run_confined(
     system_ca_files: Sequence[Path] | None = None,
     enforced: bool | None = None,
     cancel_grace: float = CANCEL_GRACE_SECONDS,
+    isolate_network: bool = False,
 ) -> int:
     """Run ``command`` with stdio passed through, its TCP connects confined to
     the proxy's port (when Landlock allows), signals forwarded; return its exit
@@ -552,6 +699,11 @@ async def run_confined(
     cannot confine, :class:`LaunchError` when the command cannot be started
     (never started unconfined when ``enforced`` is true). Cancelled, it
     sends the command SIGTERM, and SIGKILL after ``cancel_grace`` seconds.
+
+    ``isolate_network`` additionally runs the command in a private network
+    namespace where only the proxy (relayed) is reachable; it needs Landlock
+    and unprivileged user namespaces, and fails with :class:`LaunchError`
+    rather than running with less isolation than asked for.
     """
     if not command:
         raise ValueError("no command to run")
@@ -559,11 +711,12 @@ async def run_confined(
     port = proxy_port if proxy_port is not None else _proxy_port(proxy_url)
     if not 1 <= port <= confine.MAX_PORT:
         raise ValueError(f"proxy port must be in 1..{confine.MAX_PORT}, got {port}")
+    proxy_host = urlsplit(proxy_url).hostname or confine.LOOPBACK_ADDRESS
     if enforced is None:
         enforced = check_enforcement(require_enforcement, metrics)
     log = get_logger("run", command=command[0])
     forwarder = _SignalForwarder(asyncio.get_running_loop(), metrics)
-    with contextlib.ExitStack() as stack:
+    async with contextlib.AsyncExitStack() as stack:
         try:
             child_env = stack.enter_context(
                 ChildEnvironment(proxy_url, ca_cert_path, base_env, system_ca_files)
@@ -575,10 +728,16 @@ async def run_confined(
         forwarder.install()
         try:
             try:
-                if enforced:
-                    process = await _spawn_confined(command, port, child_env.env, cwd, metrics)
-                else:
-                    process = await _spawn_direct(command, child_env.env, cwd, metrics)
+                process = await _start_command(
+                    command,
+                    proxy=(proxy_host, port),
+                    env=child_env.env,
+                    cwd=cwd,
+                    metrics=metrics,
+                    enforced=enforced,
+                    isolate=isolate_network,
+                    stack=stack,
+                )
             except (LaunchError, ConfinementError) as exc:
                 log.error("command not started", error=str(exc))
                 raise
