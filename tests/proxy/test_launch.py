@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import select
 import shlex
 import signal
+import socket
 import ssl
 import stat
 import subprocess
@@ -143,6 +145,7 @@ async def _run(
     metrics: LaunchMetrics | None = None,
     require_enforcement: bool = False,
     enforced: bool | None = None,
+    isolate_network: bool = False,
 ) -> tuple[int, str]:
     """run_confined with the child's stdout captured into a file (stdout is
     otherwise passed through, which pytest would swallow)."""
@@ -156,6 +159,7 @@ async def _run(
             metrics=metrics,
             require_enforcement=require_enforcement,
             enforced=enforced,
+            isolate_network=isolate_network,
         ),
         STEP_TIMEOUT,
     )
@@ -607,8 +611,6 @@ async def test_without_landlock_it_warns_once_and_runs_unconfined(
 
 @pytest.fixture
 def listener_port() -> Iterator[int]:
-    import socket
-
     sock = socket.create_server(("127.0.0.1", 0))
     try:
         yield sock.getsockname()[1]
@@ -834,3 +836,142 @@ def test_ca_directory_is_used_when_no_bundle_file_exists(
     out.mkdir()
     bundle = write_ca_bundle(certs / "one.pem", out).read_bytes()
     assert bundle.count(PEM_BEGIN) == 3
+
+
+# --------------------------------------------------------------------------- network isolation
+
+
+def _isolation_problem() -> str | None:
+    """Why this machine cannot run the isolation tests (None: it can)."""
+    if not STATUS.network_available:
+        return f"kernel cannot confine the network with Landlock: {STATUS.reason}"
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        argv = confine.helper_argv(sys.executable, [1], theirs.fileno(), ["true"], 40000)
+        proc = subprocess.run(
+            argv, pass_fds=(theirs.fileno(),), capture_output=True, timeout=60, check=False
+        )
+        theirs.close()
+        ours.settimeout(5)
+        status = ours.recv(4096)
+    if proc.returncode != 0:
+        return f"cannot create a private network namespace here: {status!r}"
+    return None
+
+
+ISOLATION_PROBLEM = _isolation_problem()
+requires_isolation = pytest.mark.skipif(
+    ISOLATION_PROBLEM is not None, reason=str(ISOLATION_PROBLEM)
+)
+
+REACH_CHILD = textwrap.dedent(
+    """
+    import socket, sys
+    for target in sys.argv[1:]:
+        host, port = target.rsplit(":", 1)
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+            print(target, "ok")
+        except OSError as exc:
+            print(target, "errno", exc.errno)
+    """
+)
+
+
+@pytest.fixture
+def same_port_elsewhere(tunnel: TunnelProxy) -> Iterator[str]:
+    """A listener on the proxy's port number but another loopback address,
+    standing in for any host that listens on that port."""
+    sock = socket.create_server(("127.0.0.2", tunnel.port))
+    try:
+        yield f"127.0.0.2:{tunnel.port}"
+    finally:
+        sock.close()
+
+
+@requires_landlock
+@pytest.mark.timeout(90)
+async def test_landlock_alone_lets_the_proxy_port_number_through_anywhere(
+    tunnel: TunnelProxy, same_port_elsewhere: str, ca_file: Path, tmp_path: Path
+) -> None:
+    """The documented limit of port-only rules, shown so that the isolated
+    mode's test below proves something."""
+    code, out = await _run(
+        [sys.executable, "-c", REACH_CHILD, same_port_elsewhere], tunnel.port, ca_file, tmp_path
+    )
+    assert (code, out) == (0, f"{same_port_elsewhere} ok\n")
+
+
+@requires_isolation
+@pytest.mark.timeout(90)
+async def test_isolated_command_reaches_only_the_proxy(
+    tunnel: TunnelProxy,
+    *,
+    https_port: int,
+    same_port_elsewhere: str,
+    listener_port: int,
+    ca_file: Path,
+    tmp_path: Path,
+) -> None:
+    registry = CollectorRegistry()
+    metrics = LaunchMetrics(registry)
+    url = f"https://localhost:{https_port}/"
+    code, out = await _run(
+        [sys.executable, "-c", REQUESTS_CHILD, url],
+        tunnel.port,
+        ca_file,
+        tmp_path,
+        metrics=metrics,
+        isolate_network=True,
+    )
+    assert (code, out) == (0, TLS_BODY.decode())
+    assert tunnel.targets == [f"localhost:{https_port}"]
+    assert registry.get_sample_value("boundary_audit_run_relay_connections_total") == 1
+
+    host_service = f"127.0.0.1:{listener_port}"
+    code, out = await _run(
+        [sys.executable, "-c", REACH_CHILD, same_port_elsewhere, host_service],
+        tunnel.port,
+        ca_file,
+        tmp_path,
+        isolate_network=True,
+    )
+    assert code == 0
+    outcomes = dict(line.split(" ", 1) for line in out.splitlines())
+    assert outcomes[same_port_elsewhere] == f"errno {errno.ECONNREFUSED}"
+    assert outcomes[host_service] in {f"errno {errno.EACCES}", f"errno {errno.ECONNREFUSED}"}
+
+
+@requires_isolation
+@pytest.mark.timeout(90)
+async def test_isolated_command_cannot_send_udp_to_the_host(
+    tunnel: TunnelProxy, ca_file: Path, tmp_path: Path
+) -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    receiver.setblocking(False)
+    port = receiver.getsockname()[1]
+    sender = (
+        "import socket, sys\n"
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+        "s.sendto(b'leak', ('127.0.0.1', int(sys.argv[1])))\n"
+        "print('sent')\n"
+    )
+    with receiver:
+        code, out = await _run(
+            [sys.executable, "-c", sender, str(port)],
+            tunnel.port,
+            ca_file,
+            tmp_path,
+            isolate_network=True,
+        )
+        assert (code, out) == (0, "sent\n")  # into the namespace's own loopback
+        with pytest.raises(BlockingIOError):
+            receiver.recv(16)
+        # Control: the same sender without isolation does reach the host.
+        code, out = await _run(
+            [sys.executable, "-c", sender, str(port)], tunnel.port, ca_file, tmp_path
+        )
+        assert (code, out) == (0, "sent\n")
+        await asyncio.sleep(0.1)
+        assert receiver.recv(16) == b"leak"
