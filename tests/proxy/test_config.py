@@ -35,6 +35,7 @@ log_level: WARNING
 socket_path: /run/boundary/audit.sock
 disable_audit_socket: true
 require_enforcement: false
+isolate_network: true
 process_name: claude-code
 """
 
@@ -54,6 +55,7 @@ def test_full_config_file_is_read(tmp_path: Path) -> None:
         socket_path="/run/boundary/audit.sock",
         disable_audit_socket=True,
         require_enforcement=False,
+        isolate_network=True,
         process_name="claude-code",
     )
 
@@ -80,6 +82,7 @@ def test_single_rule_string_is_accepted(tmp_path: Path) -> None:
         ("log_level: 3\n", "log_level", "non-empty string"),
         ("disable_audit_socket: 'yes'\n", "disable_audit_socket", "expected true or false"),
         ("require_enforcement: 1\n", "require_enforcement", "expected true or false"),
+        ('isolate_network: "true"\n', "isolate_network", "expected true or false"),
         ("socket_path: ''\n", "socket_path", "non-empty string"),
         ('process_name: "a\\tb"\n', "process_name", "control characters"),
         ("process_name: " + "x" * 200 + "\n", "process_name", "longer than"),
@@ -248,6 +251,7 @@ def test_flags_override_file_and_rules_combine(tmp_path: Path) -> None:
     assert settings.socket_path == "/tmp/other.sock"
     assert settings.require_enforcement is True  # flag beats the file's false
     assert settings.disable_audit_socket is True  # from the file
+    assert settings.isolate_network is True  # from the file
     assert settings.process_name == "my-agent"
     assert settings.log_level == "warning"
     assert uuid.UUID(settings.session_id).version == 4
@@ -260,6 +264,7 @@ def test_defaults_without_file_or_flags() -> None:
     assert settings.socket_path is None
     assert settings.disable_audit_socket is False
     assert settings.require_enforcement is False
+    assert settings.isolate_network is False
     assert settings.log_level is None
 
 

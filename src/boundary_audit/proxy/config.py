@@ -20,6 +20,7 @@ The YAML file is a mapping::
     socket_path: /run/boundary/audit.sock
     disable_audit_socket: false
     require_enforcement: true
+    isolate_network: false      # private network namespace, proxy only
     process_name: claude-code
 
 Unknown keys are errors (a typo such as ``alow`` must not silently drop every
@@ -69,6 +70,7 @@ class FileConfig:
     socket_path: str | None = None
     disable_audit_socket: bool | None = None
     require_enforcement: bool | None = None
+    isolate_network: bool | None = None
     process_name: str | None = None
 
 
@@ -157,6 +159,7 @@ def parse_config_text(text: str, source: str = "<config>") -> FileConfig:
         require_enforcement=_optional_bool(
             data.get("require_enforcement"), source, "require_enforcement"
         ),
+        isolate_network=_optional_bool(data.get("isolate_network"), source, "isolate_network"),
         process_name=process_name,
     )
 
@@ -250,6 +253,7 @@ class RunSettings:
     socket_path: str | None = None
     disable_audit_socket: bool = False
     require_enforcement: bool = False
+    isolate_network: bool = False
 
 
 def resolve_run_settings(
@@ -262,6 +266,7 @@ def resolve_run_settings(
     socket_path: str | None = None,
     disable_audit_socket: bool | None = None,
     require_enforcement: bool | None = None,
+    isolate_network: bool | None = None,
     process_name: str | None = None,
 ) -> RunSettings:
     """Merge the sources: flags (``None``/empty = not given) win over the
@@ -287,6 +292,9 @@ def resolve_run_settings(
             if require_enforcement is not None
             else file_config.require_enforcement
         ),
+        isolate_network=bool(
+            isolate_network if isolate_network is not None else file_config.isolate_network
+        ),
     )
 
 
@@ -307,6 +315,13 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="refuse to run when Landlock cannot confine the command's network access",
+    )
+    parser.add_argument(
+        "--isolate-network",
+        action="store_true",
+        default=None,
+        help="also run the command in a private network namespace where only the proxy "
+        "is reachable (no other host on its port, no UDP/DNS); needs user namespaces",
     )
     parser.add_argument(
         "--process-name", metavar="NAME", help="confined process name (default: COMMAND's name)"
@@ -355,5 +370,6 @@ def settings_from_args(
         socket_path=args.socket_path,
         disable_audit_socket=args.disable_audit_socket,
         require_enforcement=args.require_enforcement,
+        isolate_network=args.isolate_network,
         process_name=args.process_name,
     )
