@@ -975,3 +975,45 @@ async def test_isolated_command_cannot_send_udp_to_the_host(
         assert (code, out) == (0, "sent\n")
         await asyncio.sleep(0.1)
         assert receiver.recv(16) == b"leak"
+
+
+ECHO_CHILD = textwrap.dedent(
+    """
+    import os, socket, sys
+    port, size = int(sys.argv[1]), int(sys.argv[2])
+    payload = os.urandom(size)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20)
+    sock.sendall(payload)
+    sock.shutdown(socket.SHUT_WR)  # the half-close must travel through the relay
+    received = bytearray()
+    while chunk := sock.recv(65536):
+        received += chunk
+    print(len(received), received == payload)
+    """
+)
+
+
+@requires_isolation
+@pytest.mark.timeout(90)
+async def test_relay_carries_large_streams_and_half_close(ca_file: Path, tmp_path: Path) -> None:
+    """The relay between the namespace and the proxy, with an echo server in
+    the proxy's place: every byte back, and EOF only after the client's."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    size = 4 * 1024 * 1024 + 7
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        code, out = await _run(
+            [sys.executable, "-c", ECHO_CHILD, str(port), str(size)],
+            port,
+            ca_file,
+            tmp_path,
+            isolate_network=True,
+        )
+    assert (code, out) == (0, f"{size} True\n")
