@@ -9,11 +9,11 @@ destination *port only*, for any address, IPv4 and IPv6 alike. Consequences:
   local service on another address, or a remote server whose owner
   listens on that port on purpose (the port is no secret to the child, it is
   in ``HTTP_PROXY``). The proxy listens on a random free port, which makes
-  an accidental match unlikely; a deliberate one is not prevented. Closing it
-  needs an address-aware mechanism (a network namespace), not Landlock;
+  an accidental match unlikely; a deliberate one is not prevented by
+  Landlock (the optional network namespace below closes it);
 * only TCP is covered: UDP (DNS, QUIC), Unix sockets (a local service such
   as a Docker socket can still be asked to connect out) and already-open
-  descriptors are not restricted by these rules.
+  descriptors are not restricted by these rules (the namespace closes UDP).
 
 Landlock only sees ``connect()``. TCP Fast Open sends and MPTCP sockets open
 TCP connections without it, and raw IP/packet sockets (for a process that
