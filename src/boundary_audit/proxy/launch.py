@@ -178,13 +178,14 @@ def find_system_ca_files() -> list[Path]:
             return [Path(candidate)]
     for directory in (paths.capath, paths.openssl_capath):
         if directory and os.path.isdir(directory):
-            found = sorted(
-                {
-                    Path(os.path.realpath(entry.path))
-                    for entry in os.scandir(directory)
-                    if entry.name.endswith((".pem", ".crt")) and entry.is_file()
-                }
-            )
+            with os.scandir(directory) as entries:
+                found = sorted(
+                    {
+                        Path(os.path.realpath(entry.path))
+                        for entry in entries
+                        if entry.name.endswith((".pem", ".crt")) and entry.is_file()
+                    }
+                )
             if found:
                 return found
     return []
