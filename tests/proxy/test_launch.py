@@ -799,7 +799,8 @@ def test_ctrl_c_at_a_terminal_reaches_the_child_once(ca_file: Path, child_sessio
         final = _read_until(master, b"exiting 42", output)
         assert proc.wait(timeout=STEP_TIMEOUT) == 42
         assert proc.stderr is not None
-        err = proc.stderr.read()
+        with proc.stderr:
+            err = proc.stderr.read()
     finally:
         os.close(master)
         if slave >= 0:
