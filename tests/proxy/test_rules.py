@@ -196,7 +196,10 @@ def test_normalisation_is_idempotent(path: str) -> None:
     for reading in path_readings(path):
         # Re-encoding a normalised reading and normalising again changes nothing.
         canonical = "/" + "/".join(quote(s, safe="") for s in reading)
-        assert path_readings(canonical) == [reading]
+        again = path_readings(canonical)
+        assert again[0] == reading
+        if not any("/" in s for s in reading):
+            assert again == [reading]
 
 
 @given(paths)
