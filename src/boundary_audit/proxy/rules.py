@@ -392,7 +392,9 @@ def suggest_rule(method: str, url: str) -> str:
         # prefix and whatever follows it, which both readings then match.
         common = 0
         shortest = min(len(readings[0]), len(readings[1]))
-        while common < shortest and readings[0][common] == readings[1][common]:
+        # Leave at least one segment of the shorter reading for the ``*``
+        # (dot removal can make one reading a prefix of the other).
+        while common < shortest - 1 and readings[0][common] == readings[1][common]:
             common += 1
         segments, wildcard = readings[0][:common], True
     if segments and segments != [""]:
