@@ -89,11 +89,7 @@ class Rule:
 
     def matches(self, method: str, host: str, path_readings: Sequence[Sequence[str]]) -> bool:
         """Match a request already split into a normalised host and path readings."""
-        if (
-            self.methods is not None
-            and WILDCARD not in self.methods
-            and method not in self.methods
-        ):
+        if self.methods is not None and WILDCARD not in self.methods and method not in self.methods:
             return False
         if self.domain is not None and not _host_matches(self.domain, host):
             return False
