@@ -131,6 +131,8 @@ class _UpstreamThread:
 
 def _start_upstream(scheme: str, cert: trustme.LeafCert | None, tmp: Path) -> _UpstreamThread:
     sock = socket.socket()
+    # Inherited by accepted sockets: avoids ~40 ms delayed-ACK stalls per response.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     upstream = Upstream(scheme, sock.getsockname()[1])
     options: dict[str, Any] = {}
