@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .ca import CAError, CertificateAuthority, default_ca_directory
 from .rules import (
     Decision,
     Rule,
@@ -12,12 +13,27 @@ from .rules import (
     parse_rules,
     suggest_rule,
 )
+from .server import (
+    SEQUENCE_NUMBER_HEADER,
+    SESSION_ID_HEADER,
+    ProxyMetrics,
+    ProxyServer,
+    ProxyTimeouts,
+)
 
 __all__ = [
+    "SEQUENCE_NUMBER_HEADER",
+    "SESSION_ID_HEADER",
+    "CAError",
+    "CertificateAuthority",
     "Decision",
+    "ProxyMetrics",
+    "ProxyServer",
+    "ProxyTimeouts",
     "Rule",
     "RuleParseError",
     "RuleSet",
+    "default_ca_directory",
     "normalize_path",
     "parse_rule",
     "parse_rules",

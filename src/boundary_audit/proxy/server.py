@@ -339,6 +339,7 @@ class _ClientConnection:
         try:
             await self._serve()
         except _ClientGone as exc:
+            self.metrics.bad_clients.labels(kind="connection_cut").inc()
             self.log.info("client connection cut", reason=str(exc))
         finally:
             if self.upstream is not None:
