@@ -25,6 +25,8 @@ from boundary_audit.proxy.ca import CertificateAuthority
 from boundary_audit.proxy.rules import parse_rules
 from boundary_audit.proxy.server import ProxyServer, ProxyTimeouts
 
+#: Seconds the test upstreams keep an idle connection open.
+UPSTREAM_KEEP_ALIVE = 1
 #: Chunk the test upstream streams bodies in.
 STREAM_CHUNK = 64 * 1024
 
@@ -142,7 +144,13 @@ def _start_upstream(scheme: str, cert: trustme.LeafCert | None, tmp: Path) -> _U
         cert.private_key_pem.write_to_path(str(keyfile))
         options = {"ssl_certfile": str(certfile), "ssl_keyfile": str(keyfile)}
     config = uvicorn.Config(
-        _app(upstream.hits), log_level="warning", lifespan="off", http="h11", **options
+        _app(upstream.hits),
+        log_level="warning",
+        lifespan="off",
+        http="h11",
+        # Short, so a test can watch the proxy cope with a server-closed keep-alive.
+        timeout_keep_alive=UPSTREAM_KEEP_ALIVE,
+        **options,
     )
     return _UpstreamThread(upstream, sock, config)
 

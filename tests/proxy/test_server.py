@@ -20,7 +20,7 @@ import requests
 from boundary_audit.proxy.ca import CertificateAuthority
 from boundary_audit.proxy.server import SEQUENCE_NUMBER_HEADER, SESSION_ID_HEADER
 
-from .conftest import ProxyFactory, RunningProxy, Upstream
+from .conftest import UPSTREAM_KEEP_ALIVE, ProxyFactory, RunningProxy, Upstream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -251,6 +251,34 @@ def test_keep_alive_serves_several_requests_on_one_connection(
     # The upstream side was reused too: both requests came from one client port.
     assert http_upstream.hits[0]["client_port"] == http_upstream.hits[1]["client_port"]
     assert proxy.metric("boundary_audit_proxy_active_connections") <= 1
+
+
+def test_denied_request_with_small_body_keeps_the_connection(
+    make_proxy: ProxyFactory, http_upstream: Upstream
+) -> None:
+    proxy = make_proxy("method=GET domain=127.0.0.1")
+    url = http_upstream.url("/x")
+    payload = (
+        f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+        f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n"
+    ).encode()
+    events = _raw_exchange(proxy, payload, responses=2)
+    assert _statuses(events) == [403, 200]
+    assert [hit["method"] for hit in http_upstream.hits] == ["GET"]
+
+
+def test_upstream_closing_an_idle_connection_is_survived(
+    make_proxy: ProxyFactory, http_upstream: Upstream
+) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    with requests.Session() as session:
+        session.proxies = {"http": proxy.url}
+        first = session.get(http_upstream.url("/1"), timeout=10).json()
+        time.sleep(UPSTREAM_KEEP_ALIVE + 0.5)  # the upstream closes its side meanwhile
+        second = session.get(http_upstream.url("/2"), timeout=10)
+    assert second.status_code == 200
+    assert second.json()["client_port"] != first["client_port"]
+    assert [e.allowed for e in proxy.events] == [True, True]
 
 
 def test_hop_by_hop_headers_are_not_forwarded(

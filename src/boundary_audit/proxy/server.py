@@ -67,6 +67,8 @@ HOP_BY_HOP = frozenset(
 )
 VIA = b"1.1 boundary-audit"
 DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Upstream failures that on a reused connection mean "the server had closed it".
+RETRYABLE_KINDS = frozenset({"read", "write", "protocol"})
 
 # Timeouts in seconds.
 #: A keep-alive client may sit idle between requests this long.
@@ -195,6 +197,14 @@ def _strip_hop_by_hop(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[byte
 def _authority(host: str, port: int, scheme: str) -> str:
     shown = f"[{host}]" if ":" in host else host
     return shown if DEFAULT_PORTS.get(scheme) == port else f"{shown}:{port}"
+
+
+def _has_no_body(request: h11.Request) -> bool:
+    """True when h11 frames the request with an empty body (RFC 9112 6.3)."""
+    if _header_tokens(request.headers, b"transfer-encoding"):
+        return False
+    lengths = _header_tokens(request.headers, b"content-length")
+    return not lengths or lengths == {b"0"}
 
 
 def _split_authority(authority: str, default_port: int) -> tuple[str, int]:
@@ -694,15 +704,12 @@ class _ClientConnection:
         headers = self._upstream_headers(request, target, sequence)
         upstream_request = h11.Request(method=request.method, target=target.path, headers=headers)
         upstream = await self._connect(target)
-        try:
-            await self._upstream_write(upstream, upstream.conn.send(upstream_request))
-        except _UpstreamError:
-            if not upstream.reused:
-                raise
-            # A kept-alive connection the server had already closed: retry once fresh.
-            self._drop_upstream()
-            upstream = await self._connect(target)
-            await self._upstream_write(upstream, upstream.conn.send(upstream_request))
+        if _has_no_body(request):
+            upstream, first = await self._send_bodyless(upstream, upstream_request, target)
+            await self._pump_response(upstream, first)
+            self._finish_upstream_cycle()
+            return
+        await self._upstream_write(upstream, upstream.conn.send(upstream_request))
         body = asyncio.create_task(self._pump_request_body(upstream))
         try:
             await self._pump_response(upstream)
@@ -714,12 +721,42 @@ class _ClientConnection:
                 self._drop_upstream()
             with contextlib.suppress(asyncio.CancelledError, _UpstreamError, _ClientGone):
                 await body
+        self._finish_upstream_cycle()
+
+    def _finish_upstream_cycle(self) -> None:
+        """Keep the upstream connection for the next request if it is reusable."""
         if self.upstream is not None:
             conn = self.upstream.conn
             if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
                 conn.start_next_cycle()
             else:
                 self._drop_upstream()
+
+    async def _send_bodyless(
+        self, upstream: _Upstream, request: h11.Request, target: _Target
+    ) -> tuple[_Upstream, h11.Event]:
+        """Send a request without body; on a stale kept-alive connection, retry once.
+
+        Only body-less requests are retried: nothing of theirs is lost by
+        sending them again, and the server cannot have acted on a connection
+        it had already closed.
+        """
+        end = self.conn.next_event()
+        if not isinstance(end, h11.EndOfMessage):
+            raise _ClientGone(f"expected the end of a body-less request, got {end!r}")
+        while True:
+            try:
+                await self._upstream_write(
+                    upstream, upstream.conn.send(request) + upstream.conn.send(h11.EndOfMessage())
+                )
+                return upstream, await self._upstream_event(upstream, self.timeouts.response)
+            except _UpstreamError as exc:
+                if not upstream.reused or exc.kind not in RETRYABLE_KINDS:
+                    raise
+                self.metrics.upstream_errors.labels(kind="stale_connection").inc()
+                self.log.info("kept-alive upstream connection was closed; reconnecting")
+                self._drop_upstream()
+                upstream = await self._connect(target)
 
     async def _pump_request_body(self, upstream: _Upstream) -> None:
         try:
@@ -753,9 +790,12 @@ class _ClientConnection:
             else:
                 raise _ClientGone(f"client closed mid-body ({event!r})")
 
-    async def _pump_response(self, upstream: _Upstream) -> None:
+    async def _pump_response(self, upstream: _Upstream, first: h11.Event | None = None) -> None:
         while True:
-            event = await self._upstream_event(upstream, self.timeouts.response)
+            if first is not None:
+                event, first = first, None
+            else:
+                event = await self._upstream_event(upstream, self.timeouts.response)
             if isinstance(event, h11.InformationalResponse):
                 if event.status_code == 101:
                     raise _UpstreamError("protocol", 502, "upstream switched protocols")
