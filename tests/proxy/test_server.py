@@ -324,6 +324,18 @@ def test_chunked_request_body_is_streamed(
     assert response.json()["body_length"] == 100_000
 
 
+def test_chunked_response_is_reframed_once(
+    make_proxy: ProxyFactory, http_upstream: Upstream
+) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    payload = f"GET {http_upstream.url('/stream/300000')} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    events = _raw_exchange(proxy, payload)
+    [response] = [e for e in events if isinstance(e, h11.Response)]
+    framing = [v for k, v in response.headers if k in (b"transfer-encoding", b"content-length")]
+    assert framing == [b"chunked"]
+    assert _body(events) == (bytes(range(256)) * 1200)[:300000]
+
+
 def test_session_headers_are_injected_for_chosen_domains(
     make_proxy: ProxyFactory, http_upstream: Upstream
 ) -> None:
