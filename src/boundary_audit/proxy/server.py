@@ -378,7 +378,8 @@ class _ClientConnection:
         else:
             self.writer.write(data)
         try:
-            await asyncio.wait_for(self.writer.drain(), self.timeouts.read)
+            async with asyncio.timeout(self.timeouts.read):
+                await self.writer.drain()
         except (OSError, TimeoutError) as exc:
             raise _ClientGone(f"writing to client failed: {exc!r}") from exc
 
@@ -386,7 +387,8 @@ class _ClientConnection:
         await self._write(self.conn.send(event))
 
     async def _receive(self, seconds: float) -> None:
-        data = await asyncio.wait_for(self.reader.read(READ_CHUNK), seconds)
+        async with asyncio.timeout(seconds):
+            data = await self.reader.read(READ_CHUNK)
         self.conn.receive_data(data)
 
     async def _send_simple(self, status: int, text: str, *, close: bool = False) -> None:
@@ -678,7 +680,8 @@ class _ClientConnection:
         else:
             upstream.writer.write(data)
         try:
-            await asyncio.wait_for(upstream.writer.drain(), self.timeouts.read)
+            async with asyncio.timeout(self.timeouts.read):
+                await upstream.writer.drain()
         except TimeoutError as exc:
             raise _UpstreamError("write_timeout", 504, "upstream stopped reading") from exc
         except OSError as exc:
@@ -693,7 +696,8 @@ class _ClientConnection:
             if isinstance(event, h11.Event):
                 return event
             try:
-                data = await asyncio.wait_for(upstream.reader.read(READ_CHUNK), seconds)
+                async with asyncio.timeout(seconds):
+                    data = await upstream.reader.read(READ_CHUNK)
             except TimeoutError as exc:
                 raise _UpstreamError("read_timeout", 504, "upstream did not answer") from exc
             except OSError as exc:
