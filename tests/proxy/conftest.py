@@ -99,9 +99,15 @@ def _app(hits: list[dict[str, Any]]) -> Starlette:
         headers = {"content-length": str(size)} if "sized" in request.query_params else {}
         return StreamingResponse(body(), media_type="application/octet-stream", headers=headers)
 
+    async def sleep(request: Request) -> Response:
+        hits.append({"method": request.method, "raw_path": request.url.path})
+        await asyncio.sleep(int(request.path_params["ms"]) / 1000)
+        return Response(b"slept")
+
     return Starlette(
         routes=[
             Route("/stream/{size:int}", stream, methods=["GET"]),
+            Route("/sleep/{ms:int}", sleep, methods=["GET"]),
             Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
         ]
     )

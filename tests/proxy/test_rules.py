@@ -239,3 +239,34 @@ def test_suggest_rule_shapes() -> None:
     assert suggest_rule("GET", "http://x.org/a/b%2Fc") == "method=GET domain=x.org path=/a/*"
     with pytest.raises(ValueError, match="IPv6"):
         suggest_rule("GET", "http://[::1]:80/")
+
+
+@given(st.text(string.printable + "*%/,=", max_size=40))
+def test_parser_either_parses_or_raises_rule_parse_error(text: str) -> None:
+    error: RuleParseError | None = None
+    try:
+        rule = parse_rule(text)
+    except RuleParseError as exc:
+        error = exc
+    if error is not None:
+        assert 0 <= error.position <= len(text)
+        assert error.rule == text
+    else:
+        assert rule.text == text
+        assert rule.methods is not None or rule.domain is not None or rule.paths is not None
+
+
+@given(
+    st.sampled_from(["method=", "domain=", "path="]).flatmap(
+        lambda key: st.text(string.ascii_letters + string.digits + "*.-/%,", max_size=20).map(
+            lambda value: key + value
+        )
+    )
+)
+def test_single_key_rules_never_crash(text: str) -> None:
+    try:
+        rules = parse_rules([text])
+    except RuleParseError:
+        return
+    decision = rules.evaluate("GET", "https://example.com/a/b")
+    assert decision.rule in (None, text)

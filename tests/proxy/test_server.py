@@ -17,10 +17,23 @@ import psutil
 import pytest
 import requests
 
+from boundary_audit.auditor.event import AuditEvent
 from boundary_audit.proxy.ca import CertificateAuthority
-from boundary_audit.proxy.server import SEQUENCE_NUMBER_HEADER, SESSION_ID_HEADER
+from boundary_audit.proxy.rules import parse_rules
+from boundary_audit.proxy.server import (
+    SEQUENCE_NUMBER_HEADER,
+    SESSION_ID_HEADER,
+    ProxyServer,
+    ProxyTimeouts,
+)
 
-from .conftest import UPSTREAM_KEEP_ALIVE, ProxyFactory, RunningProxy, Upstream
+from .conftest import (
+    UPSTREAM_KEEP_ALIVE,
+    ProxyFactory,
+    RecordingAuditor,
+    RunningProxy,
+    Upstream,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -359,11 +372,6 @@ def test_session_headers_are_injected_for_chosen_domains(
 
 
 def test_session_domains_need_a_session_id(ca: CertificateAuthority) -> None:
-    from boundary_audit.proxy.rules import parse_rules
-    from boundary_audit.proxy.server import ProxyServer
-
-    from .conftest import RecordingAuditor
-
     with pytest.raises(ValueError, match="session_id"):
         ProxyServer(parse_rules([]), RecordingAuditor(), ca=ca, session_header_domains=["x"])
 
@@ -540,3 +548,103 @@ def test_leaf_certificate_is_served_for_the_connect_host(
         with context.wrap_socket(sock, server_hostname="api.example.test") as tls:
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
             assert tls.selected_alpn_protocol() in (None, "http/1.1")
+
+
+# -- ordering, timeouts, concurrency --------------------------------------------------
+
+
+def test_every_request_is_audited_before_it_reaches_upstream(
+    ca: CertificateAuthority, upstream_ca_file: str, http_upstream: Upstream
+) -> None:
+    class SnapshotAuditor(RecordingAuditor):
+        """Notes how many requests upstream had seen when each event arrived."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.upstream_seen: list[int] = []
+
+        def audit(self, event: AuditEvent) -> int:
+            self.upstream_seen.append(len(http_upstream.hits))
+            return super().audit(event)
+
+    auditor = SnapshotAuditor()
+    server = ProxyServer(parse_rules(["domain=127.0.0.1"]), auditor, ca=ca)
+    proxy = RunningProxy(server, auditor).start()
+    try:
+        with requests.Session() as session:
+            session.proxies = {"http": proxy.url}
+            for i in range(5):
+                assert session.get(http_upstream.url(f"/{i}"), timeout=10).status_code == 200
+    finally:
+        proxy.stop()
+    assert auditor.upstream_seen == [0, 1, 2, 3, 4]
+
+
+def test_slow_upstream_gets_504(make_proxy: ProxyFactory, http_upstream: Upstream) -> None:
+    proxy = make_proxy(
+        "domain=127.0.0.1", timeouts=ProxyTimeouts(response=0.3, header=2.0, idle=10.0, read=10.0)
+    )
+    response = requests.get(
+        http_upstream.url("/sleep/3000"), proxies={"http": proxy.url}, timeout=10
+    )
+    assert response.status_code == 504
+    assert proxy.metric("boundary_audit_proxy_upstream_errors_total", kind="read_timeout") == 1
+    fast = requests.get(http_upstream.url("/sleep/0"), proxies={"http": proxy.url}, timeout=10)
+    assert fast.text == "slept"
+
+
+def test_expect_100_continue_denied_without_reading_the_body(make_proxy: ProxyFactory) -> None:
+    proxy = make_proxy("domain=allowed.example")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(
+            b"PUT http://denied.example/big HTTP/1.1\r\nHost: denied.example\r\n"
+            b"Content-Length: 100000000\r\nExpect: 100-continue\r\n\r\n"
+        )
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 403 ")
+    assert b"connection: close" in reply.lower()
+    assert [(e.method, e.allowed) for e in proxy.events] == [("PUT", False)]
+
+
+def test_http_10_client_is_served(make_proxy: ProxyFactory, http_upstream: Upstream) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(f"GET {http_upstream.url('/old')} HTTP/1.0\r\n\r\n".encode())
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert json.loads(body)["raw_path"] == "/old"
+
+
+def test_concurrent_clients_each_get_their_own_answer(
+    make_proxy: ProxyFactory,
+    http_upstream: Upstream,
+    https_upstream: Upstream,
+    ca: CertificateAuthority,
+) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    results: dict[str, str] = {}
+
+    def fetch(index: int) -> None:
+        upstream = https_upstream if index % 2 else http_upstream
+        proxies = {"http": proxy.url, "https": proxy.url}
+        with requests.Session() as session:
+            for round_ in range(3):
+                path = f"/client-{index}-{round_}"
+                response = session.get(
+                    upstream.url(path), proxies=proxies, verify=str(ca.cert_path), timeout=20
+                )
+                results[path] = response.json()["raw_path"]
+
+    threads = [threading.Thread(target=fetch, args=(i,)) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 36
+    assert all(path == got for path, got in results.items())
+    assert len(proxy.events) == 36

@@ -596,9 +596,13 @@ class _ClientConnection:
         await self._send_simple(status, text, close=not drained)
 
     async def _drain_request_body(self) -> bool:
+        """Read (and drop) what is left of a refused request's body, if it is small."""
         budget = DENIED_BODY_DRAIN_LIMIT
-        while True:
-            event = self.conn.next_event()
+        while self.conn.their_state is h11.SEND_BODY:
+            try:
+                event = self.conn.next_event()
+            except h11.RemoteProtocolError:
+                return False
             if event is h11.NEED_DATA:
                 if self.conn.they_are_waiting_for_100_continue or budget <= 0:
                     return False
@@ -606,11 +610,11 @@ class _ClientConnection:
                     await self._receive(self.timeouts.read)
                 except (TimeoutError, OSError):
                     return False
-                continue
-            if isinstance(event, h11.Data):
+            elif isinstance(event, h11.Data):
                 budget -= len(event.data)
-                continue
-            return isinstance(event, h11.EndOfMessage)
+            elif not isinstance(event, h11.EndOfMessage):
+                return False
+        return self.conn.their_state is h11.DONE
 
     # -- forwarding ------------------------------------------------------------------
 
