@@ -422,6 +422,20 @@ def test_malformed_request_gets_400(make_proxy: ProxyFactory) -> None:
     assert proxy.events == []
 
 
+def test_request_smuggling_shape_gets_400_and_is_not_forwarded(
+    make_proxy: ProxyFactory, http_upstream: Upstream
+) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    payload = (
+        f"POST {http_upstream.url('/s')} HTTP/1.1\r\nHost: x\r\n"
+        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ).encode()
+    events = _raw_exchange(proxy, payload)
+    assert _statuses(events) == [400]
+    assert http_upstream.hits == []
+    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="ambiguous_framing") == 1
+
+
 def test_origin_form_to_proxy_gets_400(make_proxy: ProxyFactory) -> None:
     proxy = make_proxy("domain=*")
     events = _raw_exchange(proxy, b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")

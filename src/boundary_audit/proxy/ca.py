@@ -44,6 +44,8 @@ CLOCK_SKEW = dt.timedelta(days=1)
 #: Hosts whose TLS context stays cached; one agent talks to tens of hosts, and
 #: at a few kB each this bounds memory even against a host-spraying client.
 LEAF_CACHE_SIZE = 512
+#: RFC 5280 ub-common-name: longer names live only in the SAN.
+MAX_COMMON_NAME = 64
 #: Only HTTP/1.1 is spoken inside the tunnel (h11), so offer only it in ALPN.
 ALPN_PROTOCOLS = ["http/1.1"]
 
@@ -211,7 +213,9 @@ class CertificateAuthority:
         ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         return (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:64])]))
+            .subject_name(
+                x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host[:MAX_COMMON_NAME])])
+            )
             .issuer_name(self.cert.subject)
             .public_key(self._leaf_key.public_key())
             .serial_number(x509.random_serial_number())

@@ -464,7 +464,7 @@ class _ClientConnection:
             await self._bad_client("malformed", 400, "CONNECT inside a tunnel is not supported")
             return False
         try:
-            host, port = _split_authority(request.target.decode("ascii"), 443)
+            host, port = _split_authority(request.target.decode("ascii"), DEFAULT_PORTS["https"])
         except (ValueError, UnicodeDecodeError):
             await self._bad_client("malformed", 400, "CONNECT target must be host:port")
             return False
@@ -533,7 +533,7 @@ class _ClientConnection:
             return None, "this is a proxy: send the absolute URL (http://host/path)"
         try:
             parts = urlsplit(raw)
-            port = parts.port or 80
+            port = parts.port or DEFAULT_PORTS["http"]
         except ValueError:
             return None, "malformed request URL"
         if parts.scheme.lower() != "http" or not parts.hostname:
@@ -548,6 +548,13 @@ class _ClientConnection:
 
     async def _handle(self, request: h11.Request) -> None:
         method = request.method.decode("ascii")
+        names = {k for k, _ in request.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            # RFC 9112 6.1: a classic request-smuggling shape; refuse it outright.
+            await self._bad_client(
+                "ambiguous_framing", 400, "both Content-Length and Transfer-Encoding sent"
+            )
+            return
         target, problem = self._target(request)
         if target is None:
             assert problem is not None
