@@ -104,8 +104,19 @@ def _app(hits: list[dict[str, Any]]) -> Starlette:
         await asyncio.sleep(int(request.path_params["ms"]) / 1000)
         return Response(b"slept")
 
+    async def hop(request: Request) -> Response:
+        hits.append({"method": request.method, "raw_path": request.url.path})
+        headers = {
+            "connection": "x-resp-hop",
+            "x-resp-hop": "secret",
+            "keep-alive": "timeout=5",
+            "x-end": "kept",
+        }
+        return Response(b"hop", headers=headers)
+
     return Starlette(
         routes=[
+            Route("/hop", hop, methods=["GET"]),
             Route("/stream/{size:int}", stream, methods=["GET"]),
             Route("/sleep/{ms:int}", sleep, methods=["GET"]),
             Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),

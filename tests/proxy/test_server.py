@@ -322,6 +322,19 @@ def test_hop_by_hop_headers_are_not_forwarded(
     assert _header(record, "host") == [f"127.0.0.1:{http_upstream.port}"]
 
 
+def test_hop_by_hop_response_headers_are_not_forwarded(
+    make_proxy: ProxyFactory, http_upstream: Upstream
+) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    direct = requests.get(http_upstream.url("/hop"), timeout=10)
+    assert direct.headers["x-resp-hop"] == "secret"  # the upstream really sends them
+    proxied = requests.get(http_upstream.url("/hop"), proxies={"http": proxy.url}, timeout=10)
+    assert proxied.text == "hop"
+    assert "x-resp-hop" not in proxied.headers
+    assert "keep-alive" not in proxied.headers
+    assert proxied.headers["x-end"] == "kept"
+
+
 def test_chunked_request_body_is_streamed(
     make_proxy: ProxyFactory, http_upstream: Upstream
 ) -> None:
