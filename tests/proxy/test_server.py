@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,8 @@ import httpx
 import psutil
 import pytest
 import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from boundary_audit.auditor.event import AuditEvent
 from boundary_audit.proxy.ca import CertificateAuthority
@@ -675,3 +678,47 @@ def test_concurrent_clients_each_get_their_own_answer(
     assert len(results) == 36
     assert all(path == got for path, got in results.items())
     assert len(proxy.events) == 36
+
+
+PATH_PIECES = st.lists(
+    st.sampled_from(["public", "admin", "x", "..", ".", "%2e%2e", "%2E.", "..%2F", "%2F", ""]),
+    max_size=5,
+)
+
+
+PUBLIC_ONLY = "domain=127.0.0.1 path=/public/*"
+
+
+@pytest.fixture(scope="module")
+def public_only_proxy(ca: CertificateAuthority, upstream_ca_file: str) -> Iterator[RunningProxy]:
+    """One proxy shared by every hypothesis example (starting one per example is waste)."""
+    auditor = RecordingAuditor()
+    server = ProxyServer(
+        parse_rules([PUBLIC_ONLY]), auditor, ca=ca, upstream_ca_file=upstream_ca_file
+    )
+    proxy = RunningProxy(server, auditor).start()
+    yield proxy
+    proxy.stop()
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(pieces=PATH_PIECES)
+def test_proxy_decides_like_the_rules_and_forwards_the_path_unchanged(
+    public_only_proxy: RunningProxy, http_upstream: Upstream, pieces: list[str]
+) -> None:
+    path = "/" + "/".join(pieces)
+    url = http_upstream.url(path)
+    expected = parse_rules([PUBLIC_ONLY]).evaluate("GET", url).allowed
+    before = len(http_upstream.hits)
+    request = f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+    events = _raw_exchange(public_only_proxy, request)
+    assert _statuses(events) == [200 if expected else 403]
+    assert public_only_proxy.events[-1].url == url
+    if expected:
+        assert http_upstream.hits[before]["raw_path"] == path
+    else:
+        assert len(http_upstream.hits) == before

@@ -566,7 +566,8 @@ class _ClientConnection:
         )
         self.metrics.requests.labels(decision="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
-            self.log.info("request denied", method=method, url=target.url)
+            # The auditor records every decision; this line is for debugging only.
+            self.log.debug("request denied", method=method, url=target.url)
             if problem:
                 await self._refuse(421, f"boundary-audit: {problem}\n")
             else:
