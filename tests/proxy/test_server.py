@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -722,3 +723,27 @@ def test_proxy_decides_like_the_rules_and_forwards_the_path_unchanged(
         assert http_upstream.hits[before]["raw_path"] == path
     else:
         assert len(http_upstream.hits) == before
+
+
+# -- the asyncio API ------------------------------------------------------------------
+
+
+async def test_async_context_manager_and_prompt_close(
+    ca: CertificateAuthority, http_upstream: Upstream
+) -> None:
+    auditor = RecordingAuditor()
+    async with ProxyServer(parse_rules(["domain=127.0.0.1"]), auditor, ca=ca) as proxy:
+        async with httpx.AsyncClient(proxy=f"http://127.0.0.1:{proxy.port}") as client:
+            response = await client.get(http_upstream.url("/async"))
+        assert response.json()["raw_path"] == "/async"
+        # An idle kept-alive client must not hold up shutdown.
+        _, idle = await asyncio.open_connection("127.0.0.1", proxy.port)
+        await asyncio.sleep(0.05)
+        assert (
+            proxy.metrics.registry.get_sample_value("boundary_audit_proxy_active_connections")
+            == 1.0
+        )
+    idle.close()
+    assert [e.allowed for e in auditor.events] == [True]
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = proxy.port
