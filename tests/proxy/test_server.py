@@ -460,6 +460,27 @@ def test_origin_form_to_proxy_gets_400(make_proxy: ProxyFactory) -> None:
     assert b"absolute URL" in _body(events)
 
 
+@pytest.mark.parametrize(
+    ("request_line", "reason"),
+    [
+        (b"GET https://a.example/ HTTP/1.1", b"use CONNECT"),
+        (b"GET http://user:pw@a.example/ HTTP/1.1", b"credentials"),
+        (b"OPTIONS * HTTP/1.1", b"only http:// URLs"),
+        (b"GET http://a.example:99999/ HTTP/1.1", b"malformed request URL"),
+        (b"CONNECT a.example HTTP/1.1", b"host:port"),
+        (b"CONNECT a.example:notaport HTTP/1.1", b"host:port"),
+    ],
+)
+def test_unproxyable_targets_get_400_and_no_audit_event(
+    make_proxy: ProxyFactory, request_line: bytes, reason: bytes
+) -> None:
+    proxy = make_proxy("domain=*")
+    events = _raw_exchange(proxy, request_line + b"\r\nHost: a.example\r\n\r\n")
+    assert _statuses(events) == [400]
+    assert reason in _body(events)
+    assert proxy.events == []
+
+
 def test_oversized_headers_get_431(make_proxy: ProxyFactory) -> None:
     proxy = make_proxy("domain=*")
     huge = b"X-Big: " + b"a" * (200 * 1024) + b"\r\n"

@@ -207,12 +207,18 @@ def _has_no_body(request: h11.Request) -> bool:
     return not lengths or lengths == {b"0"}
 
 
-def _split_authority(authority: str, default_port: int) -> tuple[str, int]:
-    """``host[:port]`` (IPv6 in brackets) to a host and port; ValueError if malformed."""
+def _split_authority(authority: str, default_port: int | None) -> tuple[str, int]:
+    """``host[:port]`` (IPv6 in brackets) to a host and port; ValueError if malformed.
+
+    With ``default_port`` None the port is required (CONNECT's authority-form).
+    """
     parts = urlsplit("//" + authority)
     if parts.hostname is None or parts.username is not None or parts.path:
         raise ValueError(f"malformed authority {authority!r}")
-    return parts.hostname, parts.port or default_port
+    port = parts.port or default_port
+    if port is None:
+        raise ValueError(f"authority {authority!r} lacks a port")
+    return parts.hostname, port
 
 
 class ProxyServer:
@@ -464,7 +470,7 @@ class _ClientConnection:
             await self._bad_client("malformed", 400, "CONNECT inside a tunnel is not supported")
             return False
         try:
-            host, port = _split_authority(request.target.decode("ascii"), DEFAULT_PORTS["https"])
+            host, port = _split_authority(request.target.decode("ascii"), None)
         except (ValueError, UnicodeDecodeError):
             await self._bad_client("malformed", 400, "CONNECT target must be host:port")
             return False
