@@ -6,6 +6,7 @@ import asyncio
 import json
 import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -508,6 +509,25 @@ def test_slow_loris_gets_408_while_others_are_served(
         reply = slow.recv(65536)
     assert reply.startswith(b"HTTP/1.1 408 ")
     assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="slow_head") == 1
+
+
+def test_client_vanishing_mid_download_frees_its_connection(
+    make_proxy: ProxyFactory, http_upstream: Upstream
+) -> None:
+    proxy = make_proxy("domain=127.0.0.1")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        url = http_upstream.url(f"/stream/{LARGE_BODY}?sized=1")
+        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        # Linger on, timeout 0: the close is a reset, as when a client is killed.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    deadline = time.monotonic() + 10
+    while proxy.metric("boundary_audit_proxy_active_connections") > 0:
+        assert time.monotonic() < deadline, "the proxy kept the dead connection"
+        time.sleep(0.05)
+    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="connection_cut") == 1
+    ok = requests.get(http_upstream.url("/after"), proxies={"http": proxy.url}, timeout=10)
+    assert ok.status_code == 200
 
 
 def test_many_bad_clients_do_not_take_the_proxy_down(
