@@ -7,6 +7,7 @@ writes them as structured lines, ``MultiAuditor`` fans out to several.
 from .encoding import TRUNCATION_MARKER
 from .event import AuditEvent, Auditor
 from .log import LogAuditor
+from .metrics import AuditorCollector, register_auditor_metrics
 from .multi import MultiAuditor
 from .socket import (
     DEFAULT_BATCH_INTERVAL,
@@ -30,9 +31,11 @@ __all__ = [
     "TRUNCATION_MARKER",
     "AuditEvent",
     "Auditor",
+    "AuditorCollector",
     "AuditorStats",
     "DropReason",
     "LogAuditor",
     "MultiAuditor",
     "SocketAuditor",
+    "register_auditor_metrics",
 ]

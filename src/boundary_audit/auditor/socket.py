@@ -49,6 +49,9 @@ DEFAULT_QUEUE_SIZE = 8192
 MAX_PENDING_EVENTS = 2048
 #: How long close() keeps trying to deliver what is queued.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: close() waits this much longer than its timeout for the sender to finish
+#: its own accounting (it may be inside a write when the deadline passes).
+CLOSE_JOIN_GRACE = 1.0
 #: Retry backoff after a failed connect or write: starts here, doubles per
 #: failure, capped below, with full jitter so many senders restarted
 #: together do not reconnect in lockstep.
@@ -75,6 +78,7 @@ MAX_SEQUENCE_NUMBER = 2**31 - 1
 #: Env variable (shared with Coder's boundary) that turns the socket sender off.
 DISABLE_ENV = "DISABLE_AUDIT_LOGS"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
+_new_record = tuple.__new__
 
 
 class DropReason(enum.StrEnum):
@@ -208,6 +212,7 @@ class SocketAuditor:
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closed_warned = False
+        self._close_deadline_s = close_timeout
 
         if self.disabled:
             self._log.warning(
@@ -259,9 +264,20 @@ class SocketAuditor:
                 self._c.dropped[DropReason.CHANNEL_FULL] += 1
                 return seq
             else:
+                # tuple.__new__ skips NamedTuple's Python-level constructor:
+                # a third of audit()'s cost on the caller's thread.
                 self._queue.append(
-                    Record(
-                        self._session_id, seq, t, event.method, event.url, event.allowed, event.rule
+                    _new_record(
+                        Record,
+                        (
+                            self._session_id,
+                            seq,
+                            t,
+                            event.method,
+                            event.url,
+                            event.allowed,
+                            event.rule,
+                        ),
                     )
                 )
                 self._c.queued += 1
@@ -339,18 +355,20 @@ class SocketAuditor:
         if self._thread is None:
             return
         _LIVE.discard(self)
+        self._close_deadline_s = self.close_timeout if timeout is None else timeout
         self._closing.set()
         self._wake.set()
-        self._thread.join(self.close_timeout if timeout is None else timeout)
-        if not self._thread.is_alive() and self._queue:
+        self._thread.join(self._close_deadline_s + CLOSE_JOIN_GRACE)
+        leftover = len(self._queue) + self._c.pending
+        if not self._thread.is_alive() and leftover > self._c.undelivered:
             # An audit() that raced close() appended after the sender's last
             # look: not sent, so reported like any other undelivered event.
-            self._c.undelivered += len(self._queue)
             self._log.error(
                 "audit events queued while closing were not delivered",
-                undelivered=len(self._queue),
+                undelivered=leftover - self._c.undelivered,
                 session_id=self._session_id,
             )
+            self._c.undelivered = leftover
         elif self._thread.is_alive():
             # The sender is still stuck (agent gone or stalled); what it holds
             # is reported as undelivered. It exits at its own deadline.
@@ -416,7 +434,7 @@ class _Sender:
             now = time.monotonic()
             closing = o._closing.is_set()
             if closing and self.close_deadline is None:
-                self.close_deadline = now + o.close_timeout
+                self.close_deadline = now + o._close_deadline_s
             self._take()
             self._watch_drops()
             urgent = closing or o._flush_now.is_set()
@@ -637,6 +655,7 @@ class _Sender:
 
     def _finish(self) -> None:
         o = self.o
+        o._c.pending = len(self.pending)
         undelivered = len(self.pending) + len(o._queue)
         o._c.undelivered = undelivered
         unreported = o._c.dropped[DropReason.CHANNEL_FULL] - o._c.reported_channel_full
