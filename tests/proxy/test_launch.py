@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import io
+import json
 import os
 import select
 import shlex
@@ -26,7 +28,8 @@ import trustme
 from cryptography import x509
 from prometheus_client import CollectorRegistry
 
-from boundary_audit.proxy import confine, launch
+from boundary_audit.auditor import LogAuditor
+from boundary_audit.proxy import CertificateAuthority, ProxyServer, confine, launch, parse_rules
 from boundary_audit.proxy.confine import ConfinementUnavailable, landlock_status
 from boundary_audit.proxy.launch import (
     CA_ENV_VARS,
@@ -49,6 +52,8 @@ requires_landlock = pytest.mark.skipif(
 )
 TLS_BODY = b"hello over tls\n"
 PEM_BEGIN = b"-----BEGIN CERTIFICATE-----"
+#: curl's exit code for "failed to connect to host".
+CURL_COULDNT_CONNECT = 7
 #: Far longer than any step here takes; only bounds a broken test.
 STEP_TIMEOUT = 30.0
 
@@ -1018,3 +1023,67 @@ async def test_relay_carries_large_streams_and_half_close(ca_file: Path, tmp_pat
             isolate_network=True,
         )
     assert (code, out) == (0, f"{size} True\n")
+
+
+# --------------------------------------------------------------------------- with the real proxy
+
+CURL = ["curl", "--silent", "--show-error", "--fail", "--max-time", "20"]
+
+
+@dataclass
+class RealProxy:
+    url: str
+    port: int
+    ca_cert: Path
+    audit: io.StringIO
+
+    def events(self) -> list[dict[str, object]]:
+        return [json.loads(line) for line in self.audit.getvalue().splitlines()]
+
+
+@pytest.fixture
+async def real_proxy(ca: trustme.CA, https_port: int, tmp_path: Path) -> AsyncIterator[RealProxy]:
+    """The project's proxy (rules, local CA, TLS interception) in this loop,
+    trusting the test CA upstream."""
+    upstream_ca = tmp_path / "upstream-ca.pem"
+    ca.cert_pem.write_to_path(str(upstream_ca))
+    local_ca = CertificateAuthority.load_or_create(tmp_path / "proxy-ca")
+    audit = io.StringIO()
+    rules = parse_rules(["method=GET domain=localhost path=/allowed/*"])
+    async with ProxyServer(
+        rules, LogAuditor(audit), ca=local_ca, upstream_ca_file=str(upstream_ca)
+    ) as proxy:
+        yield RealProxy(proxy.url, proxy.port, local_ca.cert_path, audit)
+
+
+@pytest.mark.parametrize("isolate", [False, True])
+@pytest.mark.timeout(120)
+async def test_confined_clients_through_the_real_proxy(
+    real_proxy: RealProxy, https_port: int, tmp_path: Path, isolate: bool
+) -> None:
+    """curl and requests, allowed and denied, over TLS intercepted by the
+    proxy; a direct connection fails. Each request is audited once."""
+    if isolate and ISOLATION_PROBLEM is not None:
+        pytest.skip(ISOLATION_PROBLEM)
+    if not STATUS.network_available:
+        pytest.skip(f"kernel cannot confine the network with Landlock: {STATUS.reason}")
+    base = f"https://localhost:{https_port}"
+
+    async def run(command: list[str]) -> tuple[int, str]:
+        return await _run(
+            command, real_proxy.port, real_proxy.ca_cert, tmp_path, isolate_network=isolate
+        )
+
+    assert await run([*CURL, f"{base}/allowed/curl"]) == (0, TLS_BODY.decode())
+    code, _ = await run([*CURL, f"{base}/denied/curl"])
+    assert code == 22  # curl --fail: HTTP 403 from the proxy
+    code, out = await run([sys.executable, "-c", REQUESTS_CHILD, f"{base}/allowed/requests"])
+    assert (code, out) == (0, TLS_BODY.decode())
+    code, out = await run([*CURL, "--noproxy", "*", f"{base}/allowed/direct"])
+    assert code == CURL_COULDNT_CONNECT
+    decisions = [(e["decision"], e["url"]) for e in real_proxy.events()]
+    assert decisions == [
+        ("allow", f"{base}/allowed/curl"),
+        ("deny", f"{base}/denied/curl"),
+        ("allow", f"{base}/allowed/requests"),
+    ]
