@@ -40,9 +40,7 @@ class TruncatedFrameError(WireError):
         self.received = received
         self.tag = tag
         part = "header" if tag is None else f"payload of tag {tag}"
-        super().__init__(
-            f"stream ended inside a frame {part}: got {received} of {expected} bytes"
-        )
+        super().__init__(f"stream ended inside a frame {part}: got {received} of {expected} bytes")
 
 
 class UndecodablePayloadError(WireError):
