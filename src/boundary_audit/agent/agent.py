@@ -146,7 +146,10 @@ class Agent:
         assert self._forwarder is not None
         assert self._spool is not None
         self._log.info("agent stopping", connections=self._receiver.connection_count)
-        self._receiver.stop_accepting()
+        if self._socket_inode is not None:
+            release_socket(cfg.socket_path, self._socket_inode)
+            self._socket_inode = None
+        await self._receiver.stop_accepting()
         cut = await self._receiver.drain(cfg.drain_timeout)
         self._writer.stop()
         with contextlib.suppress(Exception):  # a failure was logged by _task_done

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 from pathlib import Path
@@ -132,6 +133,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 def run(args: argparse.Namespace) -> int:
     log = get_logger("agent")
+    # httpx logs every request at INFO; at thousands of requests a minute
+    # that drowns the agent's own lines. Its warnings still come through.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
         config = config_from_args(args)
     except (ValueError, OSError) as exc:

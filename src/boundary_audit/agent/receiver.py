@@ -47,6 +47,9 @@ MAX_BAD_FRAME_WARNINGS = 3
 #: At most one warning per this many seconds about refused connections, so
 #: a connection flood cannot turn into a log flood (every one is counted).
 REJECT_LOG_INTERVAL = 5.0
+#: Pause after a failed accept (e.g. out of file descriptors) before the next,
+#: so the loop does not spin while connections already open keep being served.
+ACCEPT_RETRY_DELAY = 0.1
 #: Size of ``struct ucred`` (pid, uid, gid as C ints) for SO_PEERCRED.
 _UCRED = struct.Struct("3i")
 
@@ -192,7 +195,10 @@ class Receiver:
         self._metrics = metrics
         self._writer = writer
         self._log = get_logger("agent", socket=str(config.socket_path))
-        self._server: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
         self._connections: dict[int, _Connection] = {}
         self._ids = itertools.count(1)
         self._last_reject_log = 0.0
@@ -205,13 +211,63 @@ class Receiver:
         return len(self._connections)
 
     async def start(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(
-            self._handle, sock=sock, limit=READ_CHUNK_BYTES
-        )
+        self._listener = sock
+        self._accept_task = asyncio.create_task(self._accept_loop(), name="agent-accept")
 
-    def stop_accepting(self) -> None:
-        if self._server is not None:
-            self._server.close()
+    async def _accept_loop(self) -> None:
+        """Accept connections ourselves, so every accepted one is tracked at once.
+
+        (asyncio's own server hands a connection to its callback a few loop
+        turns after accepting it; a shutdown in between would lose it.)
+        """
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                accepted, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                # Out of file descriptors and the like: wait, keep serving others.
+                self._metrics.errors.labels("accept").inc()
+                self._log.error("accept failed", error=str(exc), retry_in_s=ACCEPT_RETRY_DELAY)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            self._spawn(accepted)
+
+    def _spawn(self, accepted: socket.socket) -> None:
+        task = asyncio.create_task(self._serve(accepted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, accepted: socket.socket) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=accepted, limit=READ_CHUNK_BYTES)
+        await self._handle(reader, writer)
+
+    async def stop_accepting(self) -> None:
+        """Stop accepting, but first take the connections waiting in the backlog.
+
+        A sender whose connect() succeeded may already have written frames
+        that wait, unaccepted, in the listen queue; closing the listener
+        would discard them. The caller removes the socket path first, so no
+        new connection can arrive while this empties the queue.
+        """
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+            self._accept_task = None
+        if self._listener is None:
+            return
+        self._draining = True
+        try:
+            while True:
+                try:
+                    accepted, _ = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                self._spawn(accepted)
+        finally:
+            self._listener.close()
+            self._listener = None
 
     async def drain(self, grace: float) -> int:
         """Read what open connections already sent, then close them.
@@ -221,12 +277,10 @@ class Receiver:
         fail (so it keeps those events for its next connection). Returns the
         number of connections that had to be cut off at the timeout.
         """
+        self._draining = True
         for conn in list(self._connections.values()):
-            sock = conn.writer.get_extra_info("socket")
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RD)
-        tasks = [c.task for c in self._connections.values() if c.task is not None]
+            self._shut_read(conn.writer)
+        tasks = set(self._tasks)
         if not tasks:
             return 0
         _, pending = await asyncio.wait(tasks, timeout=grace)
@@ -240,6 +294,13 @@ class Receiver:
                 grace_s=grace,
             )
         return len(pending)
+
+    @staticmethod
+    def _shut_read(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
 
     def _reject(self, writer: asyncio.StreamWriter, reason: str, **context: Any) -> None:
         self._metrics.connections_rejected.labels(reason).inc()
@@ -271,6 +332,8 @@ class Receiver:
             conn=conn.id, peer_pid=peer.pid, peer_uid=peer.uid, peer_gid=peer.gid
         )
         self._connections[conn.id] = conn
+        if self._draining:
+            self._shut_read(writer)
         self._metrics.connections.inc()
         self._metrics.connections_current.inc()
         conn.log.info("sender connected")
