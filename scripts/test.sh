@@ -10,8 +10,8 @@ V="$REPO/.venv/bin"
 echo "== protobuf gencode freshness"
 "$V/python" scripts/gen_proto.py --check
 echo "== ruff"
-"$V/ruff" check .
-"$V/ruff" format --check .
+"$V/ruff" check src tests benchmarks scripts
+"$V/ruff" format --check src tests benchmarks scripts
 echo "== mypy --strict"
 "$V/mypy" --strict
 echo "== pytest"

@@ -17,7 +17,7 @@ from . import __version__
 from .logs import LOG_LEVELS, configure_logging
 
 #: Modules that contribute subcommands, in the order they appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("boundary_audit.agent.cli",)
+COMMAND_MODULES: tuple[str, ...] = ("boundary_audit.demo", "boundary_audit.agent.cli")
 
 Handler = Callable[[argparse.Namespace], int]
 

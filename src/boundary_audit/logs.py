@@ -1,8 +1,11 @@
 """Structured logging shared by every component.
 
-One JSON object per line on stderr by default (machine-readable, safe for log
-aggregators: every value is JSON-escaped, so a hostile URL cannot forge a
-line), or ``key=value`` console output for people at a terminal.
+Loggers are structlog front-ends over stdlib ``logging`` (logger names
+``boundary_audit.<component>``), so an application embedding the auditor
+keeps control of where our lines go. The CLI calls :func:`configure_logging`,
+which renders every line, ours and our libraries', as one JSON object on
+stderr (machine-readable; JSON escaping means a hostile URL cannot forge a
+line) or as ``key=value`` console output for people at a terminal.
 """
 
 from __future__ import annotations
@@ -15,33 +18,50 @@ import structlog
 
 LogFormat = Literal["json", "console"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
+ROOT_LOGGER = "boundary_audit"
+
+_PRE_CHAIN: list[Any] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.stdlib.add_log_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True),
+]
 
 
 def configure_logging(
     level: str = "info", fmt: LogFormat = "json", stream: TextIO | None = None
 ) -> None:
-    """Route structlog (and stdlib logging) to ``stream`` at ``level``."""
+    """Send every log line of this process to ``stream`` (stderr) at ``level``."""
     numeric = logging.getLevelNamesMapping()[level.upper()]
     renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
+        structlog.processors.JSONRenderer()
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=False)
     )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
-        cache_logger_on_first_use=False,
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+            foreign_pre_chain=[*_PRE_CHAIN, structlog.stdlib.ExtraAdder()],
+        )
     )
-    logging.basicConfig(level=numeric, stream=stream or sys.stderr, force=True)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    logging.getLogger(ROOT_LOGGER).setLevel(numeric)
 
 
 def get_logger(component: str, **context: Any) -> Any:
-    """A structlog logger bound to ``component`` (``auditor``, ``agent``, ...)."""
-    return structlog.get_logger(component=component, **context)
+    """A structured logger for ``component`` (``auditor``, ``agent``, ...)."""
+    return structlog.wrap_logger(
+        logging.getLogger(f"{ROOT_LOGGER}.{component}"),
+        processors=[*_PRE_CHAIN, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        wrapper_class=structlog.stdlib.BoundLogger,
+        component=component,
+        **context,
+    )

@@ -116,6 +116,11 @@ class FrameDecoder:
         return len(self._buf)
 
     @property
+    def mid_frame(self) -> bool:
+        """True when the stream stopped inside a frame (eof() would raise)."""
+        return self._error is None and (self._need is not None or bool(self._buf))
+
+    @property
     def failed(self) -> bool:
         return self._error is not None
 

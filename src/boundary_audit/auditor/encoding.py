@@ -1,0 +1,170 @@
+"""Pure packing of queued audit records into tag-2 frames that fit the cap.
+
+Runs on the sender thread, never on the caller's. Kept free of I/O and
+threads so that the size arithmetic can be tested on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from ..wire import MAX_PAYLOAD_SIZE, BoundaryLog, BoundaryMessage, Tag, encode_frame
+
+#: Appended to a URL cut short to make its event fit one frame. It says
+#: how many bytes were removed, so the stored URL is visibly incomplete.
+TRUNCATION_MARKER = "...[truncated {} bytes]"
+#: Wire type of length-delimited fields (strings and sub-messages).
+_LENGTH_DELIMITED = 2
+#: Every field we write has a number below 16, so its key fits in one byte.
+_KEY_SIZE = 1
+_NANOS_PER_SECOND = 1_000_000_000
+
+
+class Record(NamedTuple):
+    """One accepted event as the caller's thread left it: plain Python values."""
+
+    session_id: str
+    sequence_number: int
+    time_ns: int
+    method: str
+    url: str
+    allowed: bool
+    rule: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedFrame:
+    frame: bytes
+    events: int
+    truncated: int
+    first_sequence: int
+    last_sequence: int
+
+
+def varint_size(value: int) -> int:
+    """Bytes a non-negative protobuf varint takes."""
+    size = 1
+    while value >= 0x80:
+        value >>= 7
+        size += 1
+    return size
+
+
+def field_size(payload_size: int) -> int:
+    """Bytes of one length-delimited field whose content is ``payload_size`` long."""
+    return _KEY_SIZE + varint_size(payload_size) + payload_size
+
+
+def _fill(log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None) -> None:
+    log.allowed = rec.allowed
+    log.sequence_number = rec.sequence_number
+    seconds, nanos = divmod(rec.time_ns, _NANOS_PER_SECOND)
+    log.time.seconds = seconds
+    log.time.nanos = nanos
+    req = log.http_request
+    req.method = method
+    req.url = url
+    # Coder's schema: matched_rule is set only when the request was allowed.
+    if rec.allowed and rule:
+        req.matched_rule = rule
+
+
+def _cut(text: str, excess: int) -> tuple[str, int]:
+    """``text`` shortened by at least ``excess`` UTF-8 bytes plus a marker."""
+    raw = text.encode("utf-8")
+    # Reserve room for the marker with the widest count it could print.
+    marker_room = len(TRUNCATION_MARKER.format(len(raw)).encode())
+    keep = max(0, len(raw) - excess - marker_room)
+    kept = raw[:keep].decode("utf-8", errors="ignore")
+    removed = len(raw) - len(kept.encode("utf-8"))
+    return kept + TRUNCATION_MARKER.format(removed), removed
+
+
+class _Envelope:
+    """A BoundaryMessage under construction, with its size tracked."""
+
+    def __init__(self, session_id: str, process_name: str) -> None:
+        self.message = BoundaryMessage()
+        req = self.message.logs
+        req.session_id = session_id
+        req.confined_process_name = process_name
+        self.logs = req.logs
+        self.fixed = req.ByteSize()
+        self.logs_size = 0
+        self.truncated = 0
+        self.first = -1
+        self.last = -1
+
+    def payload_size(self, extra: int = 0) -> int:
+        return field_size(self.fixed + self.logs_size + extra)
+
+    def finish(self) -> EncodedFrame:
+        payload = self.message.SerializeToString()
+        return EncodedFrame(
+            frame=encode_frame(Tag.V2_ENVELOPE, payload),
+            events=len(self.logs),
+            truncated=self.truncated,
+            first_sequence=self.first,
+            last_sequence=self.last,
+        )
+
+
+def encode_records(
+    records: Iterable[Record], process_name: str, limit: int = MAX_PAYLOAD_SIZE
+) -> Iterator[EncodedFrame]:
+    """Pack ``records`` in order into as few frames as fit ``limit`` bytes each.
+
+    A new frame starts when the session changes. An event too large for a
+    frame on its own has its URL (then rule, then method) cut with a marker;
+    it is never dropped and never sent oversize.
+    """
+    env: _Envelope | None = None
+    for rec in records:
+        if env is not None and env.logs and rec.session_id != env.message.logs.session_id:
+            yield env.finish()
+            env = None
+        if env is None:
+            env = _Envelope(rec.session_id, process_name)
+        log = env.logs.add()
+        _fill(log, rec, rec.url, rec.method, rec.rule)
+        size = field_size(log.ByteSize())
+        if env.payload_size(size) > limit and len(env.logs) > 1:
+            del env.logs[-1]
+            yield env.finish()
+            env = _Envelope(rec.session_id, process_name)
+            log = env.logs.add()
+            _fill(log, rec, rec.url, rec.method, rec.rule)
+            size = field_size(log.ByteSize())
+        if env.payload_size(size) > limit:
+            size = _shrink(env, log, rec, limit)
+            env.truncated += 1
+        env.logs_size += size
+        if env.first < 0:
+            env.first = rec.sequence_number
+        env.last = rec.sequence_number
+    if env is not None and env.logs:
+        yield env.finish()
+
+
+def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
+    """Cut the fields of the only event in ``env`` until it fits; return its size."""
+    url, method, rule = rec.url, rec.method, rec.rule
+    for field in ("url", "rule", "method"):
+        size = field_size(log.ByteSize())
+        excess = env.payload_size(size) - limit
+        if excess <= 0:
+            return size
+        if field == "url":
+            url, _ = _cut(url, excess)
+        elif field == "rule" and rule:
+            rule, _ = _cut(rule, excess)
+        elif field == "method":
+            method, _ = _cut(method, excess)
+        log.Clear()
+        _fill(log, rec, url, method, rule)
+    size = field_size(log.ByteSize())
+    if env.payload_size(size) > limit:  # pragma: no cover - fixed fields alone never exceed 32 KiB
+        raise ValueError(f"event {rec.sequence_number} cannot be made to fit {limit} bytes")
+    return size

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from boundary_audit.auditor.encoding import (
+    Record,
+    encode_records,
+    field_size,
+    varint_size,
+)
+from boundary_audit.wire import MAX_PAYLOAD_SIZE, FrameDecoder, as_envelope, decode_payload
+
+SESSION = "0b8f0f4e-3c4d-4f5e-8a6b-7c8d9e0f1a2b"
+
+
+def _decode(frames: list[bytes]) -> list[tuple[str, str, int, bool, str]]:
+    decoder = FrameDecoder()
+    out = []
+    for f in frames:
+        for frame in decoder.feed(f):
+            assert frame.tag == 2
+            assert len(frame.payload) <= MAX_PAYLOAD_SIZE
+            msg = as_envelope(decode_payload(frame.tag, frame.payload))
+            assert msg.WhichOneof("msg") == "logs"
+            req = msg.logs
+            for log in req.logs:
+                out.append(
+                    (
+                        req.session_id,
+                        log.http_request.url,
+                        log.sequence_number,
+                        log.allowed,
+                        log.http_request.matched_rule,
+                    )
+                )
+    return out
+
+
+def test_varint_sizes() -> None:
+    assert [varint_size(v) for v in (0, 127, 128, 16383, 16384, 2**21)] == [1, 1, 2, 2, 3, 4]
+    assert field_size(200) == 1 + 2 + 200
+
+
+records_strategy = st.lists(
+    st.builds(
+        Record,
+        session_id=st.sampled_from([SESSION, "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"]),
+        sequence_number=st.integers(0, 2**31 - 1),
+        time_ns=st.integers(0, 2**62),
+        method=st.sampled_from(["GET", "POST", "PATCH"]),
+        url=st.text(max_size=2000)
+        | st.builds(lambda c, n: c * n, st.characters(), st.integers(11000, 40000)),
+        allowed=st.booleans(),
+        rule=st.none() | st.text(max_size=200),
+    ),
+    max_size=60,
+)
+
+
+@given(records=records_strategy, limit=st.sampled_from([MAX_PAYLOAD_SIZE, 4096, 700]))
+@settings(max_examples=120, deadline=None)
+def test_frames_fit_and_preserve_every_event(records: list[Record], limit: int) -> None:
+    encoded = list(encode_records(records, "claude-code", limit))
+    for enc in encoded:
+        assert len(enc.frame) - 4 <= limit
+    decoded = _decode([e.frame for e in encoded])
+    assert len(decoded) == len(records) == sum(e.events for e in encoded)
+    truncated = 0
+    for rec, (session, url, seq, allowed, rule) in zip(records, decoded, strict=True):
+        assert session == rec.session_id
+        assert seq == rec.sequence_number
+        assert allowed == rec.allowed
+        # matched_rule only ever travels with allowed events.
+        assert rule == (rec.rule or "" if rec.allowed else "")
+        if url != rec.url:
+            truncated += 1
+            assert "[truncated " in url
+            assert rec.url.startswith(url.split("...[truncated ")[0])
+    assert truncated == sum(e.truncated for e in encoded)
+
+
+def test_backlog_packs_full_frames() -> None:
+    records = [
+        Record(
+            SESSION, i, 1_700_000_000_000_000_000, "GET", f"https://h.example/{i:05d}", True, "r"
+        )
+        for i in range(5000)
+    ]
+    encoded = list(encode_records(records, "p"))
+    # Every frame but the last is filled close to the cap.
+    assert all(len(e.frame) > MAX_PAYLOAD_SIZE - 200 for e in encoded[:-1])
+    assert sum(e.events for e in encoded) == 5000
+    assert [e.first_sequence for e in encoded] == sorted(e.first_sequence for e in encoded)
+
+
+def test_session_change_starts_a_new_frame() -> None:
+    other = "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"
+    records = [
+        Record(SESSION, 0, 0, "GET", "u", True, None),
+        Record(other, 0, 0, "GET", "u", True, None),
+    ]
+    encoded = list(encode_records(records, "p"))
+    assert [e.events for e in encoded] == [1, 1]

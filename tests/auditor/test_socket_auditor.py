@@ -1,0 +1,313 @@
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from boundary_audit.auditor import (
+    TRUNCATION_MARKER,
+    AuditEvent,
+    DropReason,
+    SocketAuditor,
+)
+from boundary_audit.wire import MAX_PAYLOAD_SIZE, SOCKET_PATH_ENV
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def ev(i: int, allowed: bool = True, url: str | None = None) -> AuditEvent:
+    return AuditEvent(
+        method="GET",
+        url=url or f"https://github.com/coder/{i}",
+        host="github.com",
+        allowed=allowed,
+        rule="domain=github.com" if allowed else None,
+    )
+
+
+def test_batch_size_flush_without_waiting_for_timer(receiver: Receiver) -> None:
+    with SocketAuditor(receiver.path, batch_size=10, batch_interval=3600) as a:
+        for i in range(10):
+            a.audit(ev(i))
+        assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 10)
+        assert a.stats.sent == 10
+        # Nine more sit below the batch size and the timer is an hour away.
+        for i in range(9):
+            a.audit(ev(i))
+        time.sleep(0.3)
+        assert len(receiver.sequence_numbers()) == 10
+
+
+def test_timer_flush_sends_a_partial_batch(receiver: Receiver) -> None:
+    with SocketAuditor(receiver.path, batch_size=1000, batch_interval=0.2) as a:
+        for i in range(3):
+            a.audit(ev(i))
+        assert receiver.wait_for(lambda: receiver.sequence_numbers() == [0, 1, 2])
+        assert a.stats.pending == 0
+
+
+def test_sequence_numbers_order_and_batch_fields(receiver: Receiver) -> None:
+    session = uuid.uuid4()
+    n_threads, per_thread = 4, 250
+    with SocketAuditor(receiver.path, session_id=session, confined_process_name="codex") as a:
+
+        def work(k: int) -> None:
+            for i in range(per_thread):
+                a.audit(ev(i, allowed=(i + k) % 3 != 0))
+
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    total = n_threads * per_thread
+    assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) >= total)
+    assert receiver.sequence_numbers() == list(range(total))  # complete and in order
+    for batch in receiver.log_batches():
+        assert batch.logs.session_id == str(session)
+        assert batch.logs.confined_process_name == "codex"
+        for log in batch.logs.logs:
+            assert log.WhichOneof("resource") == "http_request"
+            assert log.time.seconds > 1_600_000_000
+            if log.allowed:
+                assert log.http_request.matched_rule == "domain=github.com"
+            else:
+                assert log.http_request.matched_rule == ""
+
+
+def test_event_supplied_sequence_number_and_time_are_kept(receiver: Receiver) -> None:
+    with SocketAuditor(receiver.path) as a:
+        assert a.audit(AuditEvent("GET", "http://a/", "a", True, "r", time_ns=5 * 10**9)) == 0
+        assert a.audit(AuditEvent("GET", "http://a/", "a", True, "r", sequence_number=77)) == 77
+        assert a.audit(ev(2)) == 1
+    assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 3)
+    logs = [log for b in receiver.log_batches() for log in b.logs.logs]
+    assert [log.sequence_number for log in logs] == [0, 77, 1]
+    assert logs[0].time.seconds == 5
+
+
+def test_frames_split_to_fit_and_oversize_event_truncated(receiver: Receiver) -> None:
+    huge = "https://github.com/" + "a" * 100_000
+    with SocketAuditor(receiver.path, batch_size=300, batch_interval=3600) as a:
+        for i in range(150):
+            a.audit(ev(i, url=f"https://github.com/{i}/" + "p" * 1000))
+        a.audit(ev(150, url=huge))
+        for i in range(151, 300):
+            a.audit(ev(i))
+        assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 300)
+        stats = a.stats
+    assert receiver.sequence_numbers() == list(range(300))
+    assert len(receiver.frames) >= 5
+    assert all(f.tag == 2 and len(f.payload) <= MAX_PAYLOAD_SIZE for f in receiver.frames)
+    assert stats.truncated == 1
+    cut = next(
+        log.http_request.url
+        for b in receiver.log_batches()
+        for log in b.logs.logs
+        if log.sequence_number == 150
+    )
+    assert cut.startswith("https://github.com/aaaa")
+    assert cut.endswith(TRUNCATION_MARKER.format(len(huge) - len(cut.split("...[")[0])))
+
+
+def test_drops_counted_and_reported_once_agent_appears(sock_dir: Path) -> None:
+    path = sock_dir / "late.sock"
+    a = SocketAuditor(path, queue_size=5, batch_size=1, batch_interval=0.05)
+    try:
+        for i in range(20):
+            a.audit(ev(i))
+        time.sleep(0.2)
+        stats = a.stats
+        # With no agent the sender holds at most a batch; the queue fills.
+        assert stats.queued + stats.dropped[DropReason.CHANNEL_FULL] == 20
+        assert stats.dropped[DropReason.CHANNEL_FULL] >= 10
+        r = Receiver(path).start()
+        try:
+            assert r.wait_for(lambda: len(r.statuses()) == 1)
+            assert len(r.sequence_numbers()) == stats.queued
+            status = r.statuses()[0].status
+            assert status.dropped_channel_full == stats.dropped[DropReason.CHANNEL_FULL]
+            assert status.dropped_batch_full == 0
+            assert a.stats.status_reports_sent == 1
+            # Counts are deltas: nothing new dropped, nothing more reported.
+            a.audit(ev(99))
+            assert r.wait_for(lambda: len(r.sequence_numbers()) == stats.queued + 1)
+            time.sleep(0.2)
+            assert len(r.statuses()) == 1
+        finally:
+            r.stop()
+    finally:
+        a.close(timeout=1)
+
+
+def test_agent_down_at_start_then_up(sock_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = sock_dir / "later.sock"
+    with caplog.at_level(logging.WARNING, logger="boundary_audit"):
+        a = SocketAuditor(path, batch_size=5, batch_interval=0.05)
+        for i in range(5):
+            a.audit(ev(i))
+        time.sleep(0.5)  # several failed connects happen here
+    missing = [r for r in caplog.records if "does not exist" in str(r.msg)]
+    assert len(missing) == 1
+    failures = [r for r in caplog.records if "cannot connect" in str(r.msg)]
+    assert len(failures) == 1  # logged once per state change, not per retry
+    assert a.stats.connect_failures >= 2
+    r = Receiver(path).start()
+    try:
+        assert r.wait_for(lambda: r.sequence_numbers() == [0, 1, 2, 3, 4])
+        assert a.stats.sent == 5
+    finally:
+        a.close(timeout=1)
+        r.stop()
+
+
+def test_agent_restart_mid_stream_loses_nothing(receiver: Receiver) -> None:
+    with SocketAuditor(receiver.path, batch_size=10, batch_interval=0.05) as a:
+        for i in range(100):
+            a.audit(ev(i))
+        assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 100)
+        receiver.stop()
+        for i in range(100, 200):
+            a.audit(ev(i))
+        time.sleep(0.2)
+        receiver.start()
+        for i in range(200, 300):
+            a.audit(ev(i))
+        assert receiver.wait_for(lambda: set(receiver.sequence_numbers()) == set(range(300)))
+    assert a.stats.sent >= 300
+    assert a.stats.dropped_total == 0
+
+
+def test_frames_lost_in_a_dead_agent_are_replayed(sock_dir: Path) -> None:
+    """An agent that dies with unread frames in its socket: they are re-sent."""
+    path = sock_dir / "dies.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(path))
+    listener.listen()
+    with SocketAuditor(path, batch_size=10, batch_interval=0.05) as a:
+        for i in range(50):
+            a.audit(ev(i))
+        conn, _ = listener.accept()
+        deadline = time.monotonic() + 20
+        while a.stats.sent < 50 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert a.stats.sent == 50
+        # The "agent" dies without ever reading: 50 events sit in the buffer.
+        conn.close()
+        listener.close()
+        r = Receiver(path).start()
+        try:
+            assert r.wait_for(lambda: set(r.sequence_numbers()) == set(range(50)))
+            assert a.stats.replayed_events >= 50
+        finally:
+            r.stop()
+
+
+def test_stalled_agent_never_blocks_the_caller(receiver: Receiver) -> None:
+    receiver.paused.set()
+    n = 60_000
+    a = SocketAuditor(receiver.path, queue_size=1000, batch_size=10, batch_interval=0.01)
+    slowest = 0.0
+    for i in range(n):
+        t0 = time.perf_counter()
+        a.audit(ev(i, url="https://github.com/" + "x" * 200))
+        slowest = max(slowest, time.perf_counter() - t0)
+    stats = a.stats
+    assert stats.queued + stats.dropped[DropReason.CHANNEL_FULL] == n
+    assert stats.dropped[DropReason.CHANNEL_FULL] > 0
+    # Bounded: what the auditor holds never exceeds the queue plus one batch.
+    assert stats.pending <= 1000 + 2048
+    receiver.paused.clear()
+    assert receiver.wait_for(lambda: len(receiver.statuses()) >= 1)
+    a.close(timeout=10)
+    final = a.stats
+    assert final.undelivered == 0
+    assert receiver.wait_for(lambda: len(set(receiver.sequence_numbers())) == final.queued)
+    reported = sum(s.status.dropped_channel_full for s in receiver.statuses())
+    assert reported == final.dropped[DropReason.CHANNEL_FULL]
+    assert len(set(receiver.sequence_numbers())) == final.queued
+    assert final.queued + reported == n
+
+
+def test_close_drains_what_is_queued(receiver: Receiver) -> None:
+    a = SocketAuditor(receiver.path, batch_size=100, batch_interval=3600)
+    for i in range(7):
+        a.audit(ev(i))
+    a.close()
+    assert receiver.wait_for(lambda: receiver.sequence_numbers() == list(range(7)))
+    assert a.stats.undelivered == 0
+
+
+def test_close_reports_what_could_not_be_delivered(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = SocketAuditor(sock_dir / "never.sock", batch_size=100, batch_interval=3600)
+    for i in range(7):
+        a.audit(ev(i))
+    with caplog.at_level(logging.ERROR, logger="boundary_audit"):
+        a.close(timeout=0.3)
+    assert a.stats.undelivered == 7
+    assert any("not delivered" in str(r.msg) for r in caplog.records)
+    assert a.stats.connect_failures >= 1
+    assert a.audit(ev(8)) == 7
+    assert a.stats.dropped[DropReason.CLOSED] == 1
+
+
+def test_disable_flag_turns_the_sender_off(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="boundary_audit"):
+        a = SocketAuditor(env={SOCKET_PATH_ENV: str(receiver.path), "DISABLE_AUDIT_LOGS": "true"})
+    assert a.socket_path == receiver.path
+    assert a.stats.disabled
+    for i in range(5):
+        a.audit(ev(i))
+    a.close()
+    assert a.stats.discarded_disabled == 5
+    assert receiver.connections == 0
+    assert sum("disabled" in str(r.msg) for r in caplog.records) == 1
+
+
+def test_invalid_arguments_are_clear() -> None:
+    with pytest.raises(ValueError, match="session_id must be a UUID"):
+        SocketAuditor("/nonexistent.sock", session_id="nope", disabled=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        SocketAuditor("/nonexistent.sock", batch_size=0, disabled=True)
+
+
+async def test_usable_from_asyncio(receiver: Receiver) -> None:
+    a = SocketAuditor(receiver.path, batch_size=5, batch_interval=0.05)
+
+    async def producer(k: int) -> None:
+        for i in range(20):
+            a.audit(ev(k * 100 + i))
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(producer(k) for k in range(5)))
+    await a.aclose()
+    assert await asyncio.to_thread(
+        receiver.wait_for, lambda: len(receiver.sequence_numbers()) >= 100
+    )
+    assert sorted(receiver.sequence_numbers()) == list(range(100))
+
+
+def test_log_lines_are_json(receiver: Receiver, capsys: pytest.CaptureFixture[str]) -> None:
+    from boundary_audit.logs import configure_logging
+
+    configure_logging("info", "json")
+    try:
+        a = SocketAuditor(receiver.path.with_name("missing.sock"))
+        a.close(timeout=0.1)
+        lines = [json.loads(x) for x in capsys.readouterr().err.splitlines() if x.strip()]
+        assert any(x["event"].startswith("agent socket does not exist") for x in lines)
+        assert all(x["component"] == "auditor" for x in lines)
+    finally:
+        logging.getLogger().handlers.clear()
