@@ -61,7 +61,8 @@ async def test_many_concurrent_senders_arrive_complete_in_order_exactly_once(
         assert collector.order(session) == list(range(BATCHES_PER_SENDER * EVENTS_PER_BATCH))
     assert collector.state.duplicates == 0
     assert metric(agent, "boundary_audit_agent_events_received_total") == total
-    assert metric(agent, "boundary_audit_agent_events_forwarded_total") == total
+    # The collector stores before the agent has read its answer: wait for that.
+    await eventually(lambda: metric(agent, "boundary_audit_agent_events_forwarded_total") == total)
     assert metric(agent, "boundary_audit_agent_connections_total") == SENDERS
     # Group commit: far fewer transactions than frames.
     commits = metric(agent, "boundary_audit_agent_spool_commits_total")
