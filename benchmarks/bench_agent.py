@@ -6,7 +6,9 @@ Rows (all measured in this one run, same frames, same machine):
 * senders only: 4 processes write into a Unix socket whose reader discards
   everything - the ceiling set by the senders and the kernel;
 * agent, spool sync=normal / full: the same senders into a real agent process
-  (group-committed SQLite spool, forwarding to a collector double on loopback).
+  (group-committed SQLite spool, forwarding to a collector double on loopback);
+* one busy SocketAuditor (the real sender, encoding as it goes) into a
+  discarding reader and into the agent: the agent must not be its bottleneck.
 
 Columns: events/s received into the spool (committed), events/s through to
 the collector, agent CPU time per 1k events, agent peak RSS.
@@ -17,6 +19,7 @@ the collector, agent CPU time per 1k events, agent peak RSS.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -35,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 
 from boundary_audit.agent.config import CREDENTIAL_ENV
+from boundary_audit.auditor import AuditEvent, SocketAuditor
 from boundary_audit.wire import (
     BoundaryLog,
     BoundaryMessage,
@@ -55,6 +59,11 @@ DEFAULT_FRAMES_PER_SENDER = 10_000
 POLL_S = 0.01
 #: Give up on a row after this long (a broken build, not a slow one).
 ROW_TIMEOUT_S = 300.0
+#: The SocketAuditor row audits this many events...
+AUDITOR_EVENTS = 200_000
+#: ...waiting for delivery every this many, half its default queue, so the
+#: row measures sustained delivery rather than queue overflow.
+AUDITOR_FLUSH_EVERY = 4096
 
 
 def build_frames(session: str, frames: int) -> list[bytes]:
@@ -154,12 +163,13 @@ def metric(client: httpx.Client, name: str) -> float:
     return 0.0
 
 
-def agent_row(per_sender: list[list[bytes]], workdir: Path, sync: str) -> Row:
-    collector = CollectorDouble()
-    collector.start()
+def start_agent(
+    workdir: Path, sync: str, collector: CollectorDouble
+) -> tuple[subprocess.Popen[bytes], httpx.Client, Path]:
     sock_path = workdir / f"agent-{sync}.sock"
     port = free_port()
     env = {**os.environ, CREDENTIAL_ENV: collector.state.token}
+    spool_dir = workdir / f"spool-{sync}-{time.monotonic_ns()}"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -173,7 +183,7 @@ def agent_row(per_sender: list[list[bytes]], workdir: Path, sync: str) -> Row:
             "--collector-url",
             collector.url,
             "--spool-dir",
-            str(workdir / f"spool-{sync}"),
+            str(spool_dir),
             "--spool-sync",
             sync,
             "--metrics-listen",
@@ -182,35 +192,64 @@ def agent_row(per_sender: list[list[bytes]], workdir: Path, sync: str) -> Row:
         env=env,
     )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    deadline = time.monotonic() + ROW_TIMEOUT_S
+    while True:
+        with contextlib.suppress(httpx.HTTPError):  # not listening yet
+            if client.get("/healthz").status_code == 200:
+                return proc, client, sock_path
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("agent did not start")
+        time.sleep(0.05)
+
+
+def wait_delivered(
+    client: httpx.Client, collector: CollectorDouble | None, events: int
+) -> tuple[float, float | None]:
+    """perf_counter times when the spool, then the collector (if any), had all ``events``."""
+    deadline = time.monotonic() + ROW_TIMEOUT_S
+    received_at: float | None = None
+    while True:
+        now = time.perf_counter()
+        spooled = metric(client, "boundary_audit_agent_events_spooled_total")
+        if received_at is None and spooled >= events:
+            received_at = now
+        if collector is None and received_at is not None:
+            return received_at, None
+        if collector is not None and collector.event_count() >= events:
+            return (now if received_at is None else received_at), now
+        if time.monotonic() > deadline:
+            raise RuntimeError("agent did not take all events in time")
+        time.sleep(POLL_S)
+
+
+def agent_row(
+    per_sender: list[list[bytes]] | None, workdir: Path, sync: str, forward: bool = True
+) -> Row:
+    """Senders (pre-encoded frames), or one SocketAuditor when None, into an agent.
+
+    With ``forward`` False the collector is down, so the row measures
+    receiving into the spool without forwarding competing for the CPUs.
+    """
+    collector = CollectorDouble()
+    collector.start()
+    proc, client, sock_path = start_agent(workdir, sync, collector)
+    if not forward:
+        collector.stop()
     try:
-        deadline = time.monotonic() + ROW_TIMEOUT_S
-        while True:
-            try:
-                if client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass  # not listening yet
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError("agent did not start")
-            time.sleep(0.05)
         ps = psutil.Process(proc.pid)
         cpu0 = ps.cpu_times()
-        events = sum(len(frames) for frames in per_sender) * EVENTS_PER_FRAME
-        t0 = run_senders(sock_path, per_sender)
-        received_at: float | None = None
-        while True:
-            now = time.perf_counter()
-            spooled = metric(client, "boundary_audit_agent_events_spooled_total")
-            if received_at is None and spooled >= events:
-                received_at = now
-            if collector.event_count() >= events:
-                forwarded_at = now
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("agent did not take all events in time")
-            time.sleep(POLL_S)
-        if received_at is None:
-            received_at = forwarded_at
+        if per_sender is not None:
+            name = f"agent, spool sync={sync}"
+            events = sum(len(frames) for frames in per_sender) * EVENTS_PER_FRAME
+            t0 = run_senders(sock_path, per_sender)
+        else:
+            t0 = time.perf_counter()
+            _, dropped = run_auditor(sock_path)
+            name = f"1 SocketAuditor -> agent, sync={sync} ({dropped} dropped)"
+            if not forward:
+                name += ", collector down"
+            events = AUDITOR_EVENTS - dropped
+        received_at, forwarded_at = wait_delivered(client, collector if forward else None, events)
         cpu1 = ps.cpu_times()
         cpu_s = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
         peak_kib = 0
@@ -218,9 +257,9 @@ def agent_row(per_sender: list[list[bytes]], workdir: Path, sync: str) -> Row:
             if line.startswith("VmHWM:"):
                 peak_kib = int(line.split()[1])
         return Row(
-            f"agent, spool sync={sync}",
+            name,
             events / (received_at - t0),
-            events / (forwarded_at - t0),
+            None if forwarded_at is None else events / (forwarded_at - t0),
             cpu_s / events * 1000 * 1000,
             peak_kib / 1024,
         )
@@ -229,6 +268,60 @@ def agent_row(per_sender: list[list[bytes]], workdir: Path, sync: str) -> Row:
         proc.terminate()
         proc.wait(timeout=60)
         collector.stop()
+
+
+def auditor_worker(path: str, events: int, result: mp.connection.Connection) -> None:
+    """A busy proxy: audit flat out, letting the sender deliver every few thousand."""
+    event = AuditEvent(
+        "GET",
+        "https://registry.example.test/pkg/index.json",
+        "registry.example.test",
+        True,
+        "domain=registry.example.test",
+    )
+    with SocketAuditor(path, confined_process_name="bench", batch_interval=0.01) as auditor:
+        t0 = time.perf_counter()
+        for i in range(events):
+            auditor.audit(event)
+            if i % AUDITOR_FLUSH_EVERY == AUDITOR_FLUSH_EVERY - 1:
+                auditor.flush(ROW_TIMEOUT_S)
+        auditor.flush(ROW_TIMEOUT_S)
+        elapsed = time.perf_counter() - t0
+        result.send((elapsed, auditor.stats.dropped_total))
+
+
+def run_auditor(path: Path) -> tuple[float, int]:
+    ctx = mp.get_context("fork")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=auditor_worker, args=(str(path), AUDITOR_EVENTS, child))
+    proc.start()
+    elapsed, dropped = parent.recv()
+    proc.join()
+    return float(elapsed), int(dropped)
+
+
+def auditor_sink_row(workdir: Path) -> Row:
+    path = workdir / "auditor-sink.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        while conn.recv(1 << 16):
+            pass  # discard: this row measures the sender alone
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    elapsed, dropped = run_auditor(path)
+    listener.close()
+    return Row(
+        f"1 SocketAuditor only (reader discards; {dropped} dropped)",
+        (AUDITOR_EVENTS - dropped) / elapsed,
+        None,
+        None,
+        None,
+    )
 
 
 def main() -> None:
@@ -246,6 +339,9 @@ def main() -> None:
         rows = [sink_row(per_sender, workdir)]
         for sync in ("normal", "full"):
             rows.append(agent_row(per_sender, workdir, sync))
+        rows.append(auditor_sink_row(workdir))
+        rows.append(agent_row(None, workdir, "normal"))
+        rows.append(agent_row(None, workdir, "normal", forward=False))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     events = SENDERS * args.frames_per_sender * EVENTS_PER_FRAME
