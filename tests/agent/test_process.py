@@ -30,6 +30,9 @@ pytestmark = pytest.mark.timeout(120)
 #: after reconnecting, as the lead's SocketAuditor does; it covers socket
 #: buffers plus the agent's uncommitted group.
 REPLAY_FRAMES = 2000
+#: A paced sender sleeps this long every few frames, so a stream of 3000
+#: frames lasts over a second and the kill lands mid-stream.
+PACE_SLEEP_S = 0.002
 
 
 def free_port() -> int:
@@ -143,7 +146,7 @@ class ReplayingSender(threading.Thread):
     """Writes frames in order; after a broken connection it reconnects and
     re-sends its last REPLAY_FRAMES frames, like the boundary-side sender."""
 
-    def __init__(self, path: Path, frames: list[bytes]) -> None:
+    def __init__(self, path: Path, frames: list[bytes], pace_every: int = 0) -> None:
         super().__init__(daemon=True)
         self.path = path
         self.frames = frames
@@ -152,6 +155,7 @@ class ReplayingSender(threading.Thread):
         self.resume = threading.Event()
         self.resume.set()
         self.error: BaseException | None = None
+        self.pace_every = pace_every
 
     def run(self) -> None:
         try:
@@ -165,6 +169,8 @@ class ReplayingSender(threading.Thread):
             try:
                 sock.sendall(self.frames[self.sent])
                 self.sent += 1
+                if self.pace_every and self.sent % self.pace_every == 0:
+                    time.sleep(PACE_SLEEP_S)
             except OSError:
                 sock.close()
                 self.reconnects += 1
@@ -194,13 +200,17 @@ def test_sigkill_mid_stream_loses_nothing_committed(
     agent_proc.start()
     session = new_session()
     frames = [logs_frame(session, i * 10, 10) for i in range(3000)]
-    sender = ReplayingSender(agent_proc.socket_path, frames)
+    sender = ReplayingSender(agent_proc.socket_path, frames, pace_every=5)
     sender.resume.clear()  # after the kill, wait until told to reconnect
     sender.start()
-    wait_for(lambda: sender.sent >= 1000, "the sender to be mid-stream")
+    wait_for(
+        lambda: agent_proc.metric("boundary_audit_agent_spool_events") >= 1000,
+        "part of the stream to be committed",
+    )
     agent_proc.kill()
+    assert sender.sent < len(frames)  # killed mid-stream
     committed = spooled_keys(agent_proc.spool_dir)
-    assert len(committed) >= 1000  # a real part of the stream was accepted
+    assert len(committed) >= 1000  # what the agent reported committed is on disk
 
     # Restart with the collector up: exactly what was committed arrives.
     collector.start()
@@ -301,3 +311,67 @@ def test_cli_refuses_a_world_writable_socket_mode(short_dir: Path) -> None:
         ]
     )
     assert code == 2
+
+
+def test_cli_flags_win_over_environment(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from boundary_audit.agent.cli import config_from_args
+    from boundary_audit.cli import build_parser
+
+    monkeypatch.setenv("BOUNDARY_AUDIT_COLLECTOR_URL", "http://env-collector:1")
+    monkeypatch.setenv(CREDENTIAL_ENV, "env-token")
+    monkeypatch.setenv("BOUNDARY_AUDIT_SPOOL_DIR", str(short_dir / "env-spool"))
+    monkeypatch.setenv("BOUNDARY_AUDIT_METRICS_LISTEN", "127.0.0.1:9999")
+    monkeypatch.setenv("CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH", str(short_dir / "env.sock"))
+    from_env = config_from_args(build_parser().parse_args(["agent"]))
+    assert from_env.collector_url == "http://env-collector:1"
+    assert from_env.token == "env-token"
+    assert from_env.spool_dir == short_dir / "env-spool"
+    assert from_env.metrics_listen == ("127.0.0.1", 9999)
+    assert from_env.socket_path == short_dir / "env.sock"
+    token_file = short_dir / "token"
+    token_file.write_text("file-token\n")
+    flags = config_from_args(
+        build_parser().parse_args(
+            [
+                "agent",
+                "--collector-url",
+                "http://flag-collector:2",
+                "--token-file",
+                str(token_file),
+                "--spool-dir",
+                str(short_dir / "flag-spool"),
+                "--metrics-listen",
+                "[::1]:8888",
+                "--socket",
+                str(short_dir / "flag.sock"),
+                "--allow-uid",
+                "1000",
+                "--allow-uid",
+                "1001",
+            ]
+        )
+    )
+    assert flags.collector_url == "http://flag-collector:2"
+    assert flags.token == "file-token"
+    assert flags.spool_dir == short_dir / "flag-spool"
+    assert flags.metrics_listen == ("::1", 8888)
+    assert flags.socket_path == short_dir / "flag.sock"
+    assert flags.allowed_uids == frozenset({1000, 1001})
+
+
+def test_second_sigterm_exits_at_once_keeping_the_spool(
+    agent_proc: AgentProcess, collector: CollectorDouble
+) -> None:
+    collector.stop()  # the flush would wait for the whole flush timeout
+    agent_proc.start()
+    session = new_session()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(agent_proc.socket_path))
+        for i in range(10):
+            s.sendall(logs_frame(session, i * 10, 10))
+    wait_for(lambda: agent_proc.metric("boundary_audit_agent_spool_events") == 100, "spooled")
+    assert agent_proc.proc is not None
+    agent_proc.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: "agent stopping" in agent_proc.log(), "the first signal to be handled")
+    assert agent_proc.terminate() == 130
+    assert len(spooled_keys(agent_proc.spool_dir)) == 100

@@ -207,6 +207,10 @@ class Agent:
     ) -> None:
         await self.stop()
 
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested.is_set()
+
     def request_stop(self) -> None:
         """Ask :meth:`serve` to stop (safe from a signal handler)."""
         self._stop_requested.set()

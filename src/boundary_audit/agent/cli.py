@@ -33,6 +33,8 @@ from .spool import SpoolError
 EXIT_CONFIG = 2
 #: Exit status when a background task failed while running.
 EXIT_FAILURE = 1
+#: Exit status on a second SIGINT/SIGTERM (128 + SIGINT, the shell convention).
+EXIT_INTERRUPTED = 130
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -153,8 +155,18 @@ async def _serve(config: AgentConfig) -> int:
         log.error("agent cannot start", error=str(exc))
         return EXIT_CONFIG
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if agent.stop_requested:
+            # Second signal: the operator will not wait for the flush. What
+            # is committed is durable; what is not, the senders re-send.
+            log.warning("second signal; exiting without waiting", signal=signum)
+            os._exit(EXIT_INTERRUPTED)
+        log.info("signal received; stopping", signal=signum)
+        agent.request_stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, agent.request_stop)
+        loop.add_signal_handler(sig, on_signal, sig)
     log.info("agent running", pid=os.getpid())
     await agent.serve()
     return EXIT_FAILURE if agent.failure is not None else 0
