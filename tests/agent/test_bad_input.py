@@ -259,3 +259,21 @@ def test_peer_credentials_come_from_so_peercred() -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_metrics_port_in_use_fails_start_cleanly(
+    make_config: ConfigFactory, short_dir: Path
+) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        config = make_config(metrics_listen=("127.0.0.1", taken.getsockname()[1]))
+        with pytest.raises(OSError, match="address already in use"):
+            await Agent(config).start()
+        # Nothing left behind: the socket path and its lock are free again.
+        assert not config.socket_path.exists()
+        async with Agent(make_config()):
+            pass
+    finally:
+        taken.close()

@@ -81,6 +81,7 @@ class Agent:
         cfg = self.config
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spool")
         loop = asyncio.get_running_loop()
+        sock = None
         try:
             self._spool = await loop.run_in_executor(
                 self._executor, Spool, cfg.spool_path, cfg.spool_max_bytes, cfg.spool_sync
@@ -90,7 +91,14 @@ class Agent:
             sock, self._socket_inode = claim_socket(
                 cfg.socket_path, cfg.socket_mode, cfg.socket_group
             )
+            if cfg.metrics_listen is not None:
+                self._metrics_server = MetricsServer(
+                    *cfg.metrics_listen, self.metrics.registry, self.health
+                )
+                await self._metrics_server.start()
         except BaseException:
+            if sock is not None:
+                sock.close()
             await self._close_resources()
             raise
         self._writer = SpoolWriter(
@@ -111,11 +119,6 @@ class Agent:
         )
         for task in self._tasks.values():
             task.add_done_callback(self._task_done)
-        if cfg.metrics_listen is not None:
-            self._metrics_server = MetricsServer(
-                *cfg.metrics_listen, self.metrics.registry, self.health
-            )
-            await self._metrics_server.start()
         await self._receiver.start(sock)
         self._started_at = time.time()
         stats = self._spool.stats()

@@ -151,7 +151,7 @@ async def _serve(config: AgentConfig) -> int:
     agent = Agent(config)
     try:
         await agent.start()
-    except (SocketInUseError, SpoolError, ValueError, PermissionError) as exc:
+    except (SocketInUseError, SpoolError, ValueError, OSError) as exc:
         log.error("agent cannot start", error=str(exc))
         return EXIT_CONFIG
     loop = asyncio.get_running_loop()

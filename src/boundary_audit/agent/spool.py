@@ -264,7 +264,14 @@ class Spool:
         (base64 protobuf) and the collector's reason.
         """
         if path.exists() and path.stat().st_size > DEAD_LETTER_MAX_BYTES:
-            path.replace(path.with_name(path.name + ".1"))
+            previous = path.with_name(path.name + ".1")
+            _log.warning(
+                "dead-letter file full; rotating it, the previous rotation is discarded",
+                path=str(path),
+                discarded=str(previous) if previous.exists() else None,
+                limit_bytes=DEAD_LETTER_MAX_BYTES,
+            )
+            path.replace(previous)
         now = time.time()
         lines = [
             json.dumps(
