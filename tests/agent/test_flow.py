@@ -332,3 +332,20 @@ async def test_stop_with_collector_down_leaves_the_rest_for_next_start(
         await eventually(lambda: collector.event_count() == 50)
         await eventually(lambda: again.spool_stats().batches == 0)
     assert collector.order(session) == list(range(50))
+
+
+async def test_unwritable_dead_letter_file_keeps_the_batch_spooled(
+    make_config: ConfigFactory, collector: CollectorDouble
+) -> None:
+    config = make_config()
+    config.dead_letter_path.parent.mkdir(parents=True)
+    config.dead_letter_path.mkdir()  # a directory where the file should go
+    async with Agent(config) as agent:
+        await send(agent.socket_path, logs_frame("not-a-uuid", 0, 4))
+        await eventually(
+            lambda: metric(agent, "boundary_audit_agent_errors_total", where="forward_spool") >= 2
+        )
+        assert agent.spool_stats().events == 4  # not lost, not dead-lettered
+        config.dead_letter_path.rmdir()
+        await eventually(lambda: agent.spool_stats().batches == 0)
+    assert "not-a-uuid" in config.dead_letter_path.read_text()

@@ -20,6 +20,7 @@ import asyncio
 import email.utils
 import json
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -148,15 +149,26 @@ class Forwarder:
         """Forward until cancelled; when :attr:`draining`, return once the spool is empty."""
         while True:
             self._wake.clear()
-            batches, reports = await self._spool(
-                Spool.peek, self._config.max_request_bytes, self._config.max_request_events
-            )
-            if not batches and not reports:
-                if self.draining:
-                    return
-                await self._wake.wait()
-                continue
-            delay = await self._deliver([*reports, *batches])
+            try:
+                batches, reports = await self._spool(
+                    Spool.peek, self._config.max_request_bytes, self._config.max_request_events
+                )
+                if not batches and not reports:
+                    if self.draining:
+                        return
+                    await self._wake.wait()
+                    continue
+                delay = await self._deliver([*reports, *batches])
+            except (sqlite3.Error, OSError) as exc:
+                # The spool or the dead-letter file failed (disk full, I/O
+                # error): nothing was deleted, so retrying later is safe.
+                self._metrics.errors.labels("forward_spool").inc()
+                delay = self._backoff.next_delay()
+                self._log.error(
+                    "spool access failed while forwarding; will retry",
+                    error=repr(exc),
+                    retry_in_s=round(delay, 3),
+                )
             if delay is not None:
                 self._log.debug("forward retry scheduled", delay_s=round(delay, 3))
                 await asyncio.sleep(delay)
