@@ -253,21 +253,29 @@ class Agent:
         return self._spool.stats()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
-        """Healthy while accepting and storing; degraded when stopping or the spool is full."""
+        """``(alive, details)``: alive unless stopping or a background task failed.
+
+        A full spool is ``"degraded"`` but still alive: restarting the agent
+        would not make room, only the collector taking data does.
+        """
         stats = self._spool.stats() if self._spool is not None else None
         refusing = self._writer.refusing if self._writer is not None else False
         last = self._forwarder.last_success if self._forwarder is not None else None
+        alive = not self._stopping and self.failure is None
+        status = "ok" if alive and not refusing else ("degraded" if alive else "stopping")
         details: dict[str, Any] = {
+            "status": status,
             "stopping": self._stopping,
             "spool_full": refusing,
             "spool_batches": stats.batches if stats else None,
             "spool_events": stats.events if stats else None,
             "spool_bytes": stats.bytes if stats else None,
+            "failure": repr(self.failure) if self.failure is not None else None,
             "connections": self._receiver.connection_count if self._receiver else 0,
             "last_forward_success": last,
             "uptime_s": round(time.time() - self._started_at, 3) if self._started_at else 0,
         }
-        return (not self._stopping and not refusing), details
+        return alive, details
 
     # -- internals --------------------------------------------------------
 

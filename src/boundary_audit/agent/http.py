@@ -60,7 +60,7 @@ class MetricsServer:
             return 200, CONTENT_TYPE_LATEST, generate_latest(self._registry)
         if path == "/healthz":
             ok, details = self._health()
-            body = json.dumps({"status": "ok" if ok else "degraded", **details}).encode()
+            body = json.dumps(details).encode()
             return (200 if ok else 503), "application/json", body
         return 404, "text/plain; charset=utf-8", b"not found: try /metrics or /healthz\n"
 

@@ -179,7 +179,6 @@ class _Connection:
     id: int
     peer: PeerCredentials
     writer: asyncio.StreamWriter
-    task: asyncio.Task[None] | None
     last_session: str | None = None
     frames: int = 0
     events: int = 0
@@ -327,7 +326,7 @@ class Receiver:
         if allowed is not None and peer.uid not in allowed:
             self._reject(writer, "uid_not_allowed", peer_uid=peer.uid, peer_pid=peer.pid)
             return
-        conn = _Connection(next(self._ids), peer, writer, asyncio.current_task())
+        conn = _Connection(next(self._ids), peer, writer)
         conn.log = self._log.bind(
             conn=conn.id, peer_pid=peer.pid, peer_uid=peer.uid, peer_gid=peer.gid
         )
