@@ -91,3 +91,17 @@ def test_refuses_a_spool_from_a_newer_schema(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(SpoolError, match="schema version 99"):
         Spool(path, max_bytes=1000)
+
+
+def test_sync_policy_is_applied(tmp_path: Path) -> None:
+    import sqlite3
+
+    from boundary_audit.agent.config import SpoolSync
+
+    policies: tuple[tuple[SpoolSync, int], ...] = (("normal", 1), ("full", 2))
+    for policy, level in policies:
+        spool = Spool(tmp_path / f"{policy}.db", max_bytes=1000, sync=policy)
+        db: sqlite3.Connection = spool._db
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == level
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        spool.close()
