@@ -8,6 +8,7 @@ import io
 import json
 import os
 import stat
+from typing import Any
 
 import httpx
 import pytest
@@ -350,3 +351,27 @@ async def test_unwritable_dead_letter_file_keeps_the_batch_spooled(
         config.dead_letter_path.rmdir()
         await eventually(lambda: agent.spool_stats().batches == 0)
     assert "not-a-uuid" in config.dead_letter_path.read_text()
+
+
+async def test_failed_commit_keeps_batches_and_retries(
+    agent: Agent, collector: CollectorDouble, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection on the spool (a full disk cannot be staged portably)."""
+    import sqlite3
+
+    from boundary_audit.agent import Spool
+
+    real_append = Spool.append
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def flaky_append(self: Spool, batches: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return real_append(self, batches)
+
+    monkeypatch.setattr(Spool, "append", flaky_append)
+    session = new_session()
+    await send(agent.socket_path, *(logs_frame(session, i * 10, 10) for i in range(5)))
+    await eventually(lambda: collector.event_count() == 50)
+    assert collector.order(session) == list(range(50))
+    assert metric(agent, "boundary_audit_agent_errors_total", where="spool_append") == 1

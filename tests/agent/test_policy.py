@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from typing import Any
 
 import pytest
 
@@ -49,10 +50,10 @@ def test_retry_after_seconds_and_dates() -> None:
 def test_config_rejects_unsafe_or_broken_settings(
     overrides: dict[str, object], message: str
 ) -> None:
-    values: dict[str, object] = {"collector_url": "http://127.0.0.1:1", "token": "t"}
+    values: dict[str, Any] = {"collector_url": "http://127.0.0.1:1", "token": "t"}
     values.update(overrides)
     with pytest.raises(ValueError, match=message):
-        AgentConfig(**values)  # type: ignore[arg-type]
+        AgentConfig(**values)
 
 
 def test_ingest_url_is_derived_from_the_base_url() -> None:

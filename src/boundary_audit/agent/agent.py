@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -155,8 +154,19 @@ class Agent:
         await self._receiver.stop_accepting()
         cut = await self._receiver.drain(cfg.drain_timeout)
         self._writer.stop()
-        with contextlib.suppress(Exception):  # a failure was logged by _task_done
-            await self._tasks["writer"]
+        try:
+            # Bounded: a spool that keeps failing (disk full) must not hang the stop.
+            async with asyncio.timeout(cfg.drain_timeout):
+                await self._tasks["writer"]
+        except TimeoutError:
+            self.metrics.errors.labels("shutdown_commit").inc()
+            self._log.error(
+                "shutdown: could not commit what connections sent; senders must re-send it",
+                uncommitted_batches=self._writer.pending_batches,
+            )
+        except Exception as exc:
+            # Already logged and counted by _task_done; the stop goes on.
+            self._log.debug("writer task had failed", error=repr(exc))
         self._forwarder.draining = True
         self._wake.set()
         flushed = True

@@ -55,6 +55,11 @@ class SpoolWriter:
         self.commits = 0
 
     @property
+    def pending_batches(self) -> int:
+        """Batches read from sockets and not yet committed."""
+        return len(self._pending)
+
+    @property
     def refusing(self) -> bool:
         """True while the spool is at its bound and new batches are refused."""
         return self._refusing
