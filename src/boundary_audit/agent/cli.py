@@ -37,6 +37,14 @@ EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 
 
+def octal_mode(value: str) -> int:
+    """``660`` or ``0o660`` -> 0o660, with an error argparse can show."""
+    try:
+        return int(value, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode: {value!r}") from None
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subparsers.add_parser(
         "agent",
@@ -76,7 +84,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument(
         "--socket-mode",
-        type=lambda v: int(v, 8),
+        type=octal_mode,
         default=0o660,
         help="octal permissions of the socket (default 660; other-user bits are refused)",
     )
@@ -87,7 +95,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="append",
         help="accept connections only from this uid (repeatable; default: anyone the mode lets in)",
     )
-    p.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS)
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="concurrent sender connections; more are refused and counted",
+    )
     p.add_argument(
         "--idle-timeout",
         type=float,
