@@ -173,9 +173,11 @@ async def _serve(config: AgentConfig) -> int:
         if agent.stop_requested:
             # Second signal: the operator will not wait for the flush. What
             # is committed is durable; what is not, the senders re-send.
-            log.warning("second signal; exiting without waiting", signal=signum)
+            log.warning(
+                "second signal; exiting without waiting", signal=signal.Signals(signum).name
+            )
             os._exit(EXIT_INTERRUPTED)
-        log.info("signal received; stopping", signal=signum)
+        log.info("signal received; stopping", signal=signal.Signals(signum).name)
         agent.request_stop()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
