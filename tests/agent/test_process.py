@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -119,8 +119,7 @@ def agent_proc(short_dir: Path, collector: CollectorDouble) -> Iterator[AgentPro
     proc.ensure_stopped()
 
 
-def wait_for(predicate: object, what: str) -> None:
-    assert callable(predicate)
+def wait_for(predicate: Callable[[], object], what: str) -> None:
     deadline = time.monotonic() + EVENTUALLY_S
     while not predicate():
         if time.monotonic() > deadline:
