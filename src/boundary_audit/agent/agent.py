@@ -153,31 +153,8 @@ class Agent:
             self._socket_inode = None
         await self._receiver.stop_accepting()
         cut = await self._receiver.drain(cfg.drain_timeout)
-        self._writer.stop()
-        try:
-            # Bounded: a spool that keeps failing (disk full) must not hang the stop.
-            async with asyncio.timeout(cfg.drain_timeout):
-                await self._tasks["writer"]
-        except TimeoutError:
-            self.metrics.errors.labels("shutdown_commit").inc()
-            self._log.error(
-                "shutdown: could not commit what connections sent; senders must re-send it",
-                uncommitted_batches=self._writer.pending_batches,
-            )
-        except Exception as exc:
-            # Already logged and counted by _task_done; the stop goes on.
-            self._log.debug("writer task had failed", error=repr(exc))
-        self._forwarder.draining = True
-        self._wake.set()
-        flushed = True
-        forwarder = self._tasks["forwarder"]
-        try:
-            async with asyncio.timeout(cfg.flush_timeout):
-                await forwarder
-        except TimeoutError:
-            flushed = False
-        except Exception:  # a failure was logged by _task_done
-            flushed = False
+        await self._commit_rest()
+        flushed = await self._flush()
         if self._metrics_server is not None:
             await self._metrics_server.close()
         remaining = self._spool.stats()
@@ -195,6 +172,45 @@ class Agent:
         self._last_report = ShutdownReport(remaining, cut, flushed)
         self._stopped.set()
         return self._last_report
+
+    async def _commit_rest(self) -> None:
+        """Commit what the connections delivered; bounded, so a failing disk cannot hang stop."""
+        assert self._writer is not None
+        self._writer.stop()
+        try:
+            async with asyncio.timeout(self.config.drain_timeout):
+                await self._tasks["writer"]
+        except TimeoutError:
+            self.metrics.errors.labels("shutdown_commit").inc()
+            self._log.error(
+                "shutdown: could not commit what connections sent; senders must re-send it",
+                uncommitted_batches=self._writer.pending_batches,
+            )
+        except Exception as exc:
+            # Already logged and counted by _task_done; the stop goes on.
+            self._log.debug("writer task had failed", error=repr(exc))
+        if self._ledger:
+            # The spool had no room even for drop reports: say so, loudly,
+            # since these counts die with the process.
+            self.metrics.errors.labels("shutdown_drop_counts").inc()
+            self._log.error(
+                "shutdown: drop counts could not be stored for the collector",
+                dropped=self._ledger.totals(),
+            )
+
+    async def _flush(self) -> bool:
+        """Forward until the spool is empty or the flush timeout; True if emptied."""
+        assert self._forwarder is not None
+        self._forwarder.draining = True
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.config.flush_timeout):
+                await self._tasks["forwarder"]
+        except TimeoutError:
+            return False
+        except Exception:  # a failure was logged by _task_done
+            return False
+        return True
 
     async def _close_resources(self) -> None:
         if self._socket_inode is not None:

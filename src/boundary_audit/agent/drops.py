@@ -41,6 +41,14 @@ class DropLedger:
             key = (source, "")
         self._counts.setdefault(key, Counter())[reason] += events
 
+    def totals(self) -> dict[str, int]:
+        """Events counted so far by ``source:reason`` (for logs)."""
+        out: dict[str, int] = {}
+        for (source, _), reasons in self._counts.items():
+            for reason, n in reasons.items():
+                out[f"{source}:{reason}"] = out.get(f"{source}:{reason}", 0) + n
+        return out
+
     def take_reports(self) -> list[tuple[str, bytes]]:
         """Serialized reports for everything counted so far, as ``(report_id, payload)``.
 
