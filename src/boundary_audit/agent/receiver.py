@@ -366,7 +366,7 @@ class Receiver:
             try:
                 # Only a frame left half-sent is timed: a sender with nothing to
                 # report may stay connected and silent for as long as it likes.
-                async with asyncio.timeout(idle if decoder.buffered else None):
+                async with asyncio.timeout(idle if decoder.mid_frame else None):
                     data = await reader.read(READ_CHUNK_BYTES)
             except TimeoutError:
                 self._bad_frame.inc()
@@ -394,6 +394,14 @@ class Receiver:
                 return "protocol_error"
             for tag, payload in frames:
                 self._on_frame(conn, tag, payload)
+            if decoder.error is not None:
+                # Whole frames before the bad header were kept above.
+                self._bad_frame.inc()
+                conn.log.warning(
+                    "protocol error from sender; closing its connection",
+                    error=str(decoder.error),
+                )
+                return "protocol_error"
             await writer.wait_for_room()
 
     def _on_frame(self, conn: _Connection, tag: int, payload: bytes) -> None:
