@@ -49,12 +49,12 @@ records_strategy = st.lists(
         sequence_number=st.integers(0, 2**31 - 1),
         time_ns=st.integers(0, 2**62),
         method=st.sampled_from(["GET", "POST", "PATCH"]),
-        url=st.text(max_size=2000)
+        url=st.text(max_size=300)
         | st.builds(lambda c, n: c * n, st.characters(), st.integers(11000, 40000)),
         allowed=st.booleans(),
         rule=st.none() | st.text(max_size=200),
     ),
-    max_size=60,
+    max_size=40,
 )
 
 

@@ -311,3 +311,18 @@ def test_log_lines_are_json(receiver: Receiver, capsys: pytest.CaptureFixture[st
         assert all(x["component"] == "auditor" for x in lines)
     finally:
         logging.getLogger().handlers.clear()
+
+
+def test_drops_are_logged_once_per_episode(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = SocketAuditor(sock_dir / "absent.sock", queue_size=3, batch_size=1, batch_interval=0.01)
+    with caplog.at_level(logging.INFO, logger="boundary_audit"):
+        for burst in range(5):
+            for i in range(50):
+                a.audit(ev(burst * 100 + i))
+            time.sleep(0.2)
+        a.close(timeout=0.2)
+    assert a.stats.dropped[DropReason.CHANNEL_FULL] >= 200
+    starts = [r for r in caplog.records if "dropping events" in str(r.msg)]
+    assert len(starts) == 1

@@ -70,6 +70,10 @@ DEFAULT_REPLAY_WINDOW_BYTES = 2 * 1024 * 1024
 #: While connected and idle, how often the sender checks whether the agent
 #: hung up, so lost frames are replayed without waiting for a new event.
 PEER_CHECK_INTERVAL = 0.5
+#: A drop episode (logged once when it starts) is over, and logged as such,
+#: after this long without a new drop: long enough that a queue hovering at
+#: its bound does not produce a pair of lines every few milliseconds.
+DROP_EPISODE_QUIET = 5.0
 #: Longest confined-process name put on the wire; longer ones are cut.
 MAX_PROCESS_NAME_BYTES = 256
 #: sequence_number is an int32 on the wire. Past this, the session rotates.
@@ -423,6 +427,10 @@ class _Sender:
         self.needs_replay = False
         self.last_peer_check = 0.0
         self.drop_episode_start: int | None = None
+        self.last_dropped = 0
+        self.last_drop_at = 0.0
+        # Drops already covered by a logged episode.
+        self.logged_drops = 0
         self.close_deadline: float | None = None
 
     # The loop: take events, decide whether a flush is due, try it, sleep
@@ -482,18 +490,24 @@ class _Sender:
     def _watch_drops(self) -> None:
         """Log drops once when they start and once when they stop."""
         dropped = self.o._c.dropped[DropReason.CHANNEL_FULL]
+        previous, self.last_dropped = self.last_dropped, dropped
+        if self.drop_episode_start is not None and dropped != previous:
+            self.last_drop_at = time.monotonic()
+            return
         if self.drop_episode_start is None:
-            if dropped > self.o._c.reported_channel_full and dropped:
-                self.drop_episode_start = dropped
+            if dropped > self.logged_drops:
+                self.drop_episode_start = self.logged_drops
+                self.last_drop_at = time.monotonic()
                 self.log.warning(
                     "audit queue full; dropping events (counted and reported to the agent)",
                     queue_size=self.o.queue_size,
                     dropped_total=dropped,
                     session_id=self.o.session_id,
                 )
-        elif len(self.o._queue) < self.o.queue_size // 2:
+        elif time.monotonic() - self.last_drop_at >= DROP_EPISODE_QUIET:
+            self.logged_drops = dropped
             self.log.info(
-                "audit queue drained; no longer dropping",
+                f"no events dropped for {DROP_EPISODE_QUIET:g} s; drop episode over",
                 dropped_in_episode=dropped - self.drop_episode_start,
                 dropped_total=dropped,
                 session_id=self.o.session_id,

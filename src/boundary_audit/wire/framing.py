@@ -14,7 +14,7 @@ import enum
 import struct
 from typing import NamedTuple
 
-from .errors import OversizeFrameError, TruncatedFrameError, UnknownTagError
+from .errors import OversizeFrameError, ProtocolError, TruncatedFrameError, UnknownTagError
 
 
 class Tag(enum.IntEnum):
@@ -96,19 +96,24 @@ class FrameDecoder:
 
     Bytes may arrive in any split (a byte at a time included). The decoder
     holds at most one incomplete frame, so it never buffers more than
-    :data:`MAX_FRAME_SIZE` - 1 bytes between calls. A protocol error (unknown
-    tag, oversize length) is raised once and leaves the decoder failed: the
-    stream cannot be resynchronised, so the caller should close it.
+    :data:`MAX_FRAME_SIZE` - 1 bytes between calls.
+
+    A protocol error (unknown tag, oversize length) leaves the decoder failed:
+    the stream cannot be resynchronised, so the caller should close it. Frames
+    completed before the bad header in the same ``feed`` are still returned
+    (they were sent whole and must not be lost); the error is then available
+    as :attr:`error` and raised by the next ``feed`` or ``eof``.
     """
 
-    __slots__ = ("_buf", "_error", "_need")
+    __slots__ = ("_buf", "_error", "_need", "_raised")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         # Parsed header of the frame in progress: (tag, length), or None
         # while fewer than HEADER_SIZE bytes of it have arrived.
         self._need: tuple[int, int] | None = None
-        self._error: Exception | None = None
+        self._error: ProtocolError | None = None
+        self._raised = False
 
     @property
     def buffered(self) -> int:
@@ -124,9 +129,19 @@ class FrameDecoder:
     def failed(self) -> bool:
         return self._error is not None
 
+    @property
+    def error(self) -> ProtocolError | None:
+        """The protocol error that failed the stream, if any."""
+        return self._error
+
     def feed(self, data: bytes | bytearray | memoryview) -> list[Frame]:
-        """Add ``data`` to the stream; return every frame it completes."""
+        """Add ``data`` to the stream; return every frame it completes.
+
+        Raises a :class:`ProtocolError` when the stream is broken and no
+        complete frame precedes the break in this call.
+        """
         if self._error is not None:
+            self._raised = True
             raise self._error
         buf = self._buf
         buf += data
@@ -149,15 +164,24 @@ class FrameDecoder:
         except (UnknownTagError, OversizeFrameError) as exc:
             self._error = exc
             buf.clear()
-            raise
+            if not frames:
+                self._raised = True
+                raise
         finally:
             if self._error is None and pos:
                 del buf[:pos]
         return frames
 
     def eof(self) -> None:
-        """Declare the end of the stream; raise if it cut a frame short."""
+        """Declare the end of the stream; raise if it cut a frame short.
+
+        A protocol error that was deferred (frames came before it) and not
+        raised yet is raised here.
+        """
         if self._error is not None:
+            if not self._raised:
+                self._raised = True
+                raise self._error
             return
         if self._need is not None:
             tag, length = self._need

@@ -1,0 +1,75 @@
+"""Counting lost events until they can be reported to the collector.
+
+Counts accumulate in memory, keyed by ``(source, session_id)``, and are
+turned into :class:`~boundary_audit.wire.DropReport` messages (each with a
+fresh ``report_id``, so re-sending one is idempotent) when the agent stores
+them in the spool. The number of keys is capped; beyond the cap counts go to
+the unattributed key, so memory stays flat however many sessions drop.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+
+from ..wire import DropReport
+
+#: Source names the ingest API defines.
+SOURCE_BOUNDARY = "boundary"
+SOURCE_AGENT = "agent"
+#: Distinct sessions tracked before drops are recorded as unattributed: far
+#: above the sessions one workspace runs at once, small in memory (~1 MiB).
+MAX_DROP_KEYS = 4096
+
+
+class DropLedger:
+    def __init__(self, max_keys: int = MAX_DROP_KEYS) -> None:
+        self._max_keys = max_keys
+        self._counts: dict[tuple[str, str], Counter[str]] = {}
+        self.overflowed = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._counts)
+
+    def add(self, source: str, session_id: str, reason: str, events: int) -> None:
+        if events <= 0:
+            return
+        key = (source, session_id)
+        if key not in self._counts and len(self._counts) >= self._max_keys:
+            self.overflowed += 1
+            key = (source, "")
+        self._counts.setdefault(key, Counter())[reason] += events
+
+    def totals(self) -> dict[str, int]:
+        """Events counted so far by ``source:reason`` (for logs)."""
+        out: dict[str, int] = {}
+        for (source, _), reasons in self._counts.items():
+            for reason, n in reasons.items():
+                out[f"{source}:{reason}"] = out.get(f"{source}:{reason}", 0) + n
+        return out
+
+    def take_reports(self) -> list[tuple[str, bytes]]:
+        """Serialized reports for everything counted so far, as ``(report_id, payload)``.
+
+        The counts leave the ledger; :meth:`restore` puts back those of
+        reports that could not be stored.
+        """
+        now = time.time_ns()
+        out: list[tuple[str, bytes]] = []
+        for (source, session_id), reasons in self._counts.items():
+            report = DropReport(report_id=str(uuid.uuid4()), session_id=session_id, source=source)
+            for reason, n in reasons.items():
+                report.dropped[reason] = n
+            report.time.FromNanoseconds(now)
+            out.append((report.report_id, report.SerializeToString()))
+        self._counts = {}
+        return out
+
+    def restore(self, payloads: list[bytes]) -> None:
+        """Put counts of reports that could not be stored back into the ledger."""
+        for payload in payloads:
+            report = DropReport()
+            report.ParseFromString(payload)
+            for reason, n in report.dropped.items():
+                self.add(report.source, report.session_id, reason, n)

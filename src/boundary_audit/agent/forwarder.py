@@ -1,0 +1,309 @@
+"""Forwarding the spool to the collector, in order, until it acknowledges.
+
+The retry policy (:class:`Backoff`, :func:`parse_retry_after`) is pure; the
+:class:`Forwarder` does the I/O with :class:`httpx.AsyncClient`.
+
+Outcomes of one ingest request (see the ingest API):
+
+* 200: the items leave the spool.
+* 400 / 413 with more than one item: split in halves and send each, so one
+  bad batch cannot take good ones with it; a single rejected item goes to
+  the dead-letter file and is counted (reason ``rejected``).
+* 429 / 503: wait ``Retry-After`` (capped), then retry.
+* 401 / 403, other statuses, connection errors: capped exponential backoff
+  with jitter; the items stay spooled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import sqlite3
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC
+from typing import Any, TypeVar
+
+import httpx
+
+from ..logs import get_logger
+from ..wire import IngestRequest
+from .config import AgentConfig
+from .metrics import AgentMetrics
+from .spool import Spool, SpooledBatch, SpooledDropReport
+
+T = TypeVar("T")
+Item = SpooledBatch | SpooledDropReport
+#: Runs a spool method on the spool's own thread.
+SpoolCall = Callable[..., Awaitable[Any]]
+
+#: Fraction of a delay added as random jitter to ``Retry-After`` waits, so
+#: many agents told to wait the same time do not return in lockstep.
+RETRY_AFTER_JITTER = 0.1
+#: Statuses after which the data itself is wrong and re-sending cannot help.
+PERMANENT_STATUSES = frozenset({400, 413})
+#: Statuses that carry ``Retry-After`` (overload, database unavailable).
+THROTTLE_STATUSES = frozenset({429, 503})
+#: Statuses meaning the token is wrong, missing or revoked.
+AUTH_STATUSES = frozenset({401, 403})
+#: How much of a response body goes into logs and the dead-letter file.
+MAX_DETAIL_CHARS = 500
+
+
+class Backoff:
+    """Capped exponential backoff with jitter.
+
+    The n-th consecutive failure waits a random time in [cap/2, cap] with
+    ``cap = min(maximum, initial * 2**n)``: exponential growth so a down
+    collector is not hammered, jitter so a fleet of agents does not retry in
+    lockstep, a floor of half the cap so retries never collapse to zero.
+    """
+
+    def __init__(
+        self, initial: float, maximum: float, rand: Callable[[], float] = random.random
+    ) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+        self._rand = rand
+
+    def next_delay(self) -> float:
+        # Cap the exponent too: 2**n overflows a float long before n matters.
+        cap = min(self.maximum, self.initial * (1 << min(self.failures, 62)))
+        self.failures += 1
+        return cap / 2 + self._rand() * cap / 2
+
+    def after_retry_after(self, wait: float) -> float:
+        """``wait`` as the server asked, plus up to 10% jitter; counts as a failure."""
+        self.failures += 1
+        return wait + self._rand() * wait * RETRY_AFTER_JITTER
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def build_request(items: Sequence[Item]) -> tuple[str, bytes]:
+    """``(batch_id, body)`` of one IngestRequest carrying ``items`` in order."""
+    request = IngestRequest(batch_id=str(uuid.uuid4()))
+    for item in items:
+        if isinstance(item, SpooledBatch):
+            request.logs.add().MergeFromString(item.payload)
+        else:
+            request.drops.add().MergeFromString(item.payload)
+    return request.batch_id, request.SerializeToString()
+
+
+class Forwarder:
+    """Sends spooled items to the collector; one request in flight, oldest first."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        spool_call: SpoolCall,
+        metrics: AgentMetrics,
+        wake: asyncio.Event,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._config = config
+        self._spool = spool_call
+        self._metrics = metrics
+        self._wake = wake
+        self._client = client or httpx.AsyncClient(
+            timeout=config.request_timeout,
+            headers={
+                "Authorization": f"Bearer {config.token}",
+                "Content-Type": "application/x-protobuf",
+            },
+        )
+        self._backoff = Backoff(config.backoff_initial, config.backoff_max)
+        self._log = get_logger("agent", collector=config.ingest_url)
+        self._state = "ok"
+        self.draining = False
+        #: Unix time of the last acknowledged request.
+        self.last_success: float | None = None
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def run(self) -> None:
+        """Forward until cancelled; when :attr:`draining`, return once the spool is empty."""
+        while True:
+            self._wake.clear()
+            try:
+                batches, reports = await self._spool(
+                    Spool.peek, self._config.max_request_bytes, self._config.max_request_events
+                )
+                if not batches and not reports:
+                    if self.draining:
+                        return
+                    await self._wake.wait()
+                    continue
+                delay = await self._deliver([*reports, *batches])
+            except (sqlite3.Error, OSError) as exc:
+                # The spool or the dead-letter file failed (disk full, I/O
+                # error): nothing was deleted, so retrying later is safe.
+                self._metrics.errors.labels("forward_spool").inc()
+                delay = self._backoff.next_delay()
+                self._log.error(
+                    "spool access failed while forwarding; will retry",
+                    error=repr(exc),
+                    retry_in_s=round(delay, 3),
+                )
+            if delay is not None:
+                self._log.debug("forward retry scheduled", delay_s=round(delay, 3))
+                await asyncio.sleep(delay)
+
+    async def _deliver(self, items: list[Item]) -> float | None:
+        """Send ``items``; None when all are settled, else seconds to wait before retrying."""
+        batch_id, body = build_request(items)
+        started = time.monotonic()
+        try:
+            response = await self._client.post(self._config.ingest_url, content=body)
+        except httpx.HTTPError as exc:
+            kind = type(exc).__name__
+            self._metrics.forward_requests.labels(kind).inc()
+            self._enter_state("unreachable", f"{kind}: {exc}", batch_id)
+            return self._backoff.next_delay()
+        self._metrics.forward_latency.observe(time.monotonic() - started)
+        status = response.status_code
+        self._metrics.forward_requests.labels(str(status)).inc()
+        if status == 200:
+            await self._acknowledged(items, batch_id, response)
+            return None
+        detail = response.text[:MAX_DETAIL_CHARS]
+        if status in PERMANENT_STATUSES:
+            return await self._refused(items, batch_id, status, detail)
+        return self._retry_delay(status, response, detail, batch_id)
+
+    async def _refused(
+        self, items: list[Item], batch_id: str, status: int, detail: str
+    ) -> float | None:
+        """400/413: split until the bad item is alone, then dead-letter it."""
+        if len(items) > 1:
+            self._log.warning(
+                "collector refused a request; splitting it to isolate the bad part",
+                batch_id=batch_id,
+                status=status,
+                items=len(items),
+                detail=detail,
+            )
+            mid = len(items) // 2
+            for half in (items[:mid], items[mid:]):
+                delay = await self._deliver(half)
+                if delay is not None:
+                    return delay
+            return None
+        await self._reject(items, batch_id, status, detail)
+        return None
+
+    def _retry_delay(
+        self, status: int, response: httpx.Response, detail: str, batch_id: str
+    ) -> float:
+        """Seconds to wait after a transient failure status."""
+        if status in THROTTLE_STATUSES:
+            wait = parse_retry_after(response.headers.get("retry-after"))
+            self._enter_state("throttled", f"{status}: {detail}", batch_id)
+            if wait is None:
+                return self._backoff.next_delay()
+            return self._backoff.after_retry_after(min(wait, self._config.retry_after_max))
+        state = "unauthorized" if status in AUTH_STATUSES else f"http_{status}"
+        self._enter_state(state, f"{status}: {detail}", batch_id)
+        return self._backoff.next_delay()
+
+    async def _acknowledged(
+        self, items: list[Item], batch_id: str, response: httpx.Response
+    ) -> None:
+        batches = [i for i in items if isinstance(i, SpooledBatch)]
+        reports = [i for i in items if isinstance(i, SpooledDropReport)]
+        await self._spool(Spool.delete, batches, reports)
+        events = sum(b.events for b in batches)
+        self._metrics.batches_forwarded.inc(len(batches))
+        self._metrics.events_forwarded.inc(events)
+        self._metrics.drop_reports_forwarded.inc(len(reports))
+        self.last_success = time.time()
+        self._metrics.last_forward_success.set(self.last_success)
+        self._check_ack(response, batch_id, events)
+        if self._state != "ok":
+            self._log.info(
+                "forwarding resumed", previous_state=self._state, failures=self._backoff.failures
+            )
+            self._state = "ok"
+        self._backoff.reset()
+
+    def _check_ack(self, response: httpx.Response, batch_id: str, events: int) -> None:
+        """Compare the collector's counts with what was sent; a gap is logged, not fatal."""
+        try:
+            ack = json.loads(response.content)
+            stored, duplicates = int(ack["stored"]), int(ack["duplicates"])
+        except (ValueError, KeyError, TypeError) as exc:
+            self._metrics.errors.labels("ack_unparsable").inc()
+            self._log.warning(
+                "collector acknowledged with an unexpected body",
+                batch_id=batch_id,
+                error=str(exc),
+                body=response.text[:MAX_DETAIL_CHARS],
+            )
+            return
+        self._metrics.events_duplicate.inc(duplicates)
+        if stored + duplicates != events:
+            self._metrics.errors.labels("ack_mismatch").inc()
+            self._log.warning(
+                "collector acknowledged a different number of events than sent",
+                batch_id=batch_id,
+                sent=events,
+                stored=stored,
+                duplicates=duplicates,
+            )
+
+    async def _reject(self, items: list[Item], batch_id: str, status: int, detail: str) -> None:
+        batches = [i for i in items if isinstance(i, SpooledBatch)]
+        reports = [i for i in items if isinstance(i, SpooledDropReport)]
+        await self._spool(
+            Spool.dead_letter, self._config.dead_letter_path, batches, reports, status, detail
+        )
+        events = sum(b.events for b in batches)
+        self._metrics.dropped_events.labels("rejected").inc(events)
+        self._metrics.dropped_frames.labels("rejected").inc(len(items))
+        self._log.error(
+            "collector rejected data permanently; moved to the dead-letter file",
+            batch_id=batch_id,
+            status=status,
+            detail=detail,
+            events=events,
+            sessions=sorted({b.session_id for b in batches}),
+            drop_reports=len(reports),
+            dead_letter=str(self._config.dead_letter_path),
+        )
+
+    def _enter_state(self, state: str, detail: str, batch_id: str) -> None:
+        """Log an error once per change of failure state, debug while it persists."""
+        if state != self._state:
+            self._log.error(
+                "forwarding to the collector failed; keeping data spooled and retrying",
+                state=state,
+                detail=detail,
+                batch_id=batch_id,
+            )
+            self._state = state
+        else:
+            self._log.debug("forwarding still failing", state=state, detail=detail)

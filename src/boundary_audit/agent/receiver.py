@@ -1,0 +1,467 @@
+"""The Unix-socket side: claiming the socket safely and reading senders' frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import grp
+import itertools
+import os
+import socket
+import stat
+import struct
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..logs import get_logger
+from ..wire import (
+    BoundaryMessage,
+    FrameDecoder,
+    ProtocolError,
+    Tag,
+    TruncatedFrameError,
+    UndecodablePayloadError,
+    as_envelope,
+    decode_payload,
+)
+from .config import READ_CHUNK_BYTES, AgentConfig
+from .drops import SOURCE_BOUNDARY
+from .metrics import AgentMetrics
+from .spool import NewBatch
+from .writer import SpoolWriter
+
+#: How long the start-up probe waits for an existing socket to answer. A live
+#: agent accepts at once; a stale file refuses at once; this only bounds a
+#: wedged listener.
+PROBE_TIMEOUT = 1.0
+#: listen() backlog: senders connect once and stay, so a small queue suffices.
+LISTEN_BACKLOG = 128
+#: Undecodable payloads logged per connection before the rest are only
+#: counted (and summed up when it closes), so one bad sender cannot flood logs.
+MAX_BAD_FRAME_WARNINGS = 3
+#: At most one warning per this many seconds about refused connections, so
+#: a connection flood cannot turn into a log flood (every one is counted).
+REJECT_LOG_INTERVAL = 5.0
+#: Pause after a failed accept (e.g. out of file descriptors) before the next,
+#: so the loop does not spin while connections already open keep being served.
+ACCEPT_RETRY_DELAY = 0.1
+#: Size of ``struct ucred`` (pid, uid, gid as C ints) for SO_PEERCRED.
+_UCRED = struct.Struct("3i")
+
+
+class SocketInUseError(RuntimeError):
+    """Another live process owns the socket path, or it is not a socket at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCredentials:
+    pid: int | None
+    uid: int | None
+    gid: int | None
+
+
+def peer_credentials(sock: Any) -> PeerCredentials:
+    """SO_PEERCRED of a connected Unix socket (Linux); all None where unsupported."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None or sock is None:
+        return PeerCredentials(None, None, None)
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size))
+    except OSError:
+        return PeerCredentials(None, None, None)
+    return PeerCredentials(pid, uid, gid)
+
+
+def _resolve_gid(group: str | int) -> int:
+    if isinstance(group, int) or group.isdigit():
+        return int(group)
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"unknown group {group!r} for the socket") from None
+
+
+class SocketLock:
+    """An exclusive ``flock`` on ``<socket>.lock``, held while the agent runs.
+
+    Two agents starting at once cannot both decide the socket is stale and
+    take it; the lock is released by the kernel if the agent dies.
+    """
+
+    def __init__(self, socket_path: Path) -> None:
+        self.path = socket_path.with_name(socket_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise SocketInUseError(
+                    f"another agent holds {self.path}; refusing to take its socket"
+                ) from None
+            raise
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def claim_socket(path: Path, mode: int, group: str | int | None) -> tuple[socket.socket, int]:
+    """Bind and listen on ``path``: refuse a live owner, replace a stale file.
+
+    The socket is bound inside a fresh 0700 directory, given its final mode
+    and group there, and only then renamed onto ``path``, so no other user
+    can connect during a window where permissions are wider (and the
+    process umask is never touched). Returns the socket and its inode, so the
+    agent later removes only its own file.
+    """
+    gid = _resolve_gid(group) if group is not None else None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        st = path.lstat()
+        if not stat.S_ISSOCK(st.st_mode):
+            raise SocketInUseError(f"{path} exists and is not a socket; refusing to replace it")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        probe.settimeout(PROBE_TIMEOUT)
+        try:
+            probe.connect(str(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            path.unlink(missing_ok=True)  # stale: nobody listens any more
+        except OSError as exc:
+            raise SocketInUseError(f"{path}: cannot tell whether it is in use: {exc}") from exc
+        else:
+            raise SocketInUseError(
+                f"another process is listening on {path}; refusing to take its socket "
+                "(stop that agent or choose another --socket)"
+            )
+        finally:
+            probe.close()
+    workdir = Path(tempfile.mkdtemp(prefix=".ba-", dir=path.parent))
+    tmp = workdir / "s"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(tmp))
+        os.chmod(tmp, mode)
+        if gid is not None:
+            os.chown(tmp, -1, gid)
+        sock.listen(LISTEN_BACKLOG)
+        os.rename(tmp, path)
+        inode = path.lstat().st_ino
+    except BaseException:
+        sock.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        workdir.rmdir()
+    sock.setblocking(False)
+    return sock, inode
+
+
+def release_socket(path: Path, inode: int) -> None:
+    """Remove the socket file if it is still the one this agent created."""
+    with contextlib.suppress(FileNotFoundError):
+        if path.lstat().st_ino == inode:
+            path.unlink()
+
+
+@dataclass(eq=False)
+class _Connection:
+    id: int
+    peer: PeerCredentials
+    writer: asyncio.StreamWriter
+    last_session: str | None = None
+    frames: int = 0
+    events: int = 0
+    bad_frames: int = 0
+    log: Any = field(default=None)
+
+
+class Receiver:
+    """Accepts sender connections and hands decoded batches to the spool writer."""
+
+    def __init__(self, config: AgentConfig, metrics: AgentMetrics, writer: SpoolWriter) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._writer = writer
+        self._log = get_logger("agent", socket=str(config.socket_path))
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._draining = False
+        self._connections: dict[int, _Connection] = {}
+        self._ids = itertools.count(1)
+        self._last_reject_log = 0.0
+        self._unlogged_rejects = 0
+        self._frames_by_tag = {int(t): metrics.frames_received.labels(str(int(t))) for t in Tag}
+        self._bad_frame = metrics.dropped_frames.labels("bad_frame")
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    async def start(self, sock: socket.socket) -> None:
+        self._listener = sock
+        self._accept_task = asyncio.create_task(self._accept_loop(), name="agent-accept")
+
+    async def _accept_loop(self) -> None:
+        """Accept connections ourselves, so every accepted one is tracked at once.
+
+        (asyncio's own server hands a connection to its callback a few loop
+        turns after accepting it; a shutdown in between would lose it.)
+        """
+        assert self._listener is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                accepted, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:
+                # Out of file descriptors and the like: wait, keep serving others.
+                self._metrics.errors.labels("accept").inc()
+                self._log.error("accept failed", error=str(exc), retry_in_s=ACCEPT_RETRY_DELAY)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY)
+                continue
+            self._spawn(accepted)
+
+    def _spawn(self, accepted: socket.socket) -> None:
+        task = asyncio.create_task(self._serve(accepted))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, accepted: socket.socket) -> None:
+        reader, writer = await asyncio.open_unix_connection(sock=accepted, limit=READ_CHUNK_BYTES)
+        await self._handle(reader, writer)
+
+    async def stop_accepting(self) -> None:
+        """Stop accepting, but first take the connections waiting in the backlog.
+
+        A sender whose connect() succeeded may already have written frames
+        that wait, unaccepted, in the listen queue; closing the listener
+        would discard them. The caller removes the socket path first, so no
+        new connection can arrive while this empties the queue.
+        """
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._accept_task
+            self._accept_task = None
+        if self._listener is None:
+            return
+        self._draining = True
+        try:
+            while True:
+                try:
+                    accepted, _ = self._listener.accept()
+                except (BlockingIOError, InterruptedError):
+                    break
+                self._spawn(accepted)
+        finally:
+            self._listener.close()
+            self._listener = None
+
+    async def drain(self, grace: float) -> int:
+        """Read what open connections already sent, then close them.
+
+        Shutting down the read side makes each reader see end-of-stream once
+        it has consumed what is buffered, while further writes by the sender
+        fail (so it keeps those events for its next connection). Returns the
+        number of connections that had to be cut off at the timeout.
+        """
+        self._draining = True
+        for conn in list(self._connections.values()):
+            self._shut_read(conn.writer)
+        tasks = set(self._tasks)
+        if not tasks:
+            return 0
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+            self._log.warning(
+                "shutdown: connections still sending at the drain timeout were cut off",
+                connections=len(pending),
+                grace_s=grace,
+            )
+        return len(pending)
+
+    @staticmethod
+    def _shut_read(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+
+    def _reject(self, writer: asyncio.StreamWriter, reason: str, **context: Any) -> None:
+        self._metrics.connections_rejected.labels(reason).inc()
+        writer.close()
+        now = time.monotonic()
+        if now - self._last_reject_log >= REJECT_LOG_INTERVAL:
+            self._log.warning(
+                "sender connection refused",
+                reason=reason,
+                also_refused_since_last_warning=self._unlogged_rejects,
+                **context,
+            )
+            self._last_reject_log = now
+            self._unlogged_rejects = 0
+        else:
+            self._unlogged_rejects += 1
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = peer_credentials(writer.get_extra_info("socket"))
+        if len(self._connections) >= self._config.max_connections:
+            self._reject(writer, "too_many", limit=self._config.max_connections, peer_pid=peer.pid)
+            return
+        allowed = self._config.allowed_uids
+        if allowed is not None and peer.uid not in allowed:
+            self._reject(writer, "uid_not_allowed", peer_uid=peer.uid, peer_pid=peer.pid)
+            return
+        conn = _Connection(next(self._ids), peer, writer)
+        conn.log = self._log.bind(
+            conn=conn.id, peer_pid=peer.pid, peer_uid=peer.uid, peer_gid=peer.gid
+        )
+        self._connections[conn.id] = conn
+        if self._draining:
+            self._shut_read(writer)
+        self._metrics.connections.inc()
+        self._metrics.connections_current.inc()
+        conn.log.info("sender connected")
+        reason = "eof"
+        try:
+            reason = await self._read_loop(conn, reader)
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            reason = "reset"
+            conn.log.info("sender connection reset", error=str(exc))
+        except asyncio.CancelledError:
+            reason = "shutdown"
+            raise
+        finally:
+            del self._connections[conn.id]
+            self._metrics.connections_current.dec()
+            self._metrics.connections_closed.labels(reason).inc()
+            writer.close()
+            conn.log.info(
+                "sender disconnected",
+                reason=reason,
+                frames=conn.frames,
+                events=conn.events,
+                bad_frames=conn.bad_frames,
+            )
+
+    async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> str:
+        decoder = FrameDecoder()
+        idle = self._config.idle_timeout
+        writer = self._writer
+        while True:
+            try:
+                # Only a frame left half-sent is timed: a sender with nothing to
+                # report may stay connected and silent for as long as it likes.
+                async with asyncio.timeout(idle if decoder.mid_frame else None):
+                    data = await reader.read(READ_CHUNK_BYTES)
+            except TimeoutError:
+                self._bad_frame.inc()
+                conn.log.warning(
+                    "sender stalled inside a frame; closing its connection",
+                    buffered_bytes=decoder.buffered,
+                    idle_timeout_s=idle,
+                )
+                return "idle_timeout"
+            if not data:
+                try:
+                    decoder.eof()
+                except TruncatedFrameError as exc:
+                    self._bad_frame.inc()
+                    conn.log.warning("sender closed inside a frame", error=str(exc))
+                    return "truncated"
+                return "eof"
+            try:
+                frames = decoder.feed(data)
+            except ProtocolError as exc:
+                self._bad_frame.inc()
+                conn.log.warning(
+                    "protocol error from sender; closing its connection", error=str(exc)
+                )
+                return "protocol_error"
+            for tag, payload in frames:
+                self._on_frame(conn, tag, payload)
+            if decoder.error is not None:
+                # Whole frames before the bad header were kept above.
+                self._bad_frame.inc()
+                conn.log.warning(
+                    "protocol error from sender; closing its connection",
+                    error=str(decoder.error),
+                )
+                return "protocol_error"
+            await writer.wait_for_room()
+
+    def _on_frame(self, conn: _Connection, tag: int, payload: bytes) -> None:
+        conn.frames += 1
+        self._frames_by_tag[tag].inc()
+        try:
+            envelope = as_envelope(decode_payload(tag, payload))
+        except UndecodablePayloadError as exc:
+            self._bad_frame_seen(conn, str(exc))
+            return
+        kind = envelope.WhichOneof("msg")
+        if kind == "logs":
+            self._on_logs(conn, tag, payload, envelope)
+        elif kind == "status":
+            self._on_status(conn, envelope)
+        else:
+            self._bad_frame_seen(conn, "envelope carries neither logs nor status")
+
+    def _on_logs(
+        self, conn: _Connection, tag: int, payload: bytes, envelope: BoundaryMessage
+    ) -> None:
+        logs = envelope.logs
+        conn.last_session = logs.session_id
+        events = len(logs.logs)
+        if not events:
+            return  # nothing to keep; a sender may flush an empty batch
+        # A tag-1 payload already is the request; a tag-2 one is re-encoded
+        # without its envelope so the spool holds one shape.
+        body = payload if tag == Tag.V1_LOGS else logs.SerializeToString()
+        self._writer.submit(NewBatch(logs.session_id, events, body))
+        conn.events += events
+        self._metrics.events_received.inc(events)
+
+    def _on_status(self, conn: _Connection, envelope: BoundaryMessage) -> None:
+        status = envelope.status
+        session = conn.last_session or ""
+        counts = {
+            "boundary_channel_full": status.dropped_channel_full,
+            "boundary_batch_full": status.dropped_batch_full,
+        }
+        if any(n < 0 for n in counts.values()):
+            self._bad_frame_seen(conn, f"status with negative drop counts {counts}")
+            return
+        for reason, n in counts.items():
+            if n:
+                self._metrics.dropped_events.labels(reason).inc(n)
+                self._writer.record_drop(SOURCE_BOUNDARY, session, reason, n)
+        if any(counts.values()):
+            conn.log.warning(
+                "sender reports events it dropped before reaching the agent",
+                session_id=session or None,
+                **counts,
+            )
+
+    def _bad_frame_seen(self, conn: _Connection, why: str) -> None:
+        conn.bad_frames += 1
+        self._bad_frame.inc()
+        if conn.bad_frames <= MAX_BAD_FRAME_WARNINGS:
+            conn.log.warning(
+                "skipping a frame that does not decode",
+                error=why,
+                further_ones_only_counted=conn.bad_frames == MAX_BAD_FRAME_WARNINGS,
+            )

@@ -1,0 +1,173 @@
+"""Group commit: one task stores what every connection read, many frames per transaction.
+
+Readers hand batches to :meth:`SpoolWriter.submit` without waiting; the
+writer commits everything pending in one transaction, and while that commit
+runs on the spool thread the next group gathers. So the commit rate adapts to
+load (one frame per commit when idle, thousands when busy) and the disk sees
+one sync per group, never one per frame. Memory is bounded by
+``max_pending_bytes``: past it readers wait (:meth:`wait_for_room`), which
+pushes back on the senders' sockets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from ..logs import get_logger
+from .drops import SOURCE_AGENT, DropLedger
+from .forwarder import SpoolCall
+from .metrics import AgentMetrics
+from .spool import NewBatch, Spool
+
+#: Wait after a failed commit (disk full, I/O error) before trying again; the
+#: pending batches are kept and readers are held back meanwhile.
+COMMIT_RETRY_DELAY = 1.0
+
+
+class SpoolWriter:
+    def __init__(
+        self,
+        spool_call: SpoolCall,
+        metrics: AgentMetrics,
+        *,
+        ledger: DropLedger,
+        forwarder_wake: asyncio.Event,
+        max_pending_bytes: int,
+        drop_report_interval: float,
+    ) -> None:
+        self._spool = spool_call
+        self._metrics = metrics
+        self._ledger = ledger
+        self._forwarder_wake = forwarder_wake
+        self._max_pending = max_pending_bytes
+        self._report_interval = drop_report_interval
+        self._pending: list[NewBatch] = []
+        self._pending_bytes = 0
+        self._have_items = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stopping = False
+        self._refusing = False
+        self._refused_events = 0
+        self._last_report = time.monotonic()
+        self._log = get_logger("agent")
+        self.commits = 0
+
+    @property
+    def pending_batches(self) -> int:
+        """Batches read from sockets and not yet committed."""
+        return len(self._pending)
+
+    @property
+    def refusing(self) -> bool:
+        """True while the spool is at its bound and new batches are refused."""
+        return self._refusing
+
+    def submit(self, batch: NewBatch) -> None:
+        self._pending.append(batch)
+        self._pending_bytes += len(batch.payload)
+        if self._pending_bytes >= self._max_pending:
+            self._room.clear()
+        self._have_items.set()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    def record_drop(self, source: str, session_id: str, reason: str, events: int) -> None:
+        self._ledger.add(source, session_id, reason, events)
+        self._have_items.set()
+
+    async def run(self) -> None:
+        """Commit until :meth:`stop`; then commit what is left and return."""
+        while True:
+            if not self._pending and not self._stopping:
+                timeout = None
+                if self._ledger:
+                    due = self._last_report + self._report_interval
+                    timeout = max(0.0, due - time.monotonic())
+                try:
+                    async with asyncio.timeout(timeout):
+                        await self._have_items.wait()
+                except TimeoutError:
+                    pass  # time to store the accumulated drop counts
+            self._have_items.clear()
+            if self._pending:
+                await self._commit()
+            if self._ledger and (
+                self._stopping or time.monotonic() - self._last_report >= self._report_interval
+            ):
+                await self._store_drop_reports()
+            if self._stopping and not self._pending:
+                return
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._have_items.set()
+
+    async def _commit(self) -> None:
+        items, self._pending = self._pending, []
+        size, self._pending_bytes = self._pending_bytes, 0
+        try:
+            refused: list[NewBatch] = await self._spool(Spool.append, items)
+        except Exception as exc:
+            self._metrics.errors.labels("spool_append").inc()
+            self._log.error(
+                "spool commit failed; keeping the batches in memory and retrying",
+                batches=len(items),
+                error=repr(exc),
+                retry_in_s=COMMIT_RETRY_DELAY,
+            )
+            self._pending = items + self._pending
+            self._pending_bytes += size
+            self._room.clear()
+            await asyncio.sleep(COMMIT_RETRY_DELAY)
+            return
+        finally:
+            self._metrics.pending_bytes.set(self._pending_bytes)
+        if self._pending_bytes < self._max_pending:
+            self._room.set()
+        self.commits += 1
+        self._metrics.spool_commits.inc()
+        stored_events = sum(b.events for b in items) - sum(b.events for b in refused)
+        self._metrics.events_spooled.inc(stored_events)
+        if refused:
+            self._refuse(refused)
+        elif self._refusing:
+            self._log.info(
+                "spool has room again; accepting batches", refused_events=self._refused_events
+            )
+            self._refusing = False
+            self._refused_events = 0
+        if stored_events:
+            self._forwarder_wake.set()
+
+    def _refuse(self, refused: list[NewBatch]) -> None:
+        events = 0
+        for batch in refused:
+            self._ledger.add(SOURCE_AGENT, batch.session_id, "spool_full", batch.events)
+            events += batch.events
+        self._metrics.dropped_events.labels("spool_full").inc(events)
+        self._metrics.dropped_frames.labels("spool_full").inc(len(refused))
+        self._refused_events += events
+        if not self._refusing:
+            self._refusing = True
+            self._log.warning(
+                "spool full; refusing new batches until the collector takes some",
+                refused_events=events,
+                sessions=sorted({b.session_id for b in refused}),
+            )
+
+    async def _store_drop_reports(self) -> None:
+        self._last_report = time.monotonic()
+        reports = self._ledger.take_reports()
+        try:
+            stored: int = await self._spool(Spool.add_drop_reports, reports)
+        except Exception as exc:
+            self._metrics.errors.labels("spool_drop_reports").inc()
+            self._log.error("storing drop reports failed; keeping the counts", error=repr(exc))
+            stored = 0
+        if stored < len(reports):
+            self._ledger.restore([payload for _, payload in reports[stored:]])
+        if stored:
+            self._forwarder_wake.set()

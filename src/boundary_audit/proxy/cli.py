@@ -1,0 +1,196 @@
+"""``boundary-audit run``: confine a command's egress and audit every request.
+
+Glue only: rules (``rules``), proxy (``server``), local CA (``ca``), launcher
+and Landlock (``launch``, ``confine``), settings (``config``) and the
+auditors (``boundary_audit.auditor``) each live in their own module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..auditor import (
+    DEFAULT_CLOSE_TIMEOUT,
+    Auditor,
+    LogAuditor,
+    MultiAuditor,
+    SocketAuditor,
+)
+from ..logs import LOG_LEVELS, get_logger
+from .ca import CAError, CertificateAuthority
+from .config import (
+    ConfigError,
+    RunSettings,
+    add_run_arguments,
+    command_from_args,
+    settings_from_args,
+)
+from .confine import ConfinementUnavailable
+from .launch import LaunchError, check_enforcement, run_confined
+from .rules import RuleParseError, parse_rules
+from .server import ProxyServer
+
+#: Exit status for a usage or configuration error (argparse uses 2 too).
+EXIT_USAGE = 2
+#: Exit status when the command cannot be confined as required (a shell's
+#: "cannot execute").
+EXIT_CANNOT_CONFINE = 126
+
+
+def _error(message: str) -> None:
+    print(f"boundary-audit run: {message}", file=sys.stderr)
+
+
+def build_auditor(
+    settings: RunSettings, args: argparse.Namespace
+) -> tuple[MultiAuditor, SocketAuditor | None]:
+    """LogAuditor on stderr, plus the agent socket unless disabled."""
+    level = args.audit_log_level or settings.log_level or args.log_level
+    children: list[Auditor] = [
+        LogAuditor(
+            sys.stderr, fmt=args.audit_log_format, level=level, session_id=settings.session_id
+        )
+    ]
+    sock: SocketAuditor | None = None
+    if not settings.disable_audit_socket:
+        sock = SocketAuditor(
+            settings.socket_path,
+            session_id=settings.session_id,
+            confined_process_name=settings.process_name,
+            close_timeout=args.audit_flush_timeout,
+        )
+        children.append(sock)
+    return MultiAuditor(children), sock
+
+
+async def _serve_and_run(
+    command: list[str],
+    settings: RunSettings,
+    *,
+    auditor: MultiAuditor,
+    ca: CertificateAuthority,
+    enforced: bool,
+    upstream_ca_file: str | None,
+) -> int:
+    proxy = ProxyServer(
+        parse_rules(settings.rules),
+        auditor,
+        ca=ca,
+        upstream_ca_file=upstream_ca_file,
+        session_header_domains=settings.session_header_domains,
+        session_id=settings.session_id,
+    )
+    async with proxy:
+        get_logger("run").info(
+            "proxy listening; starting command",
+            proxy=proxy.url,
+            session_id=settings.session_id,
+            process_name=settings.process_name,
+            rules=len(settings.rules),
+            enforced=enforced,
+        )
+        return await run_confined(
+            command,
+            proxy_url=proxy.url,
+            ca_cert_path=ca.cert_path,
+            enforced=enforced,
+            require_enforcement=settings.require_enforcement,
+            isolate_network=settings.isolate_network,
+        )
+
+
+def run_command(args: argparse.Namespace) -> int:
+    log = get_logger("run")
+    try:
+        settings = settings_from_args(args)
+        parse_rules(settings.rules)  # fail before anything starts
+        command = command_from_args(args)
+        enforced = check_enforcement(settings.require_enforcement)
+        ca = CertificateAuthority.load_or_create(args.ca_dir)
+    except (ConfigError, RuleParseError, CAError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except ConfinementUnavailable as exc:
+        _error(f"cannot enforce: {exc}")
+        return EXIT_CANNOT_CONFINE
+    if not settings.rules:
+        log.warning("no allow rules given: every request will be denied (default deny)")
+    auditor, sock = build_auditor(settings, args)
+    try:
+        code = asyncio.run(
+            _serve_and_run(
+                command,
+                settings,
+                auditor=auditor,
+                ca=ca,
+                enforced=enforced,
+                upstream_ca_file=args.upstream_ca_file,
+            )
+        )
+    except LaunchError as exc:
+        _error(str(exc))
+        code = exc.exit_code
+    except ConfinementUnavailable as exc:
+        _error(f"cannot enforce: {exc}")
+        code = EXIT_CANNOT_CONFINE
+    finally:
+        auditor.close()
+    if sock is not None:
+        stats = sock.stats
+        log.info(
+            "audit summary",
+            session_id=settings.session_id,
+            events=stats.queued + stats.dropped_total,
+            sent_to_agent=stats.sent,
+            dropped=stats.dropped_total,
+            undelivered=stats.undelivered,
+        )
+    return code
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="run a command with its network egress confined and audited",
+        description=(
+            "Run COMMAND behind a default-deny HTTP/HTTPS proxy: every request is decided "
+            "by the allow rules and audited (to stderr and to the agent's socket)."
+        ),
+        epilog="example: boundary-audit run --allow 'domain=github.com' -- git pull",
+    )
+    add_run_arguments(parser)
+    parser.add_argument(
+        "--audit-log-format",
+        choices=("json", "logfmt"),
+        default="json",
+        help="format of the per-request audit lines on stderr",
+    )
+    parser.add_argument(
+        "--audit-log-level",
+        choices=LOG_LEVELS,
+        default=None,
+        help="minimum level of audit lines (allowed=info, denied=warning; default: --log-level)",
+    )
+    parser.add_argument(
+        "--audit-flush-timeout",
+        type=float,
+        default=DEFAULT_CLOSE_TIMEOUT,
+        metavar="SECONDS",
+        help="at exit, how long to keep trying to deliver queued events to the agent",
+    )
+    parser.add_argument(
+        "--ca-dir",
+        type=Path,
+        default=None,
+        help="directory of the local CA (default: the user's config dir)",
+    )
+    parser.add_argument(
+        "--upstream-ca-file",
+        default=None,
+        help="extra CA bundle trusted for upstream TLS (besides the system store)",
+    )
+    parser.set_defaults(func=run_command)

@@ -1,0 +1,114 @@
+"""``boundary-audit run`` as a user runs it: a real process, proxy, socket, upstream."""
+
+from __future__ import annotations
+
+import http.server
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.receiver import Receiver
+
+pytestmark = pytest.mark.timeout(90)
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"hello from upstream\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def upstream() -> Iterator[int]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _run(args: list[str], tmp: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config")}
+    env.pop("BOUNDARY_ALLOW", None)
+    return subprocess.run(
+        [sys.executable, "-m", "boundary_audit", "run", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=80,
+    )
+
+
+def test_run_audits_allowed_and_denied_requests_to_the_agent_socket(
+    receiver: Receiver, upstream: int, tmp_path: Path
+) -> None:
+    script = (
+        "import urllib.request, urllib.error, sys\n"
+        f"ok = urllib.request.urlopen('http://127.0.0.1:{upstream}/allowed').read()\n"
+        "try:\n"
+        f"    urllib.request.urlopen('http://localhost:{upstream}/denied')\n"
+        "except urllib.error.HTTPError as e:\n"
+        "    print('denied', e.code, e.read().decode())\n"
+        "print(ok.decode().strip())\n"
+        "sys.exit(7)\n"
+    )
+    result = _run(
+        [
+            "--allow",
+            "domain=127.0.0.1 path=/allowed",
+            "--audit-socket",
+            str(receiver.path),
+            "--process-name",
+            "agent-under-test",
+            "--",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 7, result.stderr  # the command's own exit code
+    assert "hello from upstream" in result.stdout
+    assert "denied 403" in result.stdout
+    assert f"http://localhost:{upstream}/denied" in result.stdout
+    assert "--allow" in result.stdout  # the 403 body suggests a rule
+    assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 2)
+    batches = receiver.log_batches()
+    logs = [log for b in batches for log in b.logs.logs]
+    assert [log.sequence_number for log in logs] == [0, 1]
+    assert {b.logs.confined_process_name for b in batches} == {"agent-under-test"}
+    assert len({b.logs.session_id for b in batches}) == 1
+    allowed, denied = logs
+    assert allowed.allowed
+    assert allowed.http_request.url == f"http://127.0.0.1:{upstream}/allowed"
+    assert allowed.http_request.matched_rule == "domain=127.0.0.1 path=/allowed"
+    assert not denied.allowed
+    assert denied.http_request.matched_rule == ""
+    # The same events, as structured lines on stderr.
+    assert '"decision": "deny"' in result.stderr
+    assert f"http://localhost:{upstream}/denied" in result.stderr
+
+
+def test_run_rejects_a_bad_rule_before_starting_anything(tmp_path: Path) -> None:
+    result = _run(["--allow", "domian=github.com", "--no-audit-socket", "--", "true"], tmp_path)
+    assert result.returncode == 2
+    assert "domian" in result.stderr
+
+
+def test_run_reports_a_missing_command(tmp_path: Path) -> None:
+    result = _run(["--no-audit-socket", "--", "no-such-command-xyz"], tmp_path)
+    assert result.returncode == 127
+    assert "no-such-command-xyz" in result.stderr
