@@ -19,6 +19,7 @@ from boundary_audit.collector import CollectorServer, Storage, open_storage
 from boundary_audit.collector.app import AppSettings
 from boundary_audit.collector.ingest import MAX_INGEST_BODY_BYTES
 from boundary_audit.collector.sqlite import SQLiteStorage
+from boundary_audit.collector.testing import PostgresUnavailableError, throwaway_postgres
 from boundary_audit.wire import IngestRequest
 
 from .conftest import make_request
@@ -407,3 +408,37 @@ def test_session_page_timeline_has_a_slot_per_minute(
     assert labels[1].endswith("0 allowed, 0 denied</title>")
     assert labels[3].endswith("0 allowed, 1 denied</title>")
     assert "peak 3/min" in page
+
+
+@pytest.mark.postgres
+def test_postgresql_outage_answers_503_then_recovers() -> None:
+    """Its own (durable) server, crashed and restarted under a running collector."""
+    try:
+        pg_context = throwaway_postgres(durable=True)
+        pg = pg_context.__enter__()
+    except PostgresUnavailableError as exc:
+        pytest.skip(f"no throwaway PostgreSQL: {exc}")
+    try:
+        with open_storage(pg.new_database()) as storage:
+            token = storage.create_token("a")
+            settings = AppSettings(require_read_auth=False)
+            with CollectorServer(storage, settings) as server:
+                assert _post(server, token, make_request()).status_code == 200
+                pg.stop()
+                down = _post(server, token, make_request())
+                assert down.status_code == 503
+                assert int(down.headers["Retry-After"]) >= 1
+                assert httpx.get(server.url + "/healthz").status_code == 503
+                pg.start()
+                statuses = []
+                deadline = time.monotonic() + 30
+                while time.monotonic() < deadline:
+                    statuses.append(_post(server, token, make_request()).status_code)
+                    if statuses[-1] == 200:
+                        break
+                    time.sleep(0.2)
+                assert statuses[-1] == 200
+                assert set(statuses) <= {200, 503}
+                assert _count(storage) == 6
+    finally:
+        pg_context.__exit__(None, None, None)

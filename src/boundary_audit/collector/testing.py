@@ -39,6 +39,12 @@ class PostgresUnavailableError(RuntimeError):
 class ThrowawayPostgres:
     port: int
     root: Path
+    #: Server options given to ``pg_ctl -o`` (port, socket dir, durability).
+    options: str
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{dbname}"
@@ -49,6 +55,31 @@ class ThrowawayPostgres:
         with psycopg.connect(self.url(), autocommit=True) as conn:
             conn.execute(f"CREATE DATABASE {name}")  # name is ours: hex only
         return self.url(name)
+
+    def start(self) -> None:
+        """Start the server (again); raises when it does not come up."""
+        started = _run(
+            [
+                str(PG_BIN / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-o",
+                self.options,
+                "-l",
+                str(self.root / "server.log"),
+                "-w",
+                "-t",
+                str(PG_START_TIMEOUT_SECONDS),
+                "start",
+            ]
+        )
+        if started.returncode != 0:
+            log = (self.root / "server.log").read_text(errors="replace")
+            raise PostgresUnavailableError(f"pg_ctl start failed: {started.stderr!r} {log}")
+
+    def stop(self) -> None:
+        """Stop at once, as a crash would (clients see their connections drop)."""
+        _run([str(PG_BIN / "pg_ctl"), "-D", str(self.data_dir), "-m", "immediate", "stop"])
 
 
 def _free_port() -> int:
@@ -84,27 +115,11 @@ def throwaway_postgres(*, durable: bool = False) -> Iterator[ThrowawayPostgres]:
         options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1"
         if not durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        started = _run(
-            [
-                str(PG_BIN / "pg_ctl"),
-                "-D",
-                str(data),
-                "-o",
-                options,
-                "-l",
-                str(root / "server.log"),
-                "-w",
-                "-t",
-                str(PG_START_TIMEOUT_SECONDS),
-                "start",
-            ]
-        )
-        if started.returncode != 0:
-            log = (root / "server.log").read_text(errors="replace") if data.exists() else ""
-            raise PostgresUnavailableError(f"pg_ctl start failed: {started.stderr!r} {log}")
+        server = ThrowawayPostgres(port, root, options)
+        server.start()
         try:
-            yield ThrowawayPostgres(port, root)
+            yield server
         finally:
-            _run([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"])
+            server.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
