@@ -234,3 +234,24 @@ def test_timeline_buckets_per_minute(storage: Storage) -> None:
         (0, 2, 2),
         (2 * minute, 2, 1),
     ]
+
+
+def test_retention_drops_idle_sessions_but_never_under_their_events(storage: Storage) -> None:
+    token = storage.create_token("a")
+    ident = storage.authenticate(token)
+    assert ident is not None
+    hour = 3600 * 10**9
+    now = time.time_ns()
+    idle, skewed = str(uuid.uuid4()), str(uuid.uuid4())
+    old = parse_ingest_request(
+        make_request(idle, range(3), time_ns=now - 48 * hour).SerializeToString()
+    )
+    # Received long ago, yet its events claim to be recent (a sender's clock ahead).
+    ahead = parse_ingest_request(make_request(skewed, range(2), time_ns=now).SerializeToString())
+    storage.ingest(old, ident, received_ns=now - 48 * hour)
+    storage.ingest(ahead, ident, received_ns=now - 48 * hour)
+    assert storage.prune(now - 24 * hour) == 3
+    assert storage.get_session(idle) is None
+    summary = storage.get_session(skewed)
+    assert summary is not None
+    assert summary.allowed + summary.denied == 2

@@ -32,6 +32,7 @@ from .model import (
     SessionBatch,
     SessionOwnershipError,
     SessionSummary,
+    StorageUnavailableError,
     StoredEvent,
     TimelineBucket,
     TokenInfo,
@@ -59,6 +60,9 @@ MAX_TIMELINE_BUCKETS = 120
 #: separate range reads, so a batch mixing old stragglers and new events never
 #: scans a long session's whole index; closer ones share one read.
 CLUSTER_GAP = 64
+
+#: Tries to create-or-lock a session row (see _store_session).
+SESSION_ROW_ATTEMPTS = 2
 
 DEFAULT_DB_FILE = "collector.db"
 
@@ -235,14 +239,21 @@ class Storage(ABC):
         received_ns: int,
         out: IngestOutcome,
     ) -> None:
-        out.new_sessions += tx.execute(
-            "INSERT INTO sessions (session_id, agent, workspace, confined_process_name,"
-            " first_seen_ns, last_seen_ns) VALUES (?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (session_id) DO NOTHING",
-            (session_id, identity.agent, identity.workspace, name, received_ns, received_ns),
-        )
-        row = tx.one(self.select_session_sql, (session_id,))
-        assert row is not None, "session row vanished inside its own transaction"
+        row = None
+        # Twice at most: on PostgreSQL, retention may delete the row between
+        # our INSERT (a no-op, the row existed) and our locking SELECT.
+        for _ in range(SESSION_ROW_ATTEMPTS):
+            out.new_sessions += tx.execute(
+                "INSERT INTO sessions (session_id, agent, workspace, confined_process_name,"
+                " first_seen_ns, last_seen_ns) VALUES (?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (session_id) DO NOTHING",
+                (session_id, identity.agent, identity.workspace, name, received_ns, received_ns),
+            )
+            row = tx.one(self.select_session_sql, (session_id,))
+            if row is not None:
+                break
+        if row is None:
+            raise StorageUnavailableError(f"session {session_id} row keeps vanishing; retry")
         agent, workspace, allowed_count, denied_count, max_seq = row
         if (agent, workspace) != (identity.agent, identity.workspace):
             raise SessionOwnershipError(
@@ -486,7 +497,12 @@ class Storage(ABC):
                 (cutoff_ns,),
             )
             tx.execute("DELETE FROM drop_reports WHERE received_ns < ?", (cutoff_ns,))
-            tx.execute("DELETE FROM sessions WHERE last_seen_ns < ?", (cutoff_ns,))
+            # Only sessions with no event left: a row never disappears under its events.
+            tx.execute(
+                "DELETE FROM sessions WHERE last_seen_ns < ? AND NOT EXISTS"
+                " (SELECT 1 FROM events e WHERE e.session_id = sessions.session_id)",
+                (cutoff_ns,),
+            )
         return deleted
 
 
