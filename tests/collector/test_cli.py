@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -233,3 +234,35 @@ def test_two_collectors_share_one_postgresql(pg_server: ThrowawayPostgres, tmp_p
     finally:
         first.stop()
         second.stop()
+
+
+def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
+    """Graceful shutdown: a batch whose body is still arriving is stored and acknowledged."""
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    proc = start_collector(db, tmp_path / "collector.log")
+    body = make_request(None, range(20)).SerializeToString()
+    host, port = proc.url.removeprefix("http://").rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall(
+                b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
+                + f"Authorization: Bearer {token}\r\n".encode()
+                + b"Content-Type: application/x-protobuf\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body[:10]
+            )
+            time.sleep(0.5)  # let the server start reading the body
+            proc.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            assert proc.proc.poll() is None  # still waiting for our request
+            sock.sendall(body[10:])
+            reply = b""
+            while chunk := sock.recv(65536):  # shutting down: closed after the reply
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200")
+        assert b'"stored":20' in reply
+        assert proc.proc.wait(timeout=30) == 0
+    finally:
+        proc.stop()
+    assert len(_json_lines(cli("logs", "--json", "--db", db).stdout)) == 20
