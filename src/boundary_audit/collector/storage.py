@@ -214,11 +214,9 @@ class Storage(ABC):
         # Sorted, so concurrent replicas lock session rows in one order (no deadlock).
         session_ids = sorted(set(by_id) | {d.session_id for d in batch.drops if d.session_id})
         for session_id in session_ids:
-            name = by_id[session_id].confined_process_name if session_id in by_id else ""
             self._store_session(
                 tx,
                 session_id=session_id,
-                name=name,
                 batch=by_id.get(session_id),
                 identity=identity,
                 received_ns=received_ns,
@@ -233,12 +231,16 @@ class Storage(ABC):
         tx: Tx,
         *,
         session_id: str,
-        name: str,
         batch: SessionBatch | None,
         identity: Identity,
         received_ns: int,
         out: IngestOutcome,
     ) -> None:
+        """Create or lock the session row, store its new events, update its counters.
+
+        ``batch`` is ``None`` for a session known only from a drop report.
+        """
+        name = batch.confined_process_name if batch is not None else ""
         row = None
         # Twice at most: on PostgreSQL, retention may delete the row between
         # our INSERT (a no-op, the row existed) and our locking SELECT.
