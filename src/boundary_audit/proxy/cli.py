@@ -15,6 +15,7 @@ from typing import Any
 
 from ..auditor import (
     DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_QUEUE_SIZE,
     Auditor,
     LogAuditor,
     MultiAuditor,
@@ -45,6 +46,17 @@ def _error(message: str) -> None:
     print(f"boundary-audit run: {message}", file=sys.stderr)
 
 
+def _positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1, with an error that says so."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def build_auditor(
     settings: RunSettings, args: argparse.Namespace
 ) -> tuple[MultiAuditor, SocketAuditor | None]:
@@ -62,6 +74,7 @@ def build_auditor(
             session_id=settings.session_id,
             confined_process_name=settings.process_name,
             close_timeout=args.audit_flush_timeout,
+            queue_size=args.audit_queue_size,
         )
         children.append(sock)
     return MultiAuditor(children), sock
@@ -181,6 +194,14 @@ def register(subparsers: Any) -> None:
         default=DEFAULT_CLOSE_TIMEOUT,
         metavar="SECONDS",
         help="at exit, how long to keep trying to deliver queued events to the agent",
+    )
+    parser.add_argument(
+        "--audit-queue-size",
+        type=_positive_int,
+        default=DEFAULT_QUEUE_SIZE,
+        metavar="EVENTS",
+        help="events that may wait for the agent; beyond it new events are dropped and counted "
+        f"(default {DEFAULT_QUEUE_SIZE})",
     )
     parser.add_argument(
         "--ca-dir",
