@@ -97,6 +97,9 @@ def cli(*args: str, timeout: float = 60) -> str:
 # -- upstream ---------------------------------------------------------------------------
 class _Tiny(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
+    # Headers and body go out in two writes; with Nagle on, the second waits
+    # for the proxy's delayed ACK (~40 ms a request).
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         self.send_response(200)
