@@ -222,7 +222,9 @@ class Collector(Managed):
         wait_for("the collector to listen", listening, START_TIMEOUT_S)
 
     def create_token(self) -> str:
-        token = cli("tokens", "create", "--agent", "e2e-agent", "--workspace", "e2e", "--db", self.db)
+        token = cli(
+            "tokens", "create", "--agent", "e2e-agent", "--workspace", "e2e", "--db", self.db
+        )
         return token.strip()
 
     def session(self, session_id: str) -> dict[str, Any] | None:
@@ -300,7 +302,9 @@ class AgentProcess(Managed):
         text = httpx.get(self._url("/metrics"), timeout=30).text
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
                     return float(sample.value)
         return 0.0
 
@@ -413,7 +417,9 @@ class Client:
     def finish(self, timeout: float = DELIVERY_TIMEOUT_S) -> ClientResult:
         stdout, _ = self.proc.communicate(timeout=timeout)
         stderr = self.stderr_path.read_text(errors="replace")
-        assert self.proc.returncode == 0, f"{self.name} exited {self.proc.returncode}: {stderr[-3000:]}"
+        assert self.proc.returncode == 0, (
+            f"{self.name} exited {self.proc.returncode}: {stderr[-3000:]}"
+        )
         counts = json.loads(stdout.strip().splitlines()[-1])
         summaries = [
             line for line in json_lines(self.stderr_path) if line.get("event") == "audit summary"

@@ -46,7 +46,7 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
     # One chaos action per checkpoint; between two checkpoints the clients
     # keep making requests, so the collector is down, the agent dead, and so
     # on, while traffic flows.
-    chaos: list[Callable[[], None]] = [
+    chaos: list[Callable[[], object]] = [
         collector.stop,  # 1: collector down: the agent spools
         collector.start,  # 2: back: the agent drains its spool
         agent.kill,  # 3: SIGKILL: the senders reconnect-and-replay once it is back
@@ -61,7 +61,8 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         action()
         release(clients, k)
     results = [c.finish() for c in clients]
-    assert collector.starts == 3 and agent.starts == 2
+    assert collector.starts == 3
+    assert agent.starts == 2
 
     for r in results:
         assert r.made == per_client

@@ -1,0 +1,174 @@
+"""Bad actors next to real traffic: a hostile local process on the agent socket,
+and a forged agent token at the collector. The real traffic is unaffected."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from boundary_audit.wire import IngestRequest
+
+from .conftest import (
+    AgentProcess,
+    Collector,
+    release,
+    start_client,
+    wait_at_checkpoint,
+    wait_for,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+#: Confined commands sending real traffic while the bad actor runs.
+CLIENTS = 2
+#: Requests per command: enough traffic before, during and after the attack.
+REQUESTS_PER_CLIENT = 1500
+#: Checkpoint 1 starts the attack, checkpoint 2 waits for it to end: the
+#: traffic in between overlaps it.
+CHECKPOINTS = 2
+#: The agent's stall timeout for a connection inside a frame: short, so the
+#: slow partial frame is cut off quickly.
+IDLE_TIMEOUT_S = 2.0
+#: Each attack counts one bad frame at the agent: unknown tag, oversize
+#: header, undecodable payload, stalled partial frame.
+ATTACKS = 4
+
+#: The hostile process: one connection per attack; reports, per attack, whether
+#: the agent hung up on it (EOF within the deadline) as JSON on stdout.
+BAD_ACTOR_SCRIPT = r"""
+import json, socket, struct, sys, time
+path, idle = sys.argv[1], float(sys.argv[2])
+def closed_by_peer(s, deadline):
+    s.settimeout(deadline)
+    try:
+        while True:
+            data = s.recv(4096)
+            if not data:
+                return True
+    except socket.timeout:
+        return False
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+def connect():
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s
+out = {}
+s = connect()
+s.sendall(b"\xffGARBAGE that is no frame at all\x00\x01\x02" * 4)  # tag 0xff: unknown
+out["garbage"] = closed_by_peer(s, 30)
+s.close()
+s = connect()
+s.sendall(struct.pack(">I", (2 << 24) | 0xFFFFFF))  # tag 2, 16 MiB announced
+out["oversize"] = closed_by_peer(s, 30)
+s.close()
+s = connect()
+payload = b"\xff\xff\xff\xff\xff\xff\xff\xff"  # not a protobuf message
+s.sendall(struct.pack(">I", (2 << 24) | len(payload)) + payload)
+out["undecodable_kept_open"] = not closed_by_peer(s, 1.0)
+s.close()
+s = connect()
+s.sendall(struct.pack(">I", (2 << 24) | 100))  # a 100-byte frame...
+for _ in range(3):  # ...arriving slowly, then never finished
+    s.sendall(b"\x0a")
+    time.sleep(idle / 4)
+out["slow_partial"] = closed_by_peer(s, idle * 10)
+s.close()
+print(json.dumps(out))
+"""
+
+
+def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
+    tmp_path: Path, sock_dir: Path, upstream: int, collector: Collector, agent_token: str
+) -> None:
+    agent = AgentProcess(
+        tmp_path, sock_dir, collector.url, agent_token, "--idle-timeout", str(IDLE_TIMEOUT_S)
+    )
+    agent.start()
+    try:
+        clients = [
+            start_client(
+                tmp_path,
+                agent.socket_path,
+                upstream,
+                f"b{i}",
+                REQUESTS_PER_CLIENT,
+                checkpoints=CHECKPOINTS,
+            )
+            for i in range(CLIENTS)
+        ]
+        wait_at_checkpoint(clients, 1, CHECKPOINTS)
+        attacker = subprocess.Popen(
+            [sys.executable, "-c", BAD_ACTOR_SCRIPT, str(agent.socket_path), str(IDLE_TIMEOUT_S)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        release(clients, 1)
+        wait_at_checkpoint(clients, 2, CHECKPOINTS)
+        out, err = attacker.communicate(timeout=120)
+        release(clients, 2)
+        assert attacker.returncode == 0, err
+        assert json.loads(out) == {
+            "garbage": True,
+            "oversize": True,
+            "undecodable_kept_open": True,
+            "slow_partial": True,
+        }
+
+        # A forged agent token: refused before the body is read, nothing stored.
+        forged_session = str(uuid.uuid4())
+        forged = IngestRequest(batch_id=str(uuid.uuid4()))
+        report = forged.logs.add(session_id=forged_session, confined_process_name="forger")
+        log = report.logs.add(allowed=True, sequence_number=0)
+        log.http_request.method = "GET"
+        log.http_request.url = "https://evil.example/"
+        response = httpx.post(
+            f"{collector.url}/api/v1/boundary-logs",
+            content=forged.SerializeToString(),
+            headers={
+                "Authorization": f"Bearer ba_{secrets.token_urlsafe(32)}",
+                "Content-Type": "application/x-protobuf",
+            },
+            timeout=30,
+        )
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthorized"
+
+        results = [c.finish() for c in clients]
+
+        def all_stored() -> bool:
+            for r in results:
+                s = collector.session(r.session_id)
+                if s is None or s["allowed"] + s["denied"] < r.made:
+                    return False
+            return True
+
+        wait_for("the real traffic at the collector", all_stored)
+        sessions = collector.sessions_cli()
+        assert forged_session not in sessions
+        assert collector.session(forged_session) is None
+        assert set(sessions) == {r.session_id for r in results}
+        for r in results:
+            assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
+            row = sessions[r.session_id]
+            assert (row["allowed"], row["denied"], row["gaps"]) == (r.allowed, r.denied, 0), row
+            assert sorted(collector.sequence_numbers_cli(r.session_id, r.made + 100)) == list(
+                range(r.made)
+            )
+        assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
+            ATTACKS
+        )
+        # The real senders never lost their connection to the attack: one
+        # connection each, plus one per attack.
+        assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS
+    finally:
+        if agent.alive():
+            agent.stop()
