@@ -506,6 +506,11 @@ def release(clients: list[Client], checkpoint: int) -> None:
     (clients[0].sync_dir / f"release-{checkpoint}").touch()
 
 
+def checkpoint_requests(client: Client, checkpoint: int, checkpoints: int) -> int:
+    """Requests ``client`` makes before it holds at ``checkpoint`` (as the script computes)."""
+    return checkpoint * client.n // (checkpoints + 1)
+
+
 def wait_at_checkpoint(clients: list[Client], checkpoint: int, checkpoints: int) -> None:
     """Wait until every client has made its requests up to ``checkpoint`` and holds there."""
 
@@ -515,6 +520,6 @@ def wait_at_checkpoint(clients: list[Client], checkpoint: int, checkpoints: int)
                 raise AssertionError(
                     f"{c.name} exited early: {c.stderr_path.read_text(errors='replace')[-3000:]}"
                 )
-        return all(c.progress() >= checkpoint * c.n // (checkpoints + 1) for c in clients)
+        return all(c.progress() >= checkpoint_requests(c, checkpoint, checkpoints) for c in clients)
 
     wait_for(f"clients at checkpoint {checkpoint}", arrived, CHECKPOINT_TIMEOUT_S)

@@ -15,7 +15,9 @@ import pytest
 
 from .conftest import (
     AgentProcess,
+    Client,
     Collector,
+    checkpoint_requests,
     release,
     start_client,
     wait_at_checkpoint,
@@ -31,6 +33,23 @@ TOTAL_REQUESTS = int(os.environ.get("BOUNDARY_AUDIT_E2E_REQUESTS", "20000"))
 #: Fraction of the traffic made after a chaos step before the next one starts;
 #: clients hold at checkpoints so every step lands in the middle of the traffic.
 CHECKPOINTS = 7
+#: Requests each client makes past a checkpoint before the chaos step strikes
+#: (a multiple of the clients' progress interval, 100).
+STRIKE_AFTER = 200
+
+
+def _past(clients: list[Client], checkpoint: int) -> Callable[[], bool]:
+    """True once every client made STRIKE_AFTER requests past ``checkpoint`` (or ended)."""
+
+    def check() -> bool:
+        if any(c.proc.poll() is not None for c in clients):
+            return True  # finish() reports how it ended
+        return all(
+            c.progress() >= checkpoint_requests(c, checkpoint, CHECKPOINTS) + STRIKE_AFTER
+            for c in clients
+        )
+
+    return check
 
 
 def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
@@ -58,8 +77,10 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
     assert len(chaos) == CHECKPOINTS
     for k, action in enumerate(chaos, start=1):
         wait_at_checkpoint(clients, k, CHECKPOINTS)
-        action()
         release(clients, k)
+        # Strike while requests are in flight, not while the clients hold.
+        wait_for(f"traffic after checkpoint {k}", _past(clients, k))
+        action()
     results = [c.finish() for c in clients]
     assert collector.starts == 3
     assert agent.starts == 2
@@ -87,5 +108,8 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         seqs = collector.sequence_numbers_cli(r.session_id, limit=r.made + 100)
         # Exactly once: no duplicate, no gap, nothing beyond what was made.
         assert sorted(seqs) == list(range(r.made))
-    # The chaos happened for real: the senders had to reconnect after the kill.
+    # The chaos happened for real: every sender reconnected to the new agent
+    # and replayed its recent frames, which the collector recognised as
+    # already stored.
     assert agent.metric("boundary_audit_agent_connections_total") >= CLIENTS
+    assert agent.metric("boundary_audit_agent_events_duplicate_total") > 0
