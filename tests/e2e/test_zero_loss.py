@@ -62,14 +62,23 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         )
         for i in range(CLIENTS)
     ]
+
+    def kill_with_a_full_spool() -> None:
+        # The collector is down: what the agent accepted is still in its spool.
+        wait_for(
+            "events in the spool",
+            lambda: agent.metric("boundary_audit_agent_spool_events") > 0,
+        )
+        agent.kill()
+
     # One chaos action per checkpoint; between two checkpoints the clients
     # keep making requests, so the collector is down, the agent dead, and so
     # on, while traffic flows.
     chaos: list[Callable[[], object]] = [
         collector.stop,  # 1: collector down: the agent spools
-        collector.start,  # 2: back: the agent drains its spool
-        agent.kill,  # 3: SIGKILL: the senders reconnect-and-replay once it is back
-        agent.start,  # 4: a new agent on the same spool and socket
+        kill_with_a_full_spool,  # 2: SIGKILL with unforwarded events and frames in flight
+        agent.start,  # 3: a new agent on the same spool and socket; senders replay
+        collector.start,  # 4: back: the spool of both agent lives drains
         collector.stop,  # 5: down again
         collector.start,  # 6: and back
         lambda: None,  # 7: the rest of the traffic on a calm pipeline
