@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import struct
@@ -69,6 +70,30 @@ async def test_unknown_tag_closes_the_connection(agent: Agent, collector: Collec
     assert await closed_by_peer(reader)
     assert metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
     await assert_others_unaffected(agent, collector, 0)
+
+
+async def test_a_connection_cut_off_for_a_bad_header_says_so_when_it_closes(
+    agent: Agent, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="boundary_audit")
+    reader, writer = await connect(agent.socket_path)
+    writer.write(raw_header(Tag.V2_ENVELOPE, MAX_PAYLOAD_SIZE + 1))
+    await writer.drain()
+    assert await closed_by_peer(reader)
+
+    def closing_line() -> dict[str, object] | None:
+        for record in caplog.records:
+            fields = record.msg
+            if isinstance(fields, dict) and fields.get("event") == "sender disconnected":
+                return fields
+        return None
+
+    await eventually(lambda: closing_line() is not None)
+    line = closing_line()
+    assert line is not None
+    # The metric counted the bad frame; the connection's own line agrees.
+    assert (line["reason"], line["bad_frames"]) == ("protocol_error", 1)
+    writer.close()
 
 
 async def test_undecodable_payload_is_skipped_and_reading_goes_on(

@@ -166,6 +166,18 @@ def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
         assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
             ATTACKS
         )
+        # The agent's log names each attacking connection and why it ended.
+        closed = [
+            (line["reason"], line["bad_frames"])
+            for line in agent.log_lines()
+            if line.get("event") == "sender disconnected" and line.get("peer_pid") == attacker.pid
+        ]
+        assert sorted(closed) == [
+            ("eof", 1),  # the undecodable frame was skipped; the attacker hung up
+            ("idle_timeout", 1),
+            ("protocol_error", 1),
+            ("protocol_error", 1),
+        ]
         # The real senders never lost their connection to the attack: one
         # connection each, plus one per attack.
         assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS

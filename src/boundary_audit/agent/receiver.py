@@ -369,7 +369,7 @@ class Receiver:
                 async with asyncio.timeout(idle if decoder.mid_frame else None):
                     data = await reader.read(READ_CHUNK_BYTES)
             except TimeoutError:
-                self._bad_frame.inc()
+                self._count_bad_frame(conn)
                 conn.log.warning(
                     "sender stalled inside a frame; closing its connection",
                     buffered_bytes=decoder.buffered,
@@ -380,14 +380,14 @@ class Receiver:
                 try:
                     decoder.eof()
                 except TruncatedFrameError as exc:
-                    self._bad_frame.inc()
+                    self._count_bad_frame(conn)
                     conn.log.warning("sender closed inside a frame", error=str(exc))
                     return "truncated"
                 return "eof"
             try:
                 frames = decoder.feed(data)
             except ProtocolError as exc:
-                self._bad_frame.inc()
+                self._count_bad_frame(conn)
                 conn.log.warning(
                     "protocol error from sender; closing its connection", error=str(exc)
                 )
@@ -396,7 +396,7 @@ class Receiver:
                 self._on_frame(conn, tag, payload)
             if decoder.error is not None:
                 # Whole frames before the bad header were kept above.
-                self._bad_frame.inc()
+                self._count_bad_frame(conn)
                 conn.log.warning(
                     "protocol error from sender; closing its connection",
                     error=str(decoder.error),
@@ -456,9 +456,13 @@ class Receiver:
                 **counts,
             )
 
-    def _bad_frame_seen(self, conn: _Connection, why: str) -> None:
+    def _count_bad_frame(self, conn: _Connection) -> None:
+        """Metric and the connection's own tally, so its closing line says why it ended."""
         conn.bad_frames += 1
         self._bad_frame.inc()
+
+    def _bad_frame_seen(self, conn: _Connection, why: str) -> None:
+        self._count_bad_frame(conn)
         if conn.bad_frames <= MAX_BAD_FRAME_WARNINGS:
             conn.log.warning(
                 "skipping a frame that does not decode",
