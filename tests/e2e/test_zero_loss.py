@@ -79,7 +79,7 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         kill_with_a_full_spool,  # 2: SIGKILL with unforwarded events and frames in flight
         agent.start,  # 3: a new agent on the same spool and socket; senders replay
         collector.start,  # 4: back: the spool of both agent lives drains
-        collector.stop,  # 5: down again
+        collector.kill,  # 5: down again, hard: SIGKILL mid-ingest
         collector.start,  # 6: and back
         lambda: None,  # 7: the rest of the traffic on a calm pipeline
     ]
