@@ -1,4 +1,5 @@
-"""The zero-loss promise under chaos: collector restarted twice, agent SIGKILLed once.
+"""The zero-loss promise under chaos: collector stopped (SIGTERM, later SIGKILL) and
+restarted twice, agent SIGKILLed once during the first collector outage.
 
 Four confined commands make 20k requests through four ``run`` proxies; every
 event must be stored exactly once, with no sequence gap, and the collector's
