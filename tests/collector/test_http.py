@@ -18,6 +18,7 @@ import pytest
 from boundary_audit.collector import CollectorServer, Storage, open_storage
 from boundary_audit.collector.app import AppSettings
 from boundary_audit.collector.ingest import MAX_INGEST_BODY_BYTES
+from boundary_audit.collector.postgres import PostgresStorage
 from boundary_audit.collector.sqlite import SQLiteStorage
 from boundary_audit.collector.testing import PostgresUnavailableError, throwaway_postgres
 from boundary_audit.wire import IngestRequest
@@ -419,7 +420,9 @@ def test_postgresql_outage_answers_503_then_recovers() -> None:
     except PostgresUnavailableError as exc:
         pytest.skip(f"no throwaway PostgreSQL: {exc}")
     try:
-        with open_storage(pg.new_database()) as storage:
+        # A short pool timeout: the outage is answered in 1 s instead of 5.
+        with PostgresStorage(pg.new_database(), pool_timeout=1.0) as storage:
+            storage.migrate()
             token = storage.create_token("a")
             settings = AppSettings(require_read_auth=False)
             with CollectorServer(storage, settings) as server:
