@@ -6,18 +6,15 @@ answering (health checks, 429s, metrics) while SQLite or PostgreSQL works.
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from boundary_audit.logs import get_logger
 
+from .auditlog import AuditLog
 from .ingest import MAX_INGEST_BODY_BYTES, parse_ingest_request
 from .metrics import CollectorMetrics
 from .model import (
@@ -43,7 +41,6 @@ from .model import (
     InvalidRequestError,
     NotFoundError,
     StorageUnavailableError,
-    StoredEvent,
     TimelineBucket,
     format_ns,
     parse_time,
@@ -101,49 +98,6 @@ class AppSettings:
     emit_event_logs: bool = True
     #: Where those lines go; ``None`` means the process's stderr.
     event_log_stream: TextIO | None = None
-
-
-class AuditLog:
-    """One JSON line per stored event, rendered by structlog, written per request.
-
-    Not through :func:`boundary_audit.logs.get_logger`: its stdlib bridge costs
-    ~35 us per line and stderr flushes at every newline, which at tens of
-    thousands of events per second would be most of the collector's CPU. Here
-    structlog's JSON renderer formats each line (same shape as our other
-    lines: component, fields, event, level, timestamp; JSON escaping keeps a
-    hostile URL inside its string) and a request's lines go out in one write.
-    """
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
-        self._render = structlog.processors.JSONRenderer()
-
-    def write(self, events: list[StoredEvent], ident: Identity) -> None:
-        if not events:
-            return
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        render = self._render
-        lines = []
-        for stored in events:
-            e = stored.event
-            fields = {
-                "component": "collector.audit",
-                "decision": "allowed" if e.allowed else "denied",
-                "method": e.method,
-                "url": e.url,
-                "rule": e.matched_rule,
-                "session": stored.session_id,
-                "agent": ident.agent,
-                "workspace": ident.workspace,
-                "event_time": format_ns(e.time_ns),
-                "event": "boundary_event",
-                "level": "info",
-                "timestamp": now,
-            }
-            lines.append(str(render(None, "info", fields)))
-        stream = self._stream or sys.stderr
-        stream.write("\n".join(lines) + "\n")
-        stream.flush()
 
 
 def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
