@@ -261,6 +261,26 @@ def test_overload_answers_429_with_retry_after(storage: Storage) -> None:
         assert _post(server, token, make_request()).status_code == 200
 
 
+def test_stalled_body_times_out_and_frees_its_slot(storage: Storage) -> None:
+    token = storage.create_token("a")
+    settings = AppSettings(require_read_auth=False, max_inflight_ingest=1, body_timeout_seconds=0.3)
+    with CollectorServer(storage, settings) as server, _raw(server) as stalled:
+        stalled.sendall(
+            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
+            + f"Authorization: Bearer {token}\r\n".encode()
+            + b"Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n"
+            + b"\x0a"
+        )
+        reply = _reply(stalled)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert b'"error":"timeout"' in reply
+        assert _post(server, token, make_request()).status_code == 200
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'boundary_audit_collector_ingest_rejected_total{reason="body_timeout"} 1.0' in (
+            metrics
+        )
+
+
 def test_database_busy_answers_503_then_recovers(tmp_path: Path) -> None:
     path = tmp_path / "busy.db"
     with SQLiteStorage(path, busy_timeout_ms=100) as storage:

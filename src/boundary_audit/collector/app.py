@@ -6,6 +6,7 @@ answering (health checks, 429s, metrics) while SQLite or PostgreSQL works.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
@@ -54,6 +55,10 @@ T = TypeVar("T")
 #: body and one DB connection; 32 keeps memory bounded (~128 MiB worst case)
 #: while leaving far more concurrency than one SQLite writer can use.
 MAX_INFLIGHT_INGEST = 32
+#: Seconds an ingest body may take to arrive once its headers are in: a 4 MiB
+#: body needs under a second even on a slow link; past this the sender gets a
+#: 408 (the agent retries) and its in-flight slot is freed.
+BODY_TIMEOUT_SECONDS = 30.0
 #: Seconds a client should wait after 429 (a burst clears within a second).
 OVERLOAD_RETRY_AFTER_SECONDS = 1
 #: Seconds a client should wait after 503 (a restarting database takes a few).
@@ -94,14 +99,17 @@ class AppSettings:
     #: False only when listening on loopback: reads then need no token.
     require_read_auth: bool = True
     max_inflight_ingest: int = MAX_INFLIGHT_INGEST
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
     #: One JSON line per stored event (for log aggregators).
     emit_event_logs: bool = True
     #: Where those lines go; ``None`` means the process's stderr.
     event_log_stream: TextIO | None = None
 
 
-def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {}
+def _error(
+    status: int, error: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    headers = dict(headers or {})
     if status == 429:
         headers["Retry-After"] = str(OVERLOAD_RETRY_AFTER_SECONDS)
     elif status == 503:
@@ -232,15 +240,24 @@ class _Collector:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_INGEST_BODY_BYTES:
-                    raise _Refused(self._too_large(ident, size))
-                chunks.append(chunk)
+            # A stalled sender must not hold one of the few in-flight slots forever.
+            async with asyncio.timeout(self.settings.body_timeout_seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_INGEST_BODY_BYTES:
+                        raise _Refused(self._too_large(ident, size))
+                    chunks.append(chunk)
         except ClientDisconnect:
             self.metrics.rejected.labels("client_disconnect").inc()
             self.log.warning("ingest_client_disconnected", agent=ident.agent, received=size)
             raise _Refused(_error(400, "invalid_request", "client disconnected mid-body")) from None
+        except TimeoutError:
+            self.metrics.rejected.labels("body_timeout").inc()
+            self.log.warning("ingest_body_timeout", agent=ident.agent, received=size)
+            detail = f"body not received within {self.settings.body_timeout_seconds:g} s"
+            raise _Refused(
+                _error(408, "timeout", detail, headers={"Connection": "close"})
+            ) from None
         return b"".join(chunks)
 
     def _invalid(self, ident: Identity, detail: str) -> Response:
