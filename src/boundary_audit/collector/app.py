@@ -502,6 +502,8 @@ def create_app(
             Route("/api/v1/openapi.json", c.openapi, methods=["GET"]),
             Route("/metrics", c.metrics_endpoint, methods=["GET"]),
             Route("/healthz", c.health, methods=["GET"]),
+            # Browsers ask for it on every page; no icon, and no 404 noise either.
+            Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
             Route("/", c.ui_sessions, methods=["GET"]),
             Route("/sessions/{session_id}", c.ui_session, methods=["GET"]),
             Route("/login", c.login, methods=["GET", "POST"]),
