@@ -221,6 +221,12 @@ def test_gaps_and_upstream_drops_are_counted(collector: CollectorServer, storage
     )
     page = httpx.get(f"{collector.url}/sessions/{sid}").text
     assert "boundary_channel_full: 3" in page
+    unattributed = IngestRequest(batch_id=str(uuid.uuid4()))
+    unattributed.drops.add(report_id=str(uuid.uuid4()), source="agent").dropped["spool_full"] = 7
+    assert _post(collector, token, unattributed).json()["drop_reports"] == 1
+    listing = httpx.get(collector.url + "/api/v1/sessions").json()
+    assert listing["unattributed_dropped_by_reason"] == {"spool_full": 7}
+    assert "spool_full: 7" in httpx.get(collector.url + "/").text
     assert "3 missing of 6" in page
 
 

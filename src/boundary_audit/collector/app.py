@@ -323,9 +323,11 @@ class _Collector:
             page = await self.db(
                 "list_sessions", self.storage.list_sessions, limit, params.get("cursor")
             )
+            unattributed = await self.db("session_drops", self.storage.unattributed_drops)
             return {
                 "sessions": [s.to_json() for s in page.items],
                 "next_cursor": page.next_cursor,
+                "unattributed_dropped_by_reason": unattributed,
             }
 
         return await self.api(request, "sessions", run)

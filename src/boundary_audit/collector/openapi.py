@@ -135,6 +135,11 @@ def openapi_document() -> dict[str, Any]:
                             "items": {"$ref": "#/components/schemas/Session"},
                         },
                         "next_cursor": {"type": "string", "nullable": True},
+                        "unattributed_dropped_by_reason": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                            "description": "events lost that no session could be named for",
+                        },
                     },
                 },
                 "Event": {
