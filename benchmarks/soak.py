@@ -18,7 +18,11 @@ drops by reason at every stage, peak RSS and CPU of every process, and a
 verdict: generated == stored + reported drops (nothing lost silently).
 
     .venv/bin/python benchmarks/soak.py [--mode direct|proxy] [--duration 60 | --quick]
-        [--rate EVENTS_PER_S] [--senders K] [--max-events N] [--keep]
+        [--rate EVENTS_PER_S] [--senders K] [--max-events N] [--pause-agent SECONDS] [--keep]
+
+``--pause-agent N`` freezes the agent (SIGSTOP) for N seconds a third into the
+load: the senders' queues overflow, and the verdict checks that every drop
+was reported through the agent to the collector.
 """
 
 from __future__ import annotations
@@ -112,6 +116,18 @@ UPSTREAM_BODY = b'{"ok":true}\n'
 PERCENTILES = (50.0, 90.0, 99.0)
 #: Nanoseconds per millisecond, for latency display.
 NS_PER_MS = 1_000_000
+#: Poll interval while a process starts listening: prompt, and cheap.
+START_POLL_S = 0.05
+#: Poll interval while the pipeline drains: a few scrapes per second.
+DRAIN_POLL_S = 0.2
+#: Timeout of a /metrics or /healthz request: a frozen or overloaded process
+#: should cost the sampler one missed point, not seconds of RSS samples.
+SCRAPE_TIMEOUT_S = 2.0
+#: The confined client's socket timeout: far above any proxied request here,
+#: so only a hung proxy trips it (counted as a client error).
+CLIENT_TIMEOUT_S = 30
+#: Console width: wide enough for the tables without folding.
+CONSOLE_WIDTH = 140
 
 
 #: One /metrics scrape: {(sample name, sorted label pairs): value}.
@@ -161,7 +177,7 @@ def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], what: str)
             raise RuntimeError(f"{what} exited with status {proc.returncode} while starting")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} did not answer /healthz within {START_TIMEOUT_S:g} s")
-        time.sleep(0.05)
+        time.sleep(START_POLL_S)
 
 
 def stop(proc: subprocess.Popen[bytes]) -> int:
@@ -279,9 +295,9 @@ def upstream_server(port: int) -> None:
 PROXY_CLIENT = textwrap.dedent(
     """
     import http.client, json, os, sys, time, urllib.parse
-    upstream, rate, duration, limit, deny_every, tick = sys.argv[1:7]
+    upstream, rate, duration, limit, deny_every, tick, timeout = sys.argv[1:8]
     rate, duration, limit = float(rate), float(duration), int(limit)
-    deny_every, tick = int(deny_every), float(tick)
+    deny_every, tick, timeout = int(deny_every), float(tick), float(timeout)
     proxy = urllib.parse.urlsplit(os.environ["HTTP_PROXY"])
     conn = None
     made = 0
@@ -296,7 +312,7 @@ PROXY_CLIENT = textwrap.dedent(
             kind = "denied" if made % deny_every == 0 else "allowed"
             try:
                 if conn is None:
-                    conn = http.client.HTTPConnection(proxy.hostname, proxy.port, timeout=30)
+                    conn = http.client.HTTPConnection(proxy.hostname, proxy.port, timeout=timeout)
                 conn.request("GET", f"http://{upstream}/{kind}/{made}")
                 resp = conn.getresponse()
                 resp.read()
@@ -471,7 +487,9 @@ def start_pipeline(workdir: Path) -> Pipeline:
         workdir / "collector.log",
         env,
     )
-    collector_http = httpx.Client(base_url=f"http://127.0.0.1:{collector_port}", timeout=10)
+    collector_http = httpx.Client(
+        base_url=f"http://127.0.0.1:{collector_port}", timeout=SCRAPE_TIMEOUT_S
+    )
     wait_healthy(collector_http, collector, "collector")
     socket_path = workdir / "run" / "agent.sock"
     socket_path.parent.mkdir(mode=0o700)
@@ -491,7 +509,7 @@ def start_pipeline(workdir: Path) -> Pipeline:
         workdir / "agent.log",
         {**env, CREDENTIAL_ENV: token},
     )
-    agent_http = httpx.Client(base_url=f"http://127.0.0.1:{agent_port}", timeout=10)
+    agent_http = httpx.Client(base_url=f"http://127.0.0.1:{agent_port}", timeout=SCRAPE_TIMEOUT_S)
     wait_healthy(agent_http, agent, "agent")
     return Pipeline(workdir, db_path, socket_path, collector, agent, collector_http, agent_http)
 
@@ -547,7 +565,7 @@ def run_proxy(pipe: Pipeline, sampler: Sampler, load: Load) -> LoadResult:
             break
         if time.monotonic() > deadline:
             raise RuntimeError("upstream did not start")
-        time.sleep(0.05)
+        time.sleep(START_POLL_S)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNDARY_AUDIT_")}
     env.pop("DISABLE_AUDIT_LOGS", None)
     runs = []
@@ -587,6 +605,7 @@ def run_proxy(pipe: Pipeline, sampler: Sampler, load: Load) -> LoadResult:
                         str(load.share(i)),
                         str(DENY_EVERY),
                         str(PACE_TICK_S),
+                        str(CLIENT_TIMEOUT_S),
                     ],
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
@@ -663,7 +682,7 @@ def drain(pipe: Pipeline, expected: int) -> tuple[float, bool]:
         )
         if spool_empty and now - last_change >= DRAIN_QUIET_S:
             return now - t0, False
-        time.sleep(0.2)
+        time.sleep(DRAIN_POLL_S)
     return time.monotonic() - t0, False
 
 
@@ -926,7 +945,7 @@ def main() -> int:
     if not 0 <= args.pause_agent < args.duration:
         parser.error("--pause-agent must be >= 0 and shorter than --duration")
     load = Load(args.senders, args.rate, args.duration, args.max_events)
-    console = Console(width=140)
+    console = Console(width=CONSOLE_WIDTH)
     workdir = Path(tempfile.mkdtemp(prefix="ba-soak-"))
     pipe: Pipeline | None = None
     try:
