@@ -5,7 +5,7 @@ set -euo pipefail
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 # Collector tests: a throwaway PostgreSQL server (initdb/pg_ctl) and a real browser.
-[ -x /usr/lib/postgresql/15/bin/initdb ] || missing+=(postgresql)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then

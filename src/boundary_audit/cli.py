@@ -18,10 +18,10 @@ from .logs import LOG_LEVELS, configure_logging
 
 #: Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
+    "boundary_audit.quickstart",
     "boundary_audit.proxy.cli",
     "boundary_audit.agent.cli",
     "boundary_audit.collector.cli",
-    "boundary_audit.demo",
 )
 
 Handler = Callable[[argparse.Namespace], int]

@@ -19,6 +19,7 @@ import structlog
 LogFormat = Literal["json", "console"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 ROOT_LOGGER = "boundary_audit"
+CHATTY_LIBRARIES = ("httpx", "httpcore")
 
 _PRE_CHAIN: list[Any] = [
     structlog.contextvars.merge_contextvars,
@@ -54,6 +55,10 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(numeric)
     logging.getLogger(ROOT_LOGGER).setLevel(numeric)
+    # HTTP client libraries log every request at info; our own lines already
+    # say what matters, so theirs show only warnings and above.
+    for chatty in CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(max(numeric, logging.WARNING))
 
 
 def get_logger(component: str, **context: Any) -> Any:

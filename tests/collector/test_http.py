@@ -18,6 +18,7 @@ import pytest
 from boundary_audit.collector import CollectorServer, Storage, open_storage
 from boundary_audit.collector.app import AppSettings
 from boundary_audit.collector.ingest import MAX_INGEST_BODY_BYTES
+from boundary_audit.collector.postgres import PostgresStorage
 from boundary_audit.collector.sqlite import SQLiteStorage
 from boundary_audit.collector.testing import PostgresUnavailableError, throwaway_postgres
 from boundary_audit.wire import IngestRequest
@@ -220,6 +221,12 @@ def test_gaps_and_upstream_drops_are_counted(collector: CollectorServer, storage
     )
     page = httpx.get(f"{collector.url}/sessions/{sid}").text
     assert "boundary_channel_full: 3" in page
+    unattributed = IngestRequest(batch_id=str(uuid.uuid4()))
+    unattributed.drops.add(report_id=str(uuid.uuid4()), source="agent").dropped["spool_full"] = 7
+    assert _post(collector, token, unattributed).json()["drop_reports"] == 1
+    listing = httpx.get(collector.url + "/api/v1/sessions").json()
+    assert listing["unattributed_dropped_by_reason"] == {"spool_full": 7}
+    assert "spool_full: 7" in httpx.get(collector.url + "/").text
     assert "3 missing of 6" in page
 
 
@@ -258,6 +265,26 @@ def test_overload_answers_429_with_retry_after(storage: Storage) -> None:
         slow.sendall(body[5:])
         assert _reply(slow).startswith(b"HTTP/1.1 200")
         assert _post(server, token, make_request()).status_code == 200
+
+
+def test_stalled_body_times_out_and_frees_its_slot(storage: Storage) -> None:
+    token = storage.create_token("a")
+    settings = AppSettings(require_read_auth=False, max_inflight_ingest=1, body_timeout_seconds=0.3)
+    with CollectorServer(storage, settings) as server, _raw(server) as stalled:
+        stalled.sendall(
+            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
+            + f"Authorization: Bearer {token}\r\n".encode()
+            + b"Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n"
+            + b"\x0a"
+        )
+        reply = _reply(stalled)
+        assert reply.startswith(b"HTTP/1.1 408")
+        assert b'"error":"timeout"' in reply
+        assert _post(server, token, make_request()).status_code == 200
+        metrics = httpx.get(server.url + "/metrics").text
+        assert 'boundary_audit_collector_ingest_rejected_total{reason="body_timeout"} 1.0' in (
+            metrics
+        )
 
 
 def test_database_busy_answers_503_then_recovers(tmp_path: Path) -> None:
@@ -419,7 +446,9 @@ def test_postgresql_outage_answers_503_then_recovers() -> None:
     except PostgresUnavailableError as exc:
         pytest.skip(f"no throwaway PostgreSQL: {exc}")
     try:
-        with open_storage(pg.new_database()) as storage:
+        # A short pool timeout: the outage is answered in 1 s instead of 5.
+        with PostgresStorage(pg.new_database(), pool_timeout=1.0) as storage:
+            storage.migrate()
             token = storage.create_token("a")
             settings = AppSettings(require_read_auth=False)
             with CollectorServer(storage, settings) as server:

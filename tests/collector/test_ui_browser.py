@@ -41,7 +41,7 @@ def ui_storage(tmp_path: Path) -> Iterator[Storage]:
 def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (scripts/system-deps.sh installs chromium)")
-    from playwright.sync_api import Dialog, Error, sync_playwright
+    from playwright.sync_api import ConsoleMessage, Dialog, Error, sync_playwright
 
     token = ui_storage.create_token('agent"<b>bold</b>', "<i>ws</i>")
     sid = str(uuid.uuid4())
@@ -69,12 +69,18 @@ def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
         def on_error(error: Error) -> None:
             errors.append(str(error))
 
+        def on_console(message: ConsoleMessage) -> None:
+            # An injected script blocked by the CSP would show up here.
+            if message.type in ("error", "warning"):
+                errors.append(message.text)
+
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page()
                 page.on("dialog", on_dialog)
                 page.on("pageerror", on_error)
+                page.on("console", on_console)
                 page.goto(server.url + "/")
                 assert page.locator("#sessions tbody td").nth(1).inner_text() == (
                     'agent"<b>bold</b>'

@@ -2,41 +2,17 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import subprocess
 import sys
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.proxy.conftest import Upstream
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.timeout(90)
-
-
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"hello from upstream\n"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def upstream() -> Iterator[int]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
 
 
 def _run(args: list[str], tmp: Path, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -53,16 +29,18 @@ def _run(args: list[str], tmp: Path, **kw: object) -> subprocess.CompletedProces
 
 
 def test_run_audits_allowed_and_denied_requests_to_the_agent_socket(
-    receiver: Receiver, upstream: int, tmp_path: Path
+    receiver: Receiver, http_upstream: Upstream, tmp_path: Path
 ) -> None:
+    allowed_url = http_upstream.url("/allowed")
+    denied_url = http_upstream.url("/denied", host="localhost")
     script = (
         "import urllib.request, urllib.error, sys\n"
-        f"ok = urllib.request.urlopen('http://127.0.0.1:{upstream}/allowed').read()\n"
+        f"ok = urllib.request.urlopen({allowed_url!r}).read()\n"
         "try:\n"
-        f"    urllib.request.urlopen('http://localhost:{upstream}/denied')\n"
+        f"    urllib.request.urlopen({denied_url!r})\n"
         "except urllib.error.HTTPError as e:\n"
         "    print('denied', e.code, e.read().decode())\n"
-        "print(ok.decode().strip())\n"
+        "print('upstream said', ok.decode())\n"
         "sys.exit(7)\n"
     )
     result = _run(
@@ -81,9 +59,11 @@ def test_run_audits_allowed_and_denied_requests_to_the_agent_socket(
         tmp_path,
     )
     assert result.returncode == 7, result.stderr  # the command's own exit code
-    assert "hello from upstream" in result.stdout
+    assert "upstream said" in result.stdout
+    assert '"raw_path":"/allowed"' in result.stdout
+    assert [hit["raw_path"] for hit in http_upstream.hits] == ["/allowed"]  # denied never left
     assert "denied 403" in result.stdout
-    assert f"http://localhost:{upstream}/denied" in result.stdout
+    assert denied_url in result.stdout
     assert "--allow" in result.stdout  # the 403 body suggests a rule
     assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 2)
     batches = receiver.log_batches()
@@ -93,13 +73,13 @@ def test_run_audits_allowed_and_denied_requests_to_the_agent_socket(
     assert len({b.logs.session_id for b in batches}) == 1
     allowed, denied = logs
     assert allowed.allowed
-    assert allowed.http_request.url == f"http://127.0.0.1:{upstream}/allowed"
+    assert allowed.http_request.url == allowed_url
     assert allowed.http_request.matched_rule == "domain=127.0.0.1 path=/allowed"
     assert not denied.allowed
     assert denied.http_request.matched_rule == ""
     # The same events, as structured lines on stderr.
     assert '"decision": "deny"' in result.stderr
-    assert f"http://localhost:{upstream}/denied" in result.stderr
+    assert denied_url in result.stderr
 
 
 def test_run_rejects_a_bad_rule_before_starting_anything(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 
 @dataclass(slots=True)
@@ -35,3 +37,41 @@ class Auditor(Protocol):
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is pending (within ``timeout`` seconds), then stop."""
         ...
+
+
+class SequenceCounter:
+    """Per-session sequence numbers 0, 1, 2, ...; an event may carry its own.
+
+    Thread-safe. (SocketAuditor numbers under its queue lock instead, so that
+    queue order and sequence order agree.)
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next = 0
+
+    def assign(self, event: AuditEvent) -> int:
+        if event.sequence_number is not None:
+            return event.sequence_number
+        with self._lock:
+            seq = self._next
+            self._next = seq + 1
+        return seq
+
+
+class CloseOnExit:
+    """``with auditor:`` closes it on the way out."""
+
+    def close(self, timeout: float | None = None) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

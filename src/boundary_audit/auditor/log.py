@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
-from .event import AuditEvent
+from .event import AuditEvent, CloseOnExit, SequenceCounter
 
 LogAuditFormat = Literal["json", "logfmt"]
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -24,7 +24,7 @@ def _quote(value: str) -> str:
     return json.dumps(value)
 
 
-class LogAuditor:
+class LogAuditor(CloseOnExit):
     """Writes each event as one JSON object (or ``key=value`` line) to a stream.
 
     Allowed events are logged at info, denied ones at warning; ``level``
@@ -48,16 +48,13 @@ class LogAuditor:
         self._min = _LEVELS[level]
         self._session_id = session_id
         self._lock = threading.Lock()
-        self._next_seq = 0
+        self._sequence = SequenceCounter()
         self.written = 0
         self.write_errors = 0
 
     def audit(self, event: AuditEvent) -> int:
+        seq = self._sequence.assign(event)
         with self._lock:
-            seq = event.sequence_number
-            if seq is None:
-                seq = self._next_seq
-                self._next_seq += 1
             level = ALLOWED_LEVEL if event.allowed else DENIED_LEVEL
             if _LEVELS[level] < self._min:
                 return seq

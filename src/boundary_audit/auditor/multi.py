@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Sequence
-from types import TracebackType
 
 from ..logs import get_logger
-from .event import AuditEvent, Auditor
+from .event import AuditEvent, Auditor, CloseOnExit, SequenceCounter
 
 
-class MultiAuditor:
+class MultiAuditor(CloseOnExit):
     """Fans each event out to several auditors.
 
     The sequence number and time are fixed here, once, so every destination
@@ -22,17 +20,12 @@ class MultiAuditor:
 
     def __init__(self, auditors: Sequence[Auditor]) -> None:
         self.auditors = list(auditors)
-        self._lock = threading.Lock()
-        self._next_seq = 0
+        self._sequence = SequenceCounter()
         self.errors = [0] * len(self.auditors)
         self._log = get_logger("auditor")
 
     def audit(self, event: AuditEvent) -> int:
-        with self._lock:
-            seq = event.sequence_number
-            if seq is None:
-                seq = self._next_seq
-                self._next_seq += 1
+        seq = self._sequence.assign(event)
         stamped = dataclasses.replace(
             event,
             sequence_number=seq,
@@ -60,14 +53,3 @@ class MultiAuditor:
                 self._log.error(
                     "auditor failed to close", auditor=type(auditor).__name__, error=repr(exc)
                 )
-
-    def __enter__(self) -> MultiAuditor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -24,12 +24,11 @@ import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 from ..logs import get_logger
 from ..wire import BoundaryMessage, encode_message, resolve_socket_path
 from .encoding import EncodedFrame, Record, encode_records
-from .event import AuditEvent
+from .event import AuditEvent, CloseOnExit
 
 #: Flush a batch once it holds this many events. Coder's boundary uses 10:
 #: small enough that a burst of requests shows up at the agent promptly, big
@@ -166,7 +165,7 @@ def _process_name(name: str) -> str:
     return raw[:MAX_PROCESS_NAME_BYTES].decode("utf-8", errors="ignore")
 
 
-class SocketAuditor:
+class SocketAuditor(CloseOnExit):
     """Never-blocking audit sender for one session.
 
     >>> with SocketAuditor(path, session_id=uuid4(), confined_process_name="codex") as a:
@@ -388,17 +387,6 @@ class SocketAuditor:
         import asyncio
 
         await asyncio.to_thread(self.close, close_timeout)
-
-    def __enter__(self) -> SocketAuditor:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- sender thread ------------------------------------------------------
 

@@ -6,18 +6,16 @@ answering (health checks, 429s, metrics) while SQLite or PostgreSQL works.
 
 from __future__ import annotations
 
-import sys
+import asyncio
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 from urllib.parse import parse_qs, urlencode
 
 import jinja2
-import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -34,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 
 from boundary_audit.logs import get_logger
 
+from .auditlog import AuditLog
 from .ingest import MAX_INGEST_BODY_BYTES, parse_ingest_request
 from .metrics import CollectorMetrics
 from .model import (
@@ -43,7 +42,6 @@ from .model import (
     InvalidRequestError,
     NotFoundError,
     StorageUnavailableError,
-    StoredEvent,
     TimelineBucket,
     format_ns,
     parse_time,
@@ -57,6 +55,10 @@ T = TypeVar("T")
 #: body and one DB connection; 32 keeps memory bounded (~128 MiB worst case)
 #: while leaving far more concurrency than one SQLite writer can use.
 MAX_INFLIGHT_INGEST = 32
+#: Seconds an ingest body may take to arrive once its headers are in: a 4 MiB
+#: body needs under a second even on a slow link; past this the sender gets a
+#: 408 (the agent retries) and its in-flight slot is freed.
+BODY_TIMEOUT_SECONDS = 30.0
 #: Seconds a client should wait after 429 (a burst clears within a second).
 OVERLOAD_RETRY_AFTER_SECONDS = 1
 #: Seconds a client should wait after 503 (a restarting database takes a few).
@@ -97,57 +99,17 @@ class AppSettings:
     #: False only when listening on loopback: reads then need no token.
     require_read_auth: bool = True
     max_inflight_ingest: int = MAX_INFLIGHT_INGEST
+    body_timeout_seconds: float = BODY_TIMEOUT_SECONDS
     #: One JSON line per stored event (for log aggregators).
     emit_event_logs: bool = True
     #: Where those lines go; ``None`` means the process's stderr.
     event_log_stream: TextIO | None = None
 
 
-class AuditLog:
-    """One JSON line per stored event, rendered by structlog, written per request.
-
-    Not through :func:`boundary_audit.logs.get_logger`: its stdlib bridge costs
-    ~35 us per line and stderr flushes at every newline, which at tens of
-    thousands of events per second would be most of the collector's CPU. Here
-    structlog's JSON renderer formats each line (same shape as our other
-    lines: component, fields, event, level, timestamp; JSON escaping keeps a
-    hostile URL inside its string) and a request's lines go out in one write.
-    """
-
-    def __init__(self, stream: TextIO | None = None) -> None:
-        self._stream = stream
-        self._render = structlog.processors.JSONRenderer()
-
-    def write(self, events: list[StoredEvent], ident: Identity) -> None:
-        if not events:
-            return
-        now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-        render = self._render
-        lines = []
-        for stored in events:
-            e = stored.event
-            fields = {
-                "component": "collector.audit",
-                "decision": "allowed" if e.allowed else "denied",
-                "method": e.method,
-                "url": e.url,
-                "rule": e.matched_rule,
-                "session": stored.session_id,
-                "agent": ident.agent,
-                "workspace": ident.workspace,
-                "event_time": format_ns(e.time_ns),
-                "event": "boundary_event",
-                "level": "info",
-                "timestamp": now,
-            }
-            lines.append(str(render(None, "info", fields)))
-        stream = self._stream or sys.stderr
-        stream.write("\n".join(lines) + "\n")
-        stream.flush()
-
-
-def _error(status: int, error: str, detail: str, **extra: Any) -> JSONResponse:
-    headers = {}
+def _error(
+    status: int, error: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    headers = dict(headers or {})
     if status == 429:
         headers["Retry-After"] = str(OVERLOAD_RETRY_AFTER_SECONDS)
     elif status == 503:
@@ -278,15 +240,24 @@ class _Collector:
         chunks: list[bytes] = []
         size = 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > MAX_INGEST_BODY_BYTES:
-                    raise _Refused(self._too_large(ident, size))
-                chunks.append(chunk)
+            # A stalled sender must not hold one of the few in-flight slots forever.
+            async with asyncio.timeout(self.settings.body_timeout_seconds):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > MAX_INGEST_BODY_BYTES:
+                        raise _Refused(self._too_large(ident, size))
+                    chunks.append(chunk)
         except ClientDisconnect:
             self.metrics.rejected.labels("client_disconnect").inc()
             self.log.warning("ingest_client_disconnected", agent=ident.agent, received=size)
             raise _Refused(_error(400, "invalid_request", "client disconnected mid-body")) from None
+        except TimeoutError:
+            self.metrics.rejected.labels("body_timeout").inc()
+            self.log.warning("ingest_body_timeout", agent=ident.agent, received=size)
+            detail = f"body not received within {self.settings.body_timeout_seconds:g} s"
+            raise _Refused(
+                _error(408, "timeout", detail, headers={"Connection": "close"})
+            ) from None
         return b"".join(chunks)
 
     def _invalid(self, ident: Identity, detail: str) -> Response:
@@ -352,9 +323,11 @@ class _Collector:
             page = await self.db(
                 "list_sessions", self.storage.list_sessions, limit, params.get("cursor")
             )
+            unattributed = await self.db("session_drops", self.storage.unattributed_drops)
             return {
                 "sessions": [s.to_json() for s in page.items],
                 "next_cursor": page.next_cursor,
+                "unattributed_dropped_by_reason": unattributed,
             }
 
         return await self.api(request, "sessions", run)
@@ -531,6 +504,8 @@ def create_app(
             Route("/api/v1/openapi.json", c.openapi, methods=["GET"]),
             Route("/metrics", c.metrics_endpoint, methods=["GET"]),
             Route("/healthz", c.health, methods=["GET"]),
+            # Browsers ask for it on every page; no icon, and no 404 noise either.
+            Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
             Route("/", c.ui_sessions, methods=["GET"]),
             Route("/sessions/{session_id}", c.ui_session, methods=["GET"]),
             Route("/login", c.login, methods=["GET", "POST"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import functools
 import json
 import os
@@ -15,7 +16,7 @@ from typing import Any
 
 from boundary_audit.logs import get_logger
 
-from .client import HttpSource, QueryError, QuerySource, StorageSource
+from .client import HttpSource, QuerySource, StorageSource
 from .connect import open_storage
 from .model import (
     EVENT_JSON_FIELDS,
@@ -260,11 +261,9 @@ def _fail(exc: Exception) -> int:
     return 1
 
 
+@_reports_errors
 def cmd_sessions(args: argparse.Namespace) -> int:
-    try:
-        source = _source(args)
-    except (ValueError, CollectorError) as exc:
-        return _fail(exc)
+    source = _source(args)
     try:
         rows: list[dict[str, Any]] = []
         cursor = None
@@ -273,8 +272,6 @@ def cmd_sessions(args: argparse.Namespace) -> int:
             rows.extend(page)
             if cursor is None:
                 break
-    except (QueryError, CollectorError) as exc:
-        return _fail(exc)
     finally:
         source.close()
     if args.json:
@@ -319,12 +316,10 @@ def _logs_query(args: argparse.Namespace) -> EventQuery:
     )
 
 
+@_reports_errors
 def cmd_logs(args: argparse.Namespace) -> int:
-    try:
-        query = _logs_query(args)
-        source = _source(args)
-    except (ValueError, CollectorError) as exc:
-        return _fail(exc)
+    query = _logs_query(args)
+    source = _source(args)
     try:
         if args.follow:
             return _follow(source, query, args.json, start_at_tail=args.since is None)
@@ -336,8 +331,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
             rows.extend(page)
             if cursor is None:
                 break
-    except (QueryError, CollectorError) as exc:
-        return _fail(exc)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -351,9 +344,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def _with(query: EventQuery, cursor: str | None, limit: int) -> EventQuery:
-    from dataclasses import replace
-
-    return replace(query, cursor=cursor, limit=limit)
+    return dataclasses.replace(query, cursor=cursor, limit=limit)
 
 
 def _follow(source: QuerySource, query: EventQuery, as_json: bool, *, start_at_tail: bool) -> int:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
 
-from boundary_audit.wire import DropReport, IngestRequest
+from boundary_audit.wire import BoundaryLog, DropReport, IngestRequest
 
 from .model import NS_PER_SECOND, DropIn, EventIn, IngestBatch, InvalidRequestError, SessionBatch
 
@@ -124,37 +125,45 @@ def parse_ingest_request(body: bytes) -> IngestBatch:
         batch = sessions.setdefault(session_id, SessionBatch(session_id, name))
         if name and not batch.confined_process_name:
             batch.confined_process_name = name
+        append = batch.events.append
         for j, log in enumerate(report.logs):
-            at = f"{where}.logs[{j}]"
-            if not log.HasField("http_request"):
-                raise InvalidRequestError(f"{at}.http_request is missing")
-            if log.sequence_number < 0:
-                raise InvalidRequestError(f"{at}.sequence_number is negative")
-            if not log.HasField("time"):
-                raise InvalidRequestError(f"{at}.time is missing")
+            # Fast path: plain comparisons; the slow path names what failed.
             http = log.http_request
-            url = _text(http.url, MAX_URL_CHARS, f"{at}.http_request.url")
-            batch.events.append(
-                EventIn(
-                    sequence_number=log.sequence_number,
-                    time_ns=_timestamp_ns(log.time.seconds, log.time.nanos, f"{at}.time"),
-                    allowed=log.allowed,
-                    method=_text(http.method, MAX_METHOD_CHARS, f"{at}.http_request.method"),
-                    url=url,
-                    host=host_of(url),
-                    matched_rule=_text(
-                        http.matched_rule,
-                        MAX_RULE_CHARS,
-                        f"{at}.http_request.matched_rule",
-                        required=False,
-                    ),
-                )
+            url, method, rule = http.url, http.method, http.matched_rule
+            time_ns = log.time.seconds * NS_PER_SECOND + log.time.nanos
+            if (
+                not log.HasField("http_request")
+                or log.sequence_number < 0
+                or not MIN_EVENT_TIME_NS <= time_ns < MAX_EVENT_TIME_NS
+                or not 0 < len(url) <= MAX_URL_CHARS
+                or not 0 < len(method) <= MAX_METHOD_CHARS
+                or len(rule) > MAX_RULE_CHARS
+            ):
+                _explain_event(f"{where}.logs[{j}]", log)
+            append(
+                EventIn(log.sequence_number, time_ns, log.allowed, method, url, host_of(url), rule)
             )
     for batch in sessions.values():
         batch.events.sort(key=lambda e: e.sequence_number)
     drops = [_drop(i, d) for i, d in enumerate(request.drops)]
     ordered = [sessions[k] for k in sorted(sessions)]
     return IngestBatch(batch_id=batch_id, sessions=ordered, drops=drops)
+
+
+def _explain_event(at: str, log: BoundaryLog) -> NoReturn:
+    """Raise the error that names the first problem of an event the fast path refused."""
+    if not log.HasField("http_request"):
+        raise InvalidRequestError(f"{at}.http_request is missing")
+    if log.sequence_number < 0:
+        raise InvalidRequestError(f"{at}.sequence_number is negative")
+    if not log.HasField("time"):
+        raise InvalidRequestError(f"{at}.time is missing")
+    _timestamp_ns(log.time.seconds, log.time.nanos, f"{at}.time")
+    http = log.http_request
+    _text(http.url, MAX_URL_CHARS, f"{at}.http_request.url")
+    _text(http.method, MAX_METHOD_CHARS, f"{at}.http_request.method")
+    _text(http.matched_rule, MAX_RULE_CHARS, f"{at}.http_request.matched_rule", required=False)
+    raise AssertionError(f"{at} failed the fast checks but passes the detailed ones")
 
 
 def _drop(i: int, report: DropReport) -> DropIn:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Generic, Literal, TypeVar
 
 Scope = Literal["agent", "reader"]
@@ -246,8 +247,23 @@ class TimelineBucket:
 
 
 def format_ns(ns: int) -> str:
-    """RFC 3339 UTC with microseconds (what JSON clients parse without surprises)."""
-    return datetime.fromtimestamp(ns / NS_PER_SECOND, tz=UTC).isoformat().replace("+00:00", "Z")
+    """RFC 3339 UTC with microseconds, always six digits (``2026-01-02T03:04:05.000006Z``)."""
+    seconds, rest = divmod(ns, NS_PER_SECOND)
+    return f"{_format_second(seconds)}.{rest // 1000:06d}Z"
+
+
+#: Distinct seconds remembered: events arrive in bursts within a few seconds,
+#: so formatting the date part once per second saves most of the work.
+SECOND_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=SECOND_CACHE_SIZE)
+def _format_second(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def parse_time(text: str) -> int:
@@ -258,7 +274,8 @@ def parse_time(text: str) -> int:
         raise InvalidRequestError(f"{text!r} is not an RFC 3339 time") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    ns = int(parsed.timestamp()) * NS_PER_SECOND + parsed.microsecond * 1000
+    # Exact integer arithmetic: a float timestamp loses microseconds near 2262.
+    ns = (parsed - _EPOCH) // _MICROSECOND * 1000
     if not 0 <= ns <= INT64_MAX:
         raise InvalidRequestError(f"{text!r} is outside the years 1970-2262")
     return ns

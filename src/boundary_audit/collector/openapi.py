@@ -135,6 +135,11 @@ def openapi_document() -> dict[str, Any]:
                             "items": {"$ref": "#/components/schemas/Session"},
                         },
                         "next_cursor": {"type": "string", "nullable": True},
+                        "unattributed_dropped_by_reason": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer"},
+                            "description": "events lost that no session could be named for",
+                        },
                     },
                 },
                 "Event": {
@@ -192,6 +197,7 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("IngestResult", "stored (or already stored)"),
                         "400": _error_response("invalid request; nothing stored"),
                         "401": _error_response("missing, unknown or revoked agent token"),
+                        "408": _error_response("body not received in time; retry"),
                         "413": _error_response(f"body over {MAX_INGEST_BODY_BYTES} bytes"),
                         "429": {**_error_response("overloaded"), "headers": _RETRY_AFTER},
                         "500": _error_response("internal error; nothing stored"),

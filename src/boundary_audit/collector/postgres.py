@@ -71,13 +71,13 @@ class PostgresStorage(Storage):
     substring_fn = "strpos"
     column_types = POSTGRES_TYPES
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, pool_timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self.url = url
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
             max_size=POOL_MAX_SIZE,
-            timeout=POOL_TIMEOUT_SECONDS,
+            timeout=pool_timeout,
             open=False,
             name="boundary-audit-collector",
             kwargs={
@@ -87,7 +87,7 @@ class PostgresStorage(Storage):
             },
         )
         try:
-            self._pool.open(wait=True, timeout=POOL_TIMEOUT_SECONDS)
+            self._pool.open(wait=True, timeout=pool_timeout)
         except psycopg_pool.PoolTimeout as exc:
             self._pool.close()
             raise StorageUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc

@@ -82,6 +82,12 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def url_of(sock: socket.socket) -> str:
+    """The base URL clients use to reach a listening socket (IPv6 in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     db_url: str
@@ -134,7 +140,7 @@ async def serve(options: ServeOptions) -> int:
         server_header=False,
     )
     server = uvicorn.Server(config)
-    # uvicorn's own start/stop chatter is plain text; our JSON lines say the same.
+    # uvicorn's own start/stop lines would repeat ours (collector_listening/stopped).
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     pruner: asyncio.Task[None] | None = None
     if options.retention_seconds:
@@ -152,11 +158,9 @@ async def serve(options: ServeOptions) -> int:
         # Bound (and listening) before serving, so the real port is known and
         # logged even when --listen asked for port 0.
         sock = listen_socket(host, port)
-        bound_host, bound_port = sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         log.info(
             "collector_listening",
-            url=f"http://{shown}:{bound_port}",
+            url=url_of(sock),
             backend=storage.backend,
             read_auth=settings.require_read_auth,
         )
@@ -209,9 +213,7 @@ class CollectorServer:
         )
         self._server = uvicorn.Server(config)
         self._sock = listen_socket(host, port)
-        bound_host, bound_port = self._sock.getsockname()[:2]
-        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        self.url = f"http://{shown}:{bound_port}"
+        self.url = url_of(self._sock)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
         )

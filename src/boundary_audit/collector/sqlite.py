@@ -21,6 +21,13 @@ SYNCHRONOUS = "FULL"
 #: Page cache per connection in KiB (negative = KiB in SQLite); 64 MiB keeps
 #: the hot part of the indexes in memory on a 1M-event store.
 CACHE_KIB = 65_536
+#: Reader connections are one per worker thread (up to AnyIO's 40), so each
+#: gets a small private cache; they share the OS page cache through mmap
+#: instead, which bounds memory however many threads read at once.
+READER_CACHE_KIB = 8_192
+#: Bytes of the database file each connection maps: the shared page cache
+#: readers rely on; 256 MiB covers the indexes of a multi-million-event store.
+MMAP_BYTES = 256 * 1024 * 1024
 SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "bool": "INTEGER"}
 
 
@@ -68,6 +75,7 @@ class SQLiteStorage(Storage):
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
             conn.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
             conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+            conn.execute(f"PRAGMA mmap_size={MMAP_BYTES}")
         except sqlite3.OperationalError as exc:
             raise StorageUnavailableError(
                 f"cannot open SQLite database {self.path}: {exc}"
@@ -104,6 +112,7 @@ class SQLiteStorage(Storage):
         if conn is None:
             conn = self._connect()
             conn.execute("PRAGMA query_only=ON")
+            conn.execute(f"PRAGMA cache_size=-{READER_CACHE_KIB}")
             self._local.conn = conn
             with self._readers_lock:
                 self._readers.append(conn)

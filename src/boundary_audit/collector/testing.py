@@ -23,8 +23,25 @@ from typing import Any
 
 import psycopg
 
-#: Debian's location of PostgreSQL 15's server binaries.
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+#: Where Debian installs each PostgreSQL major version's server binaries.
+DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
+#: Env variable naming the server binaries' directory, for other layouts.
+PG_BIN_ENV = "BOUNDARY_AUDIT_PG_BIN"
+
+
+def find_pg_bin() -> Path:
+    """``$BOUNDARY_AUDIT_PG_BIN``, else the newest Debian-packaged server."""
+    configured = os.environ.get(PG_BIN_ENV)
+    if configured:
+        return Path(configured)
+    versions = sorted(
+        (p for p in DEBIAN_PG_ROOT.glob("*/bin") if (p / "initdb").exists()),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+    )
+    return versions[-1] if versions else DEBIAN_PG_ROOT / "15" / "bin"
+
+
+PG_BIN = find_pg_bin()
 #: Seconds PostgreSQL may take to start on a loaded 2-core machine.
 PG_START_TIMEOUT_SECONDS = 60
 #: The unprivileged account PostgreSQL runs as when we are root.

@@ -217,6 +217,14 @@ def new_session_id() -> str:
     return str(uuid.uuid4())
 
 
+def validate_session_id(value: str) -> str:
+    """A caller-chosen session id (e.g. to correlate with a CI job) must be a UUID."""
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ConfigError(f"--session-id must be a UUID, got {value!r}") from None
+
+
 def validate_process_name(name: str) -> str:
     """Check a confined process name is a short printable label."""
     name = name.strip()
@@ -268,6 +276,7 @@ def resolve_run_settings(
     require_enforcement: bool | None = None,
     isolate_network: bool | None = None,
     process_name: str | None = None,
+    session_id: str | None = None,
 ) -> RunSettings:
     """Merge the sources: flags (``None``/empty = not given) win over the
     config file's scalars; rules and session-header domains are combined."""
@@ -275,7 +284,7 @@ def resolve_run_settings(
     domains = (*file_config.session_header_domains, *session_header_domains)
     return RunSettings(
         rules=tuple(collect_rules(cli_allow, environ, file_config)),
-        session_id=new_session_id(),
+        session_id=validate_session_id(session_id) if session_id else new_session_id(),
         process_name=process_name_from_command(
             command, process_name if process_name is not None else file_config.process_name
         ),
@@ -327,6 +336,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--process-name", metavar="NAME", help="confined process name (default: COMMAND's name)"
     )
     parser.add_argument(
+        "--session-id",
+        metavar="UUID",
+        help="session id for this run's events (default: a new random UUID)",
+    )
+    parser.add_argument(
         "--session-header",
         action="append",
         default=[],
@@ -372,4 +386,5 @@ def settings_from_args(
         require_enforcement=args.require_enforcement,
         isolate_network=args.isolate_network,
         process_name=args.process_name,
+        session_id=args.session_id,
     )

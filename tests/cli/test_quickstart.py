@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _quickstart(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    env = {
+        **os.environ,
+        "COLUMNS": "250",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "boundary_audit", "quickstart", "--data-dir", str(tmp_path), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=170,
+    )
+
+
+def test_quickstart_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    result = _quickstart(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "session stored: 3 allowed, 4 denied, 0 dropped, 0 gaps" in out
+    assert "/repos/coder/coder -> 200" in out
+    assert "/api/../admin/secrets -> 403" in out
+    assert "web UI:" in out
+    db = tmp_path / "quickstart" / "collector.db"
+    assert f"database:   {db}" in out
+    # What the table showed is what the collector stored: 7 events, one session.
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT sequence_number, allowed, url FROM events").fetchall()
+    assert sorted(r[0] for r in rows) == list(range(7))
+    assert sum(1 for r in rows if r[1]) == 3
+    for _, _, url in rows:
+        assert url in out
+
+
+def test_quickstart_with_a_command_that_makes_no_requests(tmp_path: Path) -> None:
+    result = _quickstart(tmp_path, "--", sys.executable, "-c", "print('hi')")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hi" in result.stdout
+    assert "made no HTTP requests" in result.stdout
+
+
+def test_cli_rejects_unknown_subcommand() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "boundary_audit", "no-such-command"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
