@@ -144,7 +144,7 @@ async def closed_by_peer(reader: asyncio.StreamReader, within: float = EVENTUALL
             while True:
                 if not await reader.read(1024):
                     return True
-    except ConnectionResetError:
+    except ConnectionError:  # reset, or a broken pipe left by our last write
         return True
 
 

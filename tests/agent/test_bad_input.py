@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -145,6 +146,33 @@ async def test_stalled_partial_frame_is_closed_after_idle_timeout(
         await eventually(lambda: collector.event_count() == 3)
         assert not idle_reader.at_eof()
         idle.close()
+
+
+async def test_trickled_partial_frame_cannot_reset_the_idle_timeout(
+    make_config: ConfigFactory, collector: CollectorDouble
+) -> None:
+    """Slow loris: a byte every third of the timeout still gets the frame closed."""
+    idle_timeout = 0.3
+    async with Agent(make_config(idle_timeout=idle_timeout)) as agent:
+        reader, writer = await connect(agent.socket_path)
+        frame = logs_frame(new_session(), 0, 5)
+        sent = 0
+        while not reader.at_eof() and sent < len(frame) - 1:
+            try:
+                writer.write(frame[sent : sent + 1])
+                await writer.drain()
+            except ConnectionError:
+                break  # the agent already closed it
+            sent += 1
+            await asyncio.sleep(idle_timeout / 3)
+        assert await closed_by_peer(reader)
+        # Closed well before the frame could have been finished this way.
+        assert sent < len(frame) // 2
+        assert (
+            metric(agent, "boundary_audit_agent_connections_closed_total", reason="idle_timeout")
+            == 1
+        )
+        await assert_others_unaffected(agent, collector, 0)
 
 
 async def test_truncated_frame_at_close_is_counted(

@@ -362,11 +362,20 @@ class Receiver:
         decoder = FrameDecoder()
         idle = self._config.idle_timeout
         writer = self._writer
+        loop = asyncio.get_running_loop()
+        # Only a frame left half-sent is timed: a sender with nothing to
+        # report may stay connected and silent for as long as it likes. The
+        # clock starts when a frame is left incomplete and is not reset by
+        # further bytes, only by a completed frame: trickling a byte at a
+        # time cannot hold a half-sent frame (and its buffer) open forever.
+        frame_deadline: float | None = None
         while True:
+            if not decoder.mid_frame:
+                frame_deadline = None
+            elif frame_deadline is None:
+                frame_deadline = loop.time() + idle
             try:
-                # Only a frame left half-sent is timed: a sender with nothing to
-                # report may stay connected and silent for as long as it likes.
-                async with asyncio.timeout(idle if decoder.mid_frame else None):
+                async with asyncio.timeout_at(frame_deadline):
                     data = await reader.read(READ_CHUNK_BYTES)
             except TimeoutError:
                 self._count_bad_frame(conn)
@@ -392,6 +401,8 @@ class Receiver:
                     "protocol error from sender; closing its connection", error=str(exc)
                 )
                 return "protocol_error"
+            if frames:
+                frame_deadline = None  # progress: the next partial frame gets its own clock
             for tag, payload in frames:
                 self._on_frame(conn, tag, payload)
             if decoder.error is not None:
