@@ -102,3 +102,18 @@ def test_session_change_starts_a_new_frame() -> None:
     ]
     encoded = list(encode_records(records, "p"))
     assert [e.events for e in encoded] == [1, 1]
+
+
+def test_unencodable_records_are_skipped_and_reported() -> None:
+    bad: list[tuple[int, str]] = []
+    records = [
+        Record(SESSION, 0, 0, "GET", "u", True, None),
+        Record(SESSION, 2**31, 0, "GET", "u", True, None),
+        Record(SESSION, 2, 0, "GET", "u", True, None),
+    ]
+    encoded = list(encode_records(records, "p", on_invalid=lambda r, e: bad.append((r[1], str(e)))))
+    assert sum(e.consumed for e in encoded) == 3
+    assert [s for s, _ in bad] == [2**31]
+    assert [seq for _, _, seq, _, _ in _decode([e.frame for e in encoded])] == [0, 2]
+    only_bad = list(encode_records([records[1]], "p"))
+    assert [(e.frame, e.consumed) for e in only_bad] == [(b"", 1)]

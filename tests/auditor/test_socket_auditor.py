@@ -326,3 +326,25 @@ def test_drops_are_logged_once_per_episode(
     assert a.stats.dropped[DropReason.CHANNEL_FULL] >= 200
     starts = [r for r in caplog.records if "dropping events" in str(r.msg)]
     assert len(starts) == 1
+
+
+def test_unencodable_events_are_counted_and_never_stop_the_sender(
+    receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    with (
+        caplog.at_level(logging.ERROR, logger="boundary_audit"),
+        SocketAuditor(receiver.path, batch_size=5, batch_interval=0.05) as a,
+    ):
+        a.audit(ev(0))
+        a.audit(AuditEvent("GET", "http://a/", "a", True, "r", sequence_number=2**40))
+        a.audit(AuditEvent("GET", 12345, "a", False))  # type: ignore[arg-type]
+        a.audit(ev(3))
+        assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 2)
+        a.audit(AuditEvent("GET", "http://a/", "a", True, "r", sequence_number=-1))
+        a.audit(ev(5))
+        assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 3)
+    # The bad event with no number of its own took 1: a gap, counted as a drop.
+    assert receiver.sequence_numbers() == [0, 2, 3]
+    assert a.stats.dropped[DropReason.INVALID] == 3
+    assert a.stats.sent == 3
+    assert sum("cannot be encoded" in str(r.msg) for r in caplog.records) == 1

@@ -6,7 +6,7 @@ threads so that the size arithmetic can be tested on its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -41,6 +41,12 @@ class EncodedFrame:
     truncated: int
     first_sequence: int
     last_sequence: int
+    #: Records consumed but left out because they cannot be encoded.
+    skipped: int = 0
+
+    @property
+    def consumed(self) -> int:
+        return self.events + self.skipped
 
 
 def varint_size(value: int) -> int:
@@ -58,6 +64,10 @@ def field_size(payload_size: int) -> int:
 
 
 def _fill(log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None) -> None:
+    if rec.sequence_number < 0:
+        # int32 would carry it, but sequence numbers count up from 0 and the
+        # collector rejects a batch holding a negative one.
+        raise ValueError(f"negative sequence number {rec.sequence_number}")
     log.allowed = rec.allowed
     log.sequence_number = rec.sequence_number
     seconds, nanos = divmod(rec.time_ns, _NANOS_PER_SECOND)
@@ -94,6 +104,7 @@ class _Envelope:
         self.fixed = req.ByteSize()
         self.logs_size = 0
         self.truncated = 0
+        self.skipped = 0
         self.first = -1
         self.last = -1
 
@@ -108,17 +119,27 @@ class _Envelope:
             truncated=self.truncated,
             first_sequence=self.first,
             last_sequence=self.last,
+            skipped=self.skipped,
         )
 
 
+InvalidRecordHandler = Callable[[Record, Exception], None]
+
+
 def encode_records(
-    records: Iterable[Record], process_name: str, limit: int = MAX_PAYLOAD_SIZE
+    records: Iterable[Record],
+    process_name: str,
+    limit: int = MAX_PAYLOAD_SIZE,
+    on_invalid: InvalidRecordHandler | None = None,
 ) -> Iterator[EncodedFrame]:
     """Pack ``records`` in order into as few frames as fit ``limit`` bytes each.
 
     A new frame starts when the session changes. An event too large for a
     frame on its own has its URL (then rule, then method) cut with a marker;
-    it is never dropped and never sent oversize.
+    it is never dropped and never sent oversize. A record the schema cannot
+    hold (a sequence number outside int32, a non-text field) is left out,
+    counted in ``skipped`` and passed to ``on_invalid``; it never stops the
+    others. A frame of only skipped records has empty ``frame`` bytes.
     """
     env: _Envelope | None = None
     for rec in records:
@@ -128,7 +149,14 @@ def encode_records(
         if env is None:
             env = _Envelope(rec.session_id, process_name)
         log = env.logs.add()
-        _fill(log, rec, rec.url, rec.method, rec.rule)
+        try:
+            _fill(log, rec, rec.url, rec.method, rec.rule)
+        except (TypeError, ValueError) as exc:
+            del env.logs[-1]
+            env.skipped += 1
+            if on_invalid is not None:
+                on_invalid(rec, exc)
+            continue
         size = field_size(log.ByteSize())
         if env.payload_size(size) > limit and len(env.logs) > 1:
             del env.logs[-1]
@@ -146,6 +174,8 @@ def encode_records(
         env.last = rec.sequence_number
     if env is not None and env.logs:
         yield env.finish()
+    elif env is not None and env.skipped:
+        yield EncodedFrame(b"", 0, 0, -1, -1, skipped=env.skipped)
 
 
 def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:

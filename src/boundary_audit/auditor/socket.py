@@ -73,6 +73,9 @@ PEER_CHECK_INTERVAL = 0.5
 #: after this long without a new drop: long enough that a queue hovering at
 #: its bound does not produce a pair of lines every few milliseconds.
 DROP_EPISODE_QUIET = 5.0
+#: A caller that keeps sending unencodable events gets its first one and then
+#: every this-many logged (all are counted): loud, without flooding the log.
+INVALID_LOG_EVERY = 1000
 #: Longest confined-process name put on the wire; longer ones are cut.
 MAX_PROCESS_NAME_BYTES = 256
 #: sequence_number is an int32 on the wire. Past this, the session rotates.
@@ -89,6 +92,10 @@ class DropReason(enum.StrEnum):
     CHANNEL_FULL = "channel_full"
     #: audit() was called after close().
     CLOSED = "closed"
+    #: The event cannot be put on the wire (e.g. a sequence number outside
+    #: 0..int32 max, or a field that is not text); a caller bug, counted and
+    #: logged, not raised. A number it was given stays a gap in the session.
+    INVALID = "invalid_event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -603,11 +610,13 @@ class _Sender:
             self.needs_replay = False
         while self.pending:
             written = 0
-            for enc in encode_records(self.pending, o.confined_process_name):
-                if not self._write(sock, enc.frame):
+            for enc in encode_records(
+                self.pending, o.confined_process_name, on_invalid=self._invalid
+            ):
+                if enc.frame and not self._write(sock, enc.frame):
                     break
                 self._sent(enc)
-                written += enc.events
+                written += enc.consumed
             del self.pending[:written]
             o._c.pending = len(self.pending)
             if self.pending:  # a write failed; keep the rest for the retry
@@ -620,8 +629,22 @@ class _Sender:
                 self._take()
         self._send_status(sock)
 
+    def _invalid(self, rec: Record, exc: Exception) -> None:
+        n = self.o._c.dropped[DropReason.INVALID] + 1
+        self.o._c.dropped[DropReason.INVALID] = n
+        if n == 1 or n % INVALID_LOG_EVERY == 0:
+            self.log.error(
+                "audit event cannot be encoded; dropped",
+                sequence_number=repr(rec.sequence_number),
+                error=str(exc),
+                invalid_total=n,
+                session_id=rec.session_id,
+            )
+
     def _sent(self, enc: EncodedFrame) -> None:
         c = self.o._c
+        if not enc.frame:
+            return
         c.sent += enc.events
         c.frames_sent += 1
         c.bytes_sent += len(enc.frame)
