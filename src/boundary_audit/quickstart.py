@@ -15,6 +15,7 @@ import contextlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -375,7 +376,6 @@ def _show_session(stack: Stack, console: Console, session_id: str, run_log: Path
         ("web UI", f"{stack.collector_url}/sessions/{session_id}"),
         ("database", str(stack.db_path)),
         ("query", f"boundary-audit logs --db sqlite:///{stack.db_path} --session {session_id}"),
-        ("logs", str(stack.runtime_dir)),
     ):
         console.print(f"{label + ':':11} {value}", soft_wrap=True)
 
@@ -386,6 +386,7 @@ def run_quickstart(args: argparse.Namespace, console: Console) -> int:
     db_path = data_dir / "collector.db"
     runtime_dir = _private_runtime_dir()
     stack: Stack | None = None
+    succeeded = False
     try:
         with console.status("starting the collector (SQLite) and the agent..."):
             stack = start_stack(runtime_dir, db_path)
@@ -399,6 +400,7 @@ def run_quickstart(args: argparse.Namespace, console: Console) -> int:
             with contextlib.suppress(KeyboardInterrupt):
                 while all(s.process.poll() is None for s in stack.services):
                     time.sleep(0.5)
+        succeeded = True
         return 0
     except QuickstartError as exc:
         console.print(f"[red]quickstart failed:[/] {exc}", soft_wrap=True)
@@ -407,6 +409,11 @@ def run_quickstart(args: argparse.Namespace, console: Console) -> int:
         if stack is not None:
             with console.status("stopping the agent and the collector..."):
                 stack.stop()
+        if succeeded:
+            # Socket, spool and logs were for this run only; the database stays.
+            shutil.rmtree(runtime_dir, ignore_errors=True)
+        else:
+            console.print(f"logs of this run kept in {runtime_dir}", soft_wrap=True)
 
 
 def register(subparsers: Any) -> None:

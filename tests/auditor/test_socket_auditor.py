@@ -348,3 +348,41 @@ def test_unencodable_events_are_counted_and_never_stop_the_sender(
     assert a.stats.dropped[DropReason.INVALID] == 3
     assert a.stats.sent == 3
     assert sum("cannot be encoded" in str(r.msg) for r in caplog.records) == 1
+
+
+def test_close_with_no_agent_listening_reports_without_waiting_out_the_timeout(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    stale = sock_dir / "stale.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(stale))
+    listener.close()  # the file stays, nobody listens: ECONNREFUSED
+    for path in (sock_dir / "absent.sock", stale):
+        a = SocketAuditor(path, batch_size=100, batch_interval=3600)
+        for i in range(4):
+            a.audit(ev(i))
+        with caplog.at_level(logging.ERROR, logger="boundary_audit"):
+            a.close(timeout=600)  # would hang the test if waited out
+        assert a.stats.undelivered == 4
+        reasons = [getattr(r, "msg", {}) for r in caplog.records]
+        assert any("no agent listening" in str(m) for m in reasons)
+        caplog.clear()
+
+
+def test_close_keeps_retrying_for_an_agent_that_is_restarting(sock_dir: Path) -> None:
+    path = sock_dir / "restarting.sock"
+    r = Receiver(path).start()
+    a = SocketAuditor(path, batch_size=1, batch_interval=0.01)
+    a.audit(ev(0))
+    assert r.wait_for(lambda: r.sequence_numbers() == [0])
+    r.stop()  # the agent goes away...
+    a.audit(ev(1))
+    closer = threading.Thread(target=a.close, kwargs={"timeout": 30})
+    closer.start()
+    time.sleep(0.3)
+    r.start()  # ...and comes back while close() is still trying
+    closer.join(40)
+    assert not closer.is_alive()
+    assert r.wait_for(lambda: 1 in r.sequence_numbers())
+    assert a.stats.undelivered == 0
+    r.stop()

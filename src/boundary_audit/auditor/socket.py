@@ -81,6 +81,11 @@ MAX_PROCESS_NAME_BYTES = 256
 #: sequence_number is an int32 on the wire. Past this, the session rotates.
 MAX_SEQUENCE_NUMBER = 2**31 - 1
 
+#: Connect errors meaning nothing listens on the path (no socket file, or a
+#: stale one): at close, for a sender that never reached an agent, these end
+#: the wait at once instead of at the timeout.
+NO_LISTENER_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED})
+
 #: Env variable (shared with Coder's boundary) that turns the socket sender off.
 DISABLE_ENV = "DISABLE_AUDIT_LOGS"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
@@ -427,6 +432,7 @@ class _Sender:
         # Drops already covered by a logged episode.
         self.logged_drops = 0
         self.close_deadline: float | None = None
+        self.no_agent = False
 
     # The loop: take events, decide whether a flush is due, try it, sleep
     # until the next reason to act (batch deadline, retry time, new events).
@@ -455,7 +461,7 @@ class _Sender:
             if closing:
                 done = not self.pending and not o._queue and not self.needs_replay
                 assert self.close_deadline is not None
-                if done or time.monotonic() >= self.close_deadline:
+                if done or self.no_agent or time.monotonic() >= self.close_deadline:
                     self._finish()
                     return
             o._wake.wait(self._sleep_for(time.monotonic(), closing))
@@ -529,6 +535,12 @@ class _Sender:
             sock.close()
             o._c.connect_failures += 1
             self._failed("connect", exc)
+            if o._closing.is_set() and o._c.connects == 0 and exc.errno in NO_LISTENER_ERRNOS:
+                # Closing, and no agent has listened all along (none deployed,
+                # or --no-audit-socket forgotten): waiting out the close timeout
+                # cannot deliver anything, so report at once. An agent seen
+                # before may be restarting, so that case keeps retrying.
+                self.no_agent = True
             return None
         o._sock = sock
         o._c.connects += 1
@@ -690,6 +702,7 @@ class _Sender:
                 undelivered=undelivered,
                 drops_not_reported=unreported,
                 last_error=self.last_error,
+                reason="no agent listening" if self.no_agent else "close timeout",
                 session_id=o.session_id,
             )
         else:
