@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from boundary_audit.collector import (
     parse_ingest_request,
 )
 from boundary_audit.collector.model import InvalidCursorError
+from boundary_audit.collector.storage import Tx
 from boundary_audit.wire import IngestRequest
 
 from .conftest import make_request
@@ -255,3 +259,69 @@ def test_retention_drops_idle_sessions_but_never_under_their_events(storage: Sto
     summary = storage.get_session(skewed)
     assert summary is not None
     assert summary.allowed + summary.denied == 2
+
+
+def test_concurrent_requests_are_each_all_or_nothing(storage: Storage) -> None:
+    """Many writers at once (SQLite groups them into shared commits): each
+    request is stored whole or, when it is rejected, not at all."""
+    mine, theirs = storage.create_token("a"), storage.create_token("b")
+    taken = str(uuid.uuid4())
+    _ingest(storage, make_request(taken, range(1)), theirs)
+    good = [str(uuid.uuid4()) for _ in range(12)]
+    barrier = threading.Barrier(len(good) + 4)
+    errors: list[BaseException] = []
+
+    def send(request: IngestRequest) -> None:
+        barrier.wait()
+        try:
+            _ingest(storage, request, mine)
+        except SessionOwnershipError as exc:
+            errors.append(exc)
+
+    requests = [make_request(sid, range(10)) for sid in good]
+    for k in range(4):  # each also carries a session owned by another agent
+        bad = make_request(str(uuid.uuid4()), range(5))
+        bad.logs.extend(make_request(taken, range(10 + k, 11 + k)).logs)
+        requests.append(bad)
+    threads = [threading.Thread(target=send, args=(r,)) for r in requests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4
+    assert storage.query("SELECT COUNT(*) FROM events")[0][0] == 1 + 12 * 10
+    for sid in good:
+        summary = storage.get_session(sid)
+        assert summary is not None
+        assert summary.allowed + summary.denied == 10
+
+
+def test_sqlite_group_commit_isolates_a_failing_member(tmp_path: Path) -> None:
+    from boundary_audit.collector.sqlite import SQLiteStorage, _GroupItem
+
+    store = SQLiteStorage(tmp_path / "g.db")
+    store.migrate()
+
+    def insert(version: int) -> Callable[[Tx], int]:
+        def work(tx: Tx) -> int:
+            return tx.execute(
+                "INSERT INTO schema_migrations (version, applied_ns) VALUES (?, 0)", (version,)
+            )
+
+        return work
+
+    def boom(tx: Tx) -> int:
+        insert(9001)(tx)
+        raise ValueError("rejected")
+
+    items = [_GroupItem(insert(9000)), _GroupItem(boom), _GroupItem(insert(9002))]
+    with store._write_lock:
+        store._commit_group(items)
+    assert [i.done for i in items] == [True, True, True]
+    assert isinstance(items[1].error, ValueError)
+    assert items[0].error is None
+    assert items[2].error is None
+    versions = {r[0] for r in store.query("SELECT version FROM schema_migrations")}
+    assert {9000, 9002} <= versions
+    assert 9001 not in versions  # rolled back to its savepoint, alone
+    store.close()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .model import StorageUnavailableError
 from .storage import Storage, Tx
+
+_T = TypeVar("_T")
 
 #: How long a statement waits for another process's write lock before the
 #: request gets a 503 (the agent retries): long enough to ride out a prune chunk.
@@ -49,6 +52,16 @@ class _SqliteTx:
         return self._conn.execute(sql, params).fetchall()
 
 
+@dataclass(slots=True)
+class _GroupItem:
+    """One caller's work in a group commit, and what became of it."""
+
+    work: Callable[[Tx], Any]
+    result: Any = None
+    error: BaseException | None = None
+    done: bool = False
+
+
 class SQLiteStorage(Storage):
     """Single-machine storage; safe to share between threads of one process."""
 
@@ -60,6 +73,9 @@ class SQLiteStorage(Storage):
         self.busy_timeout_ms = busy_timeout_ms
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._write_lock = threading.Lock()
+        # Write work queued for the next group commit (see write_grouped).
+        self._group_lock = threading.Lock()
+        self._group: list[_GroupItem] = []
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -106,6 +122,62 @@ class SQLiteStorage(Storage):
             except sqlite3.OperationalError as exc:
                 self._writer.execute("ROLLBACK")
                 raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+
+    def write_grouped(self, work: Callable[[Tx], _T]) -> _T:
+        """Group commit: callers that queue while a commit runs share the next one.
+
+        SQLite has one writer, so concurrent ingest requests wait for each
+        other anyway; letting whoever holds the write lock run every queued
+        request in one transaction (a savepoint each, so one failing request
+        rolls back alone) pays the synchronous WAL commit once per group
+        instead of once per request. Every caller returns only after the
+        COMMIT that made its own work durable.
+        """
+        mine = _GroupItem(work)
+        with self._group_lock:
+            self._group.append(mine)
+        with self._write_lock:
+            if not mine.done:
+                with self._group_lock:
+                    batch, self._group = self._group, []
+                self._commit_group(batch)
+        if mine.error is not None:
+            raise mine.error
+        return mine.result  # type: ignore[no-any-return]
+
+    def _commit_group(self, batch: list[_GroupItem]) -> None:
+        """Run ``batch`` in one transaction; caller holds the write lock."""
+        try:
+            if self._closed:
+                raise StorageUnavailableError("storage is closed")
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
+            tx = _SqliteTx(self._writer)
+            try:
+                for item in batch:
+                    self._writer.execute("SAVEPOINT request")
+                    try:
+                        item.result = item.work(tx)
+                    except Exception as exc:
+                        self._writer.execute("ROLLBACK TO request")
+                        item.error = exc
+                    self._writer.execute("RELEASE request")
+                self._writer.execute("COMMIT")
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as exc:
+            failure: BaseException = StorageUnavailableError(f"SQLite commit failed: {exc}")
+            for item in batch:
+                item.error = failure
+        except BaseException as exc:
+            for item in batch:
+                item.error = exc
+        finally:
+            for item in batch:
+                item.done = True
 
     def _reader(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -12,10 +12,10 @@ import hashlib
 import secrets
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import platformdirs
 
@@ -39,6 +39,8 @@ from .model import (
     decode_cursor,
     encode_cursor,
 )
+
+_T = TypeVar("_T")
 
 #: Token format: prefix (recognisable in leaked-secret scanners) + 32 random
 #: bytes, urlsafe base64 (43 chars): 256 bits, beyond any guessing.
@@ -118,6 +120,15 @@ class Storage(ABC):
     @abstractmethod
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """A read-only statement outside any write transaction."""
+
+    def write_grouped(self, work: Callable[[Tx], _T]) -> _T:
+        """Run ``work`` in a write transaction, all or nothing, durable on return.
+
+        Backends whose writers serialise (SQLite) override this to let
+        concurrent callers share one commit; the default is one transaction each.
+        """
+        with self.transaction() as tx:
+            return work(tx)
 
     @abstractmethod
     def close(self) -> None: ...
@@ -203,8 +214,7 @@ class Storage(ABC):
         received = time.time_ns() if received_ns is None else received_ns
         if not batch.sessions and not batch.drops:
             return IngestOutcome()  # nothing to store: no transaction, no commit
-        with self.transaction() as tx:
-            return self._ingest(tx, batch, identity, received)
+        return self.write_grouped(lambda tx: self._ingest(tx, batch, identity, received))
 
     def _ingest(
         self, tx: Tx, batch: IngestBatch, identity: Identity, received_ns: int
