@@ -44,6 +44,8 @@ START_TIMEOUT = 60.0
 DELIVERY_TIMEOUT = 60.0
 #: Poll interval while waiting for a service or for delivery.
 POLL_INTERVAL = 0.1
+#: With --serve, how often to check that the services are still up.
+SERVE_POLL_INTERVAL = 0.5
 #: SIGTERM grace for the services at the end before SIGKILL.
 STOP_TIMEOUT = 15.0
 #: Longest Unix socket path Linux accepts (sun_path is 108 bytes with the NUL).
@@ -163,8 +165,10 @@ def _start(stack: Stack, name: str, args: list[str]) -> Service:
     return service
 
 
-def start_stack(runtime_dir: Path, db_path: Path) -> Stack:
-    stack = Stack(runtime_dir=runtime_dir, db_path=db_path)
+def start_stack(stack: Stack) -> None:
+    """Token, collector, agent; ``stack`` records each service as it starts,
+    so the caller can stop whatever did start when a later step fails."""
+    runtime_dir, db_path = stack.runtime_dir, stack.db_path
     db_url = f"sqlite:///{db_path}"
     token = subprocess.run(
         _cli(
@@ -207,7 +211,6 @@ def start_stack(runtime_dir: Path, db_path: Path) -> Stack:
         ],
     )
     _wait_for_log(agent, "agent started")
-    return stack
 
 
 class _Upstream(http.server.BaseHTTPRequestHandler):
@@ -380,16 +383,30 @@ def _show_session(stack: Stack, console: Console, session_id: str, run_log: Path
         console.print(f"{label + ':':11} {value}", soft_wrap=True)
 
 
+def _serve_until_stopped(stack: Stack) -> None:
+    """Wait for Ctrl-C or SIGTERM (also when started with SIGINT ignored, as
+    a background job is), or for a service to exit on its own."""
+    stop = threading.Event()
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in stop_signals}
+    try:
+        while not stop.is_set() and all(s.process.poll() is None for s in stack.services):
+            stop.wait(SERVE_POLL_INTERVAL)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def run_quickstart(args: argparse.Namespace, console: Console) -> int:
     data_dir = Path(args.data_dir or platformdirs.user_data_dir("boundary-audit")) / "quickstart"
     data_dir.mkdir(parents=True, exist_ok=True)
     db_path = data_dir / "collector.db"
     runtime_dir = _private_runtime_dir()
-    stack: Stack | None = None
+    stack = Stack(runtime_dir=runtime_dir, db_path=db_path)
     succeeded = False
     try:
         with console.status("starting the collector (SQLite) and the agent..."):
-            stack = start_stack(runtime_dir, db_path)
+            start_stack(stack)
         _ok(console, f"collector at {stack.collector_url}, database {db_path}")
         _ok(console, f"agent on {stack.socket_path} (token made for it)")
         session_id = str(uuid.uuid4())
@@ -397,18 +414,15 @@ def run_quickstart(args: argparse.Namespace, console: Console) -> int:
         _show_session(stack, console, session_id, run_log)
         if args.serve:
             console.print("\nserving; press Ctrl-C to stop")
-            with contextlib.suppress(KeyboardInterrupt):
-                while all(s.process.poll() is None for s in stack.services):
-                    time.sleep(0.5)
+            _serve_until_stopped(stack)
         succeeded = True
         return 0
     except QuickstartError as exc:
         console.print(f"[red]quickstart failed:[/] {exc}", soft_wrap=True)
         return 1
     finally:
-        if stack is not None:
-            with console.status("stopping the agent and the collector..."):
-                stack.stop()
+        with console.status("stopping the agent and the collector..."):
+            stack.stop()
         if succeeded:
             # Socket, spool and logs were for this run only; the database stays.
             shutil.rmtree(runtime_dir, ignore_errors=True)

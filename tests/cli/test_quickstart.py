@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 
 pytestmark = pytest.mark.timeout(180)
@@ -65,3 +68,52 @@ def test_cli_rejects_unknown_subcommand() -> None:
     )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_quickstart_serve_stops_its_services_on_sigterm(tmp_path: Path) -> None:
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {
+        **os.environ,
+        "COLUMNS": "250",
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "XDG_RUNTIME_DIR": str(runtime),
+    }
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "boundary_audit",
+            "quickstart",
+            "--serve",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "serving; press Ctrl-C" in line:
+                break
+        assert any("serving" in line for line in seen), "".join(seen)
+        services = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(p.cmdline()) for p in services)
+        assert " collector " in names
+        assert " agent " in names
+        # The web UI answers while serving.
+        url = next(line.split()[-1] for line in seen if line.startswith("web UI:"))
+        assert httpx.get(url, timeout=30).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(services, timeout=30)
+        assert alive == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
