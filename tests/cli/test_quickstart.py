@@ -14,15 +14,20 @@ import pytest
 pytestmark = pytest.mark.timeout(180)
 
 
-def _quickstart(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def _env(tmp_path: Path) -> dict[str, str]:
+    """Config (the proxy's CA) and runtime dirs of the test's own."""
     runtime = tmp_path / "run"
     runtime.mkdir(mode=0o700, exist_ok=True)
-    env = {
+    return {
         **os.environ,
         "COLUMNS": "250",
         "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "XDG_RUNTIME_DIR": str(runtime),
     }
+
+
+def _quickstart(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    env = _env(tmp_path)
     return subprocess.run(
         [sys.executable, "-m", "boundary_audit", "quickstart", "--data-dir", str(tmp_path), *extra],
         env=env,
@@ -71,14 +76,7 @@ def test_cli_rejects_unknown_subcommand() -> None:
 
 
 def test_quickstart_serve_stops_its_services_on_sigterm(tmp_path: Path) -> None:
-    runtime = tmp_path / "run"
-    runtime.mkdir(mode=0o700)
-    env = {
-        **os.environ,
-        "COLUMNS": "250",
-        "XDG_CONFIG_HOME": str(tmp_path / "config"),
-        "XDG_RUNTIME_DIR": str(runtime),
-    }
+    env = _env(tmp_path)
     proc = subprocess.Popen(
         [
             sys.executable,

@@ -48,6 +48,9 @@ DEFAULT_QUEUE_SIZE = 8192
 MAX_PENDING_EVENTS = 2048
 #: How long close() keeps trying to deliver what is queued.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+#: flush() checks this often whether the sender has emptied the queue: short
+#: next to a frame write, long enough not to compete with the sender for the GIL.
+FLUSH_POLL_INTERVAL = 0.005
 #: close() waits this much longer than its timeout for the sender to finish
 #: its own accounting (it may be inside a write when the deadline passes).
 CLOSE_JOIN_GRACE = 1.0
@@ -355,7 +358,7 @@ class SocketAuditor(CloseOnExit):
         while time.monotonic() < deadline:
             if not self._queue and self._c.pending == 0:
                 return True
-            time.sleep(0.005)
+            time.sleep(FLUSH_POLL_INTERVAL)
         return not self._queue and self._c.pending == 0
 
     def close(self, timeout: float | None = None) -> None:

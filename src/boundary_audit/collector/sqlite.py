@@ -103,25 +103,32 @@ class SQLiteStorage(Storage):
 
     @contextmanager
     def transaction(self) -> Iterator[_SqliteTx]:
-        # BEGIN IMMEDIATE takes the write lock up front: no deadlock-prone
-        # read-to-write upgrade when another process writes too.
-        with self._write_lock:
-            if self._closed:
-                raise StorageUnavailableError("storage is closed")
-            try:
-                self._writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
-            try:
-                yield _SqliteTx(self._writer)
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-            try:
-                self._writer.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
-                self._writer.execute("ROLLBACK")
-                raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+        with self._write_lock, self._locked_transaction() as tx:
+            yield tx
+
+    @contextmanager
+    def _locked_transaction(self) -> Iterator[_SqliteTx]:
+        """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error); caller holds the write lock.
+
+        BEGIN IMMEDIATE takes the write lock up front: no deadlock-prone
+        read-to-write upgrade when another process writes too.
+        """
+        if self._closed:
+            raise StorageUnavailableError("storage is closed")
+        try:
+            self._writer.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
+        try:
+            yield _SqliteTx(self._writer)
+        except BaseException:
+            self._writer.execute("ROLLBACK")
+            raise
+        try:
+            self._writer.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            self._writer.execute("ROLLBACK")
+            raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
 
     def write_grouped(self, work: Callable[[Tx], _T]) -> _T:
         """Group commit: callers that queue while a commit runs share the next one.
@@ -148,14 +155,7 @@ class SQLiteStorage(Storage):
     def _commit_group(self, batch: list[_GroupItem]) -> None:
         """Run ``batch`` in one transaction; caller holds the write lock."""
         try:
-            if self._closed:
-                raise StorageUnavailableError("storage is closed")
-            try:
-                self._writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
-            tx = _SqliteTx(self._writer)
-            try:
+            with self._locked_transaction() as tx:
                 for item in batch:
                     self._writer.execute("SAVEPOINT request")
                     try:
@@ -164,17 +164,13 @@ class SQLiteStorage(Storage):
                         self._writer.execute("ROLLBACK TO request")
                         item.error = exc
                     self._writer.execute("RELEASE request")
-                self._writer.execute("COMMIT")
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as exc:
-            failure: BaseException = StorageUnavailableError(f"SQLite commit failed: {exc}")
+        except BaseException as exc:
+            # Nothing of the group was committed: every member fails alike.
+            failure: BaseException = exc
+            if isinstance(exc, sqlite3.OperationalError):  # a savepoint statement failed
+                failure = StorageUnavailableError(f"SQLite commit failed: {exc}")
             for item in batch:
                 item.error = failure
-        except BaseException as exc:
-            for item in batch:
-                item.error = exc
         finally:
             for item in batch:
                 item.done = True
