@@ -34,6 +34,7 @@ import httpx
 import platformdirs
 from rich.console import Console
 
+from ._process import stop_process
 from .proxy.ca import CertificateAuthority
 
 #: How long each service may take to come up before quickstart gives up:
@@ -102,13 +103,7 @@ class Service:
     log_file: IO[bytes]
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, STOP_TIMEOUT)
         self.log_file.close()
 
 

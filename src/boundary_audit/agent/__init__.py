@@ -6,9 +6,10 @@ forwards them to the collector, and makes every loss visible.
         await agent.serve()        # until agent.request_stop() / SIGTERM
 """
 
+from .._retry import Backoff
 from .agent import Agent, ShutdownReport
 from .config import AgentConfig
-from .forwarder import Backoff, parse_retry_after
+from .forwarder import parse_retry_after
 from .metrics import AgentMetrics
 from .receiver import PeerCredentials, SocketInUseError
 from .spool import Spool, SpoolError, SpoolStats

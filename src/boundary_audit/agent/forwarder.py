@@ -1,7 +1,8 @@
 """Forwarding the spool to the collector, in order, until it acknowledges.
 
-The retry policy (:class:`Backoff`, :func:`parse_retry_after`) is pure; the
-:class:`Forwarder` does the I/O with :class:`httpx.AsyncClient`.
+The retry policy (the shared :class:`~boundary_audit._retry.Backoff`, and
+:func:`parse_retry_after`) is pure; the :class:`Forwarder` does the I/O with
+:class:`httpx.AsyncClient`.
 
 Outcomes of one ingest request (see the ingest API):
 
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
-import random
 import sqlite3
 import time
 import uuid
@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import httpx
 
+from .._retry import Backoff
 from ..logs import get_logger
 from ..wire import IngestRequest
 from .config import AgentConfig
@@ -40,9 +41,6 @@ Item = SpooledBatch | SpooledDropReport
 #: Runs a spool method on the spool's own thread.
 SpoolCall = Callable[..., Awaitable[Any]]
 
-#: Fraction of a delay added as random jitter to ``Retry-After`` waits, so
-#: many agents told to wait the same time do not return in lockstep.
-RETRY_AFTER_JITTER = 0.1
 #: Statuses after which the data itself is wrong and re-sending cannot help.
 PERMANENT_STATUSES = frozenset({400, 413})
 #: Statuses that carry ``Retry-After`` (overload, database unavailable).
@@ -51,38 +49,6 @@ THROTTLE_STATUSES = frozenset({429, 503})
 AUTH_STATUSES = frozenset({401, 403})
 #: How much of a response body goes into logs and the dead-letter file.
 MAX_DETAIL_CHARS = 500
-
-
-class Backoff:
-    """Capped exponential backoff with jitter.
-
-    The n-th consecutive failure waits a random time in [cap/2, cap] with
-    ``cap = min(maximum, initial * 2**n)``: exponential growth so a down
-    collector is not hammered, jitter so a fleet of agents does not retry in
-    lockstep, a floor of half the cap so retries never collapse to zero.
-    """
-
-    def __init__(
-        self, initial: float, maximum: float, rand: Callable[[], float] = random.random
-    ) -> None:
-        self.initial = initial
-        self.maximum = maximum
-        self.failures = 0
-        self._rand = rand
-
-    def next_delay(self) -> float:
-        # Cap the exponent too: 2**n overflows a float long before n matters.
-        cap = min(self.maximum, self.initial * (1 << min(self.failures, 62)))
-        self.failures += 1
-        return cap / 2 + self._rand() * cap / 2
-
-    def after_retry_after(self, wait: float) -> float:
-        """``wait`` as the server asked, plus up to 10% jitter; counts as a failure."""
-        self.failures += 1
-        return wait + self._rand() * wait * RETRY_AFTER_JITTER
-
-    def reset(self) -> None:
-        self.failures = 0
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -7,6 +7,7 @@ Compatible with Coder's boundary and workspace agent. Sans-I/O core
 
 from . import aio, blocking
 from .blocking import read_frame, read_message, write_frame, write_message
+from .drops import DropReason, DropSource
 from .errors import (
     OversizeFrameError,
     ProtocolError,
@@ -58,7 +59,9 @@ __all__ = [
     "BoundaryLog",
     "BoundaryMessage",
     "BoundaryStatus",
+    "DropReason",
     "DropReport",
+    "DropSource",
     "Frame",
     "FrameDecoder",
     "IngestRequest",
