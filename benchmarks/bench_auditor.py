@@ -52,7 +52,7 @@ from rich.table import Table
 
 from boundary_audit.auditor import DEFAULT_QUEUE_SIZE, AuditEvent, SocketAuditor
 from boundary_audit.auditor.encoding import Record, encode_records
-from boundary_audit.auditor.socket import DEFAULT_REPLAY_WINDOW_BYTES, MAX_PENDING_EVENTS
+from boundary_audit.auditor.sender import DEFAULT_REPLAY_WINDOW_BYTES, MAX_PENDING_EVENTS
 from boundary_audit.logs import configure_logging
 from boundary_audit.wire import MAX_FRAME_SIZE, FrameDecoder, as_envelope, decode_payload
 

@@ -2,108 +2,61 @@
 
 The caller's thread only timestamps the event, gives it a sequence number and
 appends a tuple to a bounded deque. A background thread turns queued events
-into tag-2 frames and writes them; it owns the socket, the batch, the retry
-timer and the replay window. The caller never waits for any of that.
+into tag-2 frames and writes them: it asks :class:`~.sender.SenderState` what
+is due and does the I/O through :class:`~.transport.Connection`. The caller
+never waits for any of that.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
-import enum
-import errno
 import os
-import random
-import select
-import socket
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..logs import get_logger
-from ..wire import BoundaryMessage, encode_message, resolve_socket_path
-from .encoding import EncodedFrame, Record, encode_records
+from ..wire import DropReason, resolve_socket_path
+from .encoding import EncodedFrame, Record, encode_records, encode_status
 from .event import AuditEvent, CloseOnExit
+from .sender import (
+    DEFAULT_BATCH_INTERVAL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_REPLAY_WINDOW_BYTES,
+    EpisodeOver,
+    EpisodeStarted,
+    SenderState,
+    failure_kind,
+    should_log_invalid,
+)
+from .sequence import SequenceCounter
+from .transport import Connection, no_listener
 
-#: Flush a batch once it holds this many events. Coder's boundary uses 10:
-#: small enough that a burst of requests shows up at the agent promptly, big
-#: enough to amortise one frame write over several events.
-DEFAULT_BATCH_SIZE = 10
-#: ...or this many seconds after the first event of the batch arrived,
-#: whichever comes first (also Coder's value): a lone request is reported
-#: within seconds without waking the sender for every event.
-DEFAULT_BATCH_INTERVAL = 5.0
 #: Events that may wait for the sender. Coder's boundary keeps 20, which
 #: drops events in any burst; 8192 absorbs ~80 ms at 100k events/s while
 #: bounding memory to a few MiB (each queued event is a small tuple).
 DEFAULT_QUEUE_SIZE = 8192
-#: Most events the sender takes off the queue for one flush. Bounds the
-#: batch held while the agent is unreachable (the queue then fills and new
-#: events are dropped and counted) and keeps one flush's frames in cache.
-MAX_PENDING_EVENTS = 2048
 #: How long close() keeps trying to deliver what is queued.
 DEFAULT_CLOSE_TIMEOUT = 5.0
-#: flush() checks this often whether the sender has emptied the queue: short
-#: next to a frame write, long enough not to compete with the sender for the GIL.
-FLUSH_POLL_INTERVAL = 0.005
 #: close() waits this much longer than its timeout for the sender to finish
 #: its own accounting (it may be inside a write when the deadline passes).
 CLOSE_JOIN_GRACE = 1.0
-#: Retry backoff after a failed connect or write: starts here, doubles per
-#: failure, capped below, with full jitter so many senders restarted
-#: together do not reconnect in lockstep.
-INITIAL_BACKOFF = 0.05
-MAX_BACKOFF = 5.0
-#: A write that makes no progress for this long means the agent has stalled;
-#: the connection is dropped and the batch retried on a new one.
-WRITE_STALL_TIMEOUT = 10.0
-#: Bytes of recently written frames kept to re-send after a reconnect. The
-#: protocol has no acknowledgements, so frames still in kernel socket buffers
-#: or in the agent's not-yet-committed memory when the agent dies would be
-#: lost; re-sending them is safe because the collector stores each
-#: (session, sequence number) once. 2 MiB covers both Unix socket buffers
-#: (~200 KiB each by default) and the agent's group-commit window many times.
-DEFAULT_REPLAY_WINDOW_BYTES = 2 * 1024 * 1024
-#: While connected and idle, how often the sender checks whether the agent
-#: hung up, so lost frames are replayed without waiting for a new event.
-PEER_CHECK_INTERVAL = 0.5
-#: A drop episode (logged once when it starts) is over, and logged as such,
-#: after this long without a new drop: long enough that a queue hovering at
-#: its bound does not produce a pair of lines every few milliseconds.
-DROP_EPISODE_QUIET = 5.0
-#: A caller that keeps sending unencodable events gets its first one and then
-#: every this-many logged (all are counted): loud, without flooding the log.
-INVALID_LOG_EVERY = 1000
 #: Longest confined-process name put on the wire; longer ones are cut.
 MAX_PROCESS_NAME_BYTES = 256
-#: sequence_number is an int32 on the wire. Past this, the session rotates.
-MAX_SEQUENCE_NUMBER = 2**31 - 1
-
-#: Connect errors meaning nothing listens on the path (no socket file, or a
-#: stale one): at close, for a sender that never reached an agent, these end
-#: the wait at once instead of at the timeout.
-NO_LISTENER_ERRNOS = frozenset({errno.ENOENT, errno.ECONNREFUSED})
 
 #: Env variable (shared with Coder's boundary) that turns the socket sender off.
 DISABLE_ENV = "DISABLE_AUDIT_LOGS"
 _TRUTHY = frozenset({"1", "true", "yes", "on"})
+#: The reasons this sender drops for (the keys of ``AuditorStats.dropped``).
+SENDER_DROP_REASONS = (DropReason.CHANNEL_FULL, DropReason.CLOSED, DropReason.INVALID_EVENT)
+_CHANNEL_FULL = DropReason.CHANNEL_FULL
 _new_record = tuple.__new__
-
-
-class DropReason(enum.StrEnum):
-    #: The queue in front of the sender was full.
-    CHANNEL_FULL = "channel_full"
-    #: audit() was called after close().
-    CLOSED = "closed"
-    #: The event cannot be put on the wire (e.g. a sequence number outside
-    #: 0..int32 max, or a field that is not text); a caller bug, counted and
-    #: logged, not raised. A number it was given stays a gap in the session.
-    INVALID = "invalid_event"
+_time_ns = time.time_ns
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +92,8 @@ class _Counters:
 
     # Written by callers of audit(), under the queue lock.
     queued: int = 0
-    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DropReason, 0))
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SENDER_DROP_REASONS, 0))
     discarded_disabled: int = 0
-    session_rotations: int = 0
     # Written by the sender thread only.
     sent: int = 0
     truncated: int = 0
@@ -154,23 +106,10 @@ class _Counters:
     replayed_events: int = 0
     pending: int = 0
     undelivered: int = 0
-    # Drops already reported to the agent in a BoundaryStatus.
-    reported_channel_full: int = 0
 
 
 def _is_truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in _TRUTHY
-
-
-def _session_str(session_id: uuid.UUID | str | None) -> str:
-    if session_id is None:
-        return str(uuid.uuid4())
-    if isinstance(session_id, uuid.UUID):
-        return str(session_id)
-    try:
-        return str(uuid.UUID(session_id))
-    except ValueError:
-        raise ValueError(f"session_id must be a UUID, got {session_id!r}") from None
 
 
 def _process_name(name: str) -> str:
@@ -209,7 +148,8 @@ class SocketAuditor(CloseOnExit):
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         environ = dict(os.environ if env is None else env)
         self.socket_path: Path = resolve_socket_path(socket_path, environ)
-        self._session_id = _session_str(session_id)
+        self._log = get_logger("auditor", socket=str(self.socket_path))
+        self._numbers = SequenceCounter(session_id, log=self._log)
         self.confined_process_name = _process_name(confined_process_name)
         self.batch_size = batch_size
         self.batch_interval = batch_interval
@@ -217,17 +157,18 @@ class SocketAuditor(CloseOnExit):
         self.close_timeout = close_timeout
         self.replay_window_bytes = replay_window_bytes
         self.disabled = _is_truthy(environ.get(DISABLE_ENV)) if disabled is None else disabled
-        self._log = get_logger("auditor", socket=str(self.socket_path))
 
         self._lock = threading.Lock()
         self._queue: collections.deque[Record] = collections.deque()
-        self._next_seq = 0
         self._wake = threading.Event()
         self._closing = threading.Event()
         self._flush_now = threading.Event()
+        #: Set by the sender thread while it holds a connection (read by stats).
+        self._connected = threading.Event()
+        #: Notified by the sender thread whenever nothing is left pending.
+        self._drained = threading.Condition()
         self._closed = False
         self._c = _Counters()
-        self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._closed_warned = False
         self._close_deadline_s = close_timeout
@@ -236,16 +177,16 @@ class SocketAuditor(CloseOnExit):
             self._log.warning(
                 "audit socket sender disabled; events are not forwarded to the agent",
                 reason=f"{DISABLE_ENV} or disabled=True",
-                session_id=self._session_id,
+                session_id=self.session_id,
             )
             return
         if not self.socket_path.exists():
             self._log.warning(
                 "agent socket does not exist yet; events are queued and sending is retried",
-                session_id=self._session_id,
+                session_id=self.session_id,
             )
         self._thread = threading.Thread(
-            target=self._sender_main, name=f"boundary-audit-sender-{self._session_id[:8]}"
+            target=self._sender_main, name=f"boundary-audit-sender-{self.session_id[:8]}"
         )
         self._thread.daemon = True
         self._thread.start()
@@ -255,7 +196,12 @@ class SocketAuditor(CloseOnExit):
 
     @property
     def session_id(self) -> str:
-        return self._session_id
+        return self._numbers.session_id
+
+    @property
+    def closed(self) -> bool:
+        """True once close() has begun: audit() then drops (and counts) events."""
+        return self._closed
 
     def audit(self, event: AuditEvent) -> int:
         """Queue ``event`` for sending; return its sequence number.
@@ -263,15 +209,14 @@ class SocketAuditor(CloseOnExit):
         Never blocks on I/O and never raises for delivery trouble: when the
         queue is full the event is dropped and counted.
         """
-        t = event.time_ns if event.time_ns is not None else time.time_ns()
+        t = event.time_ns
+        if t is None:
+            t = _time_ns()
         with self._lock:
+            numbers = self._numbers
             seq = event.sequence_number
             if seq is None:
-                seq = self._next_seq
-                if seq > MAX_SEQUENCE_NUMBER:
-                    self._rotate_session()
-                    seq = 0
-                self._next_seq = seq + 1
+                seq = next(numbers.numbers)
             if self._closed:
                 self._c.dropped[DropReason.CLOSED] += 1
                 closed_drop = True
@@ -279,7 +224,7 @@ class SocketAuditor(CloseOnExit):
                 self._c.discarded_disabled += 1
                 return seq
             elif len(self._queue) >= self.queue_size:
-                self._c.dropped[DropReason.CHANNEL_FULL] += 1
+                self._c.dropped[_CHANNEL_FULL] += 1
                 return seq
             else:
                 # tuple.__new__ skips NamedTuple's Python-level constructor:
@@ -288,7 +233,7 @@ class SocketAuditor(CloseOnExit):
                     _new_record(
                         Record,
                         (
-                            self._session_id,
+                            numbers.session_id,
                             seq,
                             t,
                             event.method,
@@ -305,16 +250,6 @@ class SocketAuditor(CloseOnExit):
         elif not self._wake.is_set():
             self._wake.set()
         return seq
-
-    def _rotate_session(self) -> None:
-        old = self._session_id
-        self._session_id = str(uuid.uuid4())
-        self._c.session_rotations += 1
-        self._log.warning(
-            "sequence numbers exhausted the wire's int32; continuing in a new session",
-            old_session_id=old,
-            session_id=self._session_id,
-        )
 
     def _warn_closed(self) -> None:
         if not self._closed_warned:
@@ -336,13 +271,16 @@ class SocketAuditor(CloseOnExit):
             write_errors=c.write_errors,
             status_reports_sent=c.status_reports_sent,
             replayed_events=c.replayed_events,
-            pending=len(self._queue) + c.pending,
+            pending=self._pending(),
             undelivered=c.undelivered,
             discarded_disabled=c.discarded_disabled,
-            session_rotations=c.session_rotations,
-            connected=self._sock is not None,
+            session_rotations=self._numbers.rotations,
+            connected=self._connected.is_set(),
             disabled=self.disabled,
         )
+
+    def _pending(self) -> int:
+        return len(self._queue) + self._c.pending
 
     def flush(self, timeout: float | None = None) -> bool:
         """Ask the sender to send everything queued now; wait up to ``timeout``.
@@ -352,14 +290,13 @@ class SocketAuditor(CloseOnExit):
         """
         if self._thread is None:
             return True
-        deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
-        self._flush_now.set()
-        self._wake.set()
-        while time.monotonic() < deadline:
-            if not self._queue and self._c.pending == 0:
-                return True
-            time.sleep(FLUSH_POLL_INTERVAL)
-        return not self._queue and self._c.pending == 0
+        with self._drained:
+            self._flush_now.set()
+            self._wake.set()
+            return self._drained.wait_for(
+                lambda: self._pending() == 0,
+                self.close_timeout if timeout is None else timeout,
+            )
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what is queued within ``timeout``.
@@ -377,24 +314,24 @@ class SocketAuditor(CloseOnExit):
         self._closing.set()
         self._wake.set()
         self._thread.join(self._close_deadline_s + CLOSE_JOIN_GRACE)
-        leftover = len(self._queue) + self._c.pending
+        leftover = self._pending()
         if not self._thread.is_alive() and leftover > self._c.undelivered:
             # An audit() that raced close() appended after the sender's last
             # look: not sent, so reported like any other undelivered event.
             self._log.error(
                 "audit events queued while closing were not delivered",
                 undelivered=leftover - self._c.undelivered,
-                session_id=self._session_id,
+                session_id=self.session_id,
             )
             self._c.undelivered = leftover
         elif self._thread.is_alive():
             # The sender is still stuck (agent gone or stalled); what it holds
             # is reported as undelivered. It exits at its own deadline.
-            self._c.undelivered = len(self._queue) + self._c.pending
+            self._c.undelivered = self._pending()
             self._log.error(
                 "could not deliver all audit events before the close timeout",
                 undelivered=self._c.undelivered,
-                session_id=self._session_id,
+                session_id=self.session_id,
             )
 
     async def aclose(self, close_timeout: float | None = None) -> None:
@@ -407,193 +344,145 @@ class SocketAuditor(CloseOnExit):
 
     def _sender_main(self) -> None:
         try:
-            _Sender(self).run()
+            _SenderThread(self, time.monotonic).run()
         except Exception:  # pragma: no cover - a bug; make it loud, never silent
-            self._c.undelivered = len(self._queue) + self._c.pending
+            self._c.undelivered = self._pending()
             self._log.exception("audit sender thread crashed", undelivered=self._c.undelivered)
+        finally:
+            self._connected.clear()
+            with self._drained:
+                self._drained.notify_all()
 
 
-class _Sender:
-    """State of the background thread. Only that thread touches it."""
+class _SenderThread:
+    """The background thread's loop: asks SenderState what is due, does the I/O.
 
-    def __init__(self, owner: SocketAuditor) -> None:
+    Only this thread touches ``state`` and ``conn``; it shares with callers
+    only the queue, the counters (each written by one side) and the events.
+    """
+
+    def __init__(self, owner: SocketAuditor, clock: Callable[[], float]) -> None:
         self.o = owner
         self.log = owner._log
-        self.pending: list[Record] = []
-        self.batch_started: float | None = None
-        self.backoff = 0.0
-        self.retry_at = 0.0
-        self.last_error: str | None = None
-        self.failures_in_row = 0
-        self.replay: collections.deque[EncodedFrame] = collections.deque()
-        self.replay_bytes = 0
-        self.needs_replay = False
-        self.last_peer_check = 0.0
-        self.drop_episode_start: int | None = None
-        self.last_dropped = 0
-        self.last_drop_at = 0.0
-        # Drops already covered by a logged episode.
-        self.logged_drops = 0
-        self.close_deadline: float | None = None
-        self.no_agent = False
+        self.clock = clock
+        self.state = SenderState(
+            batch_size=owner.batch_size,
+            batch_interval=owner.batch_interval,
+            replay_window_bytes=owner.replay_window_bytes,
+        )
+        self.conn: Connection | None = None
 
     # The loop: take events, decide whether a flush is due, try it, sleep
     # until the next reason to act (batch deadline, retry time, new events).
     def run(self) -> None:
-        o = self.o
+        o, st = self.o, self.state
         while True:
             o._wake.clear()
-            now = time.monotonic()
+            now = self.clock()
             closing = o._closing.is_set()
-            if closing and self.close_deadline is None:
-                self.close_deadline = now + o._close_deadline_s
-            self._take()
-            self._watch_drops()
-            urgent = closing or o._flush_now.is_set()
-            due = bool(self.pending) and (
-                urgent
-                or len(self.pending) >= o.batch_size
-                or (self.batch_started is not None and now - self.batch_started >= o.batch_interval)
-            )
-            if (due or self.needs_replay or self._status_due()) and now >= self.retry_at:
-                self._flush()
-                if not self.pending and not o._queue:
-                    o._flush_now.clear()
-            elif o._sock is not None and now - self.last_peer_check >= PEER_CHECK_INTERVAL:
-                self._check_peer(now)
             if closing:
-                done = not self.pending and not o._queue and not self.needs_replay
-                assert self.close_deadline is not None
-                if done or self.no_agent or time.monotonic() >= self.close_deadline:
-                    self._finish()
-                    return
-            o._wake.wait(self._sleep_for(time.monotonic(), closing))
+                st.begin_close(now, o._close_deadline_s)
+            self._take(now)
+            self._watch_drops(now)
+            if st.flush_due(
+                now,
+                urgent=closing or o._flush_now.is_set(),
+                dropped=o._c.dropped[_CHANNEL_FULL],
+                can_report=self.conn is not None or closing,
+            ):
+                self._flush()
+                if not st.batch.records and not o._queue:
+                    o._flush_now.clear()
+            elif self.conn is not None and st.peer_checks.due(now):
+                self._check_peer(now)
+            if o._pending() == 0:
+                with o._drained:
+                    o._drained.notify_all()
+            if closing and st.close_done(self.clock(), queue_empty=not o._queue):
+                self._finish()
+                return
+            o._wake.wait(st.sleep_for(self.clock()))
 
-    def _sleep_for(self, now: float, closing: bool) -> float:
-        waits = [PEER_CHECK_INTERVAL]
-        if self.pending or self.needs_replay:
-            if now < self.retry_at:
-                waits.append(self.retry_at - now)
-            elif self.batch_started is not None:
-                waits.append(self.batch_started + self.o.batch_interval - now)
-        if closing and self.close_deadline is not None:
-            waits.append(self.close_deadline - now)
-        return max(0.0, min(waits))
+    def _take(self, now: float) -> None:
+        self.state.batch.take(self.o._queue, now)
+        self.o._c.pending = len(self.state.batch)
 
-    def _take(self) -> None:
-        o = self.o
-        room = MAX_PENDING_EVENTS - len(self.pending)
-        q = o._queue
-        while room > 0 and q:
-            self.pending.append(q.popleft())
-            room -= 1
-        o._c.pending = len(self.pending)
-        if self.pending and self.batch_started is None:
-            self.batch_started = time.monotonic()
-
-    def _watch_drops(self) -> None:
+    def _watch_drops(self, now: float) -> None:
         """Log drops once when they start and once when they stop."""
-        dropped = self.o._c.dropped[DropReason.CHANNEL_FULL]
-        previous, self.last_dropped = self.last_dropped, dropped
-        if self.drop_episode_start is not None and dropped != previous:
-            self.last_drop_at = time.monotonic()
-            return
-        if self.drop_episode_start is None:
-            if dropped > self.logged_drops:
-                self.drop_episode_start = self.logged_drops
-                self.last_drop_at = time.monotonic()
-                self.log.warning(
-                    "audit queue full; dropping events (counted and reported to the agent)",
-                    queue_size=self.o.queue_size,
-                    dropped_total=dropped,
-                    session_id=self.o.session_id,
-                )
-        elif time.monotonic() - self.last_drop_at >= DROP_EPISODE_QUIET:
-            self.logged_drops = dropped
-            self.log.info(
-                f"no events dropped for {DROP_EPISODE_QUIET:g} s; drop episode over",
-                dropped_in_episode=dropped - self.drop_episode_start,
-                dropped_total=dropped,
-                session_id=self.o.session_id,
+        o = self.o
+        change = self.state.drops.observe(o._c.dropped[_CHANNEL_FULL], now)
+        if isinstance(change, EpisodeStarted):
+            self.log.warning(
+                "audit queue full; dropping events (counted and reported to the agent)",
+                queue_size=o.queue_size,
+                dropped_total=change.dropped_total,
+                session_id=o.session_id,
             )
-            self.drop_episode_start = None
-
-    def _status_due(self) -> bool:
-        c = self.o._c
-        return c.dropped[DropReason.CHANNEL_FULL] > c.reported_channel_full and (
-            self.o._sock is not None or self.o._closing.is_set()
-        )
+        elif isinstance(change, EpisodeOver):
+            self.log.info(
+                f"no events dropped for {self.state.drops.quiet:g} s; drop episode over",
+                dropped_in_episode=change.dropped_in_episode,
+                dropped_total=change.dropped_total,
+                session_id=o.session_id,
+            )
 
     # -- connection ---------------------------------------------------------
 
-    def _connect(self) -> socket.socket | None:
-        o = self.o
-        if o._sock is not None:
-            return o._sock
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    def _connect(self) -> Connection | None:
+        o, st = self.o, self.state
+        if self.conn is not None:
+            return self.conn
         try:
-            sock.settimeout(WRITE_STALL_TIMEOUT)
-            sock.connect(str(o.socket_path))
+            conn = Connection.open(o.socket_path)
         except OSError as exc:
-            sock.close()
             o._c.connect_failures += 1
             self._failed("connect", exc)
-            if o._closing.is_set() and o._c.connects == 0 and exc.errno in NO_LISTENER_ERRNOS:
+            if o._closing.is_set() and o._c.connects == 0 and no_listener(exc):
                 # Closing, and no agent has listened all along (none deployed,
                 # or --no-audit-socket forgotten): waiting out the close timeout
                 # cannot deliver anything, so report at once. An agent seen
                 # before may be restarting, so that case keeps retrying.
-                self.no_agent = True
+                st.no_agent = True
             return None
-        o._sock = sock
+        self.conn = conn
+        o._connected.set()
         o._c.connects += 1
-        if self.last_error is not None or o._c.connects > 1:
+        if st.retry.last_error is not None or o._c.connects > 1:
             self.log.info(
                 "connected to agent",
-                after_failures=self.failures_in_row,
-                replay_events=sum(f.events for f in self.replay) if self.needs_replay else 0,
+                after_failures=st.retry.failures,
+                replay_events=st.replay.events_to_replay,
                 session_id=o.session_id,
             )
-        self.last_error = None
-        self.failures_in_row = 0
-        self.backoff = 0.0
-        return sock
+        st.retry.connected()
+        return conn
 
     def _disconnect(self) -> None:
-        sock = self.o._sock
-        self.o._sock = None
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-        if self.replay:
-            self.needs_replay = True
+        conn, self.conn = self.conn, None
+        self.o._connected.clear()
+        if conn is not None:
+            conn.close()
+        self.state.replay.connection_lost()
 
     def _failed(self, what: str, exc: OSError) -> None:
         """Back off, and log only when the kind of failure changes."""
-        self.failures_in_row += 1
-        self.backoff = min(MAX_BACKOFF, max(INITIAL_BACKOFF, self.backoff * 2))
-        delay = random.uniform(0, self.backoff)  # noqa: S311 - jitter, not crypto
-        self.retry_at = time.monotonic() + delay
-        kind = f"{what}:{errno.errorcode.get(exc.errno or 0, type(exc).__name__)}"
-        if kind != self.last_error:
-            self.last_error = kind
+        if self.state.retry.failed(failure_kind(what, exc), self.clock()):
             self.log.warning(
                 f"cannot {what} to agent socket; will retry with backoff",
                 error=str(exc),
                 errno=exc.errno,
-                pending=len(self.pending) + len(self.o._queue),
+                pending=self.o._pending(),
                 session_id=self.o.session_id,
             )
 
     def _check_peer(self, now: float) -> None:
         """Notice an agent that hung up while we had nothing to send."""
-        self.last_peer_check = now
-        sock = self.o._sock
-        if sock is None:
+        self.state.peer_checks.done(now)
+        conn = self.conn
+        if conn is None:
             return
         try:
-            readable, _, _ = select.select([sock], [], [], 0)
-            if readable and not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+            if conn.peer_closed():
                 self.log.warning("agent closed the connection", session_id=self.o.session_id)
                 self._disconnect()
         except OSError as exc:
@@ -602,9 +491,9 @@ class _Sender:
 
     # -- writing ------------------------------------------------------------
 
-    def _write(self, sock: socket.socket, data: bytes) -> bool:
+    def _write(self, conn: Connection, data: bytes) -> bool:
         try:
-            sock.sendall(data)
+            conn.send(data)
         except OSError as exc:  # includes TimeoutError from a stalled agent
             self.o._c.write_errors += 1
             self._disconnect()
@@ -613,41 +502,40 @@ class _Sender:
         return True
 
     def _flush(self) -> None:
-        o = self.o
-        sock = self._connect()
-        if sock is None:
+        o, st = self.o, self.state
+        conn = self._connect()
+        if conn is None:
             return
-        if self.needs_replay:
-            for frame in list(self.replay):
-                if not self._write(sock, frame.frame):
-                    return
-                o._c.replayed_events += frame.events
-            self.needs_replay = False
-        while self.pending:
+        for frame in st.replay.to_replay():
+            if not self._write(conn, frame.frame):
+                return
+            o._c.replayed_events += frame.events
+        st.replay.replayed()
+        batch = st.batch
+        while batch.records:
             written = 0
             for enc in encode_records(
-                self.pending, o.confined_process_name, on_invalid=self._invalid
+                batch.records, o.confined_process_name, on_invalid=self._invalid
             ):
-                if enc.frame and not self._write(sock, enc.frame):
+                if enc.frame and not self._write(conn, enc.frame):
                     break
                 self._sent(enc)
                 written += enc.consumed
-            del self.pending[:written]
-            o._c.pending = len(self.pending)
-            if self.pending:  # a write failed; keep the rest for the retry
-                self.batch_started = self.batch_started or time.monotonic()
+            batch.written(written, self.clock())
+            o._c.pending = len(batch)
+            if batch.records:  # a write failed; keep the rest for the retry
                 return
-            self.batch_started = None
             # A backlog waits on the queue: take it now and send it in full
             # frames rather than waiting for the next wake-up.
             if len(o._queue) >= o.batch_size or o._closing.is_set() or o._flush_now.is_set():
-                self._take()
-        self._send_status(sock)
+                self._take(self.clock())
+        self._send_status(conn)
 
     def _invalid(self, rec: Record, exc: Exception) -> None:
-        n = self.o._c.dropped[DropReason.INVALID] + 1
-        self.o._c.dropped[DropReason.INVALID] = n
-        if n == 1 or n % INVALID_LOG_EVERY == 0:
+        dropped = self.o._c.dropped
+        n = dropped[DropReason.INVALID_EVENT] + 1
+        dropped[DropReason.INVALID_EVENT] = n
+        if should_log_invalid(n):
             self.log.error(
                 "audit event cannot be encoded; dropped",
                 sequence_number=repr(rec.sequence_number),
@@ -672,40 +560,31 @@ class _Sender:
                 last_sequence=enc.last_sequence,
                 session_id=self.o.session_id,
             )
-        if self.o.replay_window_bytes > 0:
-            self.replay.append(enc)
-            self.replay_bytes += len(enc.frame)
-            while self.replay_bytes > self.o.replay_window_bytes and self.replay:
-                self.replay_bytes -= len(self.replay.popleft().frame)
+        self.state.replay.record(enc)
 
-    def _send_status(self, sock: socket.socket) -> None:
-        c = self.o._c
-        total = c.dropped[DropReason.CHANNEL_FULL]
-        delta = total - c.reported_channel_full
+    def _send_status(self, conn: Connection) -> None:
+        c, status = self.o._c, self.state.status
+        total = c.dropped[_CHANNEL_FULL]
+        delta = status.unreported(total)
         if delta <= 0:
             return
-        msg = BoundaryMessage()
-        msg.status.dropped_channel_full = delta
-        # Events are never dropped for a full batch here: the batch stops
-        # taking from the queue instead, so those drops count as channel_full.
-        msg.status.dropped_batch_full = 0
-        if self._write(sock, encode_message(msg)):
-            c.reported_channel_full = total
+        if self._write(conn, encode_status(delta)):
+            status.delivered(total)
             c.status_reports_sent += 1
 
     def _finish(self) -> None:
-        o = self.o
-        o._c.pending = len(self.pending)
-        undelivered = len(self.pending) + len(o._queue)
+        o, st = self.o, self.state
+        o._c.pending = len(st.batch)
+        undelivered = o._pending()
         o._c.undelivered = undelivered
-        unreported = o._c.dropped[DropReason.CHANNEL_FULL] - o._c.reported_channel_full
+        unreported = st.status.unreported(o._c.dropped[_CHANNEL_FULL])
         if undelivered or unreported:
             self.log.error(
                 "closing with audit events not delivered to the agent",
                 undelivered=undelivered,
                 drops_not_reported=unreported,
-                last_error=self.last_error,
-                reason="no agent listening" if self.no_agent else "close timeout",
+                last_error=st.retry.last_error,
+                reason="no agent listening" if st.no_agent else "close timeout",
                 session_id=o.session_id,
             )
         else:
