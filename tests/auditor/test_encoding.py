@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from boundary_audit.auditor.encoding import (
     Record,
     encode_records,
+    encode_status,
     field_size,
     varint_size,
 )
@@ -117,3 +118,10 @@ def test_unencodable_records_are_skipped_and_reported() -> None:
     assert [seq for _, _, seq, _, _ in _decode([e.frame for e in encoded])] == [0, 2]
     only_bad = list(encode_records([records[1]], "p"))
     assert [(e.frame, e.consumed) for e in only_bad] == [(b"", 1)]
+
+
+def test_status_frame_reports_queue_drops_and_no_batch_drops() -> None:
+    (frame,) = FrameDecoder().feed(encode_status(42))
+    msg = as_envelope(decode_payload(frame.tag, frame.payload))
+    assert (frame.tag, msg.WhichOneof("msg")) == (2, "status")
+    assert (msg.status.dropped_channel_full, msg.status.dropped_batch_full) == (42, 0)

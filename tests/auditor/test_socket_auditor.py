@@ -240,6 +240,38 @@ def test_stalled_agent_never_blocks_the_caller(receiver: Receiver) -> None:
     assert final.queued + reported == n
 
 
+def test_flush_returns_once_everything_is_written(receiver: Receiver, sock_dir: Path) -> None:
+    with SocketAuditor(receiver.path, batch_size=1000, batch_interval=3600) as a:
+        for i in range(5):
+            a.audit(ev(i))
+        assert a.flush(timeout=10)
+        stats = a.stats
+        assert (stats.sent, stats.pending, stats.connected) == (5, 0, True)
+        assert a.flush(timeout=0)  # nothing pending: at once
+    nobody = SocketAuditor(sock_dir / "nobody.sock", batch_size=1000, batch_interval=3600)
+    try:
+        nobody.audit(ev(0))
+        started = time.monotonic()
+        assert not nobody.flush(timeout=0.2)
+        assert time.monotonic() - started >= 0.2
+        assert nobody.stats.pending == 1
+    finally:
+        nobody.close(timeout=0)
+
+
+def test_connected_follows_the_agent(receiver: Receiver) -> None:
+    with SocketAuditor(receiver.path, batch_size=1) as a:
+        assert not a.stats.connected  # lazy: nothing sent yet
+        a.audit(ev(0))
+        eventually(lambda: a.stats.connected, "the first connection")
+        receiver.stop()  # noticed by the idle peer check, without a new event
+        eventually(lambda: not a.stats.connected, "the hang-up to be noticed")
+        receiver.start()
+        a.audit(ev(1))
+        eventually(lambda: a.stats.connected, "a new connection")
+        assert a.stats.connects == 2
+
+
 def test_close_drains_what_is_queued(receiver: Receiver) -> None:
     a = SocketAuditor(receiver.path, batch_size=100, batch_interval=3600)
     for i in range(7):
