@@ -17,7 +17,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from ..logs import get_logger
@@ -90,7 +90,8 @@ class AuditorStats:
 class _Counters:
     """Counters written by one thread each (documented per field)."""
 
-    # Written by callers of audit(), under the queue lock.
+    # Written by callers of audit(), under the queue lock; except
+    # dropped[INVALID_EVENT], written by the sender thread (which finds them).
     queued: int = 0
     dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SENDER_DROP_REASONS, 0))
     discarded_disabled: int = 0
@@ -106,6 +107,10 @@ class _Counters:
     replayed_events: int = 0
     pending: int = 0
     undelivered: int = 0
+
+
+#: Counters that AuditorStats reports as they are (the others are derived).
+_PLAIN_COUNTERS = tuple(f.name for f in fields(_Counters) if f.name not in {"dropped", "pending"})
 
 
 def _is_truthy(value: str | None) -> bool:
@@ -260,20 +265,9 @@ class SocketAuditor(CloseOnExit):
     def stats(self) -> AuditorStats:
         c = self._c
         return AuditorStats(
-            queued=c.queued,
-            sent=c.sent,
+            **{name: getattr(c, name) for name in _PLAIN_COUNTERS},
             dropped=dict(c.dropped),
-            truncated=c.truncated,
-            frames_sent=c.frames_sent,
-            bytes_sent=c.bytes_sent,
-            connects=c.connects,
-            connect_failures=c.connect_failures,
-            write_errors=c.write_errors,
-            status_reports_sent=c.status_reports_sent,
-            replayed_events=c.replayed_events,
             pending=self._pending(),
-            undelivered=c.undelivered,
-            discarded_disabled=c.discarded_disabled,
             session_rotations=self._numbers.rotations,
             connected=self._connected.is_set(),
             disabled=self.disabled,
@@ -290,13 +284,18 @@ class SocketAuditor(CloseOnExit):
         """
         if self._thread is None:
             return True
+        deadline = time.monotonic() + (self.close_timeout if timeout is None else timeout)
         with self._drained:
-            self._flush_now.set()
-            self._wake.set()
-            return self._drained.wait_for(
-                lambda: self._pending() == 0,
-                self.close_timeout if timeout is None else timeout,
-            )
+            while self._pending():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                # (Again) on each wake-up: the sender may have cleared the
+                # request on draining just before more events arrived.
+                self._flush_now.set()
+                self._wake.set()
+                self._drained.wait(remaining)
+            return True
 
     def close(self, timeout: float | None = None) -> None:
         """Stop accepting events, deliver what is queued within ``timeout``.
@@ -384,6 +383,7 @@ class _SenderThread:
                 st.begin_close(now, o._close_deadline_s)
             self._take(now)
             self._watch_drops(now)
+            flushed = False
             if st.flush_due(
                 now,
                 urgent=closing or o._flush_now.is_set(),
@@ -391,13 +391,16 @@ class _SenderThread:
                 can_report=self.conn is not None or closing,
             ):
                 self._flush()
-                if not st.batch.records and not o._queue:
-                    o._flush_now.clear()
+                flushed = True
             elif self.conn is not None and st.peer_checks.due(now):
                 self._check_peer(now)
-            if o._pending() == 0:
+            if o._flush_now.is_set() and o._pending() == 0:
+                # Drained after flush() asked: wake it (it checks for itself,
+                # and asks again if events came in meanwhile).
                 with o._drained:
                     o._drained.notify_all()
+                    if flushed:
+                        o._flush_now.clear()
             if closing and st.close_done(self.clock(), queue_empty=not o._queue):
                 self._finish()
                 return
