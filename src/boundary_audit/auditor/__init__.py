@@ -6,8 +6,9 @@ writes them as structured lines, ``MultiAuditor`` fans out to several and
 events with a ``SequenceCounter``.
 
 Inside ``SocketAuditor``: ``sender`` decides (pure state, given the time),
-``transport`` does the socket I/O, ``encoding`` packs frames, ``socket`` runs
-the thread that joins them.
+``transport`` does the socket I/O, ``encoding`` packs frames, ``worker`` is
+the thread that joins them, ``socket`` the callers' side, ``stats`` the
+counters both sides share.
 """
 
 from ..wire import DropReason
@@ -19,14 +20,8 @@ from .metrics import AuditorCollector, register_auditor_metrics
 from .multi import MultiAuditor
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import MAX_SEQUENCE_NUMBER, SequenceCounter
-from .socket import (
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_QUEUE_SIZE,
-    DISABLE_ENV,
-    SENDER_DROP_REASONS,
-    AuditorStats,
-    SocketAuditor,
-)
+from .socket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_QUEUE_SIZE, DISABLE_ENV, SocketAuditor
+from .stats import SENDER_DROP_REASONS, AuditorStats
 
 __all__ = [
     "DEFAULT_BATCH_INTERVAL",
