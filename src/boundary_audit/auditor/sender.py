@@ -206,10 +206,6 @@ class DropEpisodes:
         self._last_drop_at = 0.0
         self._logged = 0  # drops already covered by a logged episode
 
-    @property
-    def in_episode(self) -> bool:
-        return self._start is not None
-
     def observe(self, dropped: int, now: float) -> EpisodeStarted | EpisodeOver | None:
         """Look at the counter; say when an episode starts or ends."""
         previous, self._last_seen = self._last_seen, dropped

@@ -24,7 +24,7 @@ from .event import AuditEvent, CloseOnExit
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import SequenceCounter
 from .stats import AuditorStats, snapshot
-from .worker import Handoff, SenderConfig, run_sender
+from .worker import Handoff, SenderConfig, SenderThread
 
 #: Events that may wait for the sender. Coder's boundary keeps 20, which
 #: drops events in any burst; 8192 absorbs ~80 ms at 100k events/s while
@@ -126,10 +126,9 @@ class SocketAuditor(CloseOnExit):
             queue_size,
             replay_window_bytes,
         )
+        sender = SenderThread(h, config, self._numbers, self._log, time.monotonic)
         self._thread = threading.Thread(
-            target=run_sender,
-            args=(h, config, self._numbers, self._log, time.monotonic),
-            name=f"boundary-audit-sender-{self.session_id[:8]}",
+            target=sender.main, name=f"boundary-audit-sender-{self.session_id[:8]}"
         )
         self._thread.daemon = True
         self._thread.start()

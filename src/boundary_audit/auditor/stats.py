@@ -53,18 +53,17 @@ class Counters:
     discarded_disabled: int = 0
     # Written by the sender thread only (undelivered also by close(), once
     # the thread has stopped or given up).
-    sent: int = 0
-    truncated: int = 0
+    sent: int = 0  # events in frames written (replays not counted again)
+    truncated: int = 0  # events whose URL was cut to fit a frame
     frames_sent: int = 0
-    bytes_sent: int = 0
-    connects: int = 0
+    bytes_sent: int = 0  # of those frames
+    connects: int = 0  # successful connections
     connect_failures: int = 0
-    write_errors: int = 0
-    status_reports_sent: int = 0
-    replayed_events: int = 0
-    #: Events in the sender's batch (the queue's length is added for stats).
-    pending: int = 0
-    undelivered: int = 0
+    write_errors: int = 0  # failed writes; the connection was dropped, the batch kept
+    status_reports_sent: int = 0  # BoundaryStatus messages written
+    replayed_events: int = 0  # events re-sent from the replay window after a reconnect
+    pending: int = 0  # events in the sender's batch (stats adds the queue's length)
+    undelivered: int = 0  # events given up on at close
 
 
 #: Counters that AuditorStats reports as they are (the others are derived).

@@ -60,25 +60,6 @@ class SenderConfig:
     replay_window_bytes: int
 
 
-def run_sender(
-    handoff: Handoff,
-    config: SenderConfig,
-    numbers: SequenceCounter,
-    log: Any,
-    clock: Callable[[], float],
-) -> None:
-    """The thread's target: the loop, and loud accounting if it ever crashes."""
-    try:
-        SenderThread(handoff, config, numbers, log, clock).run()
-    except Exception:  # pragma: no cover - a bug; make it loud, never silent
-        handoff.counters.undelivered = handoff.pending()
-        log.exception("audit sender thread crashed", undelivered=handoff.counters.undelivered)
-    finally:
-        handoff.connected.clear()
-        with handoff.drained:
-            handoff.drained.notify_all()
-
-
 class SenderThread:
     """The background thread's loop: asks SenderState what is due, does the I/O.
 
@@ -105,6 +86,19 @@ class SenderThread:
             replay_window_bytes=config.replay_window_bytes,
         )
         self.conn: Connection | None = None
+
+    def main(self) -> None:
+        """The thread's target: the loop, and loud accounting if it ever crashes."""
+        h = self.h
+        try:
+            self.run()
+        except Exception:  # pragma: no cover - a bug; make it loud, never silent
+            h.counters.undelivered = h.pending()
+            self.log.exception("audit sender thread crashed", undelivered=h.counters.undelivered)
+        finally:
+            h.connected.clear()
+            with h.drained:
+                h.drained.notify_all()
 
     # The loop: take events, decide whether a flush is due, try it, sleep
     # until the next reason to act (batch deadline, retry time, new events).
