@@ -324,7 +324,7 @@ async def test_usable_from_asyncio(receiver: Receiver) -> None:
     async def producer(k: int) -> None:
         for i in range(20):
             a.audit(ev(k * 100 + i))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a yield to the other producers, not a wait
 
     await asyncio.gather(*(producer(k) for k in range(5)))
     await a.aclose()
