@@ -52,7 +52,7 @@ from rich.table import Table
 
 from boundary_audit.auditor import DEFAULT_QUEUE_SIZE, AuditEvent, SocketAuditor
 from boundary_audit.auditor.encoding import Record, encode_records
-from boundary_audit.auditor.socket import DEFAULT_REPLAY_WINDOW_BYTES, MAX_PENDING_EVENTS
+from boundary_audit.auditor.sender import DEFAULT_REPLAY_WINDOW_BYTES, MAX_PENDING_EVENTS
 from boundary_audit.logs import configure_logging
 from boundary_audit.wire import MAX_FRAME_SIZE, FrameDecoder, as_envelope, decode_payload
 
@@ -416,7 +416,22 @@ class _OtelPipeline:
         self.provider.shutdown()
 
 
-class OtelHandlerContender(_StdlibLoggerContender):
+class _OnOtelPipeline:
+    """A contender whose records go through an :class:`_OtelPipeline`."""
+
+    pipeline: _OtelPipeline
+
+    def drain(self) -> None:
+        self.pipeline.drain()
+
+    def delivered(self) -> int:
+        return self.pipeline.delivered()
+
+    def close(self) -> None:
+        self.pipeline.close()
+
+
+class OtelHandlerContender(_OnOtelPipeline, _StdlibLoggerContender):
     """What a Python user does: stdlib logger with OTel's LoggingHandler."""
 
     name = "OTel LoggingHandler (stdlib logger)"
@@ -436,17 +451,8 @@ class OtelHandlerContender(_StdlibLoggerContender):
         self.logger.setLevel(logging.INFO)
         self.logger.addHandler(handler)
 
-    def drain(self) -> None:
-        self.pipeline.drain()
 
-    def delivered(self) -> int:
-        return self.pipeline.delivered()
-
-    def close(self) -> None:
-        self.pipeline.close()
-
-
-class OtelEmitContender:
+class OtelEmitContender(_OnOtelPipeline):
     """OTel's own logs API: ``Logger.emit(body=..., attributes=...)``."""
 
     name = "OTel Logger.emit()"
@@ -470,15 +476,6 @@ class OtelEmitContender:
             t0 = pc()
             emit(body="request", severity_number=sev, attributes=attrs)
             append(pc() - t0)
-
-    def drain(self) -> None:
-        self.pipeline.drain()
-
-    def delivered(self) -> int:
-        return self.pipeline.delivered()
-
-    def close(self) -> None:
-        self.pipeline.close()
 
 
 def percentile(sorted_values: Sequence[int], q: float) -> int:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +21,20 @@ from boundary_audit.wire import (
     as_envelope,
     decode_payload,
 )
+from tests.support import eventually
 
+#: Bytes asked for per recv: more than a whole frame, so one call takes
+#: whatever the sender wrote since the last.
 READ_CHUNK = 65536
+#: How often the accept and read loops look up from a blocking call to see
+#: whether stop() was called: short next to any wait a test makes.
+STOP_POLL_S = 0.05
+#: Connections the listener queues: far more than any test opens at once.
+LISTEN_BACKLOG = 64
+#: How long stop() waits for each loop thread (they notice within STOP_POLL_S).
+JOIN_TIMEOUT_S = 5.0
+#: Default bound of wait_for() (tests.support.eventually's default).
+WAIT_TIMEOUT_S = 20.0
 
 
 class Receiver:
@@ -34,7 +45,10 @@ class Receiver:
         self.frames: list[Frame] = []
         self.messages: list[BoundaryMessage] = []
         self.connections = 0
-        self.paused = threading.Event()  # set: accept but stop reading
+        # Cleared by pause(): connections are accepted but not read, so the
+        # sender's writes fill the socket buffers and stall, like a hung agent.
+        self._reading = threading.Event()
+        self._reading.set()
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
@@ -46,8 +60,8 @@ class Receiver:
             os.unlink(self.path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self.path))
-        listener.listen(64)
-        listener.settimeout(0.05)
+        listener.listen(LISTEN_BACKLOG)
+        listener.settimeout(STOP_POLL_S)
         self._listener = listener
         self._stop.clear()
         t = threading.Thread(target=self._accept_loop, daemon=True)
@@ -59,7 +73,7 @@ class Receiver:
         """Close the listener and every connection, like an agent exiting."""
         self._stop.set()
         for t in self._threads:
-            t.join(5)
+            t.join(JOIN_TIMEOUT_S)
         self._threads.clear()
         if self._listener is not None:
             self._listener.close()
@@ -71,6 +85,13 @@ class Receiver:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
 
+    def pause(self) -> None:
+        """Keep connections open but stop reading them (a stalled agent)."""
+        self._reading.clear()
+
+    def resume(self) -> None:
+        self._reading.set()
+
     def _accept_loop(self) -> None:
         assert self._listener is not None
         while not self._stop.is_set():
@@ -80,7 +101,7 @@ class Receiver:
                 continue
             except OSError:
                 return
-            conn.settimeout(0.05)
+            conn.settimeout(STOP_POLL_S)
             self._conns.append(conn)
             self.connections += 1
             t = threading.Thread(target=self._read_loop, args=(conn,), daemon=True)
@@ -90,8 +111,7 @@ class Receiver:
     def _read_loop(self, conn: socket.socket) -> None:
         decoder = FrameDecoder()
         while not self._stop.is_set():
-            if self.paused.is_set():
-                time.sleep(0.01)
+            if not self._reading.wait(STOP_POLL_S):
                 continue
             try:
                 data = conn.recv(READ_CHUNK)
@@ -120,10 +140,9 @@ class Receiver:
     def sequence_numbers(self) -> list[int]:
         return [log.sequence_number for m in self.log_batches() for log in m.logs.logs]
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return True
-            time.sleep(0.01)
-        return predicate()
+    def wait_for(
+        self, predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT_S, what: str = ""
+    ) -> bool:
+        """Poll ``predicate`` (tests.support.eventually); True, or AssertionError at ``timeout``."""
+        eventually(predicate, what or None, within=timeout)
+        return True

@@ -6,6 +6,7 @@ from hypothesis import strategies as st
 from boundary_audit.auditor.encoding import (
     Record,
     encode_records,
+    encode_status,
     field_size,
     varint_size,
 )
@@ -49,8 +50,10 @@ records_strategy = st.lists(
         sequence_number=st.integers(0, 2**31 - 1),
         time_ns=st.integers(0, 2**62),
         method=st.sampled_from(["GET", "POST", "PATCH"]),
+        # Text UTF-8 can carry (no lone surrogates): the proxy decodes targets
+        # as latin-1, and an unencodable URL is a skipped record (tested below).
         url=st.text(max_size=300)
-        | st.builds(lambda c, n: c * n, st.characters(), st.integers(11000, 40000)),
+        | st.builds(lambda c, n: c * n, st.characters(codec="utf-8"), st.integers(11000, 40000)),
         allowed=st.booleans(),
         rule=st.none() | st.text(max_size=200),
     ),
@@ -117,3 +120,21 @@ def test_unencodable_records_are_skipped_and_reported() -> None:
     assert [seq for _, _, seq, _, _ in _decode([e.frame for e in encoded])] == [0, 2]
     only_bad = list(encode_records([records[1]], "p"))
     assert [(e.frame, e.consumed) for e in only_bad] == [(b"", 1)]
+
+
+def test_a_url_utf8_cannot_carry_is_a_skipped_record() -> None:
+    bad: list[int] = []
+    records = [
+        Record(SESSION, 0, 0, "GET", "https://a/\ud800", True, None),  # a lone surrogate
+        Record(SESSION, 1, 0, "GET", "u", True, None),
+    ]
+    encoded = list(encode_records(records, "p", on_invalid=lambda r, e: bad.append(r[1])))
+    assert bad == [0]
+    assert [seq for _, _, seq, _, _ in _decode([e.frame for e in encoded])] == [1]
+
+
+def test_status_frame_reports_queue_drops_and_no_batch_drops() -> None:
+    (frame,) = FrameDecoder().feed(encode_status(42))
+    msg = as_envelope(decode_payload(frame.tag, frame.payload))
+    assert (frame.tag, msg.WhichOneof("msg")) == (2, "status")
+    assert (msg.status.dropped_channel_full, msg.status.dropped_batch_full) == (42, 0)

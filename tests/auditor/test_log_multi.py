@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from boundary_audit.auditor import AuditEvent, Auditor, LogAuditor, MultiAuditor, SocketAuditor
+from boundary_audit.auditor import (
+    AuditEvent,
+    Auditor,
+    LogAuditor,
+    MemoryAuditor,
+    MultiAuditor,
+    SocketAuditor,
+)
 from tests.receiver import Receiver
 
 HOSTILE = 'https://evil.example/a\n{"decision": "allow"}\r\x1b[2J\u2028"onerror='
@@ -62,22 +69,9 @@ class Exploding:
         raise RuntimeError("boom on close")
 
 
-class Recording:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def audit(self, event: AuditEvent) -> int:
-        self.events.append(event)
-        assert event.sequence_number is not None
-        return event.sequence_number
-
-    def close(self, timeout: float | None = None) -> None:
-        pass
-
-
 def test_multi_auditor_fans_out_one_identity(receiver: Receiver) -> None:
     out = io.StringIO()
-    rec = Recording()
+    rec = MemoryAuditor()
     sock = SocketAuditor(receiver.path, batch_size=1)
     children: list[Auditor] = [LogAuditor(out), Exploding(), sock, rec]
     with MultiAuditor(children) as multi:

@@ -11,16 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from boundary_audit.auditor import (
-    TRUNCATION_MARKER,
-    AuditEvent,
-    DropReason,
-    SocketAuditor,
-)
-from boundary_audit.wire import MAX_PAYLOAD_SIZE, SOCKET_PATH_ENV
+from boundary_audit.auditor import TRUNCATION_MARKER, AuditEvent, SocketAuditor
+from boundary_audit.wire import MAX_PAYLOAD_SIZE, SOCKET_PATH_ENV, DropReason
 from tests.receiver import Receiver
+from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(60)
+
+#: How long a test watches for something that must NOT happen (a flush
+#: before its time, a second log line): the sender wakes within a GIL switch
+#: interval (5 ms) of each audit(), so this gives it many chances to get it
+#: wrong, while staying far below the timers involved.
+NOTHING_HAPPENS_S = 0.1
 
 
 def ev(i: int, allowed: bool = True, url: str | None = None) -> AuditEvent:
@@ -42,7 +44,7 @@ def test_batch_size_flush_without_waiting_for_timer(receiver: Receiver) -> None:
         # Nine more sit below the batch size and the timer is an hour away.
         for i in range(9):
             a.audit(ev(i))
-        time.sleep(0.3)
+        time.sleep(NOTHING_HAPPENS_S)  # proves nothing is sent: no fixed-time sync
         assert len(receiver.sequence_numbers()) == 10
 
 
@@ -124,7 +126,7 @@ def test_drops_counted_and_reported_once_agent_appears(sock_dir: Path) -> None:
     try:
         for i in range(20):
             a.audit(ev(i))
-        time.sleep(0.2)
+        eventually(lambda: a.stats.connect_failures >= 1, "the sender to find no agent")
         stats = a.stats
         # With no agent the sender holds at most a batch; the queue fills.
         assert stats.queued + stats.dropped[DropReason.CHANNEL_FULL] == 20
@@ -140,8 +142,12 @@ def test_drops_counted_and_reported_once_agent_appears(sock_dir: Path) -> None:
             # Counts are deltas: nothing new dropped, nothing more reported.
             a.audit(ev(99))
             assert r.wait_for(lambda: len(r.sequence_numbers()) == stats.queued + 1)
-            time.sleep(0.2)
+            # A status from that flush would be written right after its events,
+            # so it is on the stream before the next event: no need to wait.
+            a.audit(ev(100))
+            assert r.wait_for(lambda: len(r.sequence_numbers()) == stats.queued + 2)
             assert len(r.statuses()) == 1
+            a.close(timeout=1)  # before the agent goes: nothing is left to retry
         finally:
             r.stop()
     finally:
@@ -154,7 +160,7 @@ def test_agent_down_at_start_then_up(sock_dir: Path, caplog: pytest.LogCaptureFi
         a = SocketAuditor(path, batch_size=5, batch_interval=0.05)
         for i in range(5):
             a.audit(ev(i))
-        time.sleep(0.5)  # several failed connects happen here
+        eventually(lambda: a.stats.connect_failures >= 2, "several failed connects")
     missing = [r for r in caplog.records if "does not exist" in str(r.msg)]
     assert len(missing) == 1
     failures = [r for r in caplog.records if "cannot connect" in str(r.msg)]
@@ -177,7 +183,7 @@ def test_agent_restart_mid_stream_loses_nothing(receiver: Receiver) -> None:
         receiver.stop()
         for i in range(100, 200):
             a.audit(ev(i))
-        time.sleep(0.2)
+        eventually(lambda: a.stats.connect_failures >= 1, "the sender to find the agent gone")
         receiver.start()
         for i in range(200, 300):
             a.audit(ev(i))
@@ -196,10 +202,7 @@ def test_frames_lost_in_a_dead_agent_are_replayed(sock_dir: Path) -> None:
         for i in range(50):
             a.audit(ev(i))
         conn, _ = listener.accept()
-        deadline = time.monotonic() + 20
-        while a.stats.sent < 50 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert a.stats.sent == 50
+        eventually(lambda: a.stats.sent == 50, "all 50 events written")
         # The "agent" dies without ever reading: 50 events sit in the buffer.
         conn.close()
         listener.close()
@@ -212,7 +215,7 @@ def test_frames_lost_in_a_dead_agent_are_replayed(sock_dir: Path) -> None:
 
 
 def test_stalled_agent_never_blocks_the_caller(receiver: Receiver) -> None:
-    receiver.paused.set()
+    receiver.pause()
     n = 60_000
     a = SocketAuditor(receiver.path, queue_size=1000, batch_size=10, batch_interval=0.01)
     slowest = 0.0
@@ -225,7 +228,7 @@ def test_stalled_agent_never_blocks_the_caller(receiver: Receiver) -> None:
     assert stats.dropped[DropReason.CHANNEL_FULL] > 0
     # Bounded: what the auditor holds never exceeds the queue plus one batch.
     assert stats.pending <= 1000 + 2048
-    receiver.paused.clear()
+    receiver.resume()
     assert receiver.wait_for(lambda: len(receiver.statuses()) >= 1)
     a.close(timeout=10)
     final = a.stats
@@ -235,6 +238,38 @@ def test_stalled_agent_never_blocks_the_caller(receiver: Receiver) -> None:
     assert reported == final.dropped[DropReason.CHANNEL_FULL]
     assert len(set(receiver.sequence_numbers())) == final.queued
     assert final.queued + reported == n
+
+
+def test_flush_returns_once_everything_is_written(receiver: Receiver, sock_dir: Path) -> None:
+    with SocketAuditor(receiver.path, batch_size=1000, batch_interval=3600) as a:
+        for i in range(5):
+            a.audit(ev(i))
+        assert a.flush(timeout=10)
+        stats = a.stats
+        assert (stats.sent, stats.pending, stats.connected) == (5, 0, True)
+        assert a.flush(timeout=0)  # nothing pending: at once
+    nobody = SocketAuditor(sock_dir / "nobody.sock", batch_size=1000, batch_interval=3600)
+    try:
+        nobody.audit(ev(0))
+        started = time.monotonic()
+        assert not nobody.flush(timeout=0.2)
+        assert time.monotonic() - started >= 0.2
+        assert nobody.stats.pending == 1
+    finally:
+        nobody.close(timeout=0)
+
+
+def test_connected_follows_the_agent(receiver: Receiver) -> None:
+    with SocketAuditor(receiver.path, batch_size=1) as a:
+        assert not a.stats.connected  # lazy: nothing sent yet
+        a.audit(ev(0))
+        eventually(lambda: a.stats.connected, "the first connection")
+        receiver.stop()  # noticed by the idle peer check, without a new event
+        eventually(lambda: not a.stats.connected, "the hang-up to be noticed")
+        receiver.start()
+        a.audit(ev(1))
+        eventually(lambda: a.stats.connected, "a new connection")
+        assert a.stats.connects == 2
 
 
 def test_close_drains_what_is_queued(receiver: Receiver) -> None:
@@ -289,7 +324,7 @@ async def test_usable_from_asyncio(receiver: Receiver) -> None:
     async def producer(k: int) -> None:
         for i in range(20):
             a.audit(ev(k * 100 + i))
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # a yield to the other producers, not a wait
 
     await asyncio.gather(*(producer(k) for k in range(5)))
     await a.aclose()
@@ -321,7 +356,9 @@ def test_drops_are_logged_once_per_episode(
         for burst in range(5):
             for i in range(50):
                 a.audit(ev(burst * 100 + i))
-            time.sleep(0.2)
+            # Proves no second "dropping" line: the sender, woken by audit(),
+            # looks at the drops of each burst on its own.
+            time.sleep(NOTHING_HAPPENS_S)
         a.close(timeout=0.2)
     assert a.stats.dropped[DropReason.CHANNEL_FULL] >= 200
     starts = [r for r in caplog.records if "dropping events" in str(r.msg)]
@@ -345,7 +382,7 @@ def test_unencodable_events_are_counted_and_never_stop_the_sender(
         assert receiver.wait_for(lambda: len(receiver.sequence_numbers()) == 3)
     # The bad event with no number of its own took 1: a gap, counted as a drop.
     assert receiver.sequence_numbers() == [0, 2, 3]
-    assert a.stats.dropped[DropReason.INVALID] == 3
+    assert a.stats.dropped[DropReason.INVALID_EVENT] == 3
     assert a.stats.sent == 3
     assert sum("cannot be encoded" in str(r.msg) for r in caplog.records) == 1
 
@@ -379,7 +416,9 @@ def test_close_keeps_retrying_for_an_agent_that_is_restarting(sock_dir: Path) ->
     a.audit(ev(1))
     closer = threading.Thread(target=a.close, kwargs={"timeout": 30})
     closer.start()
-    time.sleep(0.3)
+    eventually(lambda: a.closed, "close() to begin")
+    tried = a.stats.connect_failures
+    eventually(lambda: a.stats.connect_failures > tried, "close() to be retrying")
     r.start()  # ...and comes back while close() is still trying
     closer.join(40)
     assert not closer.is_alive()

@@ -1,25 +1,27 @@
 """The boundary side: record audit events without ever slowing the caller.
 
 ``SocketAuditor`` batches events to the agent's Unix socket, ``LogAuditor``
-writes them as structured lines, ``MultiAuditor`` fans out to several.
+writes them as structured lines, ``MultiAuditor`` fans out to several and
+``MemoryAuditor`` keeps them in a list (for tests of what audits). All number
+events with a ``SequenceCounter``.
+
+Inside ``SocketAuditor``: ``sender`` decides (pure state, given the time),
+``transport`` does the socket I/O, ``encoding`` packs frames, ``worker`` is
+the thread that joins them, ``socket`` the callers' side, ``stats`` the
+counters both sides share.
 """
 
+from ..wire import DropReason
 from .encoding import TRUNCATION_MARKER
 from .event import AuditEvent, Auditor
 from .log import LogAuditor
+from .memory import MemoryAuditor
 from .metrics import AuditorCollector, register_auditor_metrics
 from .multi import MultiAuditor
-from .socket import (
-    DEFAULT_BATCH_INTERVAL,
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_CLOSE_TIMEOUT,
-    DEFAULT_QUEUE_SIZE,
-    DEFAULT_REPLAY_WINDOW_BYTES,
-    DISABLE_ENV,
-    AuditorStats,
-    DropReason,
-    SocketAuditor,
-)
+from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
+from .sequence import MAX_SEQUENCE_NUMBER, SequenceCounter
+from .socket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_QUEUE_SIZE, DISABLE_ENV, SocketAuditor
+from .stats import SENDER_DROP_REASONS, AuditorStats
 
 __all__ = [
     "DEFAULT_BATCH_INTERVAL",
@@ -28,14 +30,19 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_REPLAY_WINDOW_BYTES",
     "DISABLE_ENV",
+    "MAX_SEQUENCE_NUMBER",
+    "SENDER_DROP_REASONS",
     "TRUNCATION_MARKER",
     "AuditEvent",
     "Auditor",
     "AuditorCollector",
     "AuditorStats",
+    # boundary_audit.wire.DropReason, re-exported: the keys of AuditorStats.dropped.
     "DropReason",
     "LogAuditor",
+    "MemoryAuditor",
     "MultiAuditor",
+    "SequenceCounter",
     "SocketAuditor",
     "register_auditor_metrics",
 ]

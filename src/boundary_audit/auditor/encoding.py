@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..wire import MAX_PAYLOAD_SIZE, BoundaryLog, BoundaryMessage, Tag, encode_frame
+from ..wire import MAX_PAYLOAD_SIZE, BoundaryLog, BoundaryMessage, Tag, encode_frame, encode_message
 
 #: Appended to a URL cut short to make its event fit one frame. It says
 #: how many bytes were removed, so the stored URL is visibly incomplete.
@@ -198,3 +198,13 @@ def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
     if env.payload_size(size) > limit:  # pragma: no cover - fixed fields alone never exceed 32 KiB
         raise ValueError(f"event {rec.sequence_number} cannot be made to fit {limit} bytes")
     return size
+
+
+def encode_status(dropped_channel_full: int) -> bytes:
+    """A BoundaryStatus frame reporting ``dropped_channel_full`` new drops."""
+    msg = BoundaryMessage()
+    msg.status.dropped_channel_full = dropped_channel_full
+    # Events are never dropped for a full batch here: the batch stops taking
+    # from the queue instead, so those drops count as channel_full.
+    msg.status.dropped_batch_full = 0
+    return encode_message(msg)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
 
 
@@ -39,26 +37,6 @@ class Auditor(Protocol):
         ...
 
 
-class SequenceCounter:
-    """Per-session sequence numbers 0, 1, 2, ...; an event may carry its own.
-
-    Thread-safe. (SocketAuditor numbers under its queue lock instead, so that
-    queue order and sequence order agree.)
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._next = 0
-
-    def assign(self, event: AuditEvent) -> int:
-        if event.sequence_number is not None:
-            return event.sequence_number
-        with self._lock:
-            seq = self._next
-            self._next = seq + 1
-        return seq
-
-
 class CloseOnExit:
     """``with auditor:`` closes it on the way out."""
 
@@ -68,10 +46,5 @@ class CloseOnExit:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()

@@ -9,7 +9,8 @@ import time
 from datetime import UTC, datetime
 from typing import Literal, TextIO
 
-from .event import AuditEvent, CloseOnExit, SequenceCounter
+from .event import AuditEvent, CloseOnExit
+from .sequence import SequenceCounter
 
 LogAuditFormat = Literal["json", "logfmt"]
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
@@ -48,7 +49,8 @@ class LogAuditor(CloseOnExit):
         self._min = _LEVELS[level]
         self._session_id = session_id
         self._lock = threading.Lock()
-        self._sequence = SequenceCounter()
+        # Numbers here are not tied to a session of their own: never rotated.
+        self._sequence = SequenceCounter(limit=None)
         self.written = 0
         self.write_errors = 0
 

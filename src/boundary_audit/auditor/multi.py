@@ -7,7 +7,8 @@ import time
 from collections.abc import Sequence
 
 from ..logs import get_logger
-from .event import AuditEvent, Auditor, CloseOnExit, SequenceCounter
+from .event import AuditEvent, Auditor, CloseOnExit
+from .sequence import SequenceCounter
 
 
 class MultiAuditor(CloseOnExit):
@@ -20,7 +21,8 @@ class MultiAuditor(CloseOnExit):
 
     def __init__(self, auditors: Sequence[Auditor]) -> None:
         self.auditors = list(auditors)
-        self._sequence = SequenceCounter()
+        # Numbers here are not tied to a session of their own: never rotated.
+        self._sequence = SequenceCounter(limit=None)
         self.errors = [0] * len(self.auditors)
         self._log = get_logger("auditor")
 
