@@ -21,8 +21,17 @@ Decision = Literal["allowed", "denied"]
 NS_PER_SECOND = 1_000_000_000
 #: Both engines store 64-bit signed integers; nanoseconds run out in 2262.
 INT64_MAX = (1 << 63) - 1
+#: Largest page a listing returns, whatever the client asks (bounds memory and latency).
+MAX_PAGE_SIZE = 1_000
 
 T = TypeVar("T")
+
+#: Paths of the JSON API: its routes, the OpenAPI document and the client all use these.
+INGEST_PATH = "/api/v1/boundary-logs"
+SESSIONS_PATH = "/api/v1/sessions"
+SESSION_PATH = SESSIONS_PATH + "/{session_id}"
+SESSION_EVENTS_PATH = SESSION_PATH + "/events"
+EVENTS_PATH = "/api/v1/events"
 
 
 class CollectorError(Exception):
