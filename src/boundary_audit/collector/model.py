@@ -308,7 +308,8 @@ def decode_cursor(cursor: str, kind: str, size: int) -> list[int | str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser recurses (a 1.5 KB cursor).
         raise InvalidCursorError("cursor is not valid") from exc
     key = data.get("k") if isinstance(data, dict) else None
     if (
