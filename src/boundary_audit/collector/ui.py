@@ -101,15 +101,17 @@ def chart_layout(buckets: list[TimelineBucket]) -> Chart:
     bars = []
     for i, minute in enumerate(minutes):
         b = counts.get(minute, TimelineBucket(minute, 0, 0))
+        # Rounded edges, not heights: two heights each rounded up could
+        # stack past the top of the plot (1 allowed + 2399 denied did).
         h_allowed = round(b.allowed * scale, 1)
-        h_denied = round(b.denied * scale, 1)
+        top = round((b.allowed + b.denied) * scale, 1)
         bars.append(
             Bar(
                 x=i * CHART_BAR_WIDTH,
                 allowed_y=CHART_HEIGHT - h_allowed,
                 allowed_h=h_allowed,
-                denied_y=CHART_HEIGHT - h_allowed - h_denied,
-                denied_h=h_denied,
+                denied_y=CHART_HEIGHT - top,
+                denied_h=round(top - h_allowed, 1),
                 label=f"{format_ns(minute)[:16]}Z: {b.allowed} allowed, {b.denied} denied",
             )
         )
