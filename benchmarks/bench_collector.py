@@ -299,6 +299,16 @@ def bench_queries(
     return rows
 
 
+def _table(title: str, text_columns: list[str], number_columns: list[str]) -> Table:
+    """A results table: text columns first, then figures aligned right."""
+    table = Table(title=title)
+    for column in text_columns:
+        table.add_column(column)
+    for column in number_columns:
+        table.add_column(column, justify="right")
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -325,13 +335,12 @@ def main() -> int:
                 "--no-event-log",
             ),
         ]
-        table = Table(
-            title=f"Ingest: {ingest_events:,} events in requests of {EVENTS_PER_REQUEST}, "
-            f"{CLIENTS} concurrent clients"
+        table = _table(
+            f"Ingest: {ingest_events:,} events in requests of {EVENTS_PER_REQUEST}, "
+            f"{CLIENTS} concurrent clients",
+            ["backend"],
+            ["HTTP events/s", "storage layer only, events/s"],
         )
-        table.add_column("backend")
-        table.add_column("HTTP events/s", justify="right")
-        table.add_column("storage layer only, events/s", justify="right")
         for row in ingest:
             table.add_row(
                 row.backend, f"{row.http_events_per_s:,.0f}", f"{row.storage_events_per_s:,.0f}"
@@ -339,14 +348,12 @@ def main() -> int:
         console.print(table)
         query_rows = bench_queries("sqlite", f"sqlite:///{tmp}/store.db", store_events, console)
         query_rows += bench_queries("postgresql", pg.new_database(), store_events, console)
-        table = Table(
-            title=f"Query latency on {store_events:,} events "
-            f"(first page of {PAGE}, {QUERY_RUNS} runs each)"
+        table = _table(
+            f"Query latency on {store_events:,} events "
+            f"(first page of {PAGE}, {QUERY_RUNS} runs each)",
+            ["backend", "query"],
+            ["storage p50 ms", "storage p99 ms", "HTTP p50 ms", "HTTP p99 ms"],
         )
-        for column in ("backend", "query"):
-            table.add_column(column)
-        for column in ("storage p50 ms", "storage p99 ms", "HTTP p50 ms", "HTTP p99 ms"):
-            table.add_column(column, justify="right")
         for backend, name, d50, d99, h50, h99 in query_rows:
             table.add_row(backend, name, f"{d50:.2f}", f"{d99:.2f}", f"{h50:.2f}", f"{h99:.2f}")
         console.print(table)

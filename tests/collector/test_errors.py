@@ -13,20 +13,9 @@ from boundary_audit.collector import (
     QueryError,
     SessionOwnershipError,
     StorageUnavailableError,
+    errors,
 )
 from boundary_audit.collector.api import OPERATIONS
-from boundary_audit.collector.errors import (
-    ERRORS,
-    EXPECTED,
-    BodyTimeoutError,
-    BodyTooLargeError,
-    ClientDisconnectedError,
-    OverloadedError,
-    UnauthorizedError,
-    detail_of,
-    json_error,
-    spec_for,
-)
 from boundary_audit.collector.model import InvalidCursorError, NotFoundError
 from boundary_audit.collector.openapi import openapi_document
 
@@ -41,50 +30,50 @@ def _body(response: Response) -> Any:
         (InvalidRequestError("logs[0].url is empty"), 400, "invalid_request"),
         (SessionOwnershipError("session s belongs to a"), 400, "invalid_request"),
         (InvalidCursorError("cursor is not valid"), 400, "invalid_request"),
-        (ClientDisconnectedError("client disconnected mid-body"), 400, "invalid_request"),
-        (UnauthorizedError("a reader token is required"), 401, "unauthorized"),
+        (errors.ClientDisconnectedError("client disconnected mid-body"), 400, "invalid_request"),
+        (errors.UnauthorizedError("a reader token is required"), 401, "unauthorized"),
         (NotFoundError("no session s"), 404, "not_found"),
-        (BodyTimeoutError("body not received within 30 s"), 408, "timeout"),
-        (BodyTooLargeError("body exceeds 4 bytes"), 413, "too_large"),
-        (OverloadedError("too many"), 429, "overloaded"),
+        (errors.BodyTimeoutError("body not received within 30 s"), 408, "timeout"),
+        (errors.BodyTooLargeError("body exceeds 4 bytes"), 413, "too_large"),
+        (errors.OverloadedError("too many"), 429, "overloaded"),
         (StorageUnavailableError("connection refused"), 503, "unavailable"),
         (QueryError("a client-side error reaching the app is a bug"), 500, "internal_error"),
         (KeyError("bug"), 500, "internal_error"),
     ],
 )
 def test_each_failure_has_its_status(exc: Exception, status: int, error: str) -> None:
-    spec = spec_for(exc)
+    spec = errors.spec_for(exc)
     assert (spec.status, spec.error) == (status, error)
-    assert spec_for(type(exc)) is spec
-    response = json_error(exc)
+    assert errors.spec_for(type(exc)) is spec
+    response = errors.json_error(exc)
     assert response.status_code == status
     assert _body(response)["error"] == error
 
 
 def test_details_show_the_clients_mistake_but_hide_the_servers() -> None:
-    assert detail_of(InvalidRequestError("logs[3].session_id is not a UUID")) == (
+    assert errors.detail_of(InvalidRequestError("logs[3].session_id is not a UUID")) == (
         "logs[3].session_id is not a UUID"
     )
-    assert detail_of(StorageUnavailableError("FATAL: password for db1")) == (
+    assert errors.detail_of(StorageUnavailableError("FATAL: password for db1")) == (
         "database unavailable, retry later"
     )
-    assert detail_of(RuntimeError("stack details")) == "the collector failed on this request"
-    assert _body(json_error(RuntimeError("x"), detail="nothing stored")) == {
+    assert errors.detail_of(RuntimeError("stack details")) == "the collector failed on this request"
+    assert _body(errors.json_error(RuntimeError("x"), detail="nothing stored")) == {
         "error": "internal_error",
         "detail": "nothing stored",
     }
 
 
 def test_retry_after_and_connection_close_come_with_their_statuses() -> None:
-    assert json_error(OverloadedError("busy")).headers["Retry-After"] == "1"
-    assert json_error(StorageUnavailableError("down")).headers["Retry-After"] == "5"
-    assert json_error(BodyTimeoutError("slow")).headers["Connection"] == "close"
-    assert "Retry-After" not in json_error(InvalidRequestError("bad")).headers
+    assert errors.json_error(errors.OverloadedError("busy")).headers["Retry-After"] == "1"
+    assert errors.json_error(StorageUnavailableError("down")).headers["Retry-After"] == "5"
+    assert errors.json_error(errors.BodyTimeoutError("slow")).headers["Connection"] == "close"
+    assert "Retry-After" not in errors.json_error(InvalidRequestError("bad")).headers
 
 
 def test_fields_go_to_the_answer_and_context_only_to_the_log() -> None:
-    exc = BodyTooLargeError("too big", fields={"limit": 4}, context={"size": 9})
-    assert _body(json_error(exc)) == {
+    exc = errors.BodyTooLargeError("too big", fields={"limit": 4}, context={"size": 9})
+    assert _body(errors.json_error(exc)) == {
         "error": "too_large",
         "detail": "too big",
         "limit": 4,
@@ -92,19 +81,19 @@ def test_fields_go_to_the_answer_and_context_only_to_the_log() -> None:
 
 
 def test_only_the_last_resort_is_unexpected() -> None:
-    assert Exception not in EXPECTED
-    assert set(EXPECTED) == set(ERRORS) - {Exception}
-    assert not isinstance(KeyError("bug"), EXPECTED)
+    assert Exception not in errors.EXPECTED
+    assert set(errors.EXPECTED) == set(errors.ERRORS) - {Exception}
+    assert not isinstance(KeyError("bug"), errors.EXPECTED)
 
 
 def test_openapi_statuses_come_from_the_registry() -> None:
     paths = openapi_document(OPERATIONS)["paths"]
     for op in OPERATIONS:
         responses = paths[op.path][op.method.lower()]["responses"]
-        expected = {"200"} | {str(spec_for(e).status) for e in op.errors}
+        expected = {"200"} | {str(errors.spec_for(e).status) for e in op.errors}
         assert set(responses) == expected
         for error in op.errors:
-            answer = responses[str(spec_for(error).status)]
-            assert ("headers" in answer) == (spec_for(error).retry_after is not None)
+            answer = responses[str(errors.spec_for(error).status)]
+            assert ("headers" in answer) == (errors.spec_for(error).retry_after is not None)
     ingest = paths["/api/v1/boundary-logs"]["post"]["responses"]
     assert set(ingest) == {"200", "400", "401", "408", "413", "429", "500", "503"}

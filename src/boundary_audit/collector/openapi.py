@@ -13,7 +13,6 @@ from typing import Any
 
 from .errors import spec_for
 from .filters import QueryFilter, QueryParam
-from .model import EVENT_JSON_FIELDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +89,80 @@ def _operation(op: Operation) -> dict[str, Any]:
     return out
 
 
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+_UUID = {"type": "string", "format": "uuid"}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+_COUNTS = {"type": "object", "additionalProperties": _INTEGER}
+
+
+def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object schema whose properties are all required but the ``optional`` ones."""
+    required = [name for name in properties if name not in optional]
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _array_of(ref: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}}
+
+
+_EVENT_PROPERTIES = {
+    "session_id": _UUID,
+    "sequence_number": _INTEGER,
+    "time": _TIME,
+    "allowed": {"type": "boolean"},
+    "method": _STRING,
+    "url": _STRING,
+    "host": _STRING,
+    "matched_rule": _STRING,
+}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _object({"error": _STRING, "detail": _STRING, "limit": _INTEGER}, optional=("limit",)),
+    "Session": _object(
+        {
+            "session_id": _UUID,
+            "agent": _STRING,
+            "workspace": _STRING,
+            "confined_process_name": _STRING,
+            "first_seen": _TIME,
+            "last_seen": _TIME,
+            "allowed": _INTEGER,
+            "denied": _INTEGER,
+            "dropped": _INTEGER,
+            "gaps": _INTEGER,
+            "max_sequence_number": _INTEGER,
+            "dropped_by_reason": _COUNTS,
+        },
+        optional=("dropped_by_reason",),
+    ),
+    "SessionPage": _object(
+        {
+            "sessions": _array_of("Session"),
+            "next_cursor": _NULLABLE_STRING,
+            "unattributed_dropped_by_reason": {
+                **_COUNTS,
+                "description": "events lost that no session could be named for",
+            },
+        },
+        optional=("unattributed_dropped_by_reason",),
+    ),
+    "Event": _object(_EVENT_PROPERTIES),
+    "EventPage": _object(
+        {
+            "events": _array_of("Event"),
+            "next_cursor": _NULLABLE_STRING,
+            "resume_cursor": _NULLABLE_STRING,
+        },
+        optional=("resume_cursor",),
+    ),
+    "IngestResult": _object(
+        {"batch_id": _STRING, "stored": _INTEGER, "duplicates": _INTEGER, "drop_reports": _INTEGER}
+    ),
+}
+
+
 def openapi_document(operations: Iterable[Operation]) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for op in operations:
@@ -99,102 +172,7 @@ def openapi_document(operations: Iterable[Operation]) -> dict[str, Any]:
         "info": {"title": "boundary-audit collector", "version": "1.0.0"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "detail"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "detail": {"type": "string"},
-                        "limit": {"type": "integer"},
-                    },
-                },
-                "Session": {
-                    "type": "object",
-                    "required": [
-                        "session_id",
-                        "agent",
-                        "workspace",
-                        "confined_process_name",
-                        "first_seen",
-                        "last_seen",
-                        "allowed",
-                        "denied",
-                        "dropped",
-                        "gaps",
-                        "max_sequence_number",
-                    ],
-                    "properties": {
-                        "session_id": {"type": "string", "format": "uuid"},
-                        "agent": {"type": "string"},
-                        "workspace": {"type": "string"},
-                        "confined_process_name": {"type": "string"},
-                        "first_seen": {"type": "string", "format": "date-time"},
-                        "last_seen": {"type": "string", "format": "date-time"},
-                        "allowed": {"type": "integer"},
-                        "denied": {"type": "integer"},
-                        "dropped": {"type": "integer"},
-                        "gaps": {"type": "integer"},
-                        "max_sequence_number": {"type": "integer"},
-                        "dropped_by_reason": {
-                            "type": "object",
-                            "additionalProperties": {"type": "integer"},
-                        },
-                    },
-                },
-                "SessionPage": {
-                    "type": "object",
-                    "required": ["sessions", "next_cursor"],
-                    "properties": {
-                        "sessions": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Session"},
-                        },
-                        "next_cursor": {"type": "string", "nullable": True},
-                        "unattributed_dropped_by_reason": {
-                            "type": "object",
-                            "additionalProperties": {"type": "integer"},
-                            "description": "events lost that no session could be named for",
-                        },
-                    },
-                },
-                "Event": {
-                    "type": "object",
-                    "required": list(EVENT_JSON_FIELDS),
-                    "properties": {
-                        "session_id": {"type": "string", "format": "uuid"},
-                        "sequence_number": {"type": "integer"},
-                        "time": {"type": "string", "format": "date-time"},
-                        "allowed": {"type": "boolean"},
-                        "method": {"type": "string"},
-                        "url": {"type": "string"},
-                        "host": {"type": "string"},
-                        "matched_rule": {"type": "string"},
-                    },
-                },
-                "EventPage": {
-                    "type": "object",
-                    "required": ["events", "next_cursor"],
-                    "properties": {
-                        "events": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Event"},
-                        },
-                        "next_cursor": {"type": "string", "nullable": True},
-                        "resume_cursor": {"type": "string", "nullable": True},
-                    },
-                },
-                "IngestResult": {
-                    "type": "object",
-                    "required": ["batch_id", "stored", "duplicates", "drop_reports"],
-                    "properties": {
-                        "batch_id": {"type": "string"},
-                        "stored": {"type": "integer"},
-                        "duplicates": {"type": "integer"},
-                        "drop_reports": {"type": "integer"},
-                    },
-                },
-            },
+            "schemas": _SCHEMAS,
         },
         "security": [{"bearer": []}, {}],
         "paths": paths,
