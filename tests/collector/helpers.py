@@ -20,6 +20,9 @@ from tests.support.processes import cli_argv
 PB = {"Content-Type": "application/x-protobuf"}
 #: Seconds one ingest request may take on a loaded machine (it takes milliseconds).
 POST_TIMEOUT_S = 30.0
+#: Between checks that are HTTP requests to the server under test: each costs
+#: it CPU, and on two cores polling faster slows what the test waits for.
+HTTP_POLL_INTERVAL_S = 0.2
 #: Seconds a collector subprocess may take to announce its port.
 PROCESS_START_TIMEOUT_S = 30.0
 

@@ -20,6 +20,7 @@ from tests.support import eventually, stop_process
 from tests.support.processes import cli_argv, run_cli
 
 from .helpers import (
+    HTTP_POLL_INTERVAL_S,
     CollectorProcess,
     ingest_head,
     json_lines,
@@ -153,7 +154,11 @@ def test_retention_flag_prunes_in_the_background(tmp_path: Path) -> None:
         assert _post(proc.url, token, old).json()["stored"] == 5
         assert _post(proc.url, token, make_request(fresh_sid, range(2))).json()["stored"] == 2
         pruned = "boundary_audit_collector_retention_pruned_events_total 5.0"
-        eventually(lambda: pruned in httpx.get(proc.url + "/metrics").text, "the old events pruned")
+        eventually(
+            lambda: pruned in httpx.get(proc.url + "/metrics").text,
+            "the old events pruned",
+            interval=HTTP_POLL_INTERVAL_S,
+        )
         events = json_lines(run_cli("logs", "--json", "--db", db).stdout)
         assert len(events) == 2
         assert {e["session_id"] for e in events} == {fresh_sid}
@@ -235,6 +240,7 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
             eventually(
                 lambda: authenticated in httpx.get(proc.url + "/metrics").text,
                 "the request to reach its handler",
+                interval=HTTP_POLL_INTERVAL_S,
             )
             proc.proc.send_signal(signal.SIGTERM)
             eventually(lambda: _refuses_connections(host, int(port)), "the listener closed")

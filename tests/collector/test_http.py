@@ -24,7 +24,7 @@ from boundary_audit.collector.testing import PostgresUnavailableError, throwaway
 from boundary_audit.wire import IngestRequest
 from tests.support import eventually
 
-from .helpers import PB, ingest_head, make_request, post_ingest
+from .helpers import HTTP_POLL_INTERVAL_S, PB, ingest_head, make_request, post_ingest
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -245,7 +245,9 @@ def test_overload_answers_429_with_retry_after(storage: Storage) -> None:
             response = _post(server, token, make_request())
             return response if response.status_code == 429 else None
 
-        response = eventually(refused, "a 429 while the only slot is held", within=20)
+        response = eventually(
+            refused, "a 429 while the only slot is held", within=20, interval=HTTP_POLL_INTERVAL_S
+        )
         assert response is not None  # eventually returns only a truthy value
         assert int(response.headers["Retry-After"]) >= 1
         slow.sendall(body[5:])
@@ -452,7 +454,12 @@ def test_postgresql_outage_answers_503_then_recovers() -> None:
                     statuses.append(_post(server, token, make_request()).status_code)
                     return statuses[-1] == 200
 
-                eventually(recovered, "ingest to succeed after the restart", within=30)
+                eventually(
+                    recovered,
+                    "ingest to succeed after the restart",
+                    within=30,
+                    interval=HTTP_POLL_INTERVAL_S,
+                )
                 assert set(statuses) <= {200, 503}
                 assert _count(storage) == 6
     finally:

@@ -15,7 +15,7 @@ from boundary_audit.auditor import AuditEvent, SocketAuditor
 from tests.support import eventually, free_port, stop_process
 from tests.support.processes import cli_argv, run_cli
 
-from .helpers import CollectorProcess, start_collector
+from .helpers import HTTP_POLL_INTERVAL_S, CollectorProcess, start_collector
 
 pytestmark = pytest.mark.timeout(120)
 #: Seconds the whole pipeline may take to deliver on a loaded 2-core machine.
@@ -54,7 +54,12 @@ def _start_agent(tmp: Path, collector_url: str, token: str) -> subprocess.Popen[
             return False
 
     try:
-        eventually(healthy, "the agent to answer /healthz", within=DELIVERY_TIMEOUT_S)
+        eventually(
+            healthy,
+            "the agent to answer /healthz",
+            within=DELIVERY_TIMEOUT_S,
+            interval=HTTP_POLL_INTERVAL_S,
+        )
     except BaseException:
         stop_process(proc)
         raise
@@ -88,7 +93,9 @@ def _wait_for(url: str, session_id: uuid.UUID) -> dict[str, Any]:
         assert summary["allowed"] + summary["denied"] >= EVENTS, f"not all arrived: {summary}"
         return summary
 
-    return eventually(complete, "all events to arrive", within=DELIVERY_TIMEOUT_S)
+    return eventually(
+        complete, "all events to arrive", within=DELIVERY_TIMEOUT_S, interval=HTTP_POLL_INTERVAL_S
+    )
 
 
 def test_events_flow_from_auditor_through_agent_to_collector(tmp_path: Path) -> None:
