@@ -6,7 +6,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,50 +16,57 @@ import pytest
 
 from boundary_audit.collector.testing import ThrowawayPostgres
 from boundary_audit.wire import IngestRequest
+from tests.support import eventually, stop_process
+from tests.support.processes import cli_argv, run_cli
 
-from .conftest import CollectorProcess, cli, make_request, start_collector
+from .helpers import (
+    HTTP_POLL_INTERVAL_S,
+    CollectorProcess,
+    ingest_head,
+    json_lines,
+    make_request,
+    post_ingest,
+    start_collector,
+)
 
 pytestmark = pytest.mark.timeout(120)
-PB = {"Content-Type": "application/x-protobuf"}
+#: Between posts while waiting for ``logs --follow`` to print (it polls once a second).
+FOLLOW_POST_INTERVAL_S = 0.5
+#: Seconds a follower gets to exit after SIGINT.
+FOLLOWER_STOP_TIMEOUT_S = 10.0
+#: How long a collector told to stop must keep running for an unfinished request
+#: to count as waited for (it exits within ~0.1 s when nothing holds it).
+STILL_RUNNING_S = 0.5
 
 
 def _post(url: str, token: str, request: IngestRequest) -> httpx.Response:
-    return httpx.post(
-        url + "/api/v1/boundary-logs",
-        content=request.SerializeToString(),
-        headers={**PB, "Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-
-
-def _json_lines(text: str) -> list[dict[str, object]]:
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return post_ingest(url, token, request)
 
 
 def test_tokens_create_list_revoke(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "ci-runner", "--workspace", "w1", "--db", db)
+    token = run_cli("tokens", "create", "--agent", "ci-runner", "--workspace", "w1", "--db", db)
     secret = token.stdout.strip()
     assert "token id" in token.stderr
     assert secret.startswith("ba_")
     assert len(secret) == 46
-    cli("tokens", "create", "--agent", "ops", "--reader", "--db", db)
-    listed = _json_lines(cli("tokens", "list", "--json", "--db", db).stdout)
+    run_cli("tokens", "create", "--agent", "ops", "--reader", "--db", db)
+    listed = json_lines(run_cli("tokens", "list", "--json", "--db", db).stdout)
     assert [(t["agent"], t["scope"], t["revoked"]) for t in listed] == [
         ("ci-runner", "agent", None),
         ("ops", "reader", None),
     ]
-    assert secret not in cli("tokens", "list", "--db", db).stdout
-    assert cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db).returncode == 0
-    again = cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db, check=False)
+    assert secret not in run_cli("tokens", "list", "--db", db).stdout
+    assert run_cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db).returncode == 0
+    again = run_cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db, check=False)
     assert again.returncode == 1
     assert "no live token" in again.stderr
-    assert _json_lines(cli("tokens", "list", "--json", "--db", db).stdout)[0]["revoked"]
+    assert json_lines(run_cli("tokens", "list", "--json", "--db", db).stdout)[0]["revoked"]
 
 
 def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "agent-1", "--db", db).stdout.strip()
+    token = run_cli("tokens", "create", "--agent", "agent-1", "--db", db).stdout.strip()
     proc = start_collector(db, tmp_path / "collector.log")
     try:
         sid = str(uuid.uuid4())
@@ -69,31 +75,24 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
         assert _post(proc.url, token, request).json()["stored"] == 8
         # Both ways of reading: through the collector and straight from the file.
         for source in (["--collector-url", proc.url], ["--db", db]):
-            sessions = _json_lines(cli("sessions", "--json", *source).stdout)
+            sessions = json_lines(run_cli("sessions", "--json", *source).stdout)
             assert {s["session_id"] for s in sessions} >= {sid}
-            denied = _json_lines(
-                cli("logs", "--json", "--denied", "--host", "pypi.example", *source).stdout
+            denied = json_lines(
+                run_cli("logs", "--json", "--denied", "--host", "pypi.example", *source).stdout
             )
             assert [(e["session_id"], e["sequence_number"]) for e in denied] == [
                 (sid, 1),
                 (sid, 3),
                 (sid, 5),
             ]
-            assert set(denied[0]) == {
-                "session_id",
-                "sequence_number",
-                "time",
-                "allowed",
-                "method",
-                "url",
-                "host",
-                "matched_rule",
-            }
-            one = _json_lines(
-                cli("logs", "--json", "--session", sid.upper(), "--since", "1h", *source).stdout
+            # The documented keys, spelled out here (not taken from the code under test).
+            keys = "session_id sequence_number time allowed method url host matched_rule"
+            assert set(denied[0]) == set(keys.split())
+            one = json_lines(
+                run_cli("logs", "--json", "--session", sid.upper(), "--since", "1h", *source).stdout
             )
             assert [e["sequence_number"] for e in one] == list(range(6))
-        table = cli("logs", "--db", db, "--session", sid).stdout
+        table = run_cli("logs", "--db", db, "--session", sid).stdout
         assert "pypi.example" in table
         assert "Events" in table
         lines = proc.log_lines()
@@ -108,19 +107,10 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
 
 def test_logs_follow_prints_new_events(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
     proc = start_collector(db, tmp_path / "collector.log")
     follower = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "boundary_audit",
-            "logs",
-            "--follow",
-            "--json",
-            "--collector-url",
-            proc.url,
-        ],
+        cli_argv("logs", "--follow", "--json", "--collector-url", proc.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -135,27 +125,25 @@ def test_logs_follow_prints_new_events(tmp_path: Path) -> None:
             daemon=True,
         )
         reader.start()
-        deadline = time.monotonic() + 60
-        while reader.is_alive() and time.monotonic() < deadline:
+
+        def printed_two() -> bool:
             # Keep adding events until the follower has printed two lines; the
             # follower starts at the tail, so the first batch may predate it.
             _post(proc.url, token, make_request(None, range(1), url="https://after.example/"))
-            reader.join(timeout=1.5)
+            return not reader.is_alive()
+
+        eventually(printed_two, "the follower to print two events", interval=FOLLOW_POST_INTERVAL_S)
         assert len(lines) == 2
         assert {line["host"] for line in lines} <= {"after.example", "before.example"}
         assert any(line["host"] == "after.example" for line in lines)
     finally:
-        follower.send_signal(signal.SIGINT)
-        try:
-            follower.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            follower.kill()
+        stop_process(follower, FOLLOWER_STOP_TIMEOUT_S, sig=signal.SIGINT)
         proc.stop()
 
 
 def test_retention_flag_prunes_in_the_background(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
     proc = start_collector(
         db, tmp_path / "collector.log", "--retention", "1h", "--prune-interval", "0.2s"
     )
@@ -165,27 +153,27 @@ def test_retention_flag_prunes_in_the_background(tmp_path: Path) -> None:
         fresh_sid = str(uuid.uuid4())
         assert _post(proc.url, token, old).json()["stored"] == 5
         assert _post(proc.url, token, make_request(fresh_sid, range(2))).json()["stored"] == 2
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            events = _json_lines(cli("logs", "--json", "--db", db).stdout)
-            if len(events) == 2:
-                break
-            time.sleep(0.2)
+        pruned = "boundary_audit_collector_retention_pruned_events_total 5.0"
+        eventually(
+            lambda: pruned in httpx.get(proc.url + "/metrics").text,
+            "the old events pruned",
+            interval=HTTP_POLL_INTERVAL_S,
+        )
+        events = json_lines(run_cli("logs", "--json", "--db", db).stdout)
+        assert len(events) == 2
         assert {e["session_id"] for e in events} == {fresh_sid}
-        metrics = httpx.get(proc.url + "/metrics").text
-        assert "boundary_audit_collector_retention_pruned_events_total 5.0" in metrics
     finally:
         proc.stop()
 
 
 def test_bad_database_url_fails_clearly(tmp_path: Path) -> None:
-    result = cli("collector", "--db", "mysql://nope", check=False)
+    result = run_cli("collector", "--db", "mysql://nope", check=False)
     assert result.returncode == 2
     assert "unsupported database URL" in result.stderr
-    result = cli("tokens", "list", "--db", "postgres-typo://x", check=False)
+    result = run_cli("tokens", "list", "--db", "postgres-typo://x", check=False)
     assert result.returncode == 1
     assert "unsupported database URL" in result.stderr
-    result = cli("sessions", "--collector-url", "http://127.0.0.1:9", check=False)
+    result = run_cli("sessions", "--collector-url", "http://127.0.0.1:9", check=False)
     assert result.returncode == 1
     assert "cannot reach the collector" in result.stderr
 
@@ -207,7 +195,7 @@ def test_two_collectors_share_one_postgresql(pg_server: ThrowawayPostgres, tmp_p
     for t in starters:
         t.join()
     first, second = started["one"], started["two"]
-    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
     try:
         sid = str(uuid.uuid4())
         batches = [make_request(sid, range(start, start + 50)) for start in range(0, 500, 25)]
@@ -229,7 +217,7 @@ def test_two_collectors_share_one_postgresql(pg_server: ThrowawayPostgres, tmp_p
         summary = httpx.get(f"{second.url}/api/v1/sessions/{sid}").json()
         assert summary["allowed"] + summary["denied"] == 525
         assert summary["gaps"] == 0
-        seen = _json_lines(cli("logs", "--json", "--session", sid, "--db", db).stdout)
+        seen = json_lines(run_cli("logs", "--json", "--session", sid, "--db", db).stdout)
         assert [e["sequence_number"] for e in seen] == list(range(525))
     finally:
         first.stop()
@@ -239,22 +227,26 @@ def test_two_collectors_share_one_postgresql(pg_server: ThrowawayPostgres, tmp_p
 def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
     """Graceful shutdown: a batch whose body is still arriving is stored and acknowledged."""
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
     proc = start_collector(db, tmp_path / "collector.log")
     body = make_request(None, range(20)).SerializeToString()
     host, port = proc.url.removeprefix("http://").rsplit(":", 1)
     try:
         with socket.create_connection((host, int(port)), timeout=30) as sock:
-            sock.sendall(
-                b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
-                + f"Authorization: Bearer {token}\r\n".encode()
-                + b"Content-Type: application/x-protobuf\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body[:10]
+            sock.sendall(ingest_head(token, len(body)) + body[:10])
+            # Its token checked (the first and only authentication): the
+            # handler is reading the body.
+            authenticated = 'db_latency_seconds_count{operation="authenticate"} 1.0'
+            eventually(
+                lambda: authenticated in httpx.get(proc.url + "/metrics").text,
+                "the request to reach its handler",
+                interval=HTTP_POLL_INTERVAL_S,
             )
-            time.sleep(0.5)  # let the server start reading the body
             proc.proc.send_signal(signal.SIGTERM)
-            time.sleep(0.5)
+            eventually(lambda: _refuses_connections(host, int(port)), "the listener closed")
+            # A sleep that proves a negative: told to stop, the collector does
+            # not exit while our request is unfinished.
+            time.sleep(STILL_RUNNING_S)
             assert proc.proc.poll() is None  # still waiting for our request
             sock.sendall(body[10:])
             reply = b""
@@ -265,4 +257,12 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
         assert proc.proc.wait(timeout=30) == 0
     finally:
         proc.stop()
-    assert len(_json_lines(cli("logs", "--json", "--db", db).stdout)) == 20
+    assert len(json_lines(run_cli("logs", "--json", "--db", db).stdout)) == 20
+
+
+def _refuses_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+    except ConnectionRefusedError:
+        return True
+    return False

@@ -15,29 +15,24 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from boundary_audit.collector import CollectorServer, Storage, open_storage
-from boundary_audit.collector.app import AppSettings
+from boundary_audit.collector import AppSettings, CollectorServer, Storage, open_storage
 from boundary_audit.collector.ingest import MAX_INGEST_BODY_BYTES
+from boundary_audit.collector.model import INGEST_PATH
 from boundary_audit.collector.postgres import PostgresStorage
 from boundary_audit.collector.sqlite import SQLiteStorage
 from boundary_audit.collector.testing import PostgresUnavailableError, throwaway_postgres
 from boundary_audit.wire import IngestRequest
+from tests.support import eventually
 
-from .conftest import make_request
+from .helpers import HTTP_POLL_INTERVAL_S, PB, ingest_head, make_request, post_ingest
 
 pytestmark = pytest.mark.timeout(60)
-PB = {"Content-Type": "application/x-protobuf"}
-INGEST = "/api/v1/boundary-logs"
 
 
 def _post(
     server: CollectorServer, token: str | None, body: bytes | IngestRequest
 ) -> httpx.Response:
-    data = body.SerializeToString() if isinstance(body, IngestRequest) else body
-    headers = dict(PB)
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    return httpx.post(server.url + INGEST, content=data, headers=headers, timeout=30)
+    return post_ingest(server.url, token, body)
 
 
 def _raw(server: CollectorServer) -> socket.socket:
@@ -62,10 +57,10 @@ def _count(storage: Storage) -> int:
     return int(storage.query("SELECT COUNT(*) FROM events")[0][0])
 
 
-def test_ingest_and_idempotent_resend(collector: CollectorServer, storage: Storage) -> None:
+def test_ingest_and_idempotent_resend(collector_server: CollectorServer, storage: Storage) -> None:
     token = storage.create_token("agent-1", "ws")
     request = make_request(None, range(100))
-    first = _post(collector, token, request)
+    first = _post(collector_server, token, request)
     assert first.status_code == 200
     assert first.json() == {
         "batch_id": request.batch_id,
@@ -73,11 +68,11 @@ def test_ingest_and_idempotent_resend(collector: CollectorServer, storage: Stora
         "duplicates": 0,
         "drop_reports": 0,
     }
-    again = _post(collector, token, request)
+    again = _post(collector_server, token, request)
     assert again.status_code == 200
     assert again.json()["duplicates"] == 100
     assert _count(storage) == 100
-    metrics = httpx.get(collector.url + "/metrics").text
+    metrics = httpx.get(collector_server.url + "/metrics").text
     assert "boundary_audit_collector_events_stored_total 100.0" in metrics
     assert "boundary_audit_collector_events_duplicate_total 100.0" in metrics
     assert "boundary_audit_collector_sessions_created_total 1.0" in metrics
@@ -91,13 +86,15 @@ def test_ingest_and_idempotent_resend(collector: CollectorServer, storage: Stora
     "header", [None, "Bearer ba_wrong", "Basic abc", "Bearer", "Bearer not-our-format"]
 )
 def test_bad_credentials_get_401_and_store_nothing(
-    collector: CollectorServer, storage: Storage, header: str | None
+    collector_server: CollectorServer, storage: Storage, header: str | None
 ) -> None:
     headers = dict(PB)
     if header is not None:
         headers["Authorization"] = header
     response = httpx.post(
-        collector.url + INGEST, content=make_request().SerializeToString(), headers=headers
+        collector_server.url + INGEST_PATH,
+        content=make_request().SerializeToString(),
+        headers=headers,
     )
     assert response.status_code == 401
     assert response.json()["error"] == "unauthorized"
@@ -105,40 +102,33 @@ def test_bad_credentials_get_401_and_store_nothing(
 
 
 def test_revoked_and_reader_tokens_cannot_ingest(
-    collector: CollectorServer, storage: Storage
+    collector_server: CollectorServer, storage: Storage
 ) -> None:
     token = storage.create_token("a")
     reader = storage.create_token("ops", scope="reader")
-    assert _post(collector, reader, make_request()).status_code == 401
-    assert _post(collector, token, make_request()).status_code == 200
+    assert _post(collector_server, reader, make_request()).status_code == 401
+    assert _post(collector_server, token, make_request()).status_code == 200
     ident = storage.authenticate(token)
     assert ident is not None
     assert storage.revoke_token(ident.token_id)
-    assert _post(collector, token, make_request()).status_code == 401
+    assert _post(collector_server, token, make_request()).status_code == 401
     assert _count(storage) == 3
 
 
-def test_token_checked_before_body_is_read(collector: CollectorServer) -> None:
+def test_token_checked_before_body_is_read(collector_server: CollectorServer) -> None:
     """A 401 arrives although the announced body was never sent."""
-    with _raw(collector) as sock:
-        sock.sendall(
-            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
-            b"Authorization: Bearer ba_not-a-real-token\r\n"
-            b"Content-Type: application/x-protobuf\r\nContent-Length: 1000000\r\n\r\n"
-        )
+    with _raw(collector_server) as sock:
+        sock.sendall(ingest_head("ba_not-a-real-token", 1_000_000))
         reply = _reply(sock)
     assert reply.startswith(b"HTTP/1.1 401")
 
 
-def test_body_cap_by_header_and_by_stream(collector: CollectorServer, storage: Storage) -> None:
+def test_body_cap_by_header_and_by_stream(
+    collector_server: CollectorServer, storage: Storage
+) -> None:
     token = storage.create_token("a")
-    with _raw(collector) as sock:
-        sock.sendall(
-            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
-            + f"Authorization: Bearer {token}\r\n".encode()
-            + b"Content-Type: application/x-protobuf\r\n"
-            + f"Content-Length: {MAX_INGEST_BODY_BYTES + 1}\r\n\r\n".encode()
-        )
+    with _raw(collector_server) as sock:
+        sock.sendall(ingest_head(token, MAX_INGEST_BODY_BYTES + 1))
         reply = _reply(sock)
     assert reply.startswith(b"HTTP/1.1 413")
     assert f'"limit":{MAX_INGEST_BODY_BYTES}'.encode() in reply
@@ -149,7 +139,7 @@ def test_body_cap_by_header_and_by_stream(collector: CollectorServer, storage: S
 
     # No Content-Length (chunked): the cap applies while streaming.
     response = httpx.post(
-        collector.url + INGEST,
+        collector_server.url + INGEST_PATH,
         content=chunks(),
         headers={**PB, "Authorization": f"Bearer {token}"},
         timeout=30,
@@ -171,29 +161,31 @@ def test_body_cap_by_header_and_by_stream(collector: CollectorServer, storage: S
     ],
 )
 def test_invalid_requests_get_400_naming_the_field(
-    collector: CollectorServer, storage: Storage, mutate: object, detail: str
+    collector_server: CollectorServer, storage: Storage, mutate: object, detail: str
 ) -> None:
     token = storage.create_token("a")
     request = make_request(None, range(3))
     request.logs.extend(make_request(None, range(3)).logs)
     assert callable(mutate)
     mutate(request)
-    response = _post(collector, token, request)
+    response = _post(collector_server, token, request)
     assert response.status_code == 400, response.text
     assert response.json()["error"] == "invalid_request"
     assert detail in response.json()["detail"]
     assert _count(storage) == 0
     # The server keeps serving others.
-    assert _post(collector, token, make_request()).status_code == 200
+    assert _post(collector_server, token, make_request()).status_code == 200
 
 
-def test_garbage_body_and_wrong_content_type(collector: CollectorServer, storage: Storage) -> None:
+def test_garbage_body_and_wrong_content_type(
+    collector_server: CollectorServer, storage: Storage
+) -> None:
     token = storage.create_token("a")
-    garbage = _post(collector, token, b"\xff\xff\xff\xff garbage")
+    garbage = _post(collector_server, token, b"\xff\xff\xff\xff garbage")
     assert garbage.status_code == 400
     assert "protobuf" in garbage.json()["detail"]
     json_body = httpx.post(
-        collector.url + INGEST,
+        collector_server.url + INGEST_PATH,
         content=b"{}",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
@@ -201,39 +193,41 @@ def test_garbage_body_and_wrong_content_type(collector: CollectorServer, storage
     assert "Content-Type" in json_body.json()["detail"]
 
 
-def test_gaps_and_upstream_drops_are_counted(collector: CollectorServer, storage: Storage) -> None:
+def test_gaps_and_upstream_drops_are_counted(
+    collector_server: CollectorServer, storage: Storage
+) -> None:
     token = storage.create_token("a")
     sid = str(uuid.uuid4())
     request = make_request(sid, [0, 1, 5])
     report = request.drops.add(report_id=str(uuid.uuid4()), session_id=sid, source="boundary")
     report.dropped["boundary_channel_full"] = 3
-    assert _post(collector, token, request).json()["drop_reports"] == 1
-    assert _post(collector, token, request).json()["drop_reports"] == 0
-    detail = httpx.get(f"{collector.url}/api/v1/sessions/{sid}").json()
+    assert _post(collector_server, token, request).json()["drop_reports"] == 1
+    assert _post(collector_server, token, request).json()["drop_reports"] == 0
+    detail = httpx.get(f"{collector_server.url}/api/v1/sessions/{sid}").json()
     assert detail["gaps"] == 3
     assert detail["dropped"] == 3
     assert detail["dropped_by_reason"] == {"boundary_channel_full": 3}
-    metrics = httpx.get(collector.url + "/metrics").text
+    metrics = httpx.get(collector_server.url + "/metrics").text
     assert "boundary_audit_collector_sequence_gaps_detected_total 3.0" in metrics
     assert (
         'boundary_audit_collector_reported_dropped_events_total{reason="boundary_channel_full"} 3.0'
         in metrics
     )
-    page = httpx.get(f"{collector.url}/sessions/{sid}").text
+    page = httpx.get(f"{collector_server.url}/sessions/{sid}").text
     assert "boundary_channel_full: 3" in page
     unattributed = IngestRequest(batch_id=str(uuid.uuid4()))
     unattributed.drops.add(report_id=str(uuid.uuid4()), source="agent").dropped["spool_full"] = 7
-    assert _post(collector, token, unattributed).json()["drop_reports"] == 1
-    listing = httpx.get(collector.url + "/api/v1/sessions").json()
+    assert _post(collector_server, token, unattributed).json()["drop_reports"] == 1
+    listing = httpx.get(collector_server.url + "/api/v1/sessions").json()
     assert listing["unattributed_dropped_by_reason"] == {"spool_full": 7}
-    assert "spool_full: 7" in httpx.get(collector.url + "/").text
+    assert "spool_full: 7" in httpx.get(collector_server.url + "/").text
     assert "3 missing of 6" in page
 
 
-def test_foreign_session_is_rejected(collector: CollectorServer, storage: Storage) -> None:
+def test_foreign_session_is_rejected(collector_server: CollectorServer, storage: Storage) -> None:
     sid = str(uuid.uuid4())
-    assert _post(collector, storage.create_token("a"), make_request(sid)).status_code == 200
-    response = _post(collector, storage.create_token("b"), make_request(sid, range(3, 5)))
+    assert _post(collector_server, storage.create_token("a"), make_request(sid)).status_code == 200
+    response = _post(collector_server, storage.create_token("b"), make_request(sid, range(3, 5)))
     assert response.status_code == 400
     assert sid in response.json()["detail"]
     assert _count(storage) == 3
@@ -245,23 +239,17 @@ def test_overload_answers_429_with_retry_after(storage: Storage) -> None:
     with CollectorServer(storage, settings) as server, _raw(server) as slow:
         body = make_request().SerializeToString()
         # One request holds the only slot: headers and half its body, then silence.
-        slow.sendall(
-            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
-            + f"Authorization: Bearer {token}\r\n".encode()
-            + b"Content-Type: application/x-protobuf\r\n"
-            + f"Content-Length: {len(body)}\r\n\r\n".encode()
-            + body[:5]
-        )
-        statuses = []
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
+        slow.sendall(ingest_head(token, len(body)) + body[:5])
+
+        def refused() -> httpx.Response | None:
             response = _post(server, token, make_request())
-            statuses.append(response.status_code)
-            if response.status_code == 429:
-                assert int(response.headers["Retry-After"]) >= 1
-                break
-            time.sleep(0.05)
-        assert statuses[-1] == 429
+            return response if response.status_code == 429 else None
+
+        response = eventually(
+            refused, "a 429 while the only slot is held", within=20, interval=HTTP_POLL_INTERVAL_S
+        )
+        assert response is not None  # eventually returns only a truthy value
+        assert int(response.headers["Retry-After"]) >= 1
         slow.sendall(body[5:])
         assert _reply(slow).startswith(b"HTTP/1.1 200")
         assert _post(server, token, make_request()).status_code == 200
@@ -271,12 +259,7 @@ def test_stalled_body_times_out_and_frees_its_slot(storage: Storage) -> None:
     token = storage.create_token("a")
     settings = AppSettings(require_read_auth=False, max_inflight_ingest=1, body_timeout_seconds=0.3)
     with CollectorServer(storage, settings) as server, _raw(server) as stalled:
-        stalled.sendall(
-            b"POST /api/v1/boundary-logs HTTP/1.1\r\nHost: collector\r\n"
-            + f"Authorization: Bearer {token}\r\n".encode()
-            + b"Content-Type: application/x-protobuf\r\nContent-Length: 100\r\n\r\n"
-            + b"\x0a"
-        )
+        stalled.sendall(ingest_head(token, 100) + b"\x0a")
         reply = _reply(stalled)
         assert reply.startswith(b"HTTP/1.1 408")
         assert b'"error":"timeout"' in reply
@@ -313,13 +296,15 @@ def test_database_busy_answers_503_then_recovers(tmp_path: Path) -> None:
 def test_each_stored_event_is_one_escaped_json_log_line(storage: Storage) -> None:
     stream = io.StringIO()
     settings = AppSettings(require_read_auth=False, event_log_stream=stream)
-    with CollectorServer(storage, settings) as collector:
+    with CollectorServer(storage, settings) as collector_server:
         token = storage.create_token("agent-7", "ws-7")
         hostile = 'https://evil.test/<script>alert(1)</script>"\n{"event":"forged"}'
         sid = str(uuid.uuid4())
         request = make_request(sid, range(2), url=hostile)
-        assert _post(collector, token, request).status_code == 200
-        assert _post(collector, token, request).status_code == 200  # duplicates: no new lines
+        assert _post(collector_server, token, request).status_code == 200
+        assert (
+            _post(collector_server, token, request).status_code == 200
+        )  # duplicates: no new lines
     raw = stream.getvalue().splitlines()
     # The newline inside the URL is escaped: no forged line appears.
     assert not any(line.startswith('{"event":"forged"') for line in raw)
@@ -338,33 +323,37 @@ def test_each_stored_event_is_one_escaped_json_log_line(storage: Storage) -> Non
     assert first["component"] == "collector.audit"
 
 
-def test_query_api_pages_and_filters(collector: CollectorServer, storage: Storage) -> None:
+def test_query_api_pages_and_filters(collector_server: CollectorServer, storage: Storage) -> None:
     token = storage.create_token("a")
     sid = str(uuid.uuid4())
-    _post(collector, token, make_request(sid, range(30), url="https://h{seq}.example/p"))
-    sessions = httpx.get(collector.url + "/api/v1/sessions").json()
+    _post(collector_server, token, make_request(sid, range(30), url="https://h{seq}.example/p"))
+    sessions = httpx.get(collector_server.url + "/api/v1/sessions").json()
     assert [s["session_id"] for s in sessions["sessions"]] == [sid]
     assert sessions["sessions"][0]["allowed"] == 15
-    detail = httpx.get(f"{collector.url}/api/v1/sessions/{sid}").json()
+    detail = httpx.get(f"{collector_server.url}/api/v1/sessions/{sid}").json()
     assert detail["denied"] == 15
     assert detail["dropped_by_reason"] == {}
     seqs: list[int] = []
     params: dict[str, str | int] = {"limit": 7, "decision": "denied"}
     while True:
-        page = httpx.get(f"{collector.url}/api/v1/sessions/{sid}/events", params=params).json()
+        page = httpx.get(
+            f"{collector_server.url}/api/v1/sessions/{sid}/events", params=params
+        ).json()
         seqs += [e["sequence_number"] for e in page["events"]]
         if page["next_cursor"] is None:
             break
         params["cursor"] = page["next_cursor"]
     assert seqs == list(range(1, 30, 2))
-    by_host = httpx.get(collector.url + "/api/v1/events", params={"host": "h3.example"}).json()
+    by_host = httpx.get(
+        collector_server.url + "/api/v1/events", params={"host": "h3.example"}
+    ).json()
     assert [e["sequence_number"] for e in by_host["events"]] == [3]
-    missing = httpx.get(f"{collector.url}/api/v1/sessions/{uuid.uuid4()}/events")
+    missing = httpx.get(f"{collector_server.url}/api/v1/sessions/{uuid.uuid4()}/events")
     assert missing.status_code == 404
-    bad = httpx.get(collector.url + "/api/v1/events", params={"limit": 0})
+    bad = httpx.get(collector_server.url + "/api/v1/events", params={"limit": 0})
     assert bad.status_code == 400
     assert "limit" in bad.json()["detail"]
-    bad_time = httpx.get(collector.url + "/api/v1/events", params={"since": "yesterday"})
+    bad_time = httpx.get(collector_server.url + "/api/v1/events", params={"since": "yesterday"})
     assert bad_time.status_code == 400
 
 
@@ -403,14 +392,14 @@ def test_reads_need_a_reader_token_off_loopback(storage: Storage) -> None:
             assert "claude-code" in page.text
 
 
-def test_reads_are_open_on_loopback(collector: CollectorServer) -> None:
-    assert httpx.get(collector.url + "/api/v1/sessions").status_code == 200
-    assert httpx.get(collector.url + "/").status_code == 200
-    assert httpx.get(collector.url + "/healthz").text == "ok\n"
+def test_reads_are_open_on_loopback(collector_server: CollectorServer) -> None:
+    assert httpx.get(collector_server.url + "/api/v1/sessions").status_code == 200
+    assert httpx.get(collector_server.url + "/").status_code == 200
+    assert httpx.get(collector_server.url + "/healthz").text == "ok\n"
 
 
 def test_second_process_sees_first_process_data(tmp_path: Path) -> None:
-    """Two storages on one SQLite file (e.g. the CLI next to a running collector)."""
+    """Two storages on one SQLite file (e.g. the CLI next to a running collector_server)."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     with open_storage(url) as one, open_storage(url) as two:
         token = one.create_token("a")
@@ -420,15 +409,15 @@ def test_second_process_sees_first_process_data(tmp_path: Path) -> None:
 
 
 def test_session_page_timeline_has_a_slot_per_minute(
-    collector: CollectorServer, storage: Storage
+    collector_server: CollectorServer, storage: Storage
 ) -> None:
     token = storage.create_token("a")
     sid = str(uuid.uuid4())
     minute = 60 * 10**9
     base = (time.time_ns() // minute) * minute
-    _post(collector, token, make_request(sid, range(3), time_ns=base))
-    _post(collector, token, make_request(sid, range(3, 4), time_ns=base + 3 * minute))
-    page = httpx.get(f"{collector.url}/sessions/{sid}").text
+    _post(collector_server, token, make_request(sid, range(3), time_ns=base))
+    _post(collector_server, token, make_request(sid, range(3, 4), time_ns=base + 3 * minute))
+    page = httpx.get(f"{collector_server.url}/sessions/{sid}").text
     labels = [line for line in page.splitlines() if line.startswith("<g><title>")]
     assert len(labels) == 4
     assert labels[0].endswith("2 allowed, 1 denied</title>")
@@ -459,14 +448,18 @@ def test_postgresql_outage_answers_503_then_recovers() -> None:
                 assert int(down.headers["Retry-After"]) >= 1
                 assert httpx.get(server.url + "/healthz").status_code == 503
                 pg.start()
-                statuses = []
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
+                statuses: list[int] = []
+
+                def recovered() -> bool:
                     statuses.append(_post(server, token, make_request()).status_code)
-                    if statuses[-1] == 200:
-                        break
-                    time.sleep(0.2)
-                assert statuses[-1] == 200
+                    return statuses[-1] == 200
+
+                eventually(
+                    recovered,
+                    "ingest to succeed after the restart",
+                    within=30,
+                    interval=HTTP_POLL_INTERVAL_S,
+                )
                 assert set(statuses) <= {200, 503}
                 assert _count(storage) == 6
     finally:

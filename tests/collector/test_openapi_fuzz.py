@@ -11,11 +11,10 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.core.result import Ok
 
-from boundary_audit.collector import CollectorServer, open_storage
-from boundary_audit.collector.app import AppSettings
+from boundary_audit.collector import AppSettings, CollectorServer, open_storage
 from boundary_audit.collector.ingest import parse_ingest_request
 
-from .conftest import make_request
+from .helpers import make_request
 
 #: Examples per operation: enough to reach every parameter's edge cases,
 #: few enough to keep the suite quick on two cores.

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,29 +12,24 @@ import httpx
 import pytest
 
 from boundary_audit.auditor import AuditEvent, SocketAuditor
+from tests.support import eventually, free_port, stop_process
+from tests.support.processes import cli_argv, run_cli
 
-from .conftest import CollectorProcess, cli, start_collector
+from .helpers import HTTP_POLL_INTERVAL_S, CollectorProcess, start_collector
 
 pytestmark = pytest.mark.timeout(120)
 #: Seconds the whole pipeline may take to deliver on a loaded 2-core machine.
 DELIVERY_TIMEOUT_S = 60.0
+#: Seconds one status request may take (it answers in milliseconds).
+REQUEST_TIMEOUT_S = 10.0
 EVENTS = 250
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _start_agent(tmp: Path, collector_url: str, token: str) -> subprocess.Popen[bytes]:
-    metrics_port = _free_port()
+    metrics_port = free_port()
     with (tmp / "agent.log").open("wb") as log:
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "boundary_audit",
+            cli_argv(
                 "agent",
                 "--socket",
                 str(tmp / "agent.sock"),
@@ -47,22 +39,31 @@ def _start_agent(tmp: Path, collector_url: str, token: str) -> subprocess.Popen[
                 str(tmp / "spool"),
                 "--metrics-listen",
                 f"127.0.0.1:{metrics_port}",
-            ],
+            ),
             env={**os.environ, "BOUNDARY_AUDIT_AGENT_TOKEN": token},
             stderr=log,
         )
-    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).is_success:
-                return proc
-        except httpx.HTTPError:
-            pass
+
+    def healthy() -> bool:
         if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"agent did not start: {(tmp / 'agent.log').read_text()[-3000:]}")
+            log_text = (tmp / "agent.log").read_text()[-3000:]
+            raise RuntimeError(f"agent exited {proc.returncode}: {log_text}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{metrics_port}/healthz", timeout=1).is_success
+        except httpx.HTTPError:
+            return False
+
+    try:
+        eventually(
+            healthy,
+            "the agent to answer /healthz",
+            within=DELIVERY_TIMEOUT_S,
+            interval=HTTP_POLL_INTERVAL_S,
+        )
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc
 
 
 def _send(socket_path: Path, session_id: uuid.UUID) -> None:
@@ -83,21 +84,23 @@ def _send(socket_path: Path, session_id: uuid.UUID) -> None:
 
 
 def _wait_for(url: str, session_id: uuid.UUID) -> dict[str, Any]:
-    deadline = time.monotonic() + DELIVERY_TIMEOUT_S
-    summary: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        response = httpx.get(f"{url}/api/v1/sessions/{session_id}", timeout=10)
-        if response.status_code == 200:
-            summary = response.json()
-            if summary["allowed"] + summary["denied"] >= EVENTS:
-                return summary
-        time.sleep(0.2)
-    raise AssertionError(f"not all events arrived: {summary}")
+    """The session's summary once all its events have arrived."""
+
+    def complete() -> dict[str, Any]:
+        response = httpx.get(f"{url}/api/v1/sessions/{session_id}", timeout=REQUEST_TIMEOUT_S)
+        assert response.status_code == 200, f"session not there yet: {response.status_code}"
+        summary: dict[str, Any] = response.json()
+        assert summary["allowed"] + summary["denied"] >= EVENTS, f"not all arrived: {summary}"
+        return summary
+
+    return eventually(
+        complete, "all events to arrive", within=DELIVERY_TIMEOUT_S, interval=HTTP_POLL_INTERVAL_S
+    )
 
 
 def test_events_flow_from_auditor_through_agent_to_collector(tmp_path: Path) -> None:
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "ws-agent", "--workspace", "ws", "--db", db)
+    token = run_cli("tokens", "create", "--agent", "ws-agent", "--workspace", "ws", "--db", db)
     collector = start_collector(db, tmp_path / "collector.log")
     agent = _start_agent(tmp_path, collector.url, token.stdout.strip())
     try:
@@ -113,16 +116,15 @@ def test_events_flow_from_auditor_through_agent_to_collector(tmp_path: Path) -> 
         ).json()["events"]
         assert [e["sequence_number"] for e in events] == list(range(3, EVENTS, 5))
     finally:
-        agent.terminate()
-        agent.wait(timeout=30)
+        stop_process(agent)
         collector.stop()
 
 
 def test_agent_spools_while_the_collector_is_down(tmp_path: Path) -> None:
     """Events sent before the collector exists arrive once it starts, each once."""
     db = f"sqlite:///{tmp_path / 'c.db'}"
-    token = cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
-    port = _free_port()
+    token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    port = free_port()
     agent = _start_agent(tmp_path, f"http://127.0.0.1:{port}", token)
     collector: CollectorProcess | None = None
     try:
@@ -133,7 +135,6 @@ def test_agent_spools_while_the_collector_is_down(tmp_path: Path) -> None:
         assert summary["allowed"] + summary["denied"] == EVENTS
         assert summary["gaps"] == 0
     finally:
-        agent.terminate()
-        agent.wait(timeout=30)
+        stop_process(agent)
         if collector is not None:
             collector.stop()

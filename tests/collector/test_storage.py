@@ -21,7 +21,7 @@ from boundary_audit.collector.model import InvalidCursorError
 from boundary_audit.collector.storage import Tx
 from boundary_audit.wire import IngestRequest
 
-from .conftest import make_request
+from .helpers import make_request
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -9,10 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from boundary_audit.collector import CollectorServer, Storage, open_storage
-from boundary_audit.collector.app import AppSettings
+from boundary_audit.collector import AppSettings, CollectorServer, Storage, open_storage
 
-from .conftest import make_request
+from .helpers import make_request, post_ingest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,15 +49,7 @@ def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
             request = make_request(sid, [i], url=payload, process="<script>alert(6)</script>")
             request.logs[0].logs[0].http_request.matched_rule = "<img src=x onerror=alert(7)>"
             request.logs[0].logs[0].allowed = True
-            response = httpx.post(
-                server.url + "/api/v1/boundary-logs",
-                content=request.SerializeToString(),
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Content-Type": "application/x-protobuf",
-                },
-            )
-            assert response.status_code == 200
+            assert post_ingest(server.url, token, request).status_code == 200
         dialogs: list[str] = []
         errors: list[str] = []
 

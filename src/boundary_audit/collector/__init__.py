@@ -3,6 +3,12 @@
 Agents POST protobuf batches to ``/api/v1/boundary-logs``; each event is stored
 exactly once per (session_id, sequence_number) in SQLite or PostgreSQL, and
 people read it back through ``/api/v1/...``, the web UI or the CLI.
+
+Layout, downhill: ``model`` (records, errors, cursors, API paths) <- ``ingest``
+(sans-I/O validation) and ``filters`` (the one table of query filters) <-
+``storage`` (+ ``sqlite``, ``postgres``) <- ``errors`` (the answer to each failure),
+``context``, ``auth`` <- ``api`` (JSON routes; their table feeds ``openapi``) and
+``ui`` (pages, login, chart layout) <- ``app`` (assembly) <- ``server``, ``client``, ``cli``.
 """
 
 from .app import AppSettings, create_app

@@ -20,6 +20,7 @@ from .client import HttpSource, QuerySource, StorageSource
 from .connect import open_storage
 from .model import (
     EVENT_JSON_FIELDS,
+    MAX_PAGE_SIZE,
     NS_PER_SECOND,
     CollectorError,
     EventQuery,
@@ -35,7 +36,7 @@ from .server import (
     ServeOptions,
     serve,
 )
-from .storage import MAX_PAGE_SIZE, TOKEN_ID_CHARS, default_db_url, hash_token
+from .storage import TOKEN_ID_CHARS, default_db_url, hash_token
 
 COLLECTOR_URL_ENV = "BOUNDARY_AUDIT_COLLECTOR_URL"
 READER_ENV = "BOUNDARY_AUDIT_READER_TOKEN"

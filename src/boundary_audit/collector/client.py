@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from .model import CollectorError, EventQuery, format_ns
+from .filters import CURSOR, LIMIT, TAIL, event_query_params
+from .model import EVENTS_PATH, SESSION_EVENTS_PATH, SESSIONS_PATH, CollectorError, EventQuery
 from .storage import Storage
 
 #: Seconds a query may take before the CLI gives up (a 1M-event filter answers in ms).
@@ -81,34 +82,27 @@ class HttpSource:
         return body
 
     def sessions(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        body = self._get("/api/v1/sessions", {"limit": limit, "cursor": cursor})
+        body = self._get(SESSIONS_PATH, {LIMIT.name: limit, CURSOR.name: cursor})
         return body["sessions"], body["next_cursor"]
 
-    def _event_params(self, query: EventQuery) -> tuple[str, dict[str, Any]]:
-        path = (
-            f"/api/v1/sessions/{query.session_id}/events" if query.session_id else "/api/v1/events"
-        )
-        decision = None if query.allowed is None else ("allowed" if query.allowed else "denied")
-        params = {
-            "decision": decision,
-            "host": query.host,
-            "q": query.url_contains,
-            "since": None if query.since_ns is None else format_ns(query.since_ns),
-            "until": None if query.until_ns is None else format_ns(query.until_ns),
-            "cursor": query.cursor,
-            "limit": query.limit,
-        }
-        return path, params
-
     def events(self, query: EventQuery) -> tuple[list[dict[str, Any]], str | None, str | None]:
-        path, params = self._event_params(query)
+        path, params = event_request(query)
         body = self._get(path, params)
         return body["events"], body["next_cursor"], body.get("resume_cursor")
 
     def tail(self, query: EventQuery) -> str | None:
-        path, params = self._event_params(query)
-        cursor: str | None = self._get(path, {**params, "tail": "true"}).get("resume_cursor")
+        path, params = event_request(query)
+        cursor: str | None = self._get(path, {**params, TAIL.name: "true"}).get("resume_cursor")
         return cursor
 
     def close(self) -> None:
         self._http.close()
+
+
+def event_request(query: EventQuery) -> tuple[str, dict[str, str]]:
+    """Path and query string of the API request that answers ``query``."""
+    if query.session_id:
+        path = SESSION_EVENTS_PATH.format(session_id=query.session_id)
+    else:
+        path = EVENTS_PATH
+    return path, event_query_params(query)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+#: Every metric's name starts with this (the project, then the component).
+PREFIX = "boundary_audit_collector_"
 #: DB call latency buckets in seconds: sub-millisecond SQLite commits up to
 #: the 5 s lock/connection timeouts after which requests get a 503.
 DB_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -12,65 +16,46 @@ DB_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25
 class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        r = self.registry
-        self.requests = Counter(
-            "boundary_audit_collector_http_requests_total",
+        c = self._counter
+        self.requests = c(
+            "http_requests_total",
             "HTTP requests answered, by route and status code.",
-            ["route", "status"],
-            registry=r,
+            ("route", "status"),
         )
-        self.events_stored = Counter(
-            "boundary_audit_collector_events_stored_total",
-            "Events stored for the first time.",
-            registry=r,
-        )
-        self.duplicates = Counter(
-            "boundary_audit_collector_events_duplicate_total",
+        self.events_stored = c("events_stored_total", "Events stored for the first time.")
+        self.duplicates = c(
+            "events_duplicate_total",
             "Events ignored because (session_id, sequence_number) was already stored.",
-            registry=r,
         )
-        self.sessions = Counter(
-            "boundary_audit_collector_sessions_created_total",
-            "Sessions seen for the first time.",
-            registry=r,
-        )
-        self.drop_reports = Counter(
-            "boundary_audit_collector_drop_reports_total",
-            "Drop reports stored for the first time.",
-            registry=r,
-        )
-        self.dropped_events = Counter(
-            "boundary_audit_collector_reported_dropped_events_total",
+        self.sessions = c("sessions_created_total", "Sessions seen for the first time.")
+        self.drop_reports = c("drop_reports_total", "Drop reports stored for the first time.")
+        self.dropped_events = c(
+            "reported_dropped_events_total",
             "Events that reporters said were lost before reaching the collector, by reason.",
-            ["reason"],
-            registry=r,
+            ("reason",),
         )
-        self.gaps = Counter(
-            "boundary_audit_collector_sequence_gaps_detected_total",
+        self.gaps = c(
+            "sequence_gaps_detected_total",
             "Sequence numbers found missing below a session's highest (net of late arrivals).",
-            registry=r,
         )
-        self.rejected = Counter(
-            "boundary_audit_collector_ingest_rejected_total",
+        self.rejected = c(
+            "ingest_rejected_total",
             "Ingest requests refused, by reason (unauthorized, invalid, too_large, overload, ...).",
-            ["reason"],
-            registry=r,
+            ("reason",),
         )
         self.db_latency = Histogram(
-            "boundary_audit_collector_db_latency_seconds",
+            PREFIX + "db_latency_seconds",
             "Time spent in database calls, by operation.",
             ["operation"],
             buckets=DB_LATENCY_BUCKETS,
-            registry=r,
+            registry=self.registry,
         )
-        self.db_errors = Counter(
-            "boundary_audit_collector_db_errors_total",
+        self.db_errors = c(
+            "db_errors_total",
             "Database calls that failed, by operation and kind (unavailable, error).",
-            ["operation", "kind"],
-            registry=r,
+            ("operation", "kind"),
         )
-        self.pruned = Counter(
-            "boundary_audit_collector_retention_pruned_events_total",
-            "Events deleted by the retention task.",
-            registry=r,
-        )
+        self.pruned = c("retention_pruned_events_total", "Events deleted by the retention task.")
+
+    def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
+        return Counter(PREFIX + name, documentation, labels, registry=self.registry)

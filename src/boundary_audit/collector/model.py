@@ -21,8 +21,17 @@ Decision = Literal["allowed", "denied"]
 NS_PER_SECOND = 1_000_000_000
 #: Both engines store 64-bit signed integers; nanoseconds run out in 2262.
 INT64_MAX = (1 << 63) - 1
+#: Largest page a listing returns, whatever the client asks (bounds memory and latency).
+MAX_PAGE_SIZE = 1_000
 
 T = TypeVar("T")
+
+#: Paths of the JSON API: its routes, the OpenAPI document and the client all use these.
+INGEST_PATH = "/api/v1/boundary-logs"
+SESSIONS_PATH = "/api/v1/sessions"
+SESSION_PATH = SESSIONS_PATH + "/{session_id}"
+SESSION_EVENTS_PATH = SESSION_PATH + "/events"
+EVENTS_PATH = "/api/v1/events"
 
 
 class CollectorError(Exception):
@@ -299,7 +308,8 @@ def decode_cursor(cursor: str, kind: str, size: int) -> list[int | str]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         data = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (ValueError, binascii.Error) as exc:
+    except (ValueError, binascii.Error, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser recurses (a 1.5 KB cursor).
         raise InvalidCursorError("cursor is not valid") from exc
     key = data.get("k") if isinstance(data, dict) else None
     if (

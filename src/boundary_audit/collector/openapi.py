@@ -1,19 +1,50 @@
-"""The OpenAPI 3.0 document of the JSON API, written by hand so it says exactly what we serve."""
+"""The OpenAPI 3.0 document of the JSON API, generated from the API's route table.
+
+Each operation's parameters come from the filter table (:mod:`.filters`), its
+error statuses from the error registry (:mod:`.errors`), so the document says
+exactly what the routes do; the response schemas are written out here.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .ingest import MAX_INGEST_BODY_BYTES
-from .model import EVENT_JSON_FIELDS
-from .storage import MAX_PAGE_SIZE
+from .errors import spec_for
+from .filters import QueryFilter, QueryParam
 
 
-def _error_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
+@dataclass(frozen=True, slots=True)
+class PathParam:
+    name: str
+    schema: Mapping[str, Any]
+
+
+SESSION_ID = PathParam("session_id", {"type": "string", "format": "uuid"})
+
+Parameter = PathParam | QueryParam | QueryFilter
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One route of the JSON API as OpenAPI sees it."""
+
+    #: The route's label in the request metrics.
+    name: str
+    method: str
+    path: str
+    summary: str
+    #: Schema name and description of the 200 answer.
+    ok: tuple[str, str]
+    #: What each failure means on this route; the status comes from the error registry.
+    errors: Mapping[type[BaseException], str]
+    parameters: tuple[Parameter, ...] = ()
+    #: Content type of a (binary) request body; ``None`` for none.
+    body: str | None = None
+
+
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
 
 
 def _json(ref: str, description: str) -> dict[str, Any]:
@@ -23,226 +54,126 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     }
 
 
-_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "seconds"}}
-_SESSION_ID = {
-    "name": "session_id",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "format": "uuid"},
+def parameter(param: Parameter) -> dict[str, Any]:
+    """The OpenAPI parameter object of one path parameter, query parameter or filter."""
+    if isinstance(param, PathParam):
+        return {"name": param.name, "in": "path", "required": True, "schema": dict(param.schema)}
+    schema = param.type.schema if isinstance(param, QueryFilter) else param.schema
+    out: dict[str, Any] = {"name": param.name, "in": "query", "schema": dict(schema)}
+    if param.description:
+        out["description"] = param.description
+    return out
+
+
+def _responses(op: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": _json(*op.ok)}
+    for error, description in op.errors.items():
+        spec = spec_for(error)
+        response = _json("Error", description)
+        if spec.retry_after is not None:
+            response["headers"] = _RETRY_AFTER
+        responses[str(spec.status)] = response
+    return responses
+
+
+def _operation(op: Operation) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary}
+    if op.parameters:
+        out["parameters"] = [parameter(p) for p in op.parameters]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": True,
+            "content": {op.body: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    out["responses"] = _responses(op)
+    return out
+
+
+_STRING = {"type": "string"}
+_INTEGER = {"type": "integer"}
+_UUID = {"type": "string", "format": "uuid"}
+_TIME = {"type": "string", "format": "date-time"}
+_NULLABLE_STRING = {"type": "string", "nullable": True}
+_COUNTS = {"type": "object", "additionalProperties": _INTEGER}
+
+
+def _object(properties: dict[str, Any], *, optional: tuple[str, ...] = ()) -> dict[str, Any]:
+    """An object schema whose properties are all required but the ``optional`` ones."""
+    required = [name for name in properties if name not in optional]
+    return {"type": "object", "required": required, "properties": properties}
+
+
+def _array_of(ref: str) -> dict[str, Any]:
+    return {"type": "array", "items": {"$ref": f"#/components/schemas/{ref}"}}
+
+
+_EVENT_PROPERTIES = {
+    "session_id": _UUID,
+    "sequence_number": _INTEGER,
+    "time": _TIME,
+    "allowed": {"type": "boolean"},
+    "method": _STRING,
+    "url": _STRING,
+    "host": _STRING,
+    "matched_rule": _STRING,
 }
-_PAGING = [
-    {
-        "name": "limit",
-        "in": "query",
-        "schema": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE},
-    },
-    {
-        "name": "cursor",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "next_cursor of the previous page",
-    },
-]
-_EVENT_FILTERS = [
-    {
-        "name": "decision",
-        "in": "query",
-        "schema": {"type": "string", "enum": ["allowed", "denied"]},
-    },
-    {
-        "name": "host",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "exact host (case-insensitive)",
-    },
-    {
-        "name": "q",
-        "in": "query",
-        "schema": {"type": "string"},
-        "description": "URL substring (case-sensitive)",
-    },
-    {"name": "since", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-    {"name": "until", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-    {
-        "name": "tail",
-        "in": "query",
-        "schema": {"type": "string", "enum": ["true", "false"]},
-        "description": "return no events, only a cursor after the newest (to follow new ones)",
-    },
-]
-_READ_ERRORS = {
-    "400": _error_response("bad filter, cursor or session id"),
-    "401": _error_response("a reader token is required"),
-    "503": {**_error_response("database unavailable"), "headers": _RETRY_AFTER},
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _object({"error": _STRING, "detail": _STRING, "limit": _INTEGER}, optional=("limit",)),
+    "Session": _object(
+        {
+            "session_id": _UUID,
+            "agent": _STRING,
+            "workspace": _STRING,
+            "confined_process_name": _STRING,
+            "first_seen": _TIME,
+            "last_seen": _TIME,
+            "allowed": _INTEGER,
+            "denied": _INTEGER,
+            "dropped": _INTEGER,
+            "gaps": _INTEGER,
+            "max_sequence_number": _INTEGER,
+            "dropped_by_reason": _COUNTS,
+        },
+        optional=("dropped_by_reason",),
+    ),
+    "SessionPage": _object(
+        {
+            "sessions": _array_of("Session"),
+            "next_cursor": _NULLABLE_STRING,
+            "unattributed_dropped_by_reason": {
+                **_COUNTS,
+                "description": "events lost that no session could be named for",
+            },
+        },
+        optional=("unattributed_dropped_by_reason",),
+    ),
+    "Event": _object(_EVENT_PROPERTIES),
+    "EventPage": _object(
+        {
+            "events": _array_of("Event"),
+            "next_cursor": _NULLABLE_STRING,
+            "resume_cursor": _NULLABLE_STRING,
+        },
+        optional=("resume_cursor",),
+    ),
+    "IngestResult": _object(
+        {"batch_id": _STRING, "stored": _INTEGER, "duplicates": _INTEGER, "drop_reports": _INTEGER}
+    ),
 }
 
 
-def openapi_document() -> dict[str, Any]:
+def openapi_document(operations: Iterable[Operation]) -> dict[str, Any]:
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op)
     return {
         "openapi": "3.0.3",
         "info": {"title": "boundary-audit collector", "version": "1.0.0"},
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                "Error": {
-                    "type": "object",
-                    "required": ["error", "detail"],
-                    "properties": {
-                        "error": {"type": "string"},
-                        "detail": {"type": "string"},
-                        "limit": {"type": "integer"},
-                    },
-                },
-                "Session": {
-                    "type": "object",
-                    "required": [
-                        "session_id",
-                        "agent",
-                        "workspace",
-                        "confined_process_name",
-                        "first_seen",
-                        "last_seen",
-                        "allowed",
-                        "denied",
-                        "dropped",
-                        "gaps",
-                        "max_sequence_number",
-                    ],
-                    "properties": {
-                        "session_id": {"type": "string", "format": "uuid"},
-                        "agent": {"type": "string"},
-                        "workspace": {"type": "string"},
-                        "confined_process_name": {"type": "string"},
-                        "first_seen": {"type": "string", "format": "date-time"},
-                        "last_seen": {"type": "string", "format": "date-time"},
-                        "allowed": {"type": "integer"},
-                        "denied": {"type": "integer"},
-                        "dropped": {"type": "integer"},
-                        "gaps": {"type": "integer"},
-                        "max_sequence_number": {"type": "integer"},
-                        "dropped_by_reason": {
-                            "type": "object",
-                            "additionalProperties": {"type": "integer"},
-                        },
-                    },
-                },
-                "SessionPage": {
-                    "type": "object",
-                    "required": ["sessions", "next_cursor"],
-                    "properties": {
-                        "sessions": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Session"},
-                        },
-                        "next_cursor": {"type": "string", "nullable": True},
-                        "unattributed_dropped_by_reason": {
-                            "type": "object",
-                            "additionalProperties": {"type": "integer"},
-                            "description": "events lost that no session could be named for",
-                        },
-                    },
-                },
-                "Event": {
-                    "type": "object",
-                    "required": list(EVENT_JSON_FIELDS),
-                    "properties": {
-                        "session_id": {"type": "string", "format": "uuid"},
-                        "sequence_number": {"type": "integer"},
-                        "time": {"type": "string", "format": "date-time"},
-                        "allowed": {"type": "boolean"},
-                        "method": {"type": "string"},
-                        "url": {"type": "string"},
-                        "host": {"type": "string"},
-                        "matched_rule": {"type": "string"},
-                    },
-                },
-                "EventPage": {
-                    "type": "object",
-                    "required": ["events", "next_cursor"],
-                    "properties": {
-                        "events": {
-                            "type": "array",
-                            "items": {"$ref": "#/components/schemas/Event"},
-                        },
-                        "next_cursor": {"type": "string", "nullable": True},
-                        "resume_cursor": {"type": "string", "nullable": True},
-                    },
-                },
-                "IngestResult": {
-                    "type": "object",
-                    "required": ["batch_id", "stored", "duplicates", "drop_reports"],
-                    "properties": {
-                        "batch_id": {"type": "string"},
-                        "stored": {"type": "integer"},
-                        "duplicates": {"type": "integer"},
-                        "drop_reports": {"type": "integer"},
-                    },
-                },
-            },
+            "schemas": _SCHEMAS,
         },
         "security": [{"bearer": []}, {}],
-        "paths": {
-            "/api/v1/boundary-logs": {
-                "post": {
-                    "summary": "Store a batch of boundary logs and drop reports (agent token)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/x-protobuf": {
-                                "schema": {"type": "string", "format": "binary"}
-                            }
-                        },
-                    },
-                    "responses": {
-                        "200": _json("IngestResult", "stored (or already stored)"),
-                        "400": _error_response("invalid request; nothing stored"),
-                        "401": _error_response("missing, unknown or revoked agent token"),
-                        "408": _error_response("body not received in time; retry"),
-                        "413": _error_response(f"body over {MAX_INGEST_BODY_BYTES} bytes"),
-                        "429": {**_error_response("overloaded"), "headers": _RETRY_AFTER},
-                        "500": _error_response("internal error; nothing stored"),
-                        "503": {**_error_response("database unavailable"), "headers": _RETRY_AFTER},
-                    },
-                }
-            },
-            "/api/v1/sessions": {
-                "get": {
-                    "summary": "Sessions, newest first",
-                    "parameters": _PAGING,
-                    "responses": {
-                        "200": _json("SessionPage", "a page of sessions"),
-                        **_READ_ERRORS,
-                    },
-                }
-            },
-            "/api/v1/sessions/{session_id}": {
-                "get": {
-                    "summary": "One session with its drops by reason",
-                    "parameters": [_SESSION_ID],
-                    "responses": {
-                        "200": _json("Session", "the session"),
-                        "404": _error_response("no such session"),
-                        **_READ_ERRORS,
-                    },
-                }
-            },
-            "/api/v1/sessions/{session_id}/events": {
-                "get": {
-                    "summary": "Events of one session by sequence number",
-                    "parameters": [_SESSION_ID, *_EVENT_FILTERS, *_PAGING],
-                    "responses": {
-                        "200": _json("EventPage", "a page of events"),
-                        "404": _error_response("no such session"),
-                        **_READ_ERRORS,
-                    },
-                }
-            },
-            "/api/v1/events": {
-                "get": {
-                    "summary": "Events of all sessions in arrival order",
-                    "parameters": [*_EVENT_FILTERS, *_PAGING],
-                    "responses": {"200": _json("EventPage", "a page of events"), **_READ_ERRORS},
-                }
-            },
-        },
+        "paths": paths,
     }

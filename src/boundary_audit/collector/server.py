@@ -10,8 +10,10 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
 from boundary_audit.logs import get_logger
@@ -88,6 +90,21 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+def _uvicorn(app: Starlette, host: str, port: int, **options: Any) -> uvicorn.Server:
+    """A uvicorn server for ``app``: our own logging, no lifespan, no Server header."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        server_header=False,
+        **options,
+    )
+    return uvicorn.Server(config)
+
+
 @dataclass(frozen=True, slots=True)
 class ServeOptions:
     db_url: str
@@ -129,17 +146,7 @@ async def serve(options: ServeOptions) -> int:
         require_read_auth=not is_loopback(host), emit_event_logs=options.emit_event_logs
     )
     app = create_app(storage, settings, metrics)
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        lifespan="off",
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        server_header=False,
-    )
-    server = uvicorn.Server(config)
+    server = _uvicorn(app, host, port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     # uvicorn's own start/stop lines would repeat ours (collector_listening/stopped).
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     pruner: asyncio.Task[None] | None = None
@@ -202,16 +209,7 @@ class CollectorServer:
         self.settings = settings or AppSettings(require_read_auth=not is_loopback(host))
         self.metrics = CollectorMetrics()
         self.app = create_app(storage, self.settings, self.metrics)
-        config = uvicorn.Config(
-            self.app,
-            host=host,
-            port=port,
-            log_config=None,
-            access_log=False,
-            lifespan="off",
-            server_header=False,
-        )
-        self._server = uvicorn.Server(config)
+        self._server = _uvicorn(self.app, host, port)
         self._sock = listen_socket(host, port)
         self.url = url_of(self._sock)
         self._thread = threading.Thread(

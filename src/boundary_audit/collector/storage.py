@@ -19,7 +19,9 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import platformdirs
 
+from .filters import sql_clauses
 from .model import (
+    MAX_PAGE_SIZE,
     DropIn,
     EventIn,
     EventQuery,
@@ -49,8 +51,6 @@ TOKEN_RANDOM_BYTES = 32
 #: Hex chars of the token hash shown as the token's id (list/revoke); 48 bits
 #: makes collisions between a deployment's tokens practically impossible.
 TOKEN_ID_CHARS = 12
-#: Largest page a listing returns, whatever the client asks (bounds memory and latency).
-MAX_PAGE_SIZE = 1_000
 #: Rows deleted per retention transaction, so pruning never holds the write
 #: lock long enough to stall ingestion (SQLite has a single writer).
 PRUNE_CHUNK_ROWS = 5_000
@@ -423,21 +423,9 @@ class Storage(ABC):
         if q.session_id:
             clauses.append("session_id = ?")
             params.append(q.session_id)
-        if q.allowed is not None:
-            clauses.append("allowed = ?")
-            params.append(q.allowed)
-        if q.host:
-            clauses.append("host = ?")
-            params.append(q.host.lower())
-        if q.url_contains:
-            clauses.append(f"{self.substring_fn}(url, ?) > 0")
-            params.append(q.url_contains)
-        if q.since_ns is not None:
-            clauses.append("time_ns >= ?")
-            params.append(q.since_ns)
-        if q.until_ns is not None:
-            clauses.append("time_ns < ?")
-            params.append(q.until_ns)
+        filter_clauses, filter_params = sql_clauses(q, self.substring_fn)
+        clauses += filter_clauses
+        params += filter_params
         if q.cursor:
             (after,) = decode_cursor(q.cursor, kind, 1)
             clauses.append(f"{order} > ?")
