@@ -12,6 +12,7 @@ from google.protobuf import descriptor
 
 from boundary_audit import wire
 from boundary_audit.wire import (
+    EXTENSION_FIRST_FIELD,
     BoundaryLog,
     BoundaryMessage,
     ReportBoundaryLogsRequest,
@@ -62,10 +63,31 @@ def test_schema_matches_coder_exactly() -> None:
     assert [f.name for f in env.oneofs_by_name["msg"].fields] == ["logs", "status"]
     status = wire.BoundaryStatus.DESCRIPTOR
     assert status.full_name == "coder.boundarylogproxy.codec.v1.BoundaryStatus"
-    assert _fields(status) == {
+    coder_fields = {k: v for k, v in _fields(status).items() if v[0] < EXTENSION_FIRST_FIELD}
+    assert coder_fields == {
         "dropped_channel_full": (1, FD.TYPE_INT64),
         "dropped_batch_full": (2, FD.TYPE_INT64),
     }
+
+
+def test_extensions_stay_where_coder_ignores_them() -> None:
+    """Our fields live only inside BoundaryStatus, numbered from 16; no new oneof member."""
+    status = _fields(wire.BoundaryStatus.DESCRIPTOR)
+    ours = {name for name, (number, _) in status.items() if number >= EXTENSION_FIRST_FIELD}
+    assert ours == {"session_id", "open", "seal", "ack"}
+    assert [f.name for f in BoundaryMessage.DESCRIPTOR.oneofs_by_name["msg"].fields] == [
+        "logs",
+        "status",
+    ]
+    # An extended status decodes as Coder's two counters with nothing else set.
+    msg = BoundaryMessage()
+    msg.status.session_id = "5b4d0bd6-8f0e-4c39-9b0a-000000000000"
+    msg.status.seal.events_made = 7
+    msg.status.open.want_acks = True
+    coder_view = BoundaryMessage()
+    coder_view.ParseFromString(msg.SerializeToString())
+    assert coder_view.status.dropped_channel_full == 0
+    assert coder_view.status.dropped_batch_full == 0
 
 
 def test_generated_code_is_fresh() -> None:

@@ -21,6 +21,7 @@ from .framing import (
     KNOWN_TAGS,
     LENGTH_BITS,
     LENGTH_MASK,
+    MAX_EVENTS_PER_FRAME,
     MAX_FRAME_SIZE,
     MAX_PAYLOAD_SIZE,
     Frame,
@@ -32,6 +33,7 @@ from .framing import (
 )
 from .messages import (
     DEFAULT_SOCKET_NAME,
+    EXTENSION_FIRST_FIELD,
     SOCKET_PATH_ENV,
     BoundaryLog,
     BoundaryMessage,
@@ -45,17 +47,21 @@ from .messages import (
     resolve_socket_path,
     tag_for,
 )
-from .pb.ingest_pb2 import DropReport, IngestRequest
+from .pb.boundary_message_pb2 import Ack, SessionOpen, SessionSeal
+from .pb.ingest_pb2 import DropReport, IngestRequest, SessionRecord
 
 __all__ = [
     "DEFAULT_SOCKET_NAME",
+    "EXTENSION_FIRST_FIELD",
     "HEADER_SIZE",
     "KNOWN_TAGS",
     "LENGTH_BITS",
     "LENGTH_MASK",
+    "MAX_EVENTS_PER_FRAME",
     "MAX_FRAME_SIZE",
     "MAX_PAYLOAD_SIZE",
     "SOCKET_PATH_ENV",
+    "Ack",
     "BoundaryLog",
     "BoundaryMessage",
     "BoundaryStatus",
@@ -68,6 +74,9 @@ __all__ = [
     "OversizeFrameError",
     "ProtocolError",
     "ReportBoundaryLogsRequest",
+    "SessionOpen",
+    "SessionRecord",
+    "SessionSeal",
     "Tag",
     "TruncatedFrameError",
     "UndecodablePayloadError",

@@ -20,6 +20,12 @@ class DropReason(enum.StrEnum):
     #: The event cannot be put on the wire (a sequence number outside
     #: 0..int32 max, a field that is not text): a caller bug, counted.
     INVALID_EVENT = "invalid_event"
+    #: Could not be delivered before the close timeout and the spill file
+    #: was at its byte bound: lost, counted in the seal.
+    SPILL_FULL = "spill_full"
+    #: Neither delivered nor spilled at close (e.g. the spill dir is not
+    #: writable): lost, counted in the seal.
+    UNDELIVERED = "undelivered"
 
     # -- reported by a sender in BoundaryStatus, counted by the agent -------
     #: BoundaryStatus.dropped_channel_full (Coder's name, prefixed with the
@@ -35,6 +41,16 @@ class DropReason(enum.StrEnum):
     REJECTED = "rejected"
     #: A frame that could not be decoded (its events cannot be counted).
     BAD_FRAME = "bad_frame"
+    #: A frame for a session another live peer claimed: refused, counted,
+    #: never stored (a confined process forging its own trail).
+    FORGED = "forged"
+    #: A status frame whose counts were out of range and were clamped.
+    INVALID_STATUS = "invalid_status"
+
+    # -- at the collector -------------------------------------------------
+    #: An event the collector could not store even after cutting and
+    #: escaping its fields; the rest of its batch was stored.
+    REJECTED_BY_COLLECTOR = "rejected_by_collector"
 
 
 class DropSource(enum.StrEnum):
@@ -44,6 +60,8 @@ class DropSource(enum.StrEnum):
     BOUNDARY = "boundary"
     #: Counted by the agent itself.
     AGENT = "agent"
+    #: Counted by the collector (events it refused one by one).
+    COLLECTOR = "collector"
 
 
 __all__ = ["DropReason", "DropSource"]

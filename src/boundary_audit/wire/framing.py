@@ -44,6 +44,11 @@ MAX_TAG = (1 << (32 - LENGTH_BITS)) - 1
 MAX_PAYLOAD_SIZE = 1 << 15
 #: Largest whole frame on the wire.
 MAX_FRAME_SIZE = HEADER_SIZE + MAX_PAYLOAD_SIZE
+#: Most events one frame carries. Coder's control plane refuses a request of
+#: more than 1,000 logs (coderd's maxBoundaryLogsPerBatch) and Coder's agent
+#: forwards one request per frame, so a frame of tiny events must stop here
+#: even when the 32 KiB payload would hold more.
+MAX_EVENTS_PER_FRAME = 1000
 
 KNOWN_TAGS = frozenset(int(t) for t in Tag)
 

@@ -22,6 +22,10 @@ SOCKET_PATH_ENV = "CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH"
 #: File name of the socket when no path is configured (Coder's default name).
 DEFAULT_SOCKET_NAME = "boundary-audit.sock"
 
+#: boundary-audit's fields in BoundaryStatus start here. Coder's agent reads
+#: only fields 1 and 2 and ignores unknown ones; 3..15 stay free for Coder.
+EXTENSION_FIRST_FIELD = 16
+
 WireMessage = ReportBoundaryLogsRequest | BoundaryMessage
 
 
@@ -92,6 +96,7 @@ def as_envelope(message: WireMessage) -> BoundaryMessage:
 
 __all__ = [
     "DEFAULT_SOCKET_NAME",
+    "EXTENSION_FIRST_FIELD",
     "SOCKET_PATH_ENV",
     "BoundaryLog",
     "BoundaryMessage",

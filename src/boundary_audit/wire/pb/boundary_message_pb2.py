@@ -22,18 +22,29 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from boundary_audit.wire.pb import boundary_log_pb2 as boundary__audit_dot_wire_dot_pb_dot_boundary__log__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-boundary_audit/wire/pb/boundary_message.proto\x12\x1f\x63oder.boundarylogproxy.codec.v1\x1a)boundary_audit/wire/pb/boundary_log.proto\"\x96\x01\n\x0f\x42oundaryMessage\x12\x39\n\x04logs\x18\x01 \x01(\x0b\x32).coder.agent.v2.ReportBoundaryLogsRequestH\x00\x12\x41\n\x06status\x18\x02 \x01(\x0b\x32/.coder.boundarylogproxy.codec.v1.BoundaryStatusH\x00\x42\x05\n\x03msg\"J\n\x0e\x42oundaryStatus\x12\x1c\n\x14\x64ropped_channel_full\x18\x01 \x01(\x03\x12\x1a\n\x12\x64ropped_batch_full\x18\x02 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n-boundary_audit/wire/pb/boundary_message.proto\x12\x1f\x63oder.boundarylogproxy.codec.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)boundary_audit/wire/pb/boundary_log.proto\"\x96\x01\n\x0f\x42oundaryMessage\x12\x39\n\x04logs\x18\x01 \x01(\x0b\x32).coder.agent.v2.ReportBoundaryLogsRequestH\x00\x12\x41\n\x06status\x18\x02 \x01(\x0b\x32/.coder.boundarylogproxy.codec.v1.BoundaryStatusH\x00\x42\x05\n\x03msg\"\x8f\x02\n\x0e\x42oundaryStatus\x12\x1c\n\x14\x64ropped_channel_full\x18\x01 \x01(\x03\x12\x1a\n\x12\x64ropped_batch_full\x18\x02 \x01(\x03\x12\x12\n\nsession_id\x18\x10 \x01(\t\x12:\n\x04open\x18\x11 \x01(\x0b\x32,.coder.boundarylogproxy.codec.v1.SessionOpen\x12:\n\x04seal\x18\x12 \x01(\x0b\x32,.coder.boundarylogproxy.codec.v1.SessionSeal\x12\x31\n\x03\x61\x63k\x18\x13 \x01(\x0b\x32$.coder.boundarylogproxy.codec.v1.AckJ\x04\x08\x14\x10\x19\"O\n\x0bSessionOpen\x12\x11\n\twant_acks\x18\x01 \x01(\x08\x12\x0e\n\x06sender\x18\x02 \x01(\t\x12\x1d\n\x15\x66irst_sequence_number\x18\x03 \x01(\x05\"\x15\n\x03\x41\x63k\x12\x0e\n\x06\x66rames\x18\x01 \x01(\x04\"\x8e\x02\n\x0bSessionSeal\x12\x13\n\x0b\x65vents_made\x18\x01 \x01(\x03\x12\x13\n\x0b\x65vents_sent\x18\x02 \x01(\x03\x12J\n\x07\x64ropped\x18\x03 \x03(\x0b\x32\x39.coder.boundarylogproxy.codec.v1.SessionSeal.DroppedEntry\x12\x13\n\x0bundelivered\x18\x04 \x01(\x03\x12\x0f\n\x07spilled\x18\x05 \x01(\x03\x12-\n\tsealed_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01J\x04\x08\x07\x10\rb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'boundary_audit.wire.pb.boundary_message_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_BOUNDARYMESSAGE']._serialized_start=126
-  _globals['_BOUNDARYMESSAGE']._serialized_end=276
-  _globals['_BOUNDARYSTATUS']._serialized_start=278
-  _globals['_BOUNDARYSTATUS']._serialized_end=352
+  _globals['_SESSIONSEAL_DROPPEDENTRY']._loaded_options = None
+  _globals['_SESSIONSEAL_DROPPEDENTRY']._serialized_options = b'8\001'
+  _globals['_BOUNDARYMESSAGE']._serialized_start=159
+  _globals['_BOUNDARYMESSAGE']._serialized_end=309
+  _globals['_BOUNDARYSTATUS']._serialized_start=312
+  _globals['_BOUNDARYSTATUS']._serialized_end=583
+  _globals['_SESSIONOPEN']._serialized_start=585
+  _globals['_SESSIONOPEN']._serialized_end=664
+  _globals['_ACK']._serialized_start=666
+  _globals['_ACK']._serialized_end=687
+  _globals['_SESSIONSEAL']._serialized_start=690
+  _globals['_SESSIONSEAL']._serialized_end=960
+  _globals['_SESSIONSEAL_DROPPEDENTRY']._serialized_start=908
+  _globals['_SESSIONSEAL_DROPPEDENTRY']._serialized_end=954
 # @@protoc_insertion_point(module_scope)

@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from boundary_audit.wire.pb import boundary_log_pb2 as boundary__audit_dot_wire_dot_pb_dot_boundary__log__pb2
+from boundary_audit.wire.pb import boundary_message_pb2 as boundary__audit_dot_wire_dot_pb_dot_boundary__message__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#boundary_audit/wire/pb/ingest.proto\x12\x18\x62oundary_audit.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)boundary_audit/wire/pb/boundary_log.proto\"\xe1\x01\n\nDropReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x42\n\x07\x64ropped\x18\x03 \x03(\x0b\x32\x31.boundary_audit.ingest.v1.DropReport.DroppedEntry\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x8f\x01\n\rIngestRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x37\n\x04logs\x18\x02 \x03(\x0b\x32).coder.agent.v2.ReportBoundaryLogsRequest\x12\x33\n\x05\x64rops\x18\x03 \x03(\x0b\x32$.boundary_audit.ingest.v1.DropReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#boundary_audit/wire/pb/ingest.proto\x12\x18\x62oundary_audit.ingest.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)boundary_audit/wire/pb/boundary_log.proto\x1a-boundary_audit/wire/pb/boundary_message.proto\"\xe1\x01\n\nDropReport\x12\x11\n\treport_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x42\n\x07\x64ropped\x18\x03 \x03(\x0b\x32\x31.boundary_audit.ingest.v1.DropReport.DroppedEntry\x12(\n\x04time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06source\x18\x05 \x01(\t\x1a.\n\x0c\x44roppedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xfe\x01\n\rSessionRecord\x12\x11\n\trecord_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12:\n\x04open\x18\x03 \x01(\x0b\x32,.coder.boundarylogproxy.codec.v1.SessionOpen\x12:\n\x04seal\x18\x04 \x01(\x0b\x32,.coder.boundarylogproxy.codec.v1.SessionSeal\x12/\n\x0bobserved_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1d\n\x15\x63onfined_process_name\x18\x06 \x01(\t\"\xca\x01\n\rIngestRequest\x12\x10\n\x08\x62\x61tch_id\x18\x01 \x01(\t\x12\x37\n\x04logs\x18\x02 \x03(\x0b\x32).coder.agent.v2.ReportBoundaryLogsRequest\x12\x33\n\x05\x64rops\x18\x03 \x03(\x0b\x32$.boundary_audit.ingest.v1.DropReport\x12\x39\n\x08sessions\x18\x04 \x03(\x0b\x32\'.boundary_audit.ingest.v1.SessionRecordb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,10 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DROPREPORT_DROPPEDENTRY']._loaded_options = None
   _globals['_DROPREPORT_DROPPEDENTRY']._serialized_options = b'8\001'
-  _globals['_DROPREPORT']._serialized_start=142
-  _globals['_DROPREPORT']._serialized_end=367
-  _globals['_DROPREPORT_DROPPEDENTRY']._serialized_start=321
-  _globals['_DROPREPORT_DROPPEDENTRY']._serialized_end=367
-  _globals['_INGESTREQUEST']._serialized_start=370
-  _globals['_INGESTREQUEST']._serialized_end=513
+  _globals['_DROPREPORT']._serialized_start=189
+  _globals['_DROPREPORT']._serialized_end=414
+  _globals['_DROPREPORT_DROPPEDENTRY']._serialized_start=368
+  _globals['_DROPREPORT_DROPPEDENTRY']._serialized_end=414
+  _globals['_SESSIONRECORD']._serialized_start=417
+  _globals['_SESSIONRECORD']._serialized_end=671
+  _globals['_INGESTREQUEST']._serialized_start=674
+  _globals['_INGESTREQUEST']._serialized_end=876
 # @@protoc_insertion_point(module_scope)
