@@ -84,6 +84,8 @@ class Receiver:
         # sender's writes fill the socket buffers and stall, like a hung agent.
         self._reading = threading.Event()
         self._reading.set()
+        # Held around every read, so pause() can wait until none is under way.
+        self._read_gate = threading.Lock()
         self._holding = False
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
@@ -131,8 +133,14 @@ class Receiver:
             os.unlink(self.path)
 
     def pause(self) -> None:
-        """Keep connections open but stop reading them (a stalled agent)."""
+        """Keep connections open but stop reading them (a stalled agent).
+
+        Returns once no read is under way: nothing written after this is read
+        until resume().
+        """
         self._reading.clear()
+        with self._read_gate:
+            pass
 
     def resume(self) -> None:
         self._reading.set()
@@ -171,12 +179,15 @@ class Receiver:
         while not self._stop.is_set():
             if not self._reading.wait(STOP_POLL_S):
                 continue
-            try:
-                data = conn.sock.recv(READ_CHUNK)
-            except TimeoutError:
-                continue
-            except OSError:
-                return
+            with self._read_gate:
+                if not self._reading.is_set():
+                    continue
+                try:
+                    data = conn.sock.recv(READ_CHUNK)
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
             if not data:
                 return
             with self._lock:
@@ -222,6 +233,11 @@ class Receiver:
                 and not m.status.HasField("open")
                 and not m.status.HasField("seal")
             ]
+
+    def frames_read(self) -> int:
+        """Frames read over every connection (committed or held)."""
+        with self._lock:
+            return sum(c.frames for c in self._conns)
 
     def opens(self) -> list[BoundaryMessage]:
         with self._lock:

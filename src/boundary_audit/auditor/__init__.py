@@ -20,8 +20,15 @@ from .metrics import AuditorCollector, register_auditor_metrics
 from .multi import MultiAuditor
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import MAX_SEQUENCE_NUMBER, SequenceCounter
-from .socket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_QUEUE_SIZE, DISABLE_ENV, SocketAuditor
+from .socket import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_QUEUE_SIZE,
+    DISABLE_ENV,
+    OpenResult,
+    SocketAuditor,
+)
 from .stats import SENDER_DROP_REASONS, AuditorStats
+from .trust import LISTENER_UIDS_ENV, UntrustedListenerError
 
 __all__ = [
     "DEFAULT_BATCH_INTERVAL",
@@ -30,6 +37,7 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_REPLAY_WINDOW_BYTES",
     "DISABLE_ENV",
+    "LISTENER_UIDS_ENV",
     "MAX_SEQUENCE_NUMBER",
     "SENDER_DROP_REASONS",
     "TRUNCATION_MARKER",
@@ -42,7 +50,9 @@ __all__ = [
     "LogAuditor",
     "MemoryAuditor",
     "MultiAuditor",
+    "OpenResult",
     "SequenceCounter",
     "SocketAuditor",
+    "UntrustedListenerError",
     "register_auditor_metrics",
 ]

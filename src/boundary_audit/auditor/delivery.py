@@ -39,7 +39,8 @@ from __future__ import annotations
 
 import collections
 import enum
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 #: How long after the peer read our open frame an acknowledging agent may
@@ -84,23 +85,29 @@ class AckError(ValueError):
     """An Ack for more frames than were written on the connection: a broken agent."""
 
 
-def frames_read(charges: Sequence[int], outq: int) -> int:
-    """How many of the oldest frames are wholly read when ``outq`` is still charged.
+def unread_frames(charges_newest_first: Iterable[int], outq: int) -> int:
+    """How many of the newest frames may not be wholly read while ``outq`` is charged.
 
-    ``charges`` are lower bounds of each frame's kernel charge, oldest first.
-    The unread frames are a suffix (the peer reads in order) whose true
-    charges sum to at most ``outq`` plus what it already consumed of a
-    partly read frame; the smallest suffix whose lower bounds reach ``outq``
-    therefore holds all of them. Everything before it is read.
+    The peer reads in order, so the frames not wholly read are the newest
+    ones, and their true charges add up to ``outq`` (a partly read frame
+    stays charged whole). Each of ``charges`` is a lower bound of a true
+    charge, so the fewest newest frames whose bounds reach ``outq`` include
+    every unread frame: the count errs high (a re-sent duplicate), never low.
     """
     if outq <= 0:
-        return len(charges)
-    total = 0
-    for i in range(len(charges) - 1, -1, -1):
-        total += charges[i]
+        return 0
+    total = count = 0
+    for charge in charges_newest_first:
+        count += 1
+        total += charge
         if total >= outq:
-            return i
-    return 0
+            break
+    return count
+
+
+def frames_read(charges: Sequence[int], outq: int) -> int:
+    """How many of the oldest frames (``charges`` oldest first) are wholly read."""
+    return len(charges) - unread_frames(reversed(charges), outq)
 
 
 class Delivery:
@@ -191,8 +198,13 @@ class Delivery:
             return []
         outq, upto = self.pending_sample
         self.pending_sample = None
-        covered = [s.charge for s in list(self.held)[: max(0, upto - self.released)]]
-        self.read = max(self.read, self.released + frames_read(covered, outq))
+        if self.mode is PeerMode.ACKNOWLEDGES:
+            return []  # acks say what arrived; reads say less
+        # Frames the sample covers: the held ones written up to it.
+        covered = max(0, upto - self.released)
+        newest_first = itertools.islice(reversed(self.held), len(self.held) - covered, None)
+        unread = unread_frames((s.charge for s in newest_first), outq)
+        self.read = max(self.read, self.released + covered - unread)
         if self.read >= 1 and self.open_read_at is None:
             self.open_read_at = now
         if self.mode is PeerMode.NEVER_ACKNOWLEDGES:

@@ -26,6 +26,10 @@ from .trust import check_listener, check_socket_file
 #: only started while the kernel has room (see may_write), so this is a
 #: safety net, not the normal way a stalled agent is handled.
 WRITE_STALL_TIMEOUT = 10.0
+#: A listener that cannot take a connection within this long (its backlog
+#: full) is not one we can deliver to now: the connect is retried with
+#: backoff, and close() is never held up by it.
+CONNECT_TIMEOUT = 1.0
 #: Connect errors meaning nothing listens on the path (no socket file, or a
 #: stale one): at close, for a sender that never reached an agent, these end
 #: the wait at once instead of at the timeout.
@@ -71,9 +75,10 @@ class Connection:
         check_socket_file(path, allowed_uids)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            sock.settimeout(stall_timeout)
+            sock.settimeout(min(CONNECT_TIMEOUT, stall_timeout))
             sock.connect(os.fspath(path))
             check_listener(sock, path, allowed_uids)
+            sock.settimeout(stall_timeout)
         except BaseException:
             sock.close()
             raise
