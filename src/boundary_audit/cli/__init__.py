@@ -1,7 +1,8 @@
 """The ``boundary-audit`` console command.
 
-Each component registers its own subcommands from its ``cli`` module, so this
-file only knows their names. A module exposes ``register(subparsers)``, which
+Each component registers its own subcommands from its ``cli`` module (the
+``run`` command, which joins the proxy and confinement, lives here in
+:mod:`.run`), so this file only knows their names. A module exposes ``register(subparsers)``, which
 adds parsers whose ``func`` default takes the parsed namespace and returns an
 exit code.
 """
@@ -10,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .logs import LOG_LEVELS, configure_logging
+from .. import __version__
+from ..logs import LOG_LEVELS, configure_logging
 
 #: Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "boundary_audit.quickstart",
-    "boundary_audit.proxy.cli",
+    "boundary_audit.cli.run",
     "boundary_audit.agent.cli",
     "boundary_audit.collector.cli",
 )
@@ -57,7 +57,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

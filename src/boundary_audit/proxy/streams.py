@@ -1,0 +1,42 @@
+"""Reading and writing asyncio streams against a deadline, for both sides.
+
+The callers turn the stdlib's TimeoutError and OSError into the fault of
+their side (``errors.ProxyFault``): a client that stopped reading is not an
+upstream that stopped reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from .config import READ_CHUNK
+
+
+async def write_within(
+    writer: asyncio.StreamWriter, data: bytes | list[bytes] | None, seconds: float
+) -> None:
+    """Write ``data`` and wait until the transport took it, at most ``seconds``.
+
+    Nothing to write (``None`` is what h11 gives for a closed connection)
+    returns at once. Raises TimeoutError (the peer stopped reading) or OSError.
+    """
+    if not data:
+        return
+    if isinstance(data, list):
+        writer.writelines(data)
+    else:
+        writer.write(data)
+    async with asyncio.timeout(seconds):
+        await writer.drain()
+
+
+async def read_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Up to :data:`~.config.READ_CHUNK` bytes (``b""`` at EOF), waiting at most ``seconds``.
+
+    Raises TimeoutError or OSError.
+    """
+    async with asyncio.timeout(seconds):
+        return await reader.read(READ_CHUNK)
+
+
+__all__ = ["read_within", "write_within"]
