@@ -171,8 +171,8 @@ def serve_upstream(scheme: str, cert: trustme.LeafCert | None, tmp: Path) -> Ite
 
     def open_connections() -> set[int]:
         # list() copies the set in one C call, safe against the server thread.
-        connections = list(server.server_state.connections)
-        return {c.client[1] for c in connections if getattr(c, "client", None)}
+        clients = [getattr(c, "client", None) for c in list(server.server_state.connections)]
+        return {client[1] for client in clients if client}
 
     upstream.open_connections = open_connections
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
