@@ -26,6 +26,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from boundary_audit.auditor.event import AuditEvent
 from boundary_audit.proxy import CertificateAuthority, ProxyServer
@@ -35,6 +36,9 @@ from tests.support import eventually
 UPSTREAM_KEEP_ALIVE = 1
 #: Chunk the test upstream streams bodies in.
 STREAM_CHUNK = 64 * 1024
+#: What ``/stall-mid-response`` declares and sends before it hangs.
+STALLED_RESPONSE_LENGTH = 1000
+STALLED_RESPONSE_START = b"started..."
 #: Bounds a blocking test client's socket operations; far longer than any
 #: exchange takes, it only stops a broken test from hanging.
 CLIENT_TIMEOUT = 10.0
@@ -81,6 +85,20 @@ async def _until_disconnected(request: Request) -> None:
         pass
 
 
+class _AnswerThenHang(Response):
+    """Answers at once, without reading the request body, then hangs until
+    the caller hangs up: a response that has begun and will not end."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", str(STALLED_RESPONSE_LENGTH).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": STALLED_RESPONSE_START, "more_body": True}
+        )
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+
 def _app(hits: list[dict[str, Any]]) -> Starlette:
     async def echo(request: Request) -> Response:
         digest = hashlib.sha256()
@@ -124,6 +142,10 @@ def _app(hits: list[dict[str, Any]]) -> Starlette:
         await _until_disconnected(request)
         return Response(b"too late")
 
+    async def stall_mid_response(request: Request) -> Response:
+        hits.append({"method": request.method, "raw_path": request.url.path})
+        return _AnswerThenHang()
+
     async def hop(request: Request) -> Response:
         hits.append({"method": request.method, "raw_path": request.url.path})
         headers = {
@@ -139,6 +161,7 @@ def _app(hits: list[dict[str, Any]]) -> Starlette:
             Route("/hop", hop, methods=["GET"]),
             Route("/stream/{size:int}", stream, methods=["GET"]),
             Route("/stall", stall, methods=["GET"]),
+            Route("/stall-mid-response", stall_mid_response, methods=["GET", "POST"]),
             Route("/{path:path}", echo, methods=["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"]),
         ]
     )
