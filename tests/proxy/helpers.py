@@ -34,6 +34,8 @@ from tests.support import eventually
 
 #: Seconds the test upstreams keep an idle connection open.
 UPSTREAM_KEEP_ALIVE = 1
+#: Large-body tests move this much; big enough that buffering it would show in RSS.
+LARGE_BODY = 50 * 1024 * 1024
 #: Chunk the test upstream streams bodies in.
 STREAM_CHUNK = 64 * 1024
 #: What ``/stall-mid-response`` declares and sends before it hangs.
