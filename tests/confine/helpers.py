@@ -33,6 +33,8 @@ requires_landlock = pytest.mark.skipif(not STATUS.network_available, reason=NO_L
 DENIED_ERRNOS = {errno.EACCES, errno.EPERM}
 #: curl's exit code for "failed to connect to host".
 CURL_COULDNT_CONNECT = 7
+#: Proxy URL of runs whose command never uses the proxy (port 9: discard).
+UNUSED_PROXY_URL = "http://127.0.0.1:9"
 #: Far longer than any step here takes; only bounds a broken test.
 STEP_TIMEOUT = 30.0
 TLS_BODY = b"hello over tls\n"

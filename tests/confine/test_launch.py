@@ -9,6 +9,7 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -33,6 +34,7 @@ from .helpers import (
     STATUS,
     STEP_TIMEOUT,
     TLS_BODY,
+    UNUSED_PROXY_URL,
     TunnelProxy,
     requires_landlock,
     run_capturing,
@@ -79,6 +81,11 @@ DIRECT_CHILD = textwrap.dedent(
         print("direct errno", exc.errno)
     """
 )
+
+
+async def _launch(command: list[str], ca_file: Path, **options: Any) -> int:
+    """run_confined for a command that never uses the proxy (stdio passed through)."""
+    return await run_confined(command, proxy_url=UNUSED_PROXY_URL, ca_cert_path=ca_file, **options)
 
 
 def _tls_client(kind: str, target: str) -> list[str]:
@@ -146,20 +153,18 @@ async def test_direct_connections_fail_while_proxied_ones_work(
 @pytest.mark.parametrize("exit_code", [0, 3, 255])
 @pytest.mark.timeout(60)
 async def test_exit_codes_are_returned(exit_code: int, ca_file: Path) -> None:
-    code = await run_confined(
+    code = await _launch(
         [sys.executable, "-c", f"raise SystemExit({exit_code})"],
-        proxy_url="http://127.0.0.1:9",
-        ca_cert_path=ca_file,
+        ca_file,
     )
     assert code == exit_code
 
 
 @pytest.mark.timeout(60)
 async def test_death_by_signal_is_128_plus_n(ca_file: Path) -> None:
-    code = await run_confined(
+    code = await _launch(
         [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
-        proxy_url="http://127.0.0.1:9",
-        ca_cert_path=ca_file,
+        ca_file,
     )
     assert code == 128 + signal.SIGKILL
 
@@ -183,27 +188,23 @@ async def test_missing_and_non_executable_commands(
     registry = CollectorRegistry()
     metrics = LaunchMetrics(registry)
     with pytest.raises(LaunchError, match="command not found") as info:
-        await run_confined(
+        await _launch(
             [str(tmp_path / "nope")],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=ca_file,
+            ca_file,
             metrics=metrics,
         )
     assert info.value.exit_code == EXIT_NOT_FOUND
     plain = tmp_path / "plain.txt"
     plain.write_text("echo hi\n")
     with pytest.raises(LaunchError, match="cannot execute") as info:
-        await run_confined(
-            [str(plain)], proxy_url="http://127.0.0.1:9", ca_cert_path=ca_file, metrics=metrics
-        )
+        await _launch([str(plain)], ca_file, metrics=metrics)
     assert info.value.exit_code == EXIT_CANNOT_EXECUTE
     assert str(plain) in str(info.value)
     missing_dir = tmp_path / "no-such-dir"
     with pytest.raises(LaunchError, match="cannot change to directory") as info:
-        await run_confined(
+        await _launch(
             ["true"],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=ca_file,
+            ca_file,
             metrics=metrics,
             cwd=str(missing_dir),
         )
@@ -226,28 +227,19 @@ async def test_a_helper_that_dies_early_is_not_taken_for_a_started_command(
     never got to exec (here: the "interpreter" is /bin/false)."""
     registry = CollectorRegistry()
     metrics = LaunchMetrics(registry)
-    monkeypatch.setattr(sys, "executable", "/bin/false")
     marker = tmp_path / "ran"
-    with pytest.raises(LaunchError, match="died before starting touch") as info:
-        await run_confined(
-            ["touch", str(marker)],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=ca_file,
-            metrics=metrics,
-        )
-    assert info.value.exit_code == EXIT_CANNOT_EXECUTE
-    assert "exit code 1" in str(info.value)
-    assert not marker.exists()
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
-    with pytest.raises(LaunchError, match="cannot start the confinement helper") as info:
-        await run_confined(
-            ["touch", str(marker)],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=ca_file,
-            metrics=metrics,
-        )
-    assert info.value.exit_code == EXIT_CANNOT_EXECUTE
-    assert not marker.exists()
+    cases = [
+        ("/bin/false", ["died before starting touch", "exit code 1"]),
+        (str(tmp_path / "no-python"), ["cannot start the confinement helper"]),
+    ]
+    for interpreter, phrases in cases:
+        monkeypatch.setattr(sys, "executable", interpreter)
+        with pytest.raises(LaunchError) as info:
+            await _launch(["touch", str(marker)], ca_file, metrics=metrics)
+        assert info.value.exit_code == EXIT_CANNOT_EXECUTE
+        for phrase in phrases:
+            assert phrase in str(info.value)
+        assert not marker.exists()
     failures = "boundary_audit_run_launch_failures_total"
     assert registry.get_sample_value(failures, {"reason": "helper_failed"}) == 2
 
@@ -257,10 +249,9 @@ async def test_bad_ca_file_stops_the_run_before_anything_starts(tmp_path: Path) 
     registry = CollectorRegistry()
     marker = tmp_path / "ran"
     with pytest.raises(LaunchError, match="cannot read the proxy CA certificate"):
-        await run_confined(
+        await _launch(
             ["touch", str(marker)],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=tmp_path / "missing-ca.pem",
+            tmp_path / "missing-ca.pem",
             metrics=LaunchMetrics(registry),
         )
     assert not marker.exists()
@@ -271,13 +262,11 @@ async def test_bad_ca_file_stops_the_run_before_anything_starts(tmp_path: Path) 
 @pytest.mark.timeout(60)
 async def test_bad_arguments(ca_file: Path) -> None:
     with pytest.raises(ValueError, match="no command"):
-        await run_confined([], proxy_url="http://127.0.0.1:9", ca_cert_path=ca_file)
+        await _launch([], ca_file)
     with pytest.raises(ValueError, match="has no port"):
         await run_confined(["true"], proxy_url="http://127.0.0.1", ca_cert_path=ca_file)
     with pytest.raises(ValueError, match="proxy port"):
-        await run_confined(
-            ["true"], proxy_url="http://127.0.0.1:9", ca_cert_path=ca_file, proxy_port=70000
-        )
+        await _launch(["true"], ca_file, proxy_port=70000)
 
 
 @pytest.mark.timeout(60)
@@ -305,10 +294,9 @@ async def test_require_enforcement_refuses_without_landlock(
     registry = CollectorRegistry()
     marker = tmp_path / "ran"
     with pytest.raises(ConfinementUnavailable, match="ABI 3"):
-        await run_confined(
+        await _launch(
             ["touch", str(marker)],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=ca_file,
+            ca_file,
             require_enforcement=True,
             metrics=LaunchMetrics(registry),
         )
@@ -364,10 +352,9 @@ async def test_cancelling_the_run_stops_the_command(
         "while True: signal.pause()\n"
     )
     task = asyncio.create_task(
-        run_confined(
+        _launch(
             [sys.executable, "-c", code],
-            proxy_url="http://127.0.0.1:9",
-            ca_cert_path=ca_file,
+            ca_file,
             cancel_grace=0.5,
         )
     )

@@ -4,12 +4,19 @@ A fault says which side failed (the client or the upstream server), its kind
 (the label of ``boundary_audit_proxy_bad_clients_total`` or
 ``..._upstream_errors_total``) and the HTTP status the client gets if nothing
 of the response has been sent yet. Turning a fault into a counter, a log line
-and an answer happens in one place, ``server._ClientConnection._fail``.
+and an answer happens in one place, ``server._ClientConnection._fail``; which
+exception of which operation is which fault is written once too, in the
+tables below (:data:`UPSTREAM_READ` and the rest), applied by :func:`faults`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ssl
+from collections.abc import Iterator, Mapping
 from enum import Enum, StrEnum
+
+import h11
 
 
 class Side(Enum):
@@ -75,4 +82,61 @@ class ProxyFault(Exception):
         return f"ProxyFault({self.side.value}, {self.kind.value}, {self.status}, {str(self)!r})"
 
 
-__all__ = ["RETRYABLE_KINDS", "FaultKind", "ProxyFault", "Side"]
+#: Exception type -> (kind, status, message); the message is formatted with
+#: the exception as ``exc``. The first matching type wins, so subclasses
+#: (TimeoutError and the ssl errors are OSErrors) come first.
+FaultTable = Mapping[type[BaseException], tuple[FaultKind, int | None, str]]
+
+UPSTREAM_CONNECT: FaultTable = {
+    TimeoutError: (FaultKind.CONNECT_TIMEOUT, 504, "upstream connect timed out"),
+    ssl.SSLCertVerificationError: (
+        FaultKind.TLS_VERIFY,
+        502,
+        "upstream certificate not trusted: {exc.verify_message}",
+    ),
+    ssl.SSLError: (FaultKind.TLS, 502, "upstream TLS failed: {exc}"),
+    OSError: (FaultKind.CONNECT, 502, "cannot connect upstream: {exc}"),
+}
+UPSTREAM_WRITE: FaultTable = {
+    TimeoutError: (FaultKind.WRITE_TIMEOUT, 504, "upstream stopped reading"),
+    OSError: (FaultKind.WRITE, 502, "writing upstream failed: {exc}"),
+}
+UPSTREAM_READ: FaultTable = {
+    h11.RemoteProtocolError: (FaultKind.PROTOCOL, 502, "upstream sent bad HTTP: {exc}"),
+    TimeoutError: (FaultKind.READ_TIMEOUT, 504, "upstream did not answer"),
+    OSError: (FaultKind.READ, 502, "reading upstream failed: {exc}"),
+}
+#: A client we cannot write to is gone: nothing can be answered.
+CLIENT_WRITE: FaultTable = {
+    OSError: (FaultKind.CONNECTION_CUT, None, "writing to client failed: {exc!r}"),
+}
+#: Reading a request body (TimeoutError is an OSError: a stall and a reset alike).
+CLIENT_BODY: FaultTable = {
+    h11.RemoteProtocolError: (FaultKind.MALFORMED_BODY, 400, "bad request body: {exc}"),
+    OSError: (FaultKind.SLOW_BODY, 408, "request body stalled: {exc!r}"),
+}
+
+
+@contextlib.contextmanager
+def faults(side: Side, table: FaultTable) -> Iterator[None]:
+    """Turn an exception of the block that ``table`` lists into ``side``'s ProxyFault."""
+    try:
+        yield
+    except tuple(table) as exc:
+        kind, status, message = next(v for t, v in table.items() if isinstance(exc, t))
+        raise ProxyFault(side, kind, status, message.format(exc=exc)) from exc
+
+
+__all__ = [
+    "CLIENT_BODY",
+    "CLIENT_WRITE",
+    "RETRYABLE_KINDS",
+    "UPSTREAM_CONNECT",
+    "UPSTREAM_READ",
+    "UPSTREAM_WRITE",
+    "FaultKind",
+    "FaultTable",
+    "ProxyFault",
+    "Side",
+    "faults",
+]

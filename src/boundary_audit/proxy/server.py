@@ -35,7 +35,7 @@ from .config import (
     ProxyTimeouts,
     SessionHeaders,
 )
-from .errors import FaultKind, ProxyFault, Side
+from .errors import CLIENT_BODY, CLIENT_WRITE, FaultKind, ProxyFault, Side, faults
 from .http import (
     VIA,
     Target,
@@ -52,7 +52,7 @@ from .http import (
 )
 from .metrics import ProxyMetrics
 from .rules import Decision, RuleSet
-from .streams import read_within, write_within
+from .streams import next_event, read_within, write_within
 from .upstream import UpstreamConnection, UpstreamSlot
 
 __all__ = ["ProxyServer"]
@@ -241,12 +241,8 @@ class _ClientConnection:
     # -- client I/O ----------------------------------------------------------------
 
     async def _write(self, data: bytes | list[bytes] | None) -> None:
-        try:
+        with faults(Side.CLIENT, CLIENT_WRITE):
             await write_within(self.writer, data, self.timeouts.read)
-        except (OSError, TimeoutError) as exc:
-            raise ProxyFault.client(
-                FaultKind.CONNECTION_CUT, None, f"writing to client failed: {exc!r}"
-            ) from exc
 
     async def _send(self, event: h11.Event) -> None:
         await self._write(self.conn.send(event))
@@ -483,26 +479,13 @@ class _ClientConnection:
 
     async def _next_body_event(self) -> h11.Data | h11.EndOfMessage:
         """The next piece of the client's request body, read within the body timeout."""
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProxyFault.client(
-                    FaultKind.MALFORMED_BODY, 400, f"bad request body: {exc}"
-                ) from exc
-            if event is h11.NEED_DATA:
-                try:
-                    await self._receive(self.timeouts.read)
-                except (TimeoutError, OSError) as exc:
-                    raise ProxyFault.client(
-                        FaultKind.SLOW_BODY, 408, f"request body stalled: {exc!r}"
-                    ) from exc
-                continue
-            if isinstance(event, h11.Data | h11.EndOfMessage):
-                return event
-            raise ProxyFault.client(
-                FaultKind.CONNECTION_CUT, None, f"client closed mid-body ({event!r})"
-            )
+        with faults(Side.CLIENT, CLIENT_BODY):
+            event = await next_event(self.conn, self.reader, self.timeouts.read)
+        if isinstance(event, h11.Data | h11.EndOfMessage):
+            return event
+        raise ProxyFault.client(
+            FaultKind.CONNECTION_CUT, None, f"client closed mid-body ({event!r})"
+        )
 
     async def _pump_response(
         self, upstream: UpstreamConnection, first: h11.Event | None = None

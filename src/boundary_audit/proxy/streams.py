@@ -1,13 +1,15 @@
 """Reading and writing asyncio streams against a deadline, for both sides.
 
-The callers turn the stdlib's TimeoutError and OSError into the fault of
-their side (``errors.ProxyFault``): a client that stopped reading is not an
+These raise what the stdlib and h11 raise; the callers turn it into their
+side's fault (``errors.faults``): a client that stopped reading is not an
 upstream that stopped reading.
 """
 
 from __future__ import annotations
 
 import asyncio
+
+import h11
 
 from .config import READ_CHUNK
 
@@ -39,4 +41,16 @@ async def read_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
         return await reader.read(READ_CHUNK)
 
 
-__all__ = ["read_within", "write_within"]
+async def next_event(
+    conn: h11.Connection, reader: asyncio.StreamReader, seconds: float
+) -> h11.Event:
+    """The next event of ``conn``, reading from ``reader`` as needed (each read
+    within ``seconds``). Raises h11.RemoteProtocolError, TimeoutError or OSError."""
+    while True:
+        event = conn.next_event()
+        if isinstance(event, h11.Event):
+            return event
+        conn.receive_data(await read_within(reader, seconds))
+
+
+__all__ = ["next_event", "read_within", "write_within"]

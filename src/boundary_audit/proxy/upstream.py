@@ -18,9 +18,17 @@ from dataclasses import dataclass, field
 import h11
 
 from .config import MAX_HEADER_BYTES, READ_CHUNK, ProxyTimeouts
-from .errors import RETRYABLE_KINDS, FaultKind, ProxyFault
+from .errors import (
+    RETRYABLE_KINDS,
+    UPSTREAM_CONNECT,
+    UPSTREAM_READ,
+    UPSTREAM_WRITE,
+    ProxyFault,
+    Side,
+    faults,
+)
 from .http import Target
-from .streams import read_within, write_within
+from .streams import next_event, write_within
 
 #: (scheme, host, port): what a kept connection may be reused for.
 UpstreamKey = tuple[str, str, int]
@@ -53,46 +61,20 @@ class UpstreamConnection:
         self.writer.close()
 
     async def write(self, data: bytes | list[bytes] | None, seconds: float) -> None:
-        try:
+        with faults(Side.UPSTREAM, UPSTREAM_WRITE):
             await write_within(self.writer, data, seconds)
-        except TimeoutError as exc:
-            raise ProxyFault.upstream(
-                FaultKind.WRITE_TIMEOUT, 504, "upstream stopped reading"
-            ) from exc
-        except OSError as exc:
-            raise ProxyFault.upstream(
-                FaultKind.WRITE, 502, f"writing upstream failed: {exc}"
-            ) from exc
 
     async def next_event(self, seconds: float) -> h11.Event:
         """The next h11 event from the server, reading as needed (``seconds`` per read)."""
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                raise ProxyFault.upstream(
-                    FaultKind.PROTOCOL, 502, f"upstream sent bad HTTP: {exc}"
-                ) from exc
-            if isinstance(event, h11.Event):
-                return event
-            try:
-                data = await read_within(self.reader, seconds)
-            except TimeoutError as exc:
-                raise ProxyFault.upstream(
-                    FaultKind.READ_TIMEOUT, 504, "upstream did not answer"
-                ) from exc
-            except OSError as exc:
-                raise ProxyFault.upstream(
-                    FaultKind.READ, 502, f"reading upstream failed: {exc}"
-                ) from exc
-            self.conn.receive_data(data)
+        with faults(Side.UPSTREAM, UPSTREAM_READ):
+            return await next_event(self.conn, self.reader, seconds)
 
 
 async def open_upstream(
     target: Target, tls: ssl.SSLContext | None, seconds: float
 ) -> UpstreamConnection:
     """Connect to ``target`` (TLS with ``tls`` for https) within ``seconds``."""
-    try:
+    with faults(Side.UPSTREAM, UPSTREAM_CONNECT):
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
                 target.host,
@@ -103,20 +85,6 @@ async def open_upstream(
             ),
             seconds,
         )
-    except TimeoutError as exc:
-        raise ProxyFault.upstream(
-            FaultKind.CONNECT_TIMEOUT, 504, "upstream connect timed out"
-        ) from exc
-    except ssl.SSLCertVerificationError as exc:
-        raise ProxyFault.upstream(
-            FaultKind.TLS_VERIFY, 502, f"upstream certificate not trusted: {exc.verify_message}"
-        ) from exc
-    except ssl.SSLError as exc:
-        raise ProxyFault.upstream(FaultKind.TLS, 502, f"upstream TLS failed: {exc}") from exc
-    except OSError as exc:
-        raise ProxyFault.upstream(
-            FaultKind.CONNECT, 502, f"cannot connect upstream: {exc}"
-        ) from exc
     return UpstreamConnection((target.scheme, target.host, target.port), reader, writer)
 
 
