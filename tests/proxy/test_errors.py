@@ -17,12 +17,12 @@ from boundary_audit.proxy.errors import (
     FaultTable,
     ProxyFault,
     Side,
-    faults,
 )
 
 
 def _fault(side: Side, table: FaultTable, exc: BaseException) -> ProxyFault:
-    with pytest.raises(ProxyFault) as info, faults(side, table):
+    assert table.side is side
+    with pytest.raises(ProxyFault) as info, table:
         raise exc
     assert info.value.__cause__ is exc
     return info.value
@@ -88,5 +88,7 @@ def test_client_failures_map_to_kind_and_status() -> None:
 
 
 def test_other_exceptions_pass_through() -> None:
-    with pytest.raises(ValueError, match="a bug"), faults(Side.UPSTREAM, UPSTREAM_READ):
+    with pytest.raises(ValueError, match="a bug"), UPSTREAM_READ:
         raise ValueError("a bug")
+    with UPSTREAM_READ:
+        pass  # and nothing happens without an exception

@@ -6,15 +6,15 @@ A fault says which side failed (the client or the upstream server), its kind
 of the response has been sent yet. Turning a fault into a counter, a log line
 and an answer happens in one place, ``server._ClientConnection._fail``; which
 exception of which operation is which fault is written once too, in the
-tables below (:data:`UPSTREAM_READ` and the rest), applied by :func:`faults`.
+tables below (:data:`UPSTREAM_READ` and the rest, each a :class:`FaultTable`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import ssl
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from enum import Enum, StrEnum
+from types import TracebackType
 
 import h11
 
@@ -82,49 +82,86 @@ class ProxyFault(Exception):
         return f"ProxyFault({self.side.value}, {self.kind.value}, {self.status}, {str(self)!r})"
 
 
-#: Exception type -> (kind, status, message); the message is formatted with
-#: the exception as ``exc``. The first matching type wins, so subclasses
-#: (TimeoutError and the ssl errors are OSErrors) come first.
-FaultTable = Mapping[type[BaseException], tuple[FaultKind, int | None, str]]
+class FaultTable:
+    """Which exception of one side's operation is which fault.
 
-UPSTREAM_CONNECT: FaultTable = {
-    TimeoutError: (FaultKind.CONNECT_TIMEOUT, 504, "upstream connect timed out"),
-    ssl.SSLCertVerificationError: (
-        FaultKind.TLS_VERIFY,
-        502,
-        "upstream certificate not trusted: {exc.verify_message}",
-    ),
-    ssl.SSLError: (FaultKind.TLS, 502, "upstream TLS failed: {exc}"),
-    OSError: (FaultKind.CONNECT, 502, "cannot connect upstream: {exc}"),
-}
-UPSTREAM_WRITE: FaultTable = {
-    TimeoutError: (FaultKind.WRITE_TIMEOUT, 504, "upstream stopped reading"),
-    OSError: (FaultKind.WRITE, 502, "writing upstream failed: {exc}"),
-}
-UPSTREAM_READ: FaultTable = {
-    h11.RemoteProtocolError: (FaultKind.PROTOCOL, 502, "upstream sent bad HTTP: {exc}"),
-    TimeoutError: (FaultKind.READ_TIMEOUT, 504, "upstream did not answer"),
-    OSError: (FaultKind.READ, 502, "reading upstream failed: {exc}"),
-}
+    ``entries`` maps an exception type to (kind, status, message); the
+    message is formatted with the exception as ``exc``. The first matching
+    type wins, so subclasses (TimeoutError and the ssl errors are OSErrors)
+    come first. Used as a context manager (``with UPSTREAM_READ: ...``), it
+    raises the fault for an exception it lists and lets others pass.
+    """
+
+    __slots__ = ("entries", "side")
+
+    def __init__(
+        self, side: Side, entries: Mapping[type[BaseException], tuple[FaultKind, int | None, str]]
+    ) -> None:
+        self.side = side
+        self.entries = dict(entries)
+
+    def fault_for(self, exc: BaseException) -> ProxyFault | None:
+        for exc_type, (kind, status, message) in self.entries.items():
+            if isinstance(exc, exc_type):
+                return ProxyFault(self.side, kind, status, message.format(exc=exc))
+        return None
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # A class, not contextlib.contextmanager: this wraps every read and
+        # write, and a generator-based manager costs a microsecond each.
+        if exc is not None and (fault := self.fault_for(exc)) is not None:
+            raise fault from exc
+
+
+UPSTREAM_CONNECT = FaultTable(
+    Side.UPSTREAM,
+    {
+        TimeoutError: (FaultKind.CONNECT_TIMEOUT, 504, "upstream connect timed out"),
+        ssl.SSLCertVerificationError: (
+            FaultKind.TLS_VERIFY,
+            502,
+            "upstream certificate not trusted: {exc.verify_message}",
+        ),
+        ssl.SSLError: (FaultKind.TLS, 502, "upstream TLS failed: {exc}"),
+        OSError: (FaultKind.CONNECT, 502, "cannot connect upstream: {exc}"),
+    },
+)
+UPSTREAM_WRITE = FaultTable(
+    Side.UPSTREAM,
+    {
+        TimeoutError: (FaultKind.WRITE_TIMEOUT, 504, "upstream stopped reading"),
+        OSError: (FaultKind.WRITE, 502, "writing upstream failed: {exc}"),
+    },
+)
+UPSTREAM_READ = FaultTable(
+    Side.UPSTREAM,
+    {
+        h11.RemoteProtocolError: (FaultKind.PROTOCOL, 502, "upstream sent bad HTTP: {exc}"),
+        TimeoutError: (FaultKind.READ_TIMEOUT, 504, "upstream did not answer"),
+        OSError: (FaultKind.READ, 502, "reading upstream failed: {exc}"),
+    },
+)
 #: A client we cannot write to is gone: nothing can be answered.
-CLIENT_WRITE: FaultTable = {
-    OSError: (FaultKind.CONNECTION_CUT, None, "writing to client failed: {exc!r}"),
-}
+CLIENT_WRITE = FaultTable(
+    Side.CLIENT,
+    {OSError: (FaultKind.CONNECTION_CUT, None, "writing to client failed: {exc!r}")},
+)
 #: Reading a request body (TimeoutError is an OSError: a stall and a reset alike).
-CLIENT_BODY: FaultTable = {
-    h11.RemoteProtocolError: (FaultKind.MALFORMED_BODY, 400, "bad request body: {exc}"),
-    OSError: (FaultKind.SLOW_BODY, 408, "request body stalled: {exc!r}"),
-}
-
-
-@contextlib.contextmanager
-def faults(side: Side, table: FaultTable) -> Iterator[None]:
-    """Turn an exception of the block that ``table`` lists into ``side``'s ProxyFault."""
-    try:
-        yield
-    except tuple(table) as exc:
-        kind, status, message = next(v for t, v in table.items() if isinstance(exc, t))
-        raise ProxyFault(side, kind, status, message.format(exc=exc)) from exc
+CLIENT_BODY = FaultTable(
+    Side.CLIENT,
+    {
+        h11.RemoteProtocolError: (FaultKind.MALFORMED_BODY, 400, "bad request body: {exc}"),
+        OSError: (FaultKind.SLOW_BODY, 408, "request body stalled: {exc!r}"),
+    },
+)
 
 
 __all__ = [
@@ -138,5 +175,4 @@ __all__ = [
     "FaultTable",
     "ProxyFault",
     "Side",
-    "faults",
 ]

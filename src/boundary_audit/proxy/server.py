@@ -35,7 +35,7 @@ from .config import (
     ProxyTimeouts,
     SessionHeaders,
 )
-from .errors import CLIENT_BODY, CLIENT_WRITE, FaultKind, ProxyFault, Side, faults
+from .errors import CLIENT_BODY, CLIENT_WRITE, FaultKind, ProxyFault, Side
 from .http import (
     VIA,
     Target,
@@ -241,7 +241,7 @@ class _ClientConnection:
     # -- client I/O ----------------------------------------------------------------
 
     async def _write(self, data: bytes | list[bytes] | None) -> None:
-        with faults(Side.CLIENT, CLIENT_WRITE):
+        with CLIENT_WRITE:
             await write_within(self.writer, data, self.timeouts.read)
 
     async def _send(self, event: h11.Event) -> None:
@@ -479,7 +479,7 @@ class _ClientConnection:
 
     async def _next_body_event(self) -> h11.Data | h11.EndOfMessage:
         """The next piece of the client's request body, read within the body timeout."""
-        with faults(Side.CLIENT, CLIENT_BODY):
+        with CLIENT_BODY:
             event = await next_event(self.conn, self.reader, self.timeouts.read)
         if isinstance(event, h11.Data | h11.EndOfMessage):
             return event

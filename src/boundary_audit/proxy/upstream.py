@@ -24,8 +24,6 @@ from .errors import (
     UPSTREAM_READ,
     UPSTREAM_WRITE,
     ProxyFault,
-    Side,
-    faults,
 )
 from .http import Target
 from .streams import next_event, write_within
@@ -61,12 +59,12 @@ class UpstreamConnection:
         self.writer.close()
 
     async def write(self, data: bytes | list[bytes] | None, seconds: float) -> None:
-        with faults(Side.UPSTREAM, UPSTREAM_WRITE):
+        with UPSTREAM_WRITE:
             await write_within(self.writer, data, seconds)
 
     async def next_event(self, seconds: float) -> h11.Event:
         """The next h11 event from the server, reading as needed (``seconds`` per read)."""
-        with faults(Side.UPSTREAM, UPSTREAM_READ):
+        with UPSTREAM_READ:
             return await next_event(self.conn, self.reader, seconds)
 
 
@@ -74,7 +72,7 @@ async def open_upstream(
     target: Target, tls: ssl.SSLContext | None, seconds: float
 ) -> UpstreamConnection:
     """Connect to ``target`` (TLS with ``tls`` for https) within ``seconds``."""
-    with faults(Side.UPSTREAM, UPSTREAM_CONNECT):
+    with UPSTREAM_CONNECT:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(
                 target.host,
