@@ -23,7 +23,6 @@ import ssl
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Self
 
 from cryptography import x509
@@ -190,12 +189,7 @@ class ChildEnvironment:
         self.env = build_child_env(self._proxy_url, self.bundle_path, self._base_env)
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._dir is not None:
             _remove_private_dir(self._dir)
             self._dir = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ssl
 from collections.abc import Mapping
 from enum import Enum, StrEnum
-from types import TracebackType
 
 import h11
 
@@ -109,12 +108,7 @@ class FaultTable:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         # A class, not contextlib.contextmanager: this wraps every read and
         # write, and a generator-based manager costs a microsecond each.
         if exc is not None and (fault := self.fault_for(exc)) is not None:
