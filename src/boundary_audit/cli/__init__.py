@@ -1,10 +1,11 @@
 """The ``boundary-audit`` console command.
 
-Each component registers its own subcommands from its ``cli`` module (the
-``run`` command, which joins the proxy and confinement, lives here in
-:mod:`.run`), so this file only knows their names. A module exposes ``register(subparsers)``, which
-adds parsers whose ``func`` default takes the parsed namespace and returns an
-exit code.
+Each component registers its own subcommands from its ``cli`` module, so
+this file only knows their names. A module exposes ``register(subparsers)``,
+which adds parsers whose ``func`` default takes the parsed namespace and
+returns an exit code. The ``run`` command, the one place the proxy and
+confinement meet, lives here (:mod:`.run`, its settings in :mod:`.run_config`,
+whose API is re-exported below).
 """
 
 from __future__ import annotations
@@ -15,6 +16,21 @@ from collections.abc import Callable, Sequence
 
 from .. import __version__
 from ..logs import LOG_LEVELS, configure_logging
+from .run_config import (
+    ALLOW_ENV_VAR,
+    ConfigError,
+    FileConfig,
+    RunSettings,
+    add_run_arguments,
+    collect_rules,
+    command_from_args,
+    load_config_file,
+    new_session_id,
+    process_name_from_command,
+    resolve_run_settings,
+    rules_from_env,
+    settings_from_args,
+)
 
 #: Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -57,3 +73,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+
+
+__all__ = [
+    "ALLOW_ENV_VAR",
+    "COMMAND_MODULES",
+    "ConfigError",
+    "FileConfig",
+    "RunSettings",
+    "add_run_arguments",
+    "build_parser",
+    "collect_rules",
+    "command_from_args",
+    "load_config_file",
+    "main",
+    "new_session_id",
+    "process_name_from_command",
+    "resolve_run_settings",
+    "rules_from_env",
+    "settings_from_args",
+]

@@ -19,7 +19,6 @@ import contextlib
 import ssl
 import time
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 import h11
@@ -130,12 +129,7 @@ class ProxyServer:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
