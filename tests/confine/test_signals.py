@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import stop_process
+
 from .helpers import STEP_TIMEOUT
 
 #: How long one select() waits for pty output before checking the deadline.
@@ -67,8 +69,7 @@ def _driver(ca_file: Path, command: list[str]) -> Iterator[subprocess.Popen[str]
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        stop_process(proc, STEP_TIMEOUT)
         proc.communicate(timeout=STEP_TIMEOUT)
 
 

@@ -17,6 +17,9 @@ pytestmark = pytest.mark.timeout(60)
 
 #: Allowed RSS growth while LARGE_BODY streams: a fraction of the body size.
 RSS_GROWTH_LIMIT = 20 * 1024 * 1024
+#: How often RSS is sampled: often enough to catch a peak of a body passing
+#: at hundreds of MB/s, rarely enough not to slow it down.
+RSS_SAMPLE_INTERVAL = 0.02
 
 
 class _PeakRss:
@@ -30,7 +33,7 @@ class _PeakRss:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(0.02):
+        while not self._stop.wait(RSS_SAMPLE_INTERVAL):
             self.peak = max(self.peak, self.process.memory_info().rss)
 
     def __enter__(self) -> _PeakRss:
