@@ -17,6 +17,9 @@ from boundary_audit.confine import landlock
 
 from .helpers import TLS_BODY, TunnelProxy, unavailable
 
+#: How often the test HTTP server checks for shutdown: its default, 0.5 s,
+#: is what every test using it would wait at teardown.
+SHUTDOWN_POLL_INTERVAL = 0.05
 #: Bytes the stand-in proxy copies per read.
 PIPE_CHUNK = 65536
 
@@ -37,7 +40,9 @@ class _Hello(http.server.BaseHTTPRequestHandler):
 def http_server() -> Iterator[int]:
     """A real HTTP server on a random loopback port."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hello)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": SHUTDOWN_POLL_INTERVAL}, daemon=True
+    )
     thread.start()
     try:
         yield server.server_address[1]

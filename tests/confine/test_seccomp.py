@@ -16,7 +16,9 @@ from boundary_audit.confine import seccomp
 
 from .helpers import confined, probe_results, requires_landlock
 
-#: How long the test server waits for a connection that must not come.
+#: How long the test server waits for a connection that must not come (a wait
+#: that proves something did not happen: a TFO or MPTCP handshake that got
+#: through could complete after the confined child exited).
 NOTHING_ARRIVES_WITHIN = 0.5
 
 BYPASS_PROBE = """
