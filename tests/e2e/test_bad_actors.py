@@ -1,5 +1,5 @@
 """Bad actors next to real traffic: a hostile local process on the agent socket,
-and a forged agent token at the collector. The real traffic is unaffected."""
+and a forged agent token at the collector_process. The real traffic is unaffected."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ import httpx
 import pytest
 
 from boundary_audit.wire import IngestRequest
+from tests.support import eventually
+from tests.support.services import AgentProcess
 
-from .conftest import (
-    AgentProcess,
-    Collector,
+from .helpers import (
+    DELIVERY_TIMEOUT_S,
+    POLL_S,
+    CollectorProcess,
     release,
     start_client,
     wait_at_checkpoint,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -43,7 +45,7 @@ ATTACKS = 4
 #: The hostile process: one connection per attack; reports, per attack, whether
 #: the agent hung up on it (EOF within the deadline) as JSON on stdout.
 BAD_ACTOR_SCRIPT = r"""
-import json, socket, struct, sys, time
+import json, socket, struct, sys
 path, idle = sys.argv[1], float(sys.argv[2])
 def closed_by_peer(s, deadline):
     s.settimeout(deadline)
@@ -76,9 +78,10 @@ out["undecodable_kept_open"] = not closed_by_peer(s, 1.0)
 s.close()
 s = connect()
 s.sendall(struct.pack(">I", (2 << 24) | 100))  # a 100-byte frame...
-for _ in range(3):  # ...arriving slowly, then never finished
+for _ in range(3):  # ...arriving slowly, a byte every quarter timeout, never finished
+    if closed_by_peer(s, idle / 4):  # a wait that the agent must not end early
+        break
     s.sendall(b"\x0a")
-    time.sleep(idle / 4)
 out["slow_partial"] = closed_by_peer(s, idle * 10)
 s.close()
 print(json.dumps(out))
@@ -86,10 +89,19 @@ print(json.dumps(out))
 
 
 def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
-    tmp_path: Path, sock_dir: Path, upstream: int, collector: Collector, agent_token: str
+    tmp_path: Path,
+    sock_dir: Path,
+    upstream: int,
+    collector_process: CollectorProcess,
+    agent_token: str,
 ) -> None:
     agent = AgentProcess(
-        tmp_path, sock_dir, collector.url, agent_token, "--idle-timeout", str(IDLE_TIMEOUT_S)
+        tmp_path,
+        sock_dir,
+        collector_process.url,
+        agent_token,
+        "--idle-timeout",
+        str(IDLE_TIMEOUT_S),
     )
     agent.start()
     try:
@@ -131,7 +143,7 @@ def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
         log.http_request.method = "GET"
         log.http_request.url = "https://evil.example/"
         response = httpx.post(
-            f"{collector.url}/api/v1/boundary-logs",
+            f"{collector_process.url}/api/v1/boundary-logs",
             content=forged.SerializeToString(),
             headers={
                 "Authorization": f"Bearer ba_{secrets.token_urlsafe(32)}",
@@ -146,23 +158,28 @@ def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
 
         def all_stored() -> bool:
             for r in results:
-                s = collector.session(r.session_id)
+                s = collector_process.session(r.session_id)
                 if s is None or s["allowed"] + s["denied"] < r.made:
                     return False
             return True
 
-        wait_for("the real traffic at the collector", all_stored)
-        sessions = collector.sessions_cli()
+        eventually(
+            all_stored,
+            "the real traffic at the collector",
+            within=DELIVERY_TIMEOUT_S,
+            interval=POLL_S,
+        )
+        sessions = collector_process.sessions_cli()
         assert forged_session not in sessions
-        assert collector.session(forged_session) is None
+        assert collector_process.session(forged_session) is None
         assert set(sessions) == {r.session_id for r in results}
         for r in results:
             assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
             row = sessions[r.session_id]
             assert (row["allowed"], row["denied"], row["gaps"]) == (r.allowed, r.denied, 0), row
-            assert sorted(collector.sequence_numbers_cli(r.session_id, r.made + 100)) == list(
-                range(r.made)
-            )
+            assert sorted(
+                collector_process.sequence_numbers_cli(r.session_id, r.made + 100)
+            ) == list(range(r.made))
         assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
             ATTACKS
         )
@@ -182,5 +199,4 @@ def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
         # connection each, plus one per attack.
         assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS
     finally:
-        if agent.alive():
-            agent.stop()
+        agent.ensure_stopped()
