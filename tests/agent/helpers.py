@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from boundary_audit.agent import Agent, AgentConfig
@@ -70,6 +72,17 @@ async def send(path: Path, *frames: bytes) -> None:
     await writer.wait_closed()
 
 
+@contextlib.contextmanager
+def sending(path: Path, *frames: bytes) -> Iterator[socket.socket]:
+    """A blocking connection (for tests outside asyncio) that has written
+    ``frames``; closed when the block ends."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(str(path))
+        for frame in frames:
+            s.sendall(frame)
+        yield s
+
+
 async def closed_by_peer(
     reader: asyncio.StreamReader, within: float = EVENTUALLY_TIMEOUT_S
 ) -> bool:
@@ -103,6 +116,7 @@ __all__ = [
     "metric",
     "new_session",
     "send",
+    "sending",
     "status_frame",
     "v1_frame",
 ]

@@ -18,7 +18,7 @@ from tests.support import EVENTUALLY_TIMEOUT_S, eventually
 from tests.support.doubles import CollectorDouble
 from tests.support.services import AgentProcess
 
-from .helpers import logs_frame, new_session
+from .helpers import logs_frame, new_session, sending
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,10 +167,8 @@ def test_sigterm_stops_cleanly_after_forwarding(
 ) -> None:
     agent_process.start()
     session = new_session()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(agent_process.socket_path))
-        for i in range(100):
-            s.sendall(logs_frame(session, i * 10, 10))
+    frames = [logs_frame(session, i * 10, 10) for i in range(100)]
+    with sending(agent_process.socket_path, *frames):  # still open while the agent stops
         assert agent_process.stop() == 0
     assert collector_double.order(session) == list(range(1000))
     log = agent_process.log()
@@ -197,10 +195,7 @@ def test_memory_stays_flat_at_the_spool_bound(
         rss = psutil.Process(proc.proc.pid)
         session = new_session()
         frame = logs_frame(session, 0, 10)
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.connect(str(proc.socket_path))
-            for _ in range(3000):  # ~3.6 MiB: fills the spool
-                s.sendall(frame)
+        with sending(proc.socket_path, *[frame] * 3000) as s:  # ~3.6 MiB: fills the spool
             eventually(
                 lambda: (
                     proc.metric("boundary_audit_agent_dropped_events_total", reason="spool_full")
@@ -307,10 +302,8 @@ def test_second_sigterm_exits_at_once_keeping_the_spool(
     collector_double.stop()  # the flush would wait for the whole flush timeout
     agent_process.start()
     session = new_session()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.connect(str(agent_process.socket_path))
-        for i in range(10):
-            s.sendall(logs_frame(session, i * 10, 10))
+    with sending(agent_process.socket_path, *(logs_frame(session, i * 10, 10) for i in range(10))):
+        pass
     eventually(lambda: agent_process.metric("boundary_audit_agent_spool_events") == 100, "spooled")
     assert agent_process.proc is not None
     agent_process.proc.send_signal(signal.SIGTERM)

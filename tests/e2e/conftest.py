@@ -15,7 +15,7 @@ import pytest
 
 from tests.support.services import AgentProcess
 
-from .helpers import CollectorProcess, TinyUpstream
+from .helpers import AgentFactory, CollectorProcess, TinyUpstream
 
 
 @pytest.fixture
@@ -43,10 +43,24 @@ def agent_token(collector_process: CollectorProcess) -> str:
 
 
 @pytest.fixture
-def agent_process(
+def make_agent_process(
     tmp_path: Path, sock_dir: Path, collector_process: CollectorProcess, agent_token: str
-) -> Iterator[AgentProcess]:
-    agent = AgentProcess(tmp_path, sock_dir, collector_process.url, agent_token)
+) -> Iterator[AgentFactory]:
+    """Agents for the collector, with the token made for them; stopped at teardown."""
+    made: list[AgentProcess] = []
+
+    def make(*extra: str) -> AgentProcess:
+        agent = AgentProcess(tmp_path, sock_dir, collector_process.url, agent_token, *extra)
+        made.append(agent)
+        return agent
+
+    yield make
+    for agent in made:
+        agent.ensure_stopped()
+
+
+@pytest.fixture
+def agent_process(make_agent_process: AgentFactory) -> AgentProcess:
+    agent = make_agent_process()
     agent.start()
-    yield agent
-    agent.ensure_stopped()
+    return agent

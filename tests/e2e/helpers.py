@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ import psutil
 
 from tests.support import eventually, free_port
 from tests.support.processes import cli_argv, run_cli
-from tests.support.services import ProcessExited, Service, json_lines, wait_healthy
+from tests.support.services import AgentProcess, ProcessExited, Service, json_lines, wait_healthy
 
 #: Seconds the pipeline may take to deliver everything once the senders are done.
 DELIVERY_TIMEOUT_S = 120.0
@@ -248,6 +249,26 @@ class Client:
         )
 
 
+def sessions_complete(
+    collector: CollectorProcess, results: list[ClientResult], *, with_dropped: bool = False
+) -> Callable[[], bool]:
+    """A check for :func:`~tests.support.eventually`: every client's session at the
+    collector holds all the requests it made (counting those reported dropped
+    when ``with_dropped``)."""
+
+    def check() -> bool:
+        for r in results:
+            s = collector.session(r.session_id)
+            if s is None:
+                return False
+            held = s["allowed"] + s["denied"] + (s["dropped"] if with_dropped else 0)
+            if held < r.made:
+                return False
+        return True
+
+    return check
+
+
 def start_client(
     tmp: Path,
     socket_path: Path,
@@ -305,6 +326,11 @@ def checkpoint_requests(client: Client, checkpoint: int, checkpoints: int) -> in
     return checkpoint * client.n // (checkpoints + 1)
 
 
+#: Makes an agent process (not started) with extra command-line flags; the
+#: ``make_agent_process`` fixture is one.
+AgentFactory = Callable[..., AgentProcess]
+
+
 def wait_at_checkpoint(clients: list[Client], checkpoint: int, checkpoints: int) -> None:
     """Wait until every client has made its requests up to ``checkpoint`` and holds there."""
 
@@ -323,12 +349,14 @@ __all__ = [
     "ALLOW_RULE",
     "DELIVERY_TIMEOUT_S",
     "POLL_S",
+    "AgentFactory",
     "Client",
     "ClientResult",
     "CollectorProcess",
     "TinyUpstream",
     "checkpoint_requests",
     "release",
+    "sessions_complete",
     "start_client",
     "wait_at_checkpoint",
 ]

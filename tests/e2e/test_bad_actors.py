@@ -15,13 +15,14 @@ import pytest
 
 from boundary_audit.wire import IngestRequest
 from tests.support import eventually
-from tests.support.services import AgentProcess
 
 from .helpers import (
     DELIVERY_TIMEOUT_S,
     POLL_S,
+    AgentFactory,
     CollectorProcess,
     release,
+    sessions_complete,
     start_client,
     wait_at_checkpoint,
 )
@@ -90,113 +91,95 @@ print(json.dumps(out))
 
 def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
     tmp_path: Path,
-    sock_dir: Path,
     upstream: int,
     collector_process: CollectorProcess,
-    agent_token: str,
+    make_agent_process: AgentFactory,
 ) -> None:
-    agent = AgentProcess(
-        tmp_path,
-        sock_dir,
-        collector_process.url,
-        agent_token,
-        "--idle-timeout",
-        str(IDLE_TIMEOUT_S),
-    )
+    agent = make_agent_process("--idle-timeout", str(IDLE_TIMEOUT_S))
     agent.start()
-    try:
-        clients = [
-            start_client(
-                tmp_path,
-                agent.socket_path,
-                upstream,
-                f"b{i}",
-                REQUESTS_PER_CLIENT,
-                checkpoints=CHECKPOINTS,
-            )
-            for i in range(CLIENTS)
-        ]
-        wait_at_checkpoint(clients, 1, CHECKPOINTS)
-        attacker = subprocess.Popen(
-            [sys.executable, "-c", BAD_ACTOR_SCRIPT, str(agent.socket_path), str(IDLE_TIMEOUT_S)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    clients = [
+        start_client(
+            tmp_path,
+            agent.socket_path,
+            upstream,
+            f"b{i}",
+            REQUESTS_PER_CLIENT,
+            checkpoints=CHECKPOINTS,
         )
-        release(clients, 1)
-        wait_at_checkpoint(clients, 2, CHECKPOINTS)
-        out, err = attacker.communicate(timeout=120)
-        release(clients, 2)
-        assert attacker.returncode == 0, err
-        assert json.loads(out) == {
-            "garbage": True,
-            "oversize": True,
-            "undecodable_kept_open": True,
-            "slow_partial": True,
-        }
+        for i in range(CLIENTS)
+    ]
+    wait_at_checkpoint(clients, 1, CHECKPOINTS)
+    attacker = subprocess.Popen(
+        [sys.executable, "-c", BAD_ACTOR_SCRIPT, str(agent.socket_path), str(IDLE_TIMEOUT_S)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    release(clients, 1)
+    wait_at_checkpoint(clients, 2, CHECKPOINTS)
+    out, err = attacker.communicate(timeout=120)
+    release(clients, 2)
+    assert attacker.returncode == 0, err
+    assert json.loads(out) == {
+        "garbage": True,
+        "oversize": True,
+        "undecodable_kept_open": True,
+        "slow_partial": True,
+    }
 
-        # A forged agent token: refused before the body is read, nothing stored.
-        forged_session = str(uuid.uuid4())
-        forged = IngestRequest(batch_id=str(uuid.uuid4()))
-        report = forged.logs.add(session_id=forged_session, confined_process_name="forger")
-        log = report.logs.add(allowed=True, sequence_number=0)
-        log.http_request.method = "GET"
-        log.http_request.url = "https://evil.example/"
-        response = httpx.post(
-            f"{collector_process.url}/api/v1/boundary-logs",
-            content=forged.SerializeToString(),
-            headers={
-                "Authorization": f"Bearer ba_{secrets.token_urlsafe(32)}",
-                "Content-Type": "application/x-protobuf",
-            },
-            timeout=30,
+    # A forged agent token: refused before the body is read, nothing stored.
+    forged_session = str(uuid.uuid4())
+    forged = IngestRequest(batch_id=str(uuid.uuid4()))
+    report = forged.logs.add(session_id=forged_session, confined_process_name="forger")
+    log = report.logs.add(allowed=True, sequence_number=0)
+    log.http_request.method = "GET"
+    log.http_request.url = "https://evil.example/"
+    response = httpx.post(
+        f"{collector_process.url}/api/v1/boundary-logs",
+        content=forged.SerializeToString(),
+        headers={
+            "Authorization": f"Bearer ba_{secrets.token_urlsafe(32)}",
+            "Content-Type": "application/x-protobuf",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+    results = [c.finish() for c in clients]
+
+    eventually(
+        sessions_complete(collector_process, results),
+        "the real traffic at the collector",
+        within=DELIVERY_TIMEOUT_S,
+        interval=POLL_S,
+    )
+    sessions = collector_process.sessions_cli()
+    assert forged_session not in sessions
+    assert collector_process.session(forged_session) is None
+    assert set(sessions) == {r.session_id for r in results}
+    for r in results:
+        assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
+        row = sessions[r.session_id]
+        assert (row["allowed"], row["denied"], row["gaps"]) == (r.allowed, r.denied, 0), row
+        assert sorted(collector_process.sequence_numbers_cli(r.session_id, r.made + 100)) == list(
+            range(r.made)
         )
-        assert response.status_code == 401
-        assert response.json()["error"] == "unauthorized"
-
-        results = [c.finish() for c in clients]
-
-        def all_stored() -> bool:
-            for r in results:
-                s = collector_process.session(r.session_id)
-                if s is None or s["allowed"] + s["denied"] < r.made:
-                    return False
-            return True
-
-        eventually(
-            all_stored,
-            "the real traffic at the collector",
-            within=DELIVERY_TIMEOUT_S,
-            interval=POLL_S,
-        )
-        sessions = collector_process.sessions_cli()
-        assert forged_session not in sessions
-        assert collector_process.session(forged_session) is None
-        assert set(sessions) == {r.session_id for r in results}
-        for r in results:
-            assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
-            row = sessions[r.session_id]
-            assert (row["allowed"], row["denied"], row["gaps"]) == (r.allowed, r.denied, 0), row
-            assert sorted(
-                collector_process.sequence_numbers_cli(r.session_id, r.made + 100)
-            ) == list(range(r.made))
-        assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
-            ATTACKS
-        )
-        # The agent's log names each attacking connection and why it ended.
-        closed = [
-            (line["reason"], line["bad_frames"])
-            for line in agent.log_lines()
-            if line.get("event") == "sender disconnected" and line.get("peer_pid") == attacker.pid
-        ]
-        assert sorted(closed) == [
-            ("eof", 1),  # the undecodable frame was skipped; the attacker hung up
-            ("idle_timeout", 1),
-            ("protocol_error", 1),
-            ("protocol_error", 1),
-        ]
-        # The real senders never lost their connection to the attack: one
-        # connection each, plus one per attack.
-        assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS
-    finally:
-        agent.ensure_stopped()
+    assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
+        ATTACKS
+    )
+    # The agent's log names each attacking connection and why it ended.
+    closed = [
+        (line["reason"], line["bad_frames"])
+        for line in agent.log_lines()
+        if line.get("event") == "sender disconnected" and line.get("peer_pid") == attacker.pid
+    ]
+    assert sorted(closed) == [
+        ("eof", 1),  # the undecodable frame was skipped; the attacker hung up
+        ("idle_timeout", 1),
+        ("protocol_error", 1),
+        ("protocol_error", 1),
+    ]
+    # The real senders never lost their connection to the attack: one
+    # connection each, plus one per attack.
+    assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS

@@ -17,7 +17,14 @@ from tests.support import eventually
 from tests.support.processes import run_cli
 from tests.support.services import AgentProcess
 
-from .helpers import DELIVERY_TIMEOUT_S, POLL_S, Client, CollectorProcess, start_client
+from .helpers import (
+    DELIVERY_TIMEOUT_S,
+    POLL_S,
+    Client,
+    CollectorProcess,
+    sessions_complete,
+    start_client,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -94,15 +101,8 @@ def test_a_stalled_agent_means_counted_drops_never_silent_loss_or_growth(
         # The agent was stopped far longer than the queue lasts: drops happened.
         assert r.summary["dropped"] > 0, r.summary
 
-    def accounted() -> bool:
-        for r in results:
-            s = collector_process.session(r.session_id)
-            if s is None or s["allowed"] + s["denied"] + s["dropped"] < r.made:
-                return False
-        return True
-
     eventually(
-        accounted,
+        sessions_complete(collector_process, results, with_dropped=True),
         "stored + dropped to account for every request",
         within=DELIVERY_TIMEOUT_S,
         interval=POLL_S,

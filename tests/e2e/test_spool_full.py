@@ -7,15 +7,20 @@ reaches the collector once it is back, and per session stored + dropped == made.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from boundary_audit.agent.config import DROP_REPORT_HEADROOM_BYTES
 from tests.support import eventually
-from tests.support.services import AgentProcess
 
-from .helpers import DELIVERY_TIMEOUT_S, POLL_S, CollectorProcess, start_client
+from .helpers import (
+    DELIVERY_TIMEOUT_S,
+    POLL_S,
+    AgentFactory,
+    CollectorProcess,
+    sessions_complete,
+    start_client,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -28,54 +33,38 @@ SPOOL_MAX_BYTES = 64 * 1024
 
 def test_a_full_spool_refuses_counts_and_reports_never_loses_silently(
     tmp_path: Path,
-    sock_dir: Path,
     upstream: int,
     collector_process: CollectorProcess,
-    agent_token: str,
+    make_agent_process: AgentFactory,
 ) -> None:
     collector_process.stop()
-    agent = AgentProcess(
-        tmp_path,
-        sock_dir,
-        collector_process.url,
-        agent_token,
-        "--spool-max-bytes",
-        str(SPOOL_MAX_BYTES),
-    )
+    agent = make_agent_process("--spool-max-bytes", str(SPOOL_MAX_BYTES))
     agent.start()
-    try:
-        client = start_client(tmp_path, agent.socket_path, upstream, "s0", REQUESTS)
-        result = client.finish()
-        assert (result.made, result.summary["events"]) == (REQUESTS, REQUESTS)
-        assert (result.summary["dropped"], result.summary["undelivered"]) == (0, 0)
-        eventually(
-            lambda: agent.metric("boundary_audit_agent_events_received_total") >= REQUESTS,
-            "the agent to account for every event",
-            within=DELIVERY_TIMEOUT_S,
-            interval=POLL_S,
-        )
-        refused = agent.metric("boundary_audit_agent_dropped_events_total", reason="spool_full")
-        assert refused > 0
-        # Batches stay under the bound; drop reports may use the reserved headroom.
-        spooled = agent.metric("boundary_audit_agent_spool_bytes")
-        assert spooled <= SPOOL_MAX_BYTES + DROP_REPORT_HEADROOM_BYTES
-        collector_process.start()
+    client = start_client(tmp_path, agent.socket_path, upstream, "s0", REQUESTS)
+    result = client.finish()
+    assert (result.made, result.summary["events"]) == (REQUESTS, REQUESTS)
+    assert (result.summary["dropped"], result.summary["undelivered"]) == (0, 0)
+    eventually(
+        lambda: agent.metric("boundary_audit_agent_events_received_total") >= REQUESTS,
+        "the agent to account for every event",
+        within=DELIVERY_TIMEOUT_S,
+        interval=POLL_S,
+    )
+    refused = agent.metric("boundary_audit_agent_dropped_events_total", reason="spool_full")
+    assert refused > 0
+    # Batches stay under the bound; drop reports may use the reserved headroom.
+    spooled = agent.metric("boundary_audit_agent_spool_bytes")
+    assert spooled <= SPOOL_MAX_BYTES + DROP_REPORT_HEADROOM_BYTES
+    collector_process.start()
 
-        def accounted() -> dict[str, Any] | None:
-            s = collector_process.session(result.session_id)
-            if s is None or s["allowed"] + s["denied"] + s["dropped"] < REQUESTS:
-                return None
-            return s
-
-        session = eventually(
-            accounted,
-            "stored + dropped to account for every request",
-            within=DELIVERY_TIMEOUT_S,
-            interval=POLL_S,
-        )
-        assert session is not None  # eventually returns only a truthy value
-        assert session["dropped"] == refused
-        assert session["dropped_by_reason"] == {"spool_full": refused}
-        assert session["allowed"] + session["denied"] + session["dropped"] == REQUESTS
-    finally:
-        agent.ensure_stopped()
+    eventually(
+        sessions_complete(collector_process, [result], with_dropped=True),
+        "stored + dropped to account for every request",
+        within=DELIVERY_TIMEOUT_S,
+        interval=POLL_S,
+    )
+    session = collector_process.session(result.session_id)
+    assert session is not None
+    assert session["dropped"] == refused
+    assert session["dropped_by_reason"] == {"spool_full": refused}
+    assert session["allowed"] + session["denied"] + session["dropped"] == REQUESTS

@@ -24,6 +24,7 @@ from .helpers import (
     CollectorProcess,
     checkpoint_requests,
     release,
+    sessions_complete,
     start_client,
     wait_at_checkpoint,
 )
@@ -116,15 +117,11 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         assert r.summary["events"] == r.made, r.summary
         assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
 
-    def all_stored() -> bool:
-        for r in results:
-            s = collector.session(r.session_id)
-            if s is None or s["allowed"] + s["denied"] < r.made:
-                return False
-        return True
-
     eventually(
-        all_stored, "every event at the collector", within=DELIVERY_TIMEOUT_S, interval=POLL_S
+        sessions_complete(collector, results),
+        "every event at the collector",
+        within=DELIVERY_TIMEOUT_S,
+        interval=POLL_S,
     )
     sessions = collector.sessions_cli()
     for r in results:
