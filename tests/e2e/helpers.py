@@ -249,14 +249,14 @@ class Client:
         )
 
 
-def sessions_complete(
+def wait_until_accounted(
     collector: CollectorProcess, results: list[ClientResult], *, with_dropped: bool = False
-) -> Callable[[], bool]:
-    """A check for :func:`~tests.support.eventually`: every client's session at the
-    collector holds all the requests it made (counting those reported dropped
-    when ``with_dropped``)."""
+) -> dict[str, dict[str, Any]]:
+    """Wait until every client's session at the collector holds all the requests
+    it made (counting those reported dropped when ``with_dropped``); then the
+    sessions as ``boundary-audit sessions`` lists them, by id."""
 
-    def check() -> bool:
+    def accounted() -> bool:
         for r in results:
             s = collector.session(r.session_id)
             if s is None:
@@ -266,7 +266,9 @@ def sessions_complete(
                 return False
         return True
 
-    return check
+    what = "stored + dropped to account for every request" if with_dropped else "every event"
+    eventually(accounted, f"{what} at the collector", within=DELIVERY_TIMEOUT_S, interval=POLL_S)
+    return collector.sessions_cli()
 
 
 def start_client(
@@ -356,7 +358,7 @@ __all__ = [
     "TinyUpstream",
     "checkpoint_requests",
     "release",
-    "sessions_complete",
     "start_client",
     "wait_at_checkpoint",
+    "wait_until_accounted",
 ]

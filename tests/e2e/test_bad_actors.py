@@ -14,17 +14,14 @@ import httpx
 import pytest
 
 from boundary_audit.wire import IngestRequest
-from tests.support import eventually
 
 from .helpers import (
-    DELIVERY_TIMEOUT_S,
-    POLL_S,
     AgentFactory,
     CollectorProcess,
     release,
-    sessions_complete,
     start_client,
     wait_at_checkpoint,
+    wait_until_accounted,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -148,13 +145,7 @@ def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
 
     results = [c.finish() for c in clients]
 
-    eventually(
-        sessions_complete(collector_process, results),
-        "the real traffic at the collector",
-        within=DELIVERY_TIMEOUT_S,
-        interval=POLL_S,
-    )
-    sessions = collector_process.sessions_cli()
+    sessions = wait_until_accounted(collector_process, results)
     assert forged_session not in sessions
     assert collector_process.session(forged_session) is None
     assert set(sessions) == {r.session_id for r in results}

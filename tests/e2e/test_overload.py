@@ -22,8 +22,8 @@ from .helpers import (
     POLL_S,
     Client,
     CollectorProcess,
-    sessions_complete,
     start_client,
+    wait_until_accounted,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -101,12 +101,7 @@ def test_a_stalled_agent_means_counted_drops_never_silent_loss_or_growth(
         # The agent was stopped far longer than the queue lasts: drops happened.
         assert r.summary["dropped"] > 0, r.summary
 
-    eventually(
-        sessions_complete(collector_process, results, with_dropped=True),
-        "stored + dropped to account for every request",
-        within=DELIVERY_TIMEOUT_S,
-        interval=POLL_S,
-    )
+    sessions = wait_until_accounted(collector_process, results, with_dropped=True)
     total_dropped = sum(int(r.summary["dropped"]) for r in results)
     assert (
         agent_process.metric(
@@ -114,7 +109,6 @@ def test_a_stalled_agent_means_counted_drops_never_silent_loss_or_growth(
         )
         == total_dropped
     )
-    sessions = collector_process.sessions_cli()
     for r in results:
         row = sessions[r.session_id]
         # Nothing lost silently: what was not stored was reported dropped, exactly.

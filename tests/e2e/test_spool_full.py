@@ -18,8 +18,8 @@ from .helpers import (
     POLL_S,
     AgentFactory,
     CollectorProcess,
-    sessions_complete,
     start_client,
+    wait_until_accounted,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -57,12 +57,7 @@ def test_a_full_spool_refuses_counts_and_reports_never_loses_silently(
     assert spooled <= SPOOL_MAX_BYTES + DROP_REPORT_HEADROOM_BYTES
     collector_process.start()
 
-    eventually(
-        sessions_complete(collector_process, [result], with_dropped=True),
-        "stored + dropped to account for every request",
-        within=DELIVERY_TIMEOUT_S,
-        interval=POLL_S,
-    )
+    wait_until_accounted(collector_process, [result], with_dropped=True)
     session = collector_process.session(result.session_id)
     assert session is not None
     assert session["dropped"] == refused

@@ -24,9 +24,9 @@ from .helpers import (
     CollectorProcess,
     checkpoint_requests,
     release,
-    sessions_complete,
     start_client,
     wait_at_checkpoint,
+    wait_until_accounted,
 )
 
 pytestmark = pytest.mark.timeout(420)
@@ -117,13 +117,7 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         assert r.summary["events"] == r.made, r.summary
         assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
 
-    eventually(
-        sessions_complete(collector, results),
-        "every event at the collector",
-        within=DELIVERY_TIMEOUT_S,
-        interval=POLL_S,
-    )
-    sessions = collector.sessions_cli()
+    sessions = wait_until_accounted(collector, results)
     for r in results:
         row = sessions[r.session_id]
         assert (row["allowed"], row["denied"]) == (r.allowed, r.denied), row
