@@ -132,9 +132,14 @@ class Service:
         return stop_process(self.proc, timeout)
 
     def ensure_stopped(self) -> None:
-        """For teardown: stop it if a test left it running."""
+        """For teardown: SIGKILL it if a test left it running.
+
+        Not SIGTERM: a graceful stop would first flush for up to the agent's
+        flush timeout (the whole of it when a test left the collector down),
+        and a teardown has nothing left to check.
+        """
         if self.alive():
-            self.stop()
+            self.kill()
 
     def kill(self) -> None:
         assert self.proc is not None
