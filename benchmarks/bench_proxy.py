@@ -30,9 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from boundary_audit.auditor.event import AuditEvent
-from boundary_audit.proxy.ca import CertificateAuthority
-from boundary_audit.proxy.rules import parse_rules
-from boundary_audit.proxy.server import ProxyServer
+from boundary_audit.proxy import CertificateAuthority, ProxyServer, parse_rules
 
 #: Small response size: typical API/JSON reply, so per-request cost dominates.
 SMALL_BODY = b"x" * 256

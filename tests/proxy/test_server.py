@@ -6,101 +6,41 @@ import asyncio
 import json
 import socket
 import ssl
-import struct
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import h11
 import httpx
-import psutil
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from boundary_audit.auditor.event import AuditEvent
-from boundary_audit.proxy.ca import CertificateAuthority
-from boundary_audit.proxy.rules import parse_rules
-from boundary_audit.proxy.server import (
+from boundary_audit.proxy import (
     SEQUENCE_NUMBER_HEADER,
     SESSION_ID_HEADER,
+    CertificateAuthority,
     ProxyServer,
     ProxyTimeouts,
+    parse_rules,
 )
+from tests.support import aeventually, eventually
 
-from .conftest import (
-    UPSTREAM_KEEP_ALIVE,
+from .helpers import (
     ProxyFactory,
     RecordingAuditor,
     RunningProxy,
     Upstream,
+    body_of,
+    curl,
+    header,
+    raw_exchange,
+    statuses_of,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-#: Large-body tests move this much; big enough that buffering it would show in RSS.
-LARGE_BODY = 50 * 1024 * 1024
-#: Allowed RSS growth while LARGE_BODY streams: a fraction of the body size.
-RSS_GROWTH_LIMIT = 20 * 1024 * 1024
-
-
-def _curl(
-    proxy: RunningProxy, ca: CertificateAuthority, *args: str
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["curl", "-sS", "--max-time", "30", "-x", proxy.url, "--cacert", str(ca.cert_path), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def _header(record: dict[str, Any], name: str) -> list[str]:
-    return [v for k, v in record["headers"] if k == name.lower()]
-
-
-def _raw_exchange(proxy: RunningProxy, payload: bytes, *, responses: int = 1) -> list[h11.Event]:
-    """Send raw bytes to the proxy and parse what comes back with h11."""
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        sock.sendall(payload)
-        client = h11.Connection(h11.CLIENT)
-        # Pretend we sent the requests so h11 accepts the responses.
-        events: list[h11.Event] = []
-        done = 0
-        client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
-        client.send(h11.EndOfMessage())
-        while done < responses:
-            event = client.next_event()
-            if event is h11.NEED_DATA:
-                data = sock.recv(65536)
-                client.receive_data(data)
-                if not data:
-                    break
-                continue
-            assert isinstance(event, h11.Event)
-            if isinstance(event, h11.ConnectionClosed):
-                break
-            events.append(event)
-            if isinstance(event, h11.EndOfMessage):
-                done += 1
-                if done < responses:
-                    client.start_next_cycle()
-                    client.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
-                    client.send(h11.EndOfMessage())
-        return events
-
-
-def _statuses(events: list[h11.Event]) -> list[int]:
-    return [e.status_code for e in events if isinstance(e, h11.Response)]
-
-
-def _body(events: list[h11.Event]) -> bytes:
-    return b"".join(bytes(e.data) for e in events if isinstance(e, h11.Data))
 
 
 # -- plain HTTP ----------------------------------------------------------------------
@@ -116,8 +56,8 @@ def test_plain_http_allowed_is_forwarded_and_audited(
     record = response.json()
     assert record["raw_path"] == "/api/items"
     assert record["query"] == "x=1"
-    assert _header(record, "host") == [f"127.0.0.1:{http_upstream.port}"]
-    assert _header(record, "via") == ["1.1 boundary-audit"]
+    assert header(record, "host") == [f"127.0.0.1:{http_upstream.port}"]
+    assert header(record, "via") == ["1.1 boundary-audit"]
     [event] = proxy.events
     assert (event.method, event.url, event.host, event.allowed) == ("GET", url, "127.0.0.1", True)
     assert event.rule == "method=GET domain=127.0.0.1 path=/api/*"
@@ -153,10 +93,10 @@ def test_curl_plain_http_allowed_and_denied(
     make_proxy: ProxyFactory, http_upstream: Upstream, ca: CertificateAuthority
 ) -> None:
     proxy = make_proxy("domain=127.0.0.1 path=/ok")
-    allowed = _curl(proxy, ca, http_upstream.url("/ok"))
+    allowed = curl(proxy, ca, http_upstream.url("/ok"))
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout)["raw_path"] == "/ok"
-    denied = _curl(proxy, ca, "-w", "%{http_code}", "-o", "/dev/null", http_upstream.url("/no"))
+    denied = curl(proxy, ca, "-w", "%{http_code}", "-o", "/dev/null", http_upstream.url("/no"))
     assert denied.stdout == "403"
     assert [e.allowed for e in proxy.events] == [True, False]
 
@@ -169,11 +109,11 @@ def test_curl_https_allowed_and_denied(
 ) -> None:
     proxy = make_proxy("method=GET domain=localhost path=/repo/*")
     ok_url = https_upstream.url("/repo/x", host="localhost")
-    allowed = _curl(proxy, ca, ok_url)
+    allowed = curl(proxy, ca, ok_url)
     assert allowed.returncode == 0, allowed.stderr
     assert json.loads(allowed.stdout)["raw_path"] == "/repo/x"
     bad_url = https_upstream.url("/other", host="localhost")
-    denied = _curl(proxy, ca, "-w", "\n%{http_code}", bad_url)
+    denied = curl(proxy, ca, "-w", "\n%{http_code}", bad_url)
     assert denied.stdout.endswith("\n403")
     assert f"GET {bad_url}" in denied.stdout
     assert [(e.url, e.allowed) for e in proxy.events] == [(ok_url, True), (bad_url, False)]
@@ -206,17 +146,18 @@ def test_client_not_trusting_our_ca_fails_and_proxy_counts_it(
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(https_upstream.url("/"), proxies={"https": proxy.url}, timeout=10)
     assert proxy.events == []
-    deadline = time.monotonic() + 5
-    while proxy.metric("boundary_audit_proxy_bad_clients_total", kind="tls_handshake") < 1:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    eventually(
+        lambda: proxy.metric("boundary_audit_proxy_bad_clients_total", kind="tls_handshake") >= 1,
+        "the failed client handshake to be counted",
+        within=5,
+    )
 
 
 def test_upstream_not_trusted_gives_502(
     make_proxy: ProxyFactory, https_upstream: Upstream, ca: CertificateAuthority
 ) -> None:
     proxy = make_proxy("domain=*", upstream_ca_file=None)
-    result = _curl(proxy, ca, "-w", "\n%{http_code}", https_upstream.url("/"))
+    result = curl(proxy, ca, "-w", "\n%{http_code}", https_upstream.url("/"))
     assert result.stdout.endswith("\n502")
     assert "not trusted" in result.stdout
     assert proxy.metric("boundary_audit_proxy_upstream_errors_total", kind="tls_verify") == 1
@@ -240,7 +181,7 @@ def test_host_header_must_match_tunnel(
     make_proxy: ProxyFactory, https_upstream: Upstream, ca: CertificateAuthority
 ) -> None:
     proxy = make_proxy("domain=*")
-    result = _curl(
+    result = curl(
         proxy, ca, "-w", "\n%{http_code}", "-H", "Host: elsewhere.test", https_upstream.url("/")
     )
     assert result.stdout.endswith("\n421")
@@ -248,6 +189,19 @@ def test_host_header_must_match_tunnel(
     [event] = proxy.events
     assert not event.allowed
     assert event.host == "elsewhere.test"
+
+
+def test_leaf_certificate_is_served_for_the_connect_host(
+    make_proxy: ProxyFactory, ca: CertificateAuthority
+) -> None:
+    proxy = make_proxy("domain=*")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n")
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+        context = ssl.create_default_context(cafile=str(ca.cert_path))
+        with context.wrap_socket(sock, server_hostname="api.example.test") as tls:
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+            assert tls.selected_alpn_protocol() in (None, "http/1.1")
 
 
 # -- keep-alive, headers, session correlation ----------------------------------------
@@ -263,8 +217,8 @@ def test_keep_alive_serves_several_requests_on_one_connection(
         f"GET {base}/denied HTTP/1.1\r\nHost: x\r\n\r\n"
         f"GET {base}/b HTTP/1.1\r\nHost: x\r\n\r\n"
     ).encode()
-    events = _raw_exchange(proxy, payload, responses=3)
-    assert _statuses(events) == [200, 403, 200]
+    events = raw_exchange(proxy, payload, responses=3)
+    assert statuses_of(events) == [200, 403, 200]
     assert [hit["raw_path"] for hit in http_upstream.hits] == ["/a", "/b"]
     # The upstream side was reused too: both requests came from one client port.
     assert http_upstream.hits[0]["client_port"] == http_upstream.hits[1]["client_port"]
@@ -280,8 +234,8 @@ def test_denied_request_with_small_body_keeps_the_connection(
         f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
         f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n"
     ).encode()
-    events = _raw_exchange(proxy, payload, responses=2)
-    assert _statuses(events) == [403, 200]
+    events = raw_exchange(proxy, payload, responses=2)
+    assert statuses_of(events) == [403, 200]
     assert [hit["method"] for hit in http_upstream.hits] == ["GET"]
 
 
@@ -292,7 +246,10 @@ def test_upstream_closing_an_idle_connection_is_survived(
     with requests.Session() as session:
         session.proxies = {"http": proxy.url}
         first = session.get(http_upstream.url("/1"), timeout=10).json()
-        time.sleep(UPSTREAM_KEEP_ALIVE + 0.5)  # the upstream closes its side meanwhile
+        eventually(
+            lambda: first["client_port"] not in http_upstream.open_connections(),
+            "the upstream to close the idle kept-alive connection",
+        )
         second = session.get(http_upstream.url("/2"), timeout=10)
     assert second.status_code == 200
     assert second.json()["client_port"] != first["client_port"]
@@ -315,16 +272,16 @@ def test_hop_by_hop_headers_are_not_forwarded(
         "Upgrade: websocket\r\n"
         "X-End-To-End: kept\r\n\r\n"
     ).encode()
-    events = _raw_exchange(proxy, payload)
-    assert _statuses(events) == [200]
-    record = json.loads(_body(events))
+    events = raw_exchange(proxy, payload)
+    assert statuses_of(events) == [200]
+    record = json.loads(body_of(events))
     names = {k for k, _ in record["headers"]}
     for hop in ("x-hop-secret", "keep-alive", "proxy-connection", "proxy-authorization", "te"):
         assert hop not in names
     assert "upgrade" not in names
-    assert _header(record, "x-end-to-end") == ["kept"]
+    assert header(record, "x-end-to-end") == ["kept"]
     # Absolute-form wins over the Host header (RFC 9112 3.2.2).
-    assert _header(record, "host") == [f"127.0.0.1:{http_upstream.port}"]
+    assert header(record, "host") == [f"127.0.0.1:{http_upstream.port}"]
 
 
 def test_hop_by_hop_response_headers_are_not_forwarded(
@@ -360,11 +317,11 @@ def test_chunked_response_is_reframed_once(
 ) -> None:
     proxy = make_proxy("domain=127.0.0.1")
     payload = f"GET {http_upstream.url('/stream/300000')} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    events = _raw_exchange(proxy, payload)
+    events = raw_exchange(proxy, payload)
     [response] = [e for e in events if isinstance(e, h11.Response)]
     framing = [v for k, v in response.headers if k in (b"transfer-encoding", b"content-length")]
     assert framing == [b"chunked"]
-    assert _body(events) == (bytes(range(256)) * 1200)[:300000]
+    assert body_of(events) == (bytes(range(256)) * 1200)[:300000]
 
 
 def test_session_headers_are_injected_for_chosen_domains(
@@ -382,10 +339,10 @@ def test_session_headers_are_injected_for_chosen_domains(
         first = session.get(http_upstream.url("/1"), headers=forged, timeout=10).json()
         second = session.get(http_upstream.url("/2"), timeout=10).json()
         other = session.get(http_upstream.url("/3", host="localhost"), timeout=10).json()
-    assert _header(first, SESSION_ID_HEADER) == ["5f0c1a3e-0000-4000-8000-000000000001"]
-    assert _header(first, SEQUENCE_NUMBER_HEADER) == ["0"]
-    assert _header(second, SEQUENCE_NUMBER_HEADER) == ["1"]
-    assert _header(other, SESSION_ID_HEADER) == []
+    assert header(first, SESSION_ID_HEADER) == ["5f0c1a3e-0000-4000-8000-000000000001"]
+    assert header(first, SEQUENCE_NUMBER_HEADER) == ["0"]
+    assert header(second, SEQUENCE_NUMBER_HEADER) == ["1"]
+    assert header(other, SESSION_ID_HEADER) == []
     assert [e.sequence_number for e in proxy.events] == [0, 1, 2]
 
 
@@ -418,7 +375,7 @@ def test_path_tricks_cannot_bypass_rules(
 ) -> None:
     proxy = make_proxy("domain=localhost path=/public/*")
     url = https_upstream.url(path, host="localhost")
-    result = _curl(proxy, ca, "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", url)
+    result = curl(proxy, ca, "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", url)
     assert result.stdout == str(status), result.stderr
     [event] = proxy.events
     assert event.url == url
@@ -427,199 +384,6 @@ def test_path_tricks_cannot_bypass_rules(
     # request, is made on the normalised form.
     if status == 200:
         assert https_upstream.hits[0]["raw_path"] == path
-
-
-# -- bad clients -----------------------------------------------------------------------
-
-
-def test_malformed_request_gets_400(make_proxy: ProxyFactory) -> None:
-    proxy = make_proxy("domain=*")
-    events = _raw_exchange(proxy, b"GET / HTTP/1.1\r\nHost x\r\n\r\n")
-    assert _statuses(events) == [400]
-    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="malformed") == 1
-    assert proxy.events == []
-
-
-def test_request_smuggling_shape_gets_400_and_is_not_forwarded(
-    make_proxy: ProxyFactory, http_upstream: Upstream
-) -> None:
-    proxy = make_proxy("domain=127.0.0.1")
-    payload = (
-        f"POST {http_upstream.url('/s')} HTTP/1.1\r\nHost: x\r\n"
-        "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-    ).encode()
-    events = _raw_exchange(proxy, payload)
-    assert _statuses(events) == [400]
-    assert http_upstream.hits == []
-    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="ambiguous_framing") == 1
-
-
-def test_origin_form_to_proxy_gets_400(make_proxy: ProxyFactory) -> None:
-    proxy = make_proxy("domain=*")
-    events = _raw_exchange(proxy, b"GET /x HTTP/1.1\r\nHost: a.example\r\n\r\n")
-    assert _statuses(events) == [400]
-    assert b"absolute URL" in _body(events)
-
-
-@pytest.mark.parametrize(
-    ("request_line", "reason"),
-    [
-        (b"GET https://a.example/ HTTP/1.1", b"use CONNECT"),
-        (b"GET http://user:pw@a.example/ HTTP/1.1", b"credentials"),
-        (b"OPTIONS * HTTP/1.1", b"only http:// URLs"),
-        (b"GET http://a.example:99999/ HTTP/1.1", b"malformed request URL"),
-        (b"CONNECT a.example HTTP/1.1", b"host:port"),
-        (b"CONNECT a.example:notaport HTTP/1.1", b"host:port"),
-    ],
-)
-def test_unproxyable_targets_get_400_and_no_audit_event(
-    make_proxy: ProxyFactory, request_line: bytes, reason: bytes
-) -> None:
-    proxy = make_proxy("domain=*")
-    events = _raw_exchange(proxy, request_line + b"\r\nHost: a.example\r\n\r\n")
-    assert _statuses(events) == [400]
-    assert reason in _body(events)
-    assert proxy.events == []
-
-
-def test_oversized_headers_get_431(make_proxy: ProxyFactory) -> None:
-    proxy = make_proxy("domain=*")
-    huge = b"X-Big: " + b"a" * (200 * 1024) + b"\r\n"
-    events = _raw_exchange(proxy, b"GET http://a.example/ HTTP/1.1\r\nHost: a\r\n" + huge + b"\r\n")
-    assert _statuses(events) == [431]
-    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="oversized_head") == 1
-
-
-def test_slow_loris_gets_408_while_others_are_served(
-    make_proxy: ProxyFactory, http_upstream: Upstream
-) -> None:
-    proxy = make_proxy("domain=127.0.0.1")
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as slow:
-        slow.sendall(b"GET http://127.0.0.1/ HTTP/1.1\r\nHost: a\r\n")
-        # While the slow client dawdles, others are served normally.
-        for _ in range(3):
-            ok = requests.get(http_upstream.url("/fine"), proxies={"http": proxy.url}, timeout=10)
-            assert ok.status_code == 200
-        for _ in range(20):
-            try:
-                slow.sendall(b"X-Drip: 1\r\n")
-            except OSError:
-                break
-            time.sleep(0.2)
-        reply = slow.recv(65536)
-    assert reply.startswith(b"HTTP/1.1 408 ")
-    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="slow_head") == 1
-
-
-def test_client_vanishing_mid_download_frees_its_connection(
-    make_proxy: ProxyFactory, http_upstream: Upstream
-) -> None:
-    proxy = make_proxy("domain=127.0.0.1")
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        url = http_upstream.url(f"/stream/{LARGE_BODY}?sized=1")
-        sock.sendall(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
-        # Linger on, timeout 0: the close is a reset, as when a client is killed.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    deadline = time.monotonic() + 10
-    while proxy.metric("boundary_audit_proxy_active_connections") > 0:
-        assert time.monotonic() < deadline, "the proxy kept the dead connection"
-        time.sleep(0.05)
-    assert proxy.metric("boundary_audit_proxy_bad_clients_total", kind="connection_cut") == 1
-    ok = requests.get(http_upstream.url("/after"), proxies={"http": proxy.url}, timeout=10)
-    assert ok.status_code == 200
-
-
-def test_many_bad_clients_do_not_take_the_proxy_down(
-    make_proxy: ProxyFactory, http_upstream: Upstream
-) -> None:
-    proxy = make_proxy("domain=127.0.0.1")
-    garbage = [b"\x16\x03\x01\x00\x00", b"NOT HTTP\r\n\r\n", b"GET http://[::1 HTTP/1.1\r\n\r\n"]
-    for payload in garbage * 5:
-        with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-            sock.sendall(payload)
-            sock.shutdown(socket.SHUT_WR)
-            sock.recv(65536)
-    ok = requests.get(http_upstream.url("/still-up"), proxies={"http": proxy.url}, timeout=10)
-    assert ok.status_code == 200
-
-
-# -- large bodies ---------------------------------------------------------------------
-
-
-class _PeakRss:
-    """Samples this process's RSS in a thread; the proxy runs in this process."""
-
-    def __init__(self) -> None:
-        self.process = psutil.Process()
-        self.baseline = self.process.memory_info().rss
-        self.peak = self.baseline
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak = max(self.peak, self.process.memory_info().rss)
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    @property
-    def growth(self) -> int:
-        return self.peak - self.baseline
-
-
-@pytest.mark.timeout(120)
-def test_large_download_streams_without_buffering(
-    make_proxy: ProxyFactory, https_upstream: Upstream, ca: CertificateAuthority
-) -> None:
-    proxy = make_proxy("domain=localhost")
-    url = https_upstream.url(f"/stream/{LARGE_BODY}?sized=1", host="localhost")
-    with _PeakRss() as rss:
-        result = _curl(proxy, ca, "-o", "/dev/null", "-w", "%{http_code} %{size_download}", url)
-    assert result.stdout == f"200 {LARGE_BODY}", result.stderr
-    assert rss.growth < RSS_GROWTH_LIMIT, f"RSS grew by {rss.growth / 2**20:.1f} MiB"
-
-
-@pytest.mark.timeout(120)
-def test_large_upload_streams_without_buffering(
-    make_proxy: ProxyFactory, http_upstream: Upstream, ca: CertificateAuthority, tmp_path: Path
-) -> None:
-    import hashlib
-
-    proxy = make_proxy("domain=127.0.0.1")
-    blob = tmp_path / "blob"
-    chunk = bytes(range(256)) * 4096
-    digest = hashlib.sha256()
-    with blob.open("wb") as handle:
-        for _ in range(LARGE_BODY // len(chunk)):
-            handle.write(chunk)
-            digest.update(chunk)
-    with _PeakRss() as rss:
-        result = _curl(proxy, ca, "--data-binary", f"@{blob}", http_upstream.url("/upload"))
-    assert result.returncode == 0, result.stderr
-    record = json.loads(result.stdout)
-    assert record["body_length"] == LARGE_BODY
-    assert record["body_sha256"] == digest.hexdigest()
-    assert rss.growth < RSS_GROWTH_LIMIT, f"RSS grew by {rss.growth / 2**20:.1f} MiB"
-
-
-def test_leaf_certificate_is_served_for_the_connect_host(
-    make_proxy: ProxyFactory, ca: CertificateAuthority
-) -> None:
-    proxy = make_proxy("domain=*")
-    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
-        sock.sendall(b"CONNECT api.example.test:443 HTTP/1.1\r\nHost: api.example.test:443\r\n\r\n")
-        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
-        context = ssl.create_default_context(cafile=str(ca.cert_path))
-        with context.wrap_socket(sock, server_hostname="api.example.test") as tls:
-            assert tls.version() in ("TLSv1.2", "TLSv1.3")
-            assert tls.selected_alpn_protocol() in (None, "http/1.1")
 
 
 # -- ordering, timeouts, concurrency --------------------------------------------------
@@ -656,13 +420,11 @@ def test_slow_upstream_gets_504(make_proxy: ProxyFactory, http_upstream: Upstrea
     proxy = make_proxy(
         "domain=127.0.0.1", timeouts=ProxyTimeouts(response=0.3, header=2.0, idle=10.0, read=10.0)
     )
-    response = requests.get(
-        http_upstream.url("/sleep/3000"), proxies={"http": proxy.url}, timeout=10
-    )
+    response = requests.get(http_upstream.url("/stall"), proxies={"http": proxy.url}, timeout=10)
     assert response.status_code == 504
     assert proxy.metric("boundary_audit_proxy_upstream_errors_total", kind="read_timeout") == 1
-    fast = requests.get(http_upstream.url("/sleep/0"), proxies={"http": proxy.url}, timeout=10)
-    assert fast.text == "slept"
+    fast = requests.get(http_upstream.url("/fast"), proxies={"http": proxy.url}, timeout=10)
+    assert fast.json()["raw_path"] == "/fast"
 
 
 def test_expect_100_continue_denied_without_reading_the_body(make_proxy: ProxyFactory) -> None:
@@ -757,8 +519,8 @@ def test_proxy_decides_like_the_rules_and_forwards_the_path_unchanged(
     expected = parse_rules([PUBLIC_ONLY]).evaluate("GET", url).allowed
     before = len(http_upstream.hits)
     request = f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    events = _raw_exchange(public_only_proxy, request)
-    assert _statuses(events) == [200 if expected else 403]
+    events = raw_exchange(public_only_proxy, request)
+    assert statuses_of(events) == [200 if expected else 403]
     assert public_only_proxy.events[-1].url == url
     if expected:
         assert http_upstream.hits[before]["raw_path"] == path
@@ -779,10 +541,10 @@ async def test_async_context_manager_and_prompt_close(
         assert response.json()["raw_path"] == "/async"
         # An idle kept-alive client must not hold up shutdown.
         _, idle = await asyncio.open_connection("127.0.0.1", proxy.port)
-        await asyncio.sleep(0.05)
-        assert (
-            proxy.metrics.registry.get_sample_value("boundary_audit_proxy_active_connections")
-            == 1.0
+        registry = proxy.metrics.registry
+        await aeventually(
+            lambda: registry.get_sample_value("boundary_audit_proxy_active_connections") == 1.0,
+            "the proxy to take the idle connection",
         )
     idle.close()
     assert [e.allowed for e in auditor.events] == [True]

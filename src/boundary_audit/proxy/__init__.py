@@ -1,40 +1,15 @@
-"""The enforcement point: allow rules, a local CA and the HTTP/HTTPS proxy."""
+"""The enforcement point: allow rules, a local CA and the HTTP/HTTPS proxy.
+
+Knows nothing of how the confined command is started (``boundary_audit.confine``);
+``boundary_audit.cli.run`` joins the two.
+"""
 
 from __future__ import annotations
 
 from .ca import CAError, CertificateAuthority, default_ca_directory
-from .config import (
-    ALLOW_ENV_VAR,
-    ConfigError,
-    FileConfig,
-    RunSettings,
-    add_run_arguments,
-    collect_rules,
-    command_from_args,
-    load_config_file,
-    new_session_id,
-    process_name_from_command,
-    resolve_run_settings,
-    rules_from_env,
-    settings_from_args,
-)
-from .confine import (
-    ConfinementError,
-    ConfinementUnavailable,
-    LandlockStatus,
-    landlock_abi_version,
-    landlock_status,
-    require_network_confinement,
-)
-from .launch import (
-    ChildEnvironment,
-    LaunchError,
-    LaunchMetrics,
-    build_child_env,
-    check_enforcement,
-    exit_code_from_returncode,
-    run_confined,
-)
+from .config import SEQUENCE_NUMBER_HEADER, SESSION_ID_HEADER, ProxyTimeouts, SessionHeaders
+from .errors import FaultKind, ProxyFault, Side
+from .metrics import ProxyMetrics
 from .rules import (
     Decision,
     Rule,
@@ -45,55 +20,27 @@ from .rules import (
     parse_rules,
     suggest_rule,
 )
-from .server import (
-    SEQUENCE_NUMBER_HEADER,
-    SESSION_ID_HEADER,
-    ProxyMetrics,
-    ProxyServer,
-    ProxyTimeouts,
-)
+from .server import ProxyServer
 
 __all__ = [
-    "ALLOW_ENV_VAR",
     "SEQUENCE_NUMBER_HEADER",
     "SESSION_ID_HEADER",
     "CAError",
     "CertificateAuthority",
-    "ChildEnvironment",
-    "ConfigError",
-    "ConfinementError",
-    "ConfinementUnavailable",
     "Decision",
-    "FileConfig",
-    "LandlockStatus",
-    "LaunchError",
-    "LaunchMetrics",
+    "FaultKind",
+    "ProxyFault",
     "ProxyMetrics",
     "ProxyServer",
     "ProxyTimeouts",
     "Rule",
     "RuleParseError",
     "RuleSet",
-    "RunSettings",
-    "add_run_arguments",
-    "build_child_env",
-    "check_enforcement",
-    "collect_rules",
-    "command_from_args",
+    "SessionHeaders",
+    "Side",
     "default_ca_directory",
-    "exit_code_from_returncode",
-    "landlock_abi_version",
-    "landlock_status",
-    "load_config_file",
-    "new_session_id",
     "normalize_path",
     "parse_rule",
     "parse_rules",
-    "process_name_from_command",
-    "require_network_confinement",
-    "resolve_run_settings",
-    "rules_from_env",
-    "run_confined",
-    "settings_from_args",
     "suggest_rule",
 ]

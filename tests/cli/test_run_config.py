@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from boundary_audit.proxy.config import (
+from boundary_audit.cli.run_config import (
     ALLOW_ENV_VAR,
     MAX_CONFIG_BYTES,
     ConfigError,

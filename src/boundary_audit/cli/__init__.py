@@ -1,25 +1,41 @@
 """The ``boundary-audit`` console command.
 
-Each component registers its own subcommands from its ``cli`` module, so this
-file only knows their names. A module exposes ``register(subparsers)``, which
-adds parsers whose ``func`` default takes the parsed namespace and returns an
-exit code.
+Each component registers its own subcommands from its ``cli`` module, so
+this file only knows their names. A module exposes ``register(subparsers)``,
+which adds parsers whose ``func`` default takes the parsed namespace and
+returns an exit code. The ``run`` command, the one place the proxy and
+confinement meet, lives here (:mod:`.run`, its settings in :mod:`.run_config`,
+whose API is re-exported below).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 from collections.abc import Callable, Sequence
 
-from . import __version__
-from .logs import LOG_LEVELS, configure_logging
+from .. import __version__
+from ..logs import LOG_LEVELS, configure_logging
+from .run_config import (
+    ALLOW_ENV_VAR,
+    ConfigError,
+    FileConfig,
+    RunSettings,
+    add_run_arguments,
+    collect_rules,
+    command_from_args,
+    load_config_file,
+    new_session_id,
+    process_name_from_command,
+    resolve_run_settings,
+    rules_from_env,
+    settings_from_args,
+)
 
 #: Modules that contribute subcommands, in the order they appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
     "boundary_audit.quickstart",
-    "boundary_audit.proxy.cli",
+    "boundary_audit.cli.run",
     "boundary_audit.agent.cli",
     "boundary_audit.collector.cli",
 )
@@ -59,5 +75,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = [
+    "ALLOW_ENV_VAR",
+    "COMMAND_MODULES",
+    "ConfigError",
+    "FileConfig",
+    "RunSettings",
+    "add_run_arguments",
+    "build_parser",
+    "collect_rules",
+    "command_from_args",
+    "load_config_file",
+    "main",
+    "new_session_id",
+    "process_name_from_command",
+    "resolve_run_settings",
+    "rules_from_env",
+    "settings_from_args",
+]

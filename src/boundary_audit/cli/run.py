@@ -1,8 +1,10 @@
 """``boundary-audit run``: confine a command's egress and audit every request.
 
-Glue only: rules (``rules``), proxy (``server``), local CA (``ca``), launcher
-and Landlock (``launch``, ``confine``), settings (``config``) and the
-auditors (``boundary_audit.auditor``) each live in their own module.
+Glue only, and the one module that joins the enforcement proxy
+(``boundary_audit.proxy``: rules, local CA, server) to process confinement
+(``boundary_audit.confine``: launcher, Landlock); the run's settings
+(:mod:`.run_config`) and the auditors (``boundary_audit.auditor``) each live
+in their own module.
 """
 
 from __future__ import annotations
@@ -21,19 +23,16 @@ from ..auditor import (
     MultiAuditor,
     SocketAuditor,
 )
+from ..confine import ConfinementUnavailable, LaunchError, check_enforcement, run_confined
 from ..logs import LOG_LEVELS, get_logger
-from .ca import CAError, CertificateAuthority
-from .config import (
+from ..proxy import CAError, CertificateAuthority, ProxyServer, RuleParseError, parse_rules
+from .run_config import (
     ConfigError,
     RunSettings,
     add_run_arguments,
     command_from_args,
     settings_from_args,
 )
-from .confine import ConfinementUnavailable
-from .launch import LaunchError, check_enforcement, run_confined
-from .rules import RuleParseError, parse_rules
-from .server import ProxyServer
 
 #: Exit status for a usage or configuration error (argparse uses 2 too).
 EXIT_USAGE = 2

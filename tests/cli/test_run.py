@@ -5,26 +5,36 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.proxy.conftest import Upstream
+from tests.proxy.helpers import Upstream, serve_upstream
 from tests.receiver import Receiver
+from tests.support.processes import cli_argv
 
 pytestmark = pytest.mark.timeout(90)
+#: Bounds one ``boundary-audit run`` (a few requests); a hang fails the test.
+RUN_TIMEOUT = 80
 
 
-def _run(args: list[str], tmp: Path, **kw: object) -> subprocess.CompletedProcess[str]:
+@pytest.fixture(scope="module")
+def http_upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Upstream]:
+    with serve_upstream("http", None, tmp_path_factory.mktemp("http")) as upstream:
+        yield upstream
+
+
+def _run(args: list[str], tmp: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp / "config")}
     env.pop("BOUNDARY_ALLOW", None)
     return subprocess.run(
-        [sys.executable, "-m", "boundary_audit", "run", *args],
+        cli_argv("run", *args),
         env=env,
         capture_output=True,
         text=True,
         check=False,
-        timeout=80,
+        timeout=RUN_TIMEOUT,
     )
 
 

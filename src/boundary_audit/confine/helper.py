@@ -1,0 +1,173 @@
+"""The exec helper: confine the child, then exec COMMAND (both sides of its protocol).
+
+Confinement is applied in the child only, between ``fork`` and the final
+``exec``, by running ``python -I -S exec_helper.py --connect-port P -- COMMAND``
+(:data:`HELPER_SCRIPT`): the parent is never restricted, and no Python code
+runs in a forked copy of a multi-threaded parent (what ``preexec_fn`` would
+do). ``-I -S``: the helper must not be steered by the child's ``PYTHON*``
+variables or ``site`` hooks, and starts faster without them; so it and every
+module it loads (:mod:`.landlock`, :mod:`.seccomp`, :mod:`.netns`) use the
+standard library only.
+
+The protocol on the status descriptor: the helper writes :data:`EXEC_MARKER`
+just before the final exec (a failure message may follow it), or a one-line
+``confine: ...`` reason and exits 126; with ``--isolate-port`` it first sends
+:data:`LISTENER_MESSAGE` with the in-namespace listener (SCM_RIGHTS). The
+descriptor is close-on-exec, so EOF right after the marker means COMMAND runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, ConfinementError
+from .landlock import check_port, restrict_connect
+from .netns import enter_network_namespace, open_isolated_listener
+from .seccomp import install_bypass_filter
+
+#: The file the child's interpreter runs (it loads this module; see its docstring).
+HELPER_SCRIPT = Path(os.path.abspath(__file__)).with_name("exec_helper.py")
+#: Written to the status pipe just before the final exec; a failure message
+#: may follow it, and EOF right after it means COMMAND is running.
+EXEC_MARKER = b"exec\n"
+#: Status message that carries the in-namespace listener (SCM_RIGHTS).
+LISTENER_MESSAGE = b"listener\n"
+#: Signals whose disposition Python sets to SIG_IGN at start-up and which an
+#: exec'd program would otherwise inherit as ignored (``yes | head`` would
+#: never stop on SIGPIPE).
+_SIGNALS_TO_RESET = ("SIGPIPE", "SIGXFSZ", "SIGXFZ", "SIGINT")
+
+
+def restrict_network(allowed_connect_ports: Iterable[int]) -> None:
+    """Restrict the calling thread, and everything it later executes, so that
+    TCP connections can only be opened to ``allowed_connect_ports``: Landlock
+    for ``connect()``, then the seccomp filter for the ways around it.
+
+    Irreversible: call it only in a child about to exec (see :func:`main`).
+    """
+    restrict_connect(allowed_connect_ports)
+    install_bypass_filter()
+
+
+def helper_argv(
+    python: str,
+    allowed_connect_ports: Iterable[int],
+    status_fd: int,
+    command: Sequence[str],
+    isolate_port: int | None = None,
+) -> list[str]:
+    """The argv that runs ``command`` through the exec helper.
+
+    ``isolate_port``: first enter a private network namespace and hand back a
+    listener on that loopback port (the status fd must then be a Unix socket).
+    """
+    argv = [python, "-I", "-S", str(HELPER_SCRIPT), "--status-fd", str(status_fd)]
+    for port in allowed_connect_ports:
+        argv += ["--connect-port", str(check_port(port))]
+    if isolate_port is not None:
+        argv += ["--isolate-port", str(check_port(isolate_port))]
+    return [*argv, "--", *command]
+
+
+def _isolate(status_fd: int, port: int) -> None:
+    enter_network_namespace()
+    with open_isolated_listener(port) as listener:
+        channel = socket.socket(fileno=status_fd)
+        try:
+            socket.send_fds(channel, [LISTENER_MESSAGE], [listener.fileno()])
+        finally:
+            channel.detach()
+
+
+def _report(status_fd: int, message: str) -> None:
+    try:
+        os.write(status_fd, message.encode("utf-8", "replace"))
+    except OSError:
+        # The parent's exit code check still tells a failure apart; stderr
+        # is the only other place left to say it.
+        sys.stderr.write(f"boundary-audit: {message}\n")
+
+
+@dataclass(slots=True)
+class _HelperArgs:
+    command: list[str]
+    status_fd: int = -1
+    ports: list[int] = field(default_factory=list)
+    isolate_port: int | None = None
+
+
+def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
+    args = list(argv)
+    if "--" not in args:
+        raise ValueError("no -- before the command")
+    sep = args.index("--")
+    options, command = args[:sep], args[sep + 1 :]
+    if not command:
+        raise ValueError("no command after --")
+    parsed = _HelperArgs(command=command)
+    for flag, value in zip(options[::2], options[1::2], strict=True):
+        if flag == "--status-fd":
+            parsed.status_fd = int(value)
+        elif flag == "--connect-port":
+            parsed.ports.append(int(value))
+        elif flag == "--isolate-port":
+            parsed.isolate_port = int(value)
+        else:
+            raise ValueError(f"unknown option {flag}")
+    return parsed
+
+
+def main(argv: Sequence[str]) -> NoReturn:
+    """Exec helper: confine, then exec ``COMMAND``; on failure write a one-line
+    reason to the status descriptor and exit 126/127 (never run unconfined)."""
+    for name in _SIGNALS_TO_RESET:
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, signal.SIG_DFL)
+    try:
+        args = _parse_helper_args(argv)
+    except ValueError as exc:
+        sys.stderr.write(f"boundary-audit confine helper: bad arguments: {exc}\n")
+        os._exit(EXIT_CANNOT_EXECUTE)
+    status_fd, command = args.status_fd, args.command
+    if status_fd >= 0:
+        os.set_inheritable(status_fd, False)
+    try:
+        if args.isolate_port is not None:
+            _isolate(status_fd, args.isolate_port)
+        restrict_network(args.ports)
+    except (ConfinementError, OSError, ValueError) as exc:
+        _report(status_fd, f"confine: {exc}")
+        os._exit(EXIT_CANNOT_EXECUTE)
+    if status_fd >= 0:
+        # Tells the parent the helper got this far: EOF without this marker
+        # means the helper itself died (e.g. Python could not start), which
+        # must not pass for a successful exec.
+        with contextlib.suppress(OSError):
+            os.write(status_fd, EXEC_MARKER)
+    try:
+        # Exec'ing COMMAND is this helper's whole purpose (no shell involved).
+        os.execvp(command[0], command)  # noqa: S606
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno == errno.ENOENT else EXIT_CANNOT_EXECUTE
+        _report(status_fd, f"exec: {exc.errno}: {command[0]}: {exc.strerror}")
+        os._exit(code)
+
+
+__all__ = [
+    "EXEC_MARKER",
+    "HELPER_SCRIPT",
+    "LISTENER_MESSAGE",
+    "helper_argv",
+    "main",
+    "restrict_network",
+]
