@@ -21,6 +21,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class Receiver:
         self.acks = acks
         self.frames: list[Frame] = []
         self.messages: list[BoundaryMessage] = []
+        #: time.monotonic() when each message was committed (same order).
+        self.committed_at: list[float] = []
         self.connections = 0
         #: Bytes read, over every connection (a squatter-style count).
         self.bytes_read = 0
@@ -207,9 +210,11 @@ class Receiver:
         """Record what ``conn`` read and acknowledge it (caller holds the lock)."""
         if not conn.held:
             return
+        now = time.monotonic()
         for frame, msg in conn.held:
             self.frames.append(frame)
             self.messages.append(msg)
+            self.committed_at.append(now)
         conn.committed += len(conn.held)
         conn.held.clear()
         if conn.wants_acks:

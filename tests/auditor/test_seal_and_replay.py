@@ -8,19 +8,22 @@ commit.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from boundary_audit.auditor import OpenResult, SocketAuditor
-from boundary_audit.auditor.delivery import ACK_WAIT
 from boundary_audit.wire import DropReason
 from tests.auditor.helpers import ev, last_seal
 from tests.receiver import Receiver
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(60)
+
+#: A timeout connect_now() must not wait out when there is nobody to wait for.
+LONG_WAIT_S = 30.0
 
 
 def test_every_connection_opens_the_session_and_close_seals_it(receiver: Receiver) -> None:
@@ -145,8 +148,15 @@ def test_connect_now_says_what_kind_of_agent_took_the_session(
     assert result is OpenResult.READ
     assert coders.stats.agent_acknowledges is False
     coders.close()
-    nobody = SocketAuditor(sock_dir / "nobody.sock")
-    assert nobody.connect_now(timeout=ACK_WAIT) is OpenResult.UNREACHABLE
-    nobody.close(timeout=0)
+    late = SocketAuditor(sock_dir / "late.sock")
+    started = time.monotonic()
+    assert late.connect_now(timeout=LONG_WAIT_S) is OpenResult.UNREACHABLE
+    assert time.monotonic() - started < LONG_WAIT_S / 2  # at once, not at the timeout
+    agent = Receiver(sock_dir / "late.sock", acks=True).start()
+    try:  # the claim is made as soon as the agent appears, without an event
+        eventually(lambda: len(agent.opens()) == 1, "the session opened late")
+        late.close()
+    finally:
+        agent.stop()
     off = SocketAuditor(sock_dir / "x.sock", disabled=True)
     assert off.connect_now(timeout=1) is OpenResult.DISABLED

@@ -31,6 +31,29 @@ class AuditorCollector(Collector):
 
         yield counter("events_queued", "Events accepted into the send queue.", s.queued)
         yield counter("events_sent", "Events written to the agent socket.", s.sent)
+        yield counter(
+            "events_delivered",
+            "Events the agent acknowledged (or, if it never acknowledges, read).",
+            s.delivered,
+        )
+        yield counter("events_spilled", "Events written to the spill file at close.", s.spilled)
+        yield counter(
+            "events_undelivered", "Events neither delivered nor spilled at close.", s.undelivered
+        )
+        yield counter(
+            "spill_files_delivered",
+            "Other sessions' spill files delivered to the agent and removed.",
+            s.spill_files_delivered,
+        )
+        yield counter(
+            "spill_errors", "Spill files that could not be written or read.", s.spill_errors
+        )
+        yield counter(
+            "refused_listeners",
+            "Connections refused because the socket or its listener was not trusted.",
+            s.refused_listeners,
+        )
+        yield counter("acks_received", "Ack frames read from the agent.", s.acks_received)
         dropped = CounterMetricFamily(
             f"{NAMESPACE}_events_dropped",
             "Events dropped before reaching the agent, by reason.",
@@ -54,6 +77,13 @@ class AuditorCollector(Collector):
         )
         pending.add_metric([session], s.pending)
         yield pending
+        in_flight = GaugeMetricFamily(
+            f"{NAMESPACE}_events_in_flight",
+            "Events written and not yet known delivered.",
+            labels=["session_id"],
+        )
+        in_flight.add_metric([session], s.in_flight)
+        yield in_flight
         connected = GaugeMetricFamily(
             f"{NAMESPACE}_connected", "1 while connected to the agent.", labels=["session_id"]
         )

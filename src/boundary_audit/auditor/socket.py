@@ -253,14 +253,18 @@ class SocketAuditor(CloseOnExit):
         command it confines (our agent binds a session to the first peer
         that opens it). Returns once our agent acknowledged the open frame,
         or an agent that never acknowledges (Coder's) read it and let
-        delivery.ACK_WAIT pass, or at ``timeout``. Never raises for
-        delivery trouble; events audited meanwhile are queued as usual.
+        delivery.ACK_WAIT pass; at once when no trusted agent listens
+        (UNREACHABLE: the session is still opened as soon as one appears);
+        at the latest at ``timeout``. Never raises for delivery trouble;
+        events audited meanwhile are queued as usual.
         """
         if self._thread is None:
             return OpenResult.DISABLED
         h = self._handoff
         deadline = time.monotonic() + timeout
         with h.drained:
+            if self._c.open_result == OpenResult.UNREACHABLE:
+                self._c.open_result = ""  # a new attempt
             h.connect_now.set()
             h.wake.set()
             while not self._c.open_result:

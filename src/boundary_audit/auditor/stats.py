@@ -95,7 +95,8 @@ class Counters:
     agent_acknowledges: bool | None = None  # None until known
     agent_socket: str = ""  # path of the current (or last) connection
     #: What became of this connection's open frame, for connect_now():
-    #: "" (not yet known), "acknowledged", or "read" (by an agent that never acknowledges).
+    #: "" (not yet known), "acknowledged", "read" (by an agent that never
+    #: acknowledges), or "unreachable" (the last connect found no trusted agent).
     open_result: str = ""
 
 

@@ -31,6 +31,9 @@ from .transport import Connection, no_listener
 from .trust import UntrustedListenerError
 
 _CHANNEL_FULL = DropReason.CHANNEL_FULL
+#: Counters.open_result values (socket.OpenResult spells them for callers).
+OPEN_PENDING = ""
+OPEN_UNREACHABLE = "unreachable"
 #: Bytes of other sessions' spill frames written per flush, behind the
 #: session's own: a backlog drains steadily without delaying a batch.
 SPILL_BYTES_PER_FLUSH = 256 * 1024
@@ -184,7 +187,7 @@ class SenderThread:
         """Waiting for the agent to take frames: at close, or for connect_now()."""
         if self.conn is None:
             return False
-        if self.h.connect_now.is_set() and not self.h.counters.open_result:
+        if self.h.connect_now.is_set() and self.h.counters.open_result == OPEN_PENDING:
             return True
         return self.state.sealed and not self.delivery.settled
 
@@ -253,8 +256,16 @@ class SenderThread:
         else:
             c.connect_failures += 1
             self._connect_failed(untrusted, error)
+            if h.connect_now.is_set():
+                # connect_now() need not wait out its timeout: nothing to claim
+                # with now. The flag stays: the session is opened as soon as a
+                # trusted agent appears.
+                c.open_result = OPEN_UNREACHABLE
+                with h.drained:
+                    h.drained.notify_all()
             return None
         self.conn = conn
+        c.open_result = OPEN_PENDING
         c.agent_socket = str(conn.path)
         c.connects += 1
         h.connected.set()
@@ -330,7 +341,7 @@ class SenderThread:
         self._released(delivered)
         self.spills.abandon()
         self.state.blocked = False
-        self.h.counters.open_result = ""
+        self.h.counters.open_result = OPEN_PENDING
         self._mode_changed()
 
     def _failed(self, what: str, exc: OSError | WireError) -> None:
@@ -402,7 +413,7 @@ class SenderThread:
     def _mode_changed(self) -> None:
         c, d = self.h.counters, self.delivery
         c.agent_acknowledges = _ACKS[d.mode]
-        if self.conn is None or c.open_result:
+        if self.conn is None or c.open_result != OPEN_PENDING:
             return
         if d.open_acknowledged():
             c.open_result = "acknowledged"
