@@ -272,3 +272,19 @@ def test_against_a_reader_that_never_acknowledges_nothing_is_lost_or_resent_twic
     if all(s.charge == len(s.frame) + overhead for s in sent):
         assert not any(s in carried for s in sent[:read_at_trusted]), "a read frame re-sent"
     assert set(map(id, carried)).isdisjoint(map(id, delivered))
+
+
+def test_while_the_agents_kind_is_unknown_a_full_window_lets_read_frames_go() -> None:
+    d = Delivery(window_bytes=250)
+    o = opened(d, outq_after=SMALL_CHARGE)
+    a, b = logs(0), logs(10)
+    d.wrote(a, outq_after=2 * SMALL_CHARGE)
+    d.wrote(b, outq_after=3 * SMALL_CHARGE)
+    assert not d.room(100)
+    d.sampled(SMALL_CHARGE)
+    d.alive(1.0)  # open and a read; the mode is still unknown
+    assert d.make_room() == [o, a]
+    assert d.room(100)
+    d.acknowledged(3)  # an ack after all: from now on, only acks release
+    d.wrote(logs(20), outq_after=None)
+    assert d.make_room() == []

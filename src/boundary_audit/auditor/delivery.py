@@ -163,6 +163,18 @@ class Delivery:
         """May a frame of ``size`` bytes be written now? Always, when nothing is held."""
         return not self.held or self.held_bytes + size <= self.window_bytes
 
+    def make_room(self) -> list[Sent]:
+        """The window is full while the agent's kind is unknown: let read frames go.
+
+        Held for an ack that may never come, frames the agent has read count
+        as delivered here, as they would if the connection were lost: so an
+        agent that never acknowledges is never throttled while it is being
+        recognised (the first ACK_WAIT of a sender's first connection).
+        """
+        if self.mode is PeerMode.UNKNOWN:
+            return self._release(self.read)
+        return []
+
     def wrote(self, sent: Sent, outq_after: int | None) -> None:
         """``sent`` was written whole; ``outq_after``: SIOCOUTQ right after (None: unavailable)."""
         size = len(sent.frame)

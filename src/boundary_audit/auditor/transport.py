@@ -124,9 +124,15 @@ class Connection:
             frames.extend(self._decoder.feed(data))
         return frames, False
 
-    def wait_readable(self, timeout: float) -> None:
-        """Sleep until the agent writes (an ack) or hangs up, or ``timeout`` passes."""
-        select.select([self._sock], [], [], max(0.0, timeout))
+    def wait(self, timeout: float, *, writable: bool = False) -> None:
+        """Sleep until the agent writes (an ack) or hangs up, or ``timeout`` passes.
+
+        ``writable``: also wake when the kernel has room again (Linux reports
+        a Unix socket writable once a quarter of SO_SNDBUF is free), for a
+        sender that stopped because the kernel buffer was full.
+        """
+        sock = [self._sock]
+        select.select(sock, sock if writable else [], [], max(0.0, timeout))
 
     def close(self) -> None:
         with contextlib.suppress(OSError):

@@ -123,6 +123,8 @@ class SenderThread:
         self.delivery = self.state.delivery
         self.spills = SpillDeliveries(config.spill_dir, handoff.counters, log)
         self.conn: Connection | None = None
+        #: Writing stopped because the kernel's send buffer was full.
+        self._kernel_full = False
         #: Highest sequence number the sender has encoded (-1: none).
         self.highest_encoded = -1
         self._outq_warned = False
@@ -156,13 +158,7 @@ class SenderThread:
             if self.conn is not None and (st.blocked or awaiting or st.peer_checks.due(now)):
                 self._check_peer(now)
             flushed = False
-            if st.flush_due(
-                now,
-                urgent=closing or h.flush_now.is_set(),
-                dropped=h.counters.dropped[_CHANNEL_FULL],
-                can_report=self.conn is not None or closing,
-                extra=self._extra_due(closing),
-            ):
+            if self._flush_due(now, closing):
                 self._flush()
                 flushed = True
                 if self.conn is not None:
@@ -172,7 +168,20 @@ class SenderThread:
                 finish_session(self)
                 self._disconnect()
                 return
-            self._sleep()
+            if not (flushed and self._flush_due(self.clock(), closing)):
+                # (A flush that stopped for room, which is back already, goes
+                # on at once: no event may come to wake the thread.)
+                self._sleep()
+
+    def _flush_due(self, now: float, closing: bool) -> bool:
+        h = self.h
+        return self.state.flush_due(
+            now,
+            urgent=closing or h.flush_now.is_set(),
+            dropped=h.counters.dropped[_CHANNEL_FULL],
+            can_report=self.conn is not None or closing,
+            extra=self._extra_due(closing),
+        )
 
     def _extra_due(self, closing: bool) -> bool:
         """Frames other than the batch's: a connection asked for, spills, the seal."""
@@ -196,9 +205,10 @@ class SenderThread:
         awaiting = self._awaiting_peer()
         timeout = st.sleep_for(self.clock(), awaiting_peer=awaiting)
         if self.conn is not None and (st.blocked or awaiting):
-            # Acks arrive on the socket: wake for them rather than on the
-            # callers' event (nothing new could be written anyway).
-            self.conn.wait_readable(timeout)
+            # Acks arrive on the socket, and room in a full kernel buffer is
+            # signalled there: wake for those rather than on the callers'
+            # event (nothing new could be written anyway).
+            self.conn.wait(timeout, writable=self._kernel_full)
         else:
             self.h.wake.wait(timeout)
 
@@ -396,9 +406,42 @@ class SenderThread:
         self._released(d.alive(now))
         self._released(d.tick(now))
         self._mode_changed()
-        self.state.blocked = False
+        if self.state.blocked:
+            self._room(conn, 1)  # acks or reads may have made room
 
-    def _outq(self, conn: Connection) -> int | None:
+    def _room(self, conn: Connection, size: int) -> bool:
+        """Room to write a frame of ``size`` bytes now, in the window and the kernel.
+
+        Sets ``blocked`` (and whether the kernel is what is full) for the
+        loop's sleep; a connection that fails meanwhile is handled.
+        """
+        d, st = self.delivery, self.state
+        if not d.room(size):
+            self._released(d.make_room())
+        if not d.room(size):
+            st.blocked, self._kernel_full = True, False
+            return False
+        if not conn.may_write(d.last_outq):
+            # The sample may be stale: the agent may have read since.
+            outq = self._fresh_outq(conn)
+            if outq is None or not conn.may_write(outq):
+                st.blocked = self._kernel_full = self.conn is not None
+                return False
+        st.blocked = self._kernel_full = False
+        return True
+
+    def _fresh_outq(self, conn: Connection) -> int | None:
+        """SIOCOUTQ now (None when the connection failed: already handled)."""
+        try:
+            outq = self._outq(conn)
+        except OSError as exc:
+            self._disconnect()
+            self._failed("read", exc)
+            return None
+        self.delivery.sampled(outq)
+        return outq
+
+    def _outq(self, conn: Connection) -> int:
         outq = conn.outq()
         if outq is None and not self._outq_warned:
             self._outq_warned = True
@@ -442,9 +485,8 @@ class SenderThread:
     def _put(self, conn: Connection, sent: Sent, *, replay: bool = False) -> Put:
         """Write one frame if there is room; count it and hold it until delivered."""
         d, c = self.delivery, self.h.counters
-        if not d.room(len(sent.frame)) or not conn.may_write(d.last_outq):
-            self.state.blocked = True
-            return Put.NO_ROOM
+        if not self._room(conn, len(sent.frame)):
+            return Put.NO_ROOM if self.conn is not None else Put.FAILED
         try:
             conn.send(sent.frame)
             outq = conn.outq()
@@ -490,6 +532,8 @@ class SenderThread:
     def _write_batch(self, conn: Connection) -> bool:
         """Write the batch (and any backlog) in full frames; True when all went."""
         h, batch = self.h, self.state.batch
+        if batch.records and not self._room(conn, 1):
+            return False  # not worth encoding a frame that cannot go
         while batch.records:
             written = 0
             result = Put.WROTE
