@@ -252,8 +252,14 @@ class Receiver:
         with self._lock:
             return [m for m in self.messages if m.status.HasField("seal")]
 
-    def sequence_numbers(self) -> list[int]:
-        return [log.sequence_number for m in self.log_batches() for log in m.logs.logs]
+    def sequence_numbers(self, session_id: str | None = None) -> list[int]:
+        """Every event's number, in arrival order; of one session when given."""
+        return [
+            log.sequence_number
+            for m in self.log_batches()
+            if session_id is None or m.logs.session_id == session_id
+            for log in m.logs.logs
+        ]
 
     def wait_for(
         self, predicate: Callable[[], object], timeout: float = WAIT_TIMEOUT_S, what: str = ""

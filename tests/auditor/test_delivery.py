@@ -23,6 +23,17 @@ SMALL_CHARGE = 768
 WINDOW = 1 << 20
 
 
+def wholly_read(sizes: list[int], consumed: int) -> tuple[int, int]:
+    """(frames wholly read, their bytes) when a reader consumed ``consumed`` bytes."""
+    count = offset = 0
+    for size in sizes:
+        if offset + size > consumed:
+            break
+        offset += size
+        count += 1
+    return count, offset
+
+
 def logs(first: int, events: int = 10, size: int = 100) -> Sent:
     return Sent(b"L" * size, Kind.LOGS, events, first)
 
@@ -67,16 +78,11 @@ def test_the_unread_tail_is_never_underestimated(
     # The reader consumed a prefix of the byte stream, maybe inside a frame.
     total = sum(sizes)
     consumed = int(total * position)
-    wholly_read, offset = 0, 0
-    for size in sizes:
-        if offset + size > consumed:
-            break
-        offset += size
-        wholly_read += 1
-    outq = sum(true[wholly_read:])  # a partly read frame stays charged whole
-    assert frames_read(est, outq) <= wholly_read
+    read, offset = wholly_read(sizes, consumed)
+    outq = sum(true[read:])  # a partly read frame stays charged whole
+    assert frames_read(est, outq) <= read
     if offset == consumed:  # at a boundary, exact estimates are exact
-        assert frames_read(true, outq) == wholly_read
+        assert frames_read(true, outq) == read
 
 
 # -- against an agent that acknowledges ----------------------------------------------
@@ -233,21 +239,8 @@ def test_against_a_reader_that_never_acknowledges_nothing_is_lost_or_resent_twic
     read_at_trusted = 0
 
     def charged() -> int:
-        total, offset = 0, 0
-        for size in sizes:
-            if offset + size > consumed:
-                total += size + overhead
-            offset += size
-        return total
-
-    def wholly_read() -> int:
-        count, offset = 0, 0
-        for size in sizes:
-            if offset + size > consumed:
-                break
-            offset += size
-            count += 1
-        return count
+        read, _ = wholly_read(sizes, consumed)
+        return sum(size + overhead for size in sizes[read:])
 
     for op, arg in ops:
         if op == "write":
@@ -262,12 +255,12 @@ def test_against_a_reader_that_never_acknowledges_nothing_is_lost_or_resent_twic
         else:
             d.sampled(charged())
             if arg:  # seen alive after it
-                read_at_trusted = wholly_read()
+                read_at_trusted, _ = wholly_read(sizes, consumed)
                 d.alive(0.0)
     # The peer may read more before it dies: the inherent race.
     delivered, _ = d.lost()
     carried = d.carried
-    unread = sent[wholly_read() :]
+    unread = sent[wholly_read(sizes, consumed)[0] :]
     assert all(s in carried for s in unread), "a frame not wholly read was not carried"
     if all(s.charge == len(s.frame) + overhead for s in sent):
         assert not any(s in carried for s in sent[:read_at_trusted]), "a read frame re-sent"

@@ -13,6 +13,7 @@ import pytest
 
 from boundary_audit.auditor import TRUNCATION_MARKER, AuditEvent, SocketAuditor
 from boundary_audit.wire import MAX_PAYLOAD_SIZE, SOCKET_PATH_ENV, DropReason
+from boundary_audit.wire.spill import DEFAULT_SPILL_MAX_BYTES
 from tests.auditor.helpers import ev, last_seal, spilled, spilled_sequence_numbers
 from tests.receiver import Receiver
 from tests.support import eventually
@@ -273,14 +274,27 @@ def test_close_drains_what_is_queued(receiver: Receiver) -> None:
     assert a.stats.undelivered == 0
 
 
-def test_close_spills_what_could_not_be_delivered_with_its_seal(
-    sock_dir: Path, private_spill_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    a = SocketAuditor(sock_dir / "never.sock", batch_size=100, batch_interval=3600)
+def _seven_to_nobody(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture, spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES
+) -> SocketAuditor:
+    """A sender that audits 7 events with no agent anywhere, then closes."""
+    a = SocketAuditor(
+        sock_dir / "never.sock",
+        batch_size=100,
+        batch_interval=3600,
+        spill_max_bytes=spill_max_bytes,
+    )
     for i in range(7):
         a.audit(ev(i))
     with caplog.at_level(logging.ERROR, logger="boundary_audit"):
         a.close(timeout=0.3)
+    return a
+
+
+def test_close_spills_what_could_not_be_delivered_with_its_seal(
+    sock_dir: Path, private_spill_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = _seven_to_nobody(sock_dir, caplog)
     stats = a.stats
     assert (stats.spilled, stats.undelivered, stats.sent) == (7, 0, 0)
     assert any("spilled to disk" in str(r.msg) for r in caplog.records)
@@ -297,11 +311,7 @@ def test_close_spills_what_could_not_be_delivered_with_its_seal(
 def test_close_without_spilling_reports_what_could_not_be_delivered(
     sock_dir: Path, private_spill_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    a = SocketAuditor(sock_dir / "never.sock", batch_size=100, spill_max_bytes=0)
-    for i in range(7):
-        a.audit(ev(i))
-    with caplog.at_level(logging.ERROR, logger="boundary_audit"):
-        a.close(timeout=0.3)
+    a = _seven_to_nobody(sock_dir, caplog, spill_max_bytes=0)
     assert (a.stats.undelivered, a.stats.spilled) == (7, 0)
     assert any("not delivered" in str(r.msg) for r in caplog.records)
     assert spilled(private_spill_dir) == []

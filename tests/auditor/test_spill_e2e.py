@@ -51,12 +51,7 @@ def test_an_agent_frozen_at_exit_loses_nothing(receiver: Receiver, private_spill
     eventually(lambda: b.stats.spill_files_delivered == 1, "the spill delivered")
     assert list_spills(private_spill_dir) == []
     b.close()
-    mine = [
-        log.sequence_number
-        for m in receiver.log_batches()
-        if m.logs.session_id == a.session_id
-        for log in m.logs.logs
-    ]
+    mine = receiver.sequence_numbers(a.session_id)
     # The frames the frozen agent had in its socket arrive too: duplicates of
     # spilled ones, which the collector stores once by (session, number).
     assert set(mine) | set(in_spill) == set(mine)
@@ -80,13 +75,7 @@ def test_with_no_agent_at_all_the_next_sender_to_connect_delivers(
     eventually(lambda: b.stats.spill_files_delivered == 1, "the spill read and removed")
     assert list_spills(private_spill_dir) == []
     b.close()
-    from_a = [
-        log.sequence_number
-        for m in coder_receiver.log_batches()
-        if m.logs.session_id == a.session_id
-        for log in m.logs.logs
-    ]
-    assert from_a == list(range(25))
+    assert coder_receiver.sequence_numbers(a.session_id) == list(range(25))
     [seal] = [m for m in coder_receiver.seals() if m.status.session_id == a.session_id]
     assert (seal.status.seal.spilled, seal.status.seal.events_sent) == (25, 0)
 

@@ -24,6 +24,11 @@ class AuditorCollector(Collector):
         s = self.auditor.stats
         session = self.auditor.session_id
 
+        def gauge(name: str, doc: str, value: int) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=["session_id"])
+            family.add_metric([session], value)
+            return family
+
         def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
             family = CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=["session_id"])
             family.add_metric([session], value)
@@ -70,25 +75,9 @@ class AuditorCollector(Collector):
         yield counter("connect_failures", "Failed connection attempts.", s.connect_failures)
         yield counter("write_errors", "Failed writes (the batch is kept).", s.write_errors)
         yield counter("status_reports_sent", "BoundaryStatus messages sent.", s.status_reports_sent)
-        pending = GaugeMetricFamily(
-            f"{NAMESPACE}_events_pending",
-            "Events queued or batched, not yet sent.",
-            labels=["session_id"],
-        )
-        pending.add_metric([session], s.pending)
-        yield pending
-        in_flight = GaugeMetricFamily(
-            f"{NAMESPACE}_events_in_flight",
-            "Events written and not yet known delivered.",
-            labels=["session_id"],
-        )
-        in_flight.add_metric([session], s.in_flight)
-        yield in_flight
-        connected = GaugeMetricFamily(
-            f"{NAMESPACE}_connected", "1 while connected to the agent.", labels=["session_id"]
-        )
-        connected.add_metric([session], 1 if s.connected else 0)
-        yield connected
+        yield gauge("events_pending", "Events queued or batched, not yet sent.", s.pending)
+        yield gauge("events_in_flight", "Events written and not yet known delivered.", s.in_flight)
+        yield gauge("connected", "1 while connected to the agent.", 1 if s.connected else 0)
 
 
 def register_auditor_metrics(auditor: SocketAuditor, registry: CollectorRegistry) -> None:
