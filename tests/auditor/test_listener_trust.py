@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pwd
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -247,6 +248,38 @@ def test_a_squatter_in_the_shared_temp_dir_gets_not_one_byte(
     assert (report["sent"], report["result"]) == (0, "unreachable")
     assert isinstance(report["refused_listeners"], int)
     assert report["refused_listeners"] >= 1
+
+
+@pytest.mark.skipif(NO_USERS is not None, reason=NO_USERS or "")
+def test_a_service_users_agent_in_a_directory_root_gave_it_is_sent_to(
+    squatter_user: pwd.struct_passwd, sender_user: pwd.struct_passwd, shared_dir: Path
+) -> None:
+    """The same listener, in a directory root made for it (systemd's
+    RuntimeDirectory= of a DynamicUser agent: its uid is not known in
+    advance), is the real agent: nobody else could have bound there."""
+    run = Path(tempfile.mkdtemp(prefix="ba-run-"))  # like /run: root's, 0755
+    try:
+        os.chmod(run, 0o755)  # noqa: S103 - readable, writable by root only
+        service = run / "boundary-audit"
+        service.mkdir()
+        os.chmod(service, 0o711)  # noqa: S103 - others may reach the socket, not list or add
+        os.chown(service, squatter_user.pw_uid, squatter_user.pw_gid)
+        path = service / DEFAULT_SOCKET_NAME
+        agent = _start_squatter(squatter_user, path)
+        try:
+            report = _run_sender(
+                sender_user,
+                shared_dir,
+                CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH=str(path),
+                CONNECT_NOW_TIMEOUT=ANSWERED_WAIT_S,
+            )
+        finally:
+            words = _squatter_report(agent)
+        assert (report["result"], report["refused_listeners"]) == ("read", 0)
+        assert report["sent"] == 5
+        assert int(words[-1]) > 0
+    finally:
+        shutil.rmtree(run, ignore_errors=True)
 
 
 @pytest.mark.skipif(NO_USERS is not None, reason=NO_USERS or "")

@@ -12,6 +12,7 @@ from boundary_audit.auditor.transport import Connection, no_listener
 from boundary_audit.auditor.trust import (
     UntrustedListenerError,
     allowed_listener_uids,
+    check_socket_file,
     parse_uids,
     peer_credentials,
 )
@@ -162,3 +163,24 @@ def test_listener_uids_come_from_the_argument_and_the_environment() -> None:
     assert parse_uids("") == frozenset()
     with pytest.raises(ValueError, match="no such user"):
         parse_uids("no-such-user-here")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")
+def test_a_service_users_socket_in_a_directory_root_gave_it_is_trusted(sock_dir: Path) -> None:
+    """Like systemd's RuntimeDirectory= for a DynamicUser agent: a uid not known
+    in advance, in a directory only it can write, inside one only root can."""
+    service = sock_dir / "service"
+    service.mkdir(mode=0o711)
+    path = service / "agent.sock"
+    with listening(path):
+        os.chown(path, STRANGER_UID, -1)
+        os.chown(service, STRANGER_UID, -1)
+        assert check_socket_file(path, OURS) == OURS | {STRANGER_UID}
+        # Others may create entries: anyone could have bound it.
+        os.chmod(service, 0o733)  # noqa: S103
+        with pytest.raises(UntrustedListenerError, match="owner-uid"):
+            check_socket_file(path, OURS)
+        os.chmod(service, 0o711)  # noqa: S103 - back to reach-only for others
+        os.chmod(sock_dir, 0o1777)  # noqa: S103 - the parent is now a shared temp dir
+        with pytest.raises(UntrustedListenerError, match="owner-uid"):
+            check_socket_file(path, OURS)

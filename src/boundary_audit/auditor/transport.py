@@ -72,12 +72,12 @@ class Connection:
         sent nothing.
         """
         path = Path(path)
-        check_socket_file(path, allowed_uids)
+        listeners = check_socket_file(path, allowed_uids)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             sock.settimeout(min(CONNECT_TIMEOUT, stall_timeout))
             sock.connect(os.fspath(path))
-            check_listener(sock, path, allowed_uids)
+            check_listener(sock, path, listeners)
             sock.settimeout(stall_timeout)
         except BaseException:
             sock.close()

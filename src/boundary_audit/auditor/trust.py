@@ -16,6 +16,15 @@ Allowed: our effective uid, root (0), and any uid configured with
 ``SocketAuditor(allowed_listener_uids=...)`` or ``$BOUNDARY_AUDIT_LISTENER_UIDS``
 (comma- or space-separated uids or user names), e.g. for an agent running as
 a dedicated service user.
+
+Also allowed: the uid that owns the socket's directory, when root gave it
+that directory: the directory (not a symlink) is owned by that uid and
+writable by nobody else, and its parent is root's and writable by nobody
+else. Nobody but that uid could have bound a socket there, and only root
+could have made the arrangement: systemd's ``RuntimeDirectory=`` for a
+service with ``DynamicUser=yes`` (``/run/boundary-audit/``, a uid not known
+in advance) is exactly this. A shared world-writable directory (``/tmp``)
+never qualifies.
 """
 
 from __future__ import annotations
@@ -78,15 +87,39 @@ def allowed_listener_uids(
     )
 
 
-def check_socket_file(path: Path, allowed: frozenset[int]) -> None:
-    """``lstat`` check before connecting; raises ``OSError`` (absent) or UntrustedListenerError."""
+#: Mode bits that let users other than the owner create entries in a directory.
+_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
+
+
+def _given_by_root(directory: Path) -> int | None:
+    """The owner of ``directory`` if root gave it to them alone (see module doc), else None."""
+    try:
+        st = os.lstat(directory)
+        parent = os.lstat(directory.parent)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & _OTHERS_WRITE:
+        return None
+    if parent.st_uid != ROOT_UID or parent.st_mode & _OTHERS_WRITE:
+        return None
+    return st.st_uid
+
+
+def check_socket_file(path: Path, allowed: frozenset[int]) -> frozenset[int]:
+    """``lstat`` check before connecting: the uids that may listen on ``path``.
+
+    Raises ``OSError`` (nothing there) or UntrustedListenerError.
+    """
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode):
         raise UntrustedListenerError(path, "symlink", uid=st.st_uid)
     if not stat.S_ISSOCK(st.st_mode):
         raise UntrustedListenerError(path, "not-a-socket", uid=st.st_uid)
-    if st.st_uid not in allowed:
-        raise UntrustedListenerError(path, f"socket-owner-uid-{st.st_uid}", uid=st.st_uid)
+    if st.st_uid in allowed:
+        return allowed
+    if _given_by_root(path.parent) == st.st_uid:
+        return allowed | {st.st_uid}
+    raise UntrustedListenerError(path, f"socket-owner-uid-{st.st_uid}", uid=st.st_uid)
 
 
 def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
