@@ -101,6 +101,18 @@ def test_a_partly_written_batch_keeps_its_age_and_an_empty_one_forgets_it() -> N
     assert batch.started == 7.0
 
 
+def test_the_rest_of_a_batch_whose_flush_stopped_part_way_is_due_at_once() -> None:
+    batch = Batch(size=300, interval=3600)
+    batch.take(records(300), now=0.0)
+    assert batch.due(0.0, urgent=False)
+    batch.written(100, now=1.0)  # the agent's buffer filled up
+    assert len(batch) == 200
+    assert batch.due(1.0, urgent=False)  # below its size, young: still owed
+    batch.written(200, now=2.0)
+    batch.take(records(5), now=3.0)
+    assert not batch.due(3.0, urgent=False)  # a new batch waits as usual
+
+
 @given(
     size=st.integers(1, 50),
     interval=st.floats(0.01, 100.0),

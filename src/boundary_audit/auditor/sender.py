@@ -64,7 +64,7 @@ INVALID_LOG_EVERY = 1000
 class Batch:
     """Events taken off the queue and not yet written, and when they are due."""
 
-    __slots__ = ("capacity", "interval", "records", "size", "started")
+    __slots__ = ("capacity", "interval", "owed", "records", "size", "started")
 
     def __init__(self, size: int, interval: float, capacity: int = MAX_PENDING_EVENTS) -> None:
         self.size = size
@@ -73,6 +73,9 @@ class Batch:
         self.records: list[Record] = []
         #: When the oldest event of the batch was taken; None while empty.
         self.started: float | None = None
+        #: A flush began and stopped part-way (no room, a failed write): the
+        #: rest is due at once, whatever its size and age.
+        self.owed = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -91,6 +94,7 @@ class Batch:
         """Full, old enough, or asked for (flush, close)."""
         return bool(self.records) and (
             urgent
+            or self.owed
             or len(self.records) >= self.size
             or (self.started is not None and now - self.started >= self.interval)
         )
@@ -98,6 +102,7 @@ class Batch:
     def written(self, count: int, now: float) -> None:
         """The first ``count`` events were written (or skipped); the rest wait."""
         del self.records[:count]
+        self.owed = bool(self.records)
         if not self.records:
             self.started = None
         elif self.started is None:

@@ -23,7 +23,7 @@ from .trust import check_listener, check_socket_file
 
 #: A write that makes no progress for this long means the agent has stalled;
 #: the connection is dropped and its frames re-sent on a new one. Writes are
-#: only started while the kernel has room (see may_write), so this is a
+#: only started while the socket polls writable (see may_write), so this is a
 #: safety net, not the normal way a stalled agent is handled.
 WRITE_STALL_TIMEOUT = 10.0
 #: A listener that cannot take a connection within this long (its backlog
@@ -99,14 +99,16 @@ class Connection:
         return int(_INT.unpack(raw)[0])
 
     def may_write(self, outq: int | None) -> bool:
-        """Will a frame write start at once? While the kernel holds less than SO_SNDBUF.
+        """Will a frame write start at once? Only while the socket polls writable.
 
-        Linux allocates a Unix stream write's buffer as long as what is
-        charged is below SO_SNDBUF, and a frame (at most 32 KiB) fits one
-        buffer, so a write begun below the bound never blocks on a peer that
-        stopped reading: the sender waits instead, still able to close.
+        A socket with a timeout (ours) waits for POLLOUT before each send,
+        and Linux reports a Unix socket writable while what it holds is at
+        most a quarter of SO_SNDBUF (``unix_writable``: wmem << 2 <= sndbuf;
+        wmem is SIOCOUTQ + 1). Past that the write would wait for the agent
+        to read; so the sender waits instead (``wait(writable=True)`` wakes
+        on the same condition), still able to close on time.
         """
-        return outq is None or outq < self.sndbuf
+        return outq is None or (outq + 1) * 4 <= self.sndbuf
 
     def receive(self) -> tuple[list[Frame], bool]:
         """Frames the agent wrote (acks), without blocking, and whether it hung up.

@@ -613,12 +613,9 @@ class SenderThread:
 
 def sender_name() -> str:
     """``boundary-audit/<version>`` for the open frame."""
-    from importlib.metadata import PackageNotFoundError, version
+    from .. import __version__
 
-    try:
-        return f"boundary-audit/{version('boundary-audit')}"
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "boundary-audit/unknown"
+    return f"boundary-audit/{__version__}"
 
 
 __all__ = ["Handoff", "Put", "SenderConfig", "SenderThread", "sender_name"]
