@@ -114,3 +114,23 @@ def test_a_spill_dir_that_is_not_ours_is_never_written(
     a.close()
     assert (a.stats.spilled, a.stats.undelivered, a.stats.spill_errors) == (0, 3, 1)
     assert list(elsewhere.iterdir()) == []
+
+
+def test_a_frozen_agent_whose_socket_is_full_never_holds_close_past_its_deadline(
+    coder_receiver: Receiver, private_spill_dir: Path
+) -> None:
+    """Enough events to fill the kernel's buffer towards an agent that stopped
+    reading: the sender stops writing instead of blocking, so close() spills
+    on time rather than giving up with the thread stuck in a write."""
+    a = SocketAuditor(coder_receiver.path, queue_size=20_000, batch_size=100)
+    assert a.connect_now(timeout=10) is OpenResult.READ
+    coder_receiver.pause()
+    for i in range(5000):
+        a.audit(ev(i, url=f"https://github.com/{i}/" + "p" * 200))
+    eventually(lambda: a.stats.sent > 0 and a.stats.pending > 0, "writing stopped for room")
+    a.close(timeout=0.5)
+    stats = a.stats
+    assert (stats.undelivered, stats.dropped_total) == (0, 0)
+    assert stats.delivered + stats.spilled >= 5000  # read before the freeze, or spilled
+    [messages] = spilled(private_spill_dir)
+    assert last_seal(messages).spilled == stats.spilled

@@ -328,9 +328,11 @@ class SocketAuditor(CloseOnExit):
             )
             self._c.undelivered = leftover
         elif self._thread.is_alive():
-            # The sender is still stuck (agent gone or stalled); what it holds
-            # is reported as undelivered. It exits at its own deadline.
-            self._c.undelivered = h.pending() + self._c.in_flight
+            # The sender is still stuck (in a write the agent does not take);
+            # every event not known delivered is reported as undelivered. It
+            # exits at its own deadline.
+            c = self._c
+            c.undelivered = max(0, c.queued - c.delivered - c.dropped[DropReason.INVALID_EVENT])
             self._log.error(
                 "could not deliver all audit events before the close timeout",
                 undelivered=self._c.undelivered,
