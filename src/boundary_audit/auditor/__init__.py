@@ -5,10 +5,12 @@ writes them as structured lines, ``MultiAuditor`` fans out to several and
 ``MemoryAuditor`` keeps them in a list (for tests of what audits). All number
 events with a ``SequenceCounter``.
 
-Inside ``SocketAuditor``: ``sender`` decides (pure state, given the time),
-``transport`` does the socket I/O, ``encoding`` packs frames, ``worker`` is
-the thread that joins them, ``socket`` the callers' side, ``stats`` the
-counters both sides share.
+Inside ``SocketAuditor``: ``sender``, ``delivery`` and ``closing`` decide
+(pure state, given the time), ``encoding`` packs frames, ``transport`` and
+``trust`` do the socket I/O and the listener checks, ``link`` holds the
+connection, ``worker`` is the thread that joins them, ``finish`` and
+``spill`` end a session and deliver others' spills, ``socket`` is the
+callers' side, ``handoff`` and ``stats`` what both sides share.
 """
 
 from ..wire import DropReason

@@ -55,9 +55,9 @@ def finish_session(t: SenderThread) -> None:
     c.pending = 0
     doubt = d.frames_in_doubt()
     candidates = [(s.frame, s.events) for s in doubt if s.kind is not Kind.SEAL]
-    for enc in encode_records(records, t.cfg.process_name, on_invalid=t._invalid):
+    for enc in encode_records(records, t.cfg.process_name, on_invalid=t.invalid):
         if enc.frame:
-            t._encoded(enc)
+            t.encoded(enc)
             candidates.append((enc.frame, enc.events))
     total = c.dropped[DropReason.CHANNEL_FULL]
     delta = st.status.unreported(total)
@@ -117,10 +117,10 @@ def _undelivered(t: SenderThread, lacking: int, reason: str, why: str) -> None:
     """No spill: the events are lost and counted, and a seal on the socket says so if it fits."""
     c = t.h.counters
     c.undelivered = lacking
-    conn = t.conn
+    conn = t.link.conn
     if conn is not None:
         frame = encode_seal(t.numbers.session_id, _seal(t, undelivered=lacking, spilled=0))
-        t._put(conn, Sent(frame, Kind.SEAL))
+        t.link.put(conn, Sent(frame, Kind.SEAL))
     t.log.error(
         "closing with audit events not delivered to the agent",
         undelivered=lacking,

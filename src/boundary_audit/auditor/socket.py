@@ -23,11 +23,12 @@ from ..wire import DropReason, socket_path_candidates
 from ..wire.spill import DEFAULT_SPILL_MAX_BYTES, resolve_spill_dir
 from .encoding import Record
 from .event import AuditEvent, CloseOnExit
+from .handoff import Handoff, SenderConfig, sender_name
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import SequenceCounter
 from .stats import AuditorStats, snapshot
 from .trust import allowed_listener_uids as trusted_uids
-from .worker import Handoff, SenderConfig, SenderThread, sender_name
+from .worker import SenderThread
 
 #: Events that may wait for the sender. Coder's boundary keeps 20, which
 #: drops events in any burst; 8192 absorbs ~80 ms at 100k events/s while
