@@ -471,6 +471,9 @@ def start_client(
                 "-m",
                 "boundary_audit",
                 "run",
+                # The audit summary each run is checked by is an info line.
+                "--log-level",
+                "info",
                 "--allow",
                 ALLOW_RULE,
                 "--audit-socket",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..auditor import DISABLE_ENV
 from ..logs import normalize_level
@@ -347,7 +348,7 @@ def build_layer(entries: Iterable[_Entry]) -> Layer:
     return layer
 
 
-def file_layer(data: Mapping[object, object], source: str) -> Layer:
+def file_layer(data: Mapping[Any, object], source: str) -> Layer:
     """A config file's mapping as a layer; unknown keys are errors (a typo such
     as ``alow`` must not silently drop every rule)."""
     entries: list[_Entry] = []
