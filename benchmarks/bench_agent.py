@@ -19,7 +19,6 @@ the collector, agent CPU time per 1k events, agent peak RSS.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import multiprocessing as mp
 import os
 import shutil
@@ -30,6 +29,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from multiprocessing.queues import Queue
 from pathlib import Path
 
 import httpx
@@ -47,7 +47,10 @@ from boundary_audit.wire import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.agent.collector_double import CollectorDouble
+from tests.support import eventually, free_port, stop_process
+from tests.support.doubles import CollectorDouble
+from tests.support.processes import cli_argv
+from tests.support.services import wait_healthy
 
 #: The issue's scenario: four busy senders on one workspace.
 SENDERS = 4
@@ -59,6 +62,8 @@ DEFAULT_FRAMES_PER_SENDER = 10_000
 POLL_S = 0.01
 #: Give up on a row after this long (a broken build, not a slow one).
 ROW_TIMEOUT_S = 300.0
+#: Grace for the agent to flush and exit after SIGTERM at the end of a row.
+AGENT_STOP_TIMEOUT_S = 60.0
 #: The SocketAuditor row audits this many events...
 AUDITOR_EVENTS = 200_000
 #: ...waiting for delivery every this many, half its default queue, so the
@@ -83,10 +88,13 @@ def build_frames(session: str, frames: int) -> list[bytes]:
     return out
 
 
-def sender(path: str, frames: list[bytes], start: mp.synchronize.Event) -> None:
+def sender(
+    path: str, frames: list[bytes], connected: Queue[int], start: mp.synchronize.Event
+) -> None:
     """One busy sender: one connection, one write per frame, as fast as it can."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.connect(path)
+    connected.put(os.getpid())
     start.wait()
     for frame in frames:
         s.sendall(frame)
@@ -97,10 +105,12 @@ def run_senders(path: Path, per_sender: list[list[bytes]]) -> float:
     """Start the senders together; return when all have written everything."""
     ctx = mp.get_context("fork")
     start = ctx.Event()
-    procs = [ctx.Process(target=sender, args=(str(path), f, start)) for f in per_sender]
+    connected: Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=sender, args=(str(path), f, connected, start)) for f in per_sender]
     for p in procs:
         p.start()
-    time.sleep(0.2)  # all connected and waiting
+    for _ in procs:
+        connected.get(timeout=ROW_TIMEOUT_S)  # all connected and waiting
     t0 = time.perf_counter()
     start.set()
     for p in procs:
@@ -150,12 +160,6 @@ def sink_row(per_sender: list[list[bytes]], workdir: Path) -> Row:
     return Row("4 senders only (reader discards)", events / elapsed, None, None, None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def metric(client: httpx.Client, name: str) -> float:
     for line in client.get("/metrics").text.splitlines():
         if line.startswith(name + " "):
@@ -171,10 +175,7 @@ def start_agent(
     env = {**os.environ, CREDENTIAL_ENV: collector.state.token}
     spool_dir = workdir / f"spool-{sync}-{time.monotonic_ns()}"
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "boundary_audit",
+        cli_argv(
             "--log-level",
             "warning",
             "agent",
@@ -188,38 +189,38 @@ def start_agent(
             sync,
             "--metrics-listen",
             f"127.0.0.1:{port}",
-        ],
+        ),
         env=env,
     )
+    wait_healthy(f"http://127.0.0.1:{port}/healthz", proc, "the agent", within=ROW_TIMEOUT_S)
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
-    deadline = time.monotonic() + ROW_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.HTTPError):  # not listening yet
-            if client.get("/healthz").status_code == 200:
-                return proc, client, sock_path
-        if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError("agent did not start")
-        time.sleep(0.05)
+    return proc, client, sock_path
 
 
 def wait_delivered(
     client: httpx.Client, collector: CollectorDouble | None, events: int
 ) -> tuple[float, float | None]:
     """perf_counter times when the spool, then the collector (if any), had all ``events``."""
-    deadline = time.monotonic() + ROW_TIMEOUT_S
     received_at: float | None = None
-    while True:
+    forwarded_at: float | None = None
+
+    def delivered() -> bool:
+        nonlocal received_at, forwarded_at
         now = time.perf_counter()
         spooled = metric(client, "boundary_audit_agent_events_spooled_total")
         if received_at is None and spooled >= events:
             received_at = now
-        if collector is None and received_at is not None:
-            return received_at, None
-        if collector is not None and collector.event_count() >= events:
-            return (now if received_at is None else received_at), now
-        if time.monotonic() > deadline:
-            raise RuntimeError("agent did not take all events in time")
-        time.sleep(POLL_S)
+        if collector is None:
+            return received_at is not None
+        if collector.event_count() >= events:
+            received_at = now if received_at is None else received_at
+            forwarded_at = now
+            return True
+        return False
+
+    eventually(delivered, "the agent to take all events", within=ROW_TIMEOUT_S, interval=POLL_S)
+    assert received_at is not None
+    return received_at, forwarded_at
 
 
 def agent_row(
@@ -265,8 +266,7 @@ def agent_row(
         )
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(timeout=60)
+        stop_process(proc, AGENT_STOP_TIMEOUT_S)
         collector.stop()
 
 

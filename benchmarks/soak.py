@@ -63,6 +63,11 @@ from boundary_audit.agent.config import CREDENTIAL_ENV
 from boundary_audit.auditor import AuditEvent, SocketAuditor
 from boundary_audit.logs import configure_logging
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support import eventually, free_port, stop_process
+from tests.support.processes import cli_argv
+from tests.support.services import wait_healthy
+
 #: Default load length; long enough for several spool commits, forward
 #: batches and collector transactions per second to average out.
 DEFAULT_DURATION_S = 60.0
@@ -135,12 +140,6 @@ Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 # -- small helpers -------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def scrape(client: httpx.Client) -> Metrics:
     """One /metrics scrape; empty when the process does not answer."""
     try:
@@ -165,31 +164,6 @@ def by_label(metrics: Metrics, name: str, label: str) -> dict[str, float]:
         if n == name:
             out[dict(labels).get(label, "")] += v
     return dict(out)
-
-
-def wait_healthy(client: httpx.Client, proc: subprocess.Popen[bytes], what: str) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        with contextlib.suppress(httpx.HTTPError):  # not listening yet
-            if client.get("/healthz").status_code == 200:
-                return
-        if proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with status {proc.returncode} while starting")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not answer /healthz within {START_TIMEOUT_S:g} s")
-        time.sleep(START_POLL_S)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM (the components flush and exit 0), SIGKILL after a grace period."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    return proc.returncode
 
 
 # -- load generators -------------------------------------------------------------------
@@ -451,7 +425,7 @@ class Pipeline:
 def component(args: list[str], log: Path, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "boundary_audit", *args],
+            cli_argv(*args),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -463,19 +437,9 @@ def start_pipeline(workdir: Path) -> Pipeline:
     db_path = workdir / "collector.db"
     db_url = f"sqlite:///{db_path}"
     token = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "boundary_audit",
-            "tokens",
-            "create",
-            "--agent",
-            "soak-agent",
-            "--workspace",
-            "soak",
-            "--db",
-            db_url,
-        ],
+        cli_argv(
+            "tokens", "create", "--agent", "soak-agent", "--workspace", "soak", "--db", db_url
+        ),
         check=True,
         capture_output=True,
         text=True,
@@ -490,7 +454,9 @@ def start_pipeline(workdir: Path) -> Pipeline:
     collector_http = httpx.Client(
         base_url=f"http://127.0.0.1:{collector_port}", timeout=SCRAPE_TIMEOUT_S
     )
-    wait_healthy(collector_http, collector, "collector")
+    wait_healthy(
+        f"http://127.0.0.1:{collector_port}/healthz", collector, "collector", START_TIMEOUT_S
+    )
     socket_path = workdir / "run" / "agent.sock"
     socket_path.parent.mkdir(mode=0o700)
     agent_port = free_port()
@@ -510,7 +476,7 @@ def start_pipeline(workdir: Path) -> Pipeline:
         {**env, CREDENTIAL_ENV: token},
     )
     agent_http = httpx.Client(base_url=f"http://127.0.0.1:{agent_port}", timeout=SCRAPE_TIMEOUT_S)
-    wait_healthy(agent_http, agent, "agent")
+    wait_healthy(f"http://127.0.0.1:{agent_port}/healthz", agent, "agent", START_TIMEOUT_S)
     return Pipeline(workdir, db_path, socket_path, collector, agent, collector_http, agent_http)
 
 
@@ -559,13 +525,13 @@ def run_proxy(pipe: Pipeline, sampler: Sampler, load: Load) -> LoadResult:
     upstream.start()
     assert upstream.pid is not None
     sampler.watch("upstream", upstream.pid)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
+
+    def listening() -> bool:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", up_port)):
-            break
-        if time.monotonic() > deadline:
-            raise RuntimeError("upstream did not start")
-        time.sleep(START_POLL_S)
+            return True
+        return False
+
+    eventually(listening, "the upstream to listen", within=START_TIMEOUT_S, interval=START_POLL_S)
     env = {k: v for k, v in os.environ.items() if not k.startswith("BOUNDARY_AUDIT_")}
     env.pop("DISABLE_AUDIT_LOGS", None)
     runs = []
@@ -576,10 +542,7 @@ def run_proxy(pipe: Pipeline, sampler: Sampler, load: Load) -> LoadResult:
             log = pipe.workdir / f"run-{i}.log"
             with log.open("wb") as stderr:
                 proc = subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "boundary_audit",
+                    cli_argv(
                         "run",
                         "--allow",
                         PROXY_ALLOW_RULE,
@@ -606,7 +569,7 @@ def run_proxy(pipe: Pipeline, sampler: Sampler, load: Load) -> LoadResult:
                         str(DENY_EVERY),
                         str(PACE_TICK_S),
                         str(CLIENT_TIMEOUT_S),
-                    ],
+                    ),
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=stderr,
@@ -971,8 +934,8 @@ def main() -> int:
         drain_s, drained = drain(pipe, result.expected_stored)
         agent, collector = scrape(pipe.agent_http), scrape(pipe.collector_http)
         sampler.close()
-        stop(pipe.agent)
-        stop(pipe.collector)
+        stop_process(pipe.agent, STOP_TIMEOUT_S)
+        stop_process(pipe.collector, STOP_TIMEOUT_S)
         stored = read_db(pipe.db_path)
         outcome = Outcome(
             args.mode,
@@ -991,8 +954,8 @@ def main() -> int:
         if pipe is not None:
             with contextlib.suppress(ProcessLookupError):
                 pipe.agent.send_signal(signal.SIGCONT)  # never leave it frozen
-            stop(pipe.agent)
-            stop(pipe.collector)
+            stop_process(pipe.agent, STOP_TIMEOUT_S)
+            stop_process(pipe.collector, STOP_TIMEOUT_S)
             pipe.agent_http.close()
             pipe.collector_http.close()
         if args.keep:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import socket
@@ -13,17 +12,18 @@ import pytest
 
 from boundary_audit.agent import Agent, SocketInUseError
 from boundary_audit.wire import MAX_PAYLOAD_SIZE, Tag, encode_frame
+from tests.support import aeventually
+from tests.support.doubles import CollectorDouble
 
-from .collector_double import CollectorDouble
-from .conftest import (
+from .helpers import (
     ConfigFactory,
     closed_by_peer,
     connect,
-    eventually,
     logs_frame,
     metric,
     new_session,
     send,
+    status_frame,
 )
 
 pytestmark = pytest.mark.timeout(60)
@@ -34,14 +34,16 @@ def raw_header(tag: int, length: int) -> bytes:
     return struct.pack(">I", (tag << 24) | length)
 
 
-async def assert_others_unaffected(agent: Agent, collector: CollectorDouble, start: int) -> None:
+async def assert_others_unaffected(
+    agent: Agent, collector_double: CollectorDouble, start: int
+) -> None:
     session = new_session()
     await send(agent.socket_path, logs_frame(session, 0, 5))
-    await eventually(lambda: collector.event_count() == start + 5)
+    await aeventually(lambda: collector_double.event_count() == start + 5, "a good sender's events")
 
 
 async def test_oversize_length_closes_only_that_connection(
-    agent: Agent, collector: CollectorDouble
+    agent: Agent, collector_double: CollectorDouble
 ) -> None:
     good_session = new_session()
     _, good = await connect(agent.socket_path)
@@ -54,8 +56,8 @@ async def test_oversize_length_closes_only_that_connection(
     # The well-behaved connection keeps working after the other was closed.
     good.write(logs_frame(good_session, 5, 5))
     await good.drain()
-    await eventually(lambda: collector.event_count() == 10)
-    await eventually(
+    await aeventually(lambda: collector_double.event_count() == 10)
+    await aeventually(
         lambda: (
             metric(agent, "boundary_audit_agent_connections_closed_total", reason="protocol_error")
             == 1
@@ -64,13 +66,15 @@ async def test_oversize_length_closes_only_that_connection(
     good.close()
 
 
-async def test_unknown_tag_closes_the_connection(agent: Agent, collector: CollectorDouble) -> None:
+async def test_unknown_tag_closes_the_connection(
+    agent: Agent, collector_double: CollectorDouble
+) -> None:
     reader, writer = await connect(agent.socket_path)
     writer.write(raw_header(7, 3) + b"abc")
     await writer.drain()
     assert await closed_by_peer(reader)
     assert metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
-    await assert_others_unaffected(agent, collector, 0)
+    await assert_others_unaffected(agent, collector_double, 0)
 
 
 async def test_a_connection_cut_off_for_a_bad_header_says_so_when_it_closes(
@@ -89,7 +93,7 @@ async def test_a_connection_cut_off_for_a_bad_header_says_so_when_it_closes(
                 return fields
         return None
 
-    await eventually(lambda: closing_line() is not None)
+    await aeventually(lambda: closing_line() is not None)
     line = closing_line()
     assert line is not None
     # The metric counted the bad frame; the connection's own line agrees.
@@ -98,7 +102,7 @@ async def test_a_connection_cut_off_for_a_bad_header_says_so_when_it_closes(
 
 
 async def test_undecodable_payload_is_skipped_and_reading_goes_on(
-    agent: Agent, collector: CollectorDouble
+    agent: Agent, collector_double: CollectorDouble
 ) -> None:
     session = new_session()
     garbage = encode_frame(Tag.V2_ENVELOPE, b"\xff\xff\xff\xff")
@@ -109,23 +113,23 @@ async def test_undecodable_payload_is_skipped_and_reading_goes_on(
         garbage,
         logs_frame(session, 5, 5),
     )
-    await eventually(lambda: collector.event_count() == 10)
-    assert collector.order(session) == list(range(10))
+    await aeventually(lambda: collector_double.event_count() == 10)
+    assert collector_double.order(session) == list(range(10))
     assert metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 2
 
 
 async def test_empty_envelope_is_counted_as_bad_frame(
-    agent: Agent, collector: CollectorDouble
+    agent: Agent, collector_double: CollectorDouble
 ) -> None:
     await send(agent.socket_path, encode_frame(Tag.V2_ENVELOPE, b""))
-    await eventually(
+    await aeventually(
         lambda: metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
     )
-    await assert_others_unaffected(agent, collector, 0)
+    await assert_others_unaffected(agent, collector_double, 0)
 
 
 async def test_stalled_partial_frame_is_closed_after_idle_timeout(
-    make_config: ConfigFactory, collector: CollectorDouble
+    make_config: ConfigFactory, collector_double: CollectorDouble
 ) -> None:
     async with Agent(make_config(idle_timeout=0.3)) as agent:
         # An idle connection with no partial frame is left alone...
@@ -143,13 +147,13 @@ async def test_stalled_partial_frame_is_closed_after_idle_timeout(
         session = new_session()
         idle.write(logs_frame(session, 0, 3))
         await idle.drain()
-        await eventually(lambda: collector.event_count() == 3)
+        await aeventually(lambda: collector_double.event_count() == 3)
         assert not idle_reader.at_eof()
         idle.close()
 
 
 async def test_trickled_partial_frame_cannot_reset_the_idle_timeout(
-    make_config: ConfigFactory, collector: CollectorDouble
+    make_config: ConfigFactory, collector_double: CollectorDouble
 ) -> None:
     """Slow loris: a byte every third of the timeout still gets the frame closed."""
     idle_timeout = 0.3
@@ -157,14 +161,17 @@ async def test_trickled_partial_frame_cannot_reset_the_idle_timeout(
         reader, writer = await connect(agent.socket_path)
         frame = logs_frame(new_session(), 0, 5)
         sent = 0
-        while not reader.at_eof() and sent < len(frame) - 1:
+        while sent < len(frame) - 1:
             try:
                 writer.write(frame[sent : sent + 1])
                 await writer.drain()
             except ConnectionError:
                 break  # the agent already closed it
             sent += 1
-            await asyncio.sleep(idle_timeout / 3)
+            # The pace of the trickle: a third of the timeout between bytes,
+            # so each byte alone would keep a resetting clock from firing.
+            if await closed_by_peer(reader, within=idle_timeout / 3):
+                break
         assert await closed_by_peer(reader)
         # Closed well before the frame could have been finished this way.
         assert sent < len(frame) // 2
@@ -172,15 +179,15 @@ async def test_trickled_partial_frame_cannot_reset_the_idle_timeout(
             metric(agent, "boundary_audit_agent_connections_closed_total", reason="idle_timeout")
             == 1
         )
-        await assert_others_unaffected(agent, collector, 0)
+        await assert_others_unaffected(agent, collector_double, 0)
 
 
 async def test_truncated_frame_at_close_is_counted(
-    agent: Agent, collector: CollectorDouble
+    agent: Agent, collector_double: CollectorDouble
 ) -> None:
     frame = logs_frame(new_session(), 0, 5)
     await send(agent.socket_path, frame[:-3])
-    await eventually(
+    await aeventually(
         lambda: (
             metric(agent, "boundary_audit_agent_connections_closed_total", reason="truncated") == 1
         )
@@ -189,11 +196,11 @@ async def test_truncated_frame_at_close_is_counted(
 
 
 async def test_connection_flood_is_capped(
-    make_config: ConfigFactory, collector: CollectorDouble
+    make_config: ConfigFactory, collector_double: CollectorDouble
 ) -> None:
     async with Agent(make_config(max_connections=3)) as agent:
         held = [await connect(agent.socket_path) for _ in range(3)]
-        await eventually(lambda: metric(agent, "boundary_audit_agent_connections_current") == 3)
+        await aeventually(lambda: metric(agent, "boundary_audit_agent_connections_current") == 3)
         extra = [await connect(agent.socket_path) for _ in range(5)]
         for reader, _ in extra:
             assert await closed_by_peer(reader)
@@ -205,17 +212,17 @@ async def test_connection_flood_is_capped(
         for i, (_, writer) in enumerate(held):
             writer.write(logs_frame(session, i * 10, 10))
             await writer.drain()
-        await eventually(lambda: collector.event_count() == 30)
+        await aeventually(lambda: collector_double.event_count() == 30)
         for _, writer in held:
             writer.close()
         # Once they are gone, new connections are accepted again.
-        await eventually(lambda: metric(agent, "boundary_audit_agent_connections_current") == 0)
+        await aeventually(lambda: metric(agent, "boundary_audit_agent_connections_current") == 0)
         await send(agent.socket_path, logs_frame(session, 100, 1))
-        await eventually(lambda: collector.event_count() == 31)
+        await aeventually(lambda: collector_double.event_count() == 31)
 
 
 async def test_uid_outside_the_allowed_set_is_refused(
-    make_config: ConfigFactory, collector: CollectorDouble
+    make_config: ConfigFactory, collector_double: CollectorDouble
 ) -> None:
     async with Agent(make_config(allowed_uids=frozenset({os.getuid() + 12345}))) as agent:
         reader, writer = await connect(agent.socket_path)
@@ -229,14 +236,14 @@ async def test_uid_outside_the_allowed_set_is_refused(
         )
     async with Agent(make_config(allowed_uids=frozenset({os.getuid()}))) as agent:
         await send(agent.socket_path, logs_frame(new_session(), 0, 5))
-        await eventually(lambda: collector.event_count() == 5)
+        await aeventually(lambda: collector_double.event_count() == 5)
 
 
-async def test_negative_status_counts_are_refused(agent: Agent, collector: CollectorDouble) -> None:
-    from .conftest import status_frame
-
+async def test_negative_status_counts_are_refused(
+    agent: Agent, collector_double: CollectorDouble
+) -> None:
     await send(agent.socket_path, logs_frame(new_session(), 0, 1), status_frame(channel_full=-4))
-    await eventually(
+    await aeventually(
         lambda: metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
     )
     assert (
@@ -249,16 +256,16 @@ async def test_negative_status_counts_are_refused(agent: Agent, collector: Colle
 
 
 async def test_refuses_to_start_when_a_live_agent_owns_the_socket(
-    make_config: ConfigFactory, short_dir: Path
+    make_config: ConfigFactory, sock_dir: Path
 ) -> None:
     async with Agent(make_config()) as first:
-        second = Agent(make_config(spool_dir=short_dir / "other-spool"))
+        second = Agent(make_config(spool_dir=sock_dir / "other-spool"))
         with pytest.raises(SocketInUseError, match="another"):
             await second.start()
         assert first.socket_path.exists()  # not stolen
     # A foreign listener (not an agent of ours, so no lock file) is detected too.
     foreign = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    path = short_dir / "foreign.sock"
+    path = sock_dir / "foreign.sock"
     foreign.bind(str(path))
     foreign.listen(1)
     try:
@@ -269,21 +276,21 @@ async def test_refuses_to_start_when_a_live_agent_owns_the_socket(
 
 
 async def test_replaces_a_stale_socket_file(
-    make_config: ConfigFactory, collector: CollectorDouble, short_dir: Path
+    make_config: ConfigFactory, collector_double: CollectorDouble, sock_dir: Path
 ) -> None:
-    path = short_dir / "agent.sock"
+    path = sock_dir / "agent.sock"
     dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     dead.bind(str(path))
     dead.close()  # the file stays, nobody listens
     async with Agent(make_config(socket_path=path)) as agent:
         await send(agent.socket_path, logs_frame(new_session(), 0, 2))
-        await eventually(lambda: collector.event_count() == 2)
+        await aeventually(lambda: collector_double.event_count() == 2)
 
 
 async def test_refuses_to_replace_a_regular_file(
-    make_config: ConfigFactory, short_dir: Path
+    make_config: ConfigFactory, sock_dir: Path
 ) -> None:
-    path = short_dir / "not-a-socket"
+    path = sock_dir / "not-a-socket"
     path.write_text("important")
     with pytest.raises(SocketInUseError, match="not a socket"):
         await Agent(make_config(socket_path=path)).start()
@@ -315,7 +322,7 @@ def test_peer_credentials_come_from_so_peercred() -> None:
 
 
 async def test_metrics_port_in_use_fails_start_cleanly(
-    make_config: ConfigFactory, short_dir: Path
+    make_config: ConfigFactory, sock_dir: Path
 ) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

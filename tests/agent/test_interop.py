@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from boundary_audit.agent import Agent
 from boundary_audit.auditor import AuditEvent, SocketAuditor
+from tests.support import EVENTUALLY_TIMEOUT_S, aeventually, eventually
+from tests.support.doubles import CollectorDouble
+from tests.support.services import AgentProcess
 
-from .collector_double import CollectorDouble
-from .conftest import ConfigFactory, eventually, metric
-from .test_process import AgentProcess, wait_for
+from .helpers import ConfigFactory, metric
 
 pytestmark = pytest.mark.timeout(120)
+
+#: Events of the SIGKILL test's stream.
+STREAM_EVENTS = 20_000
+#: The producer holds here until the agent is stopped (SIGSTOP), so the kill
+#: lands mid-stream...
+HOLD_AT_EVENTS = STREAM_EVENTS // 2
+#: ...and it is killed once this many events went into its socket buffer
+#: while it was stopped: in flight, read by nobody.
+IN_FLIGHT_EVENTS = 200
+#: Events the collector must have before the agent is stopped and killed.
+FLOWING_EVENTS = 2000
+#: The producer never runs further than this ahead of what the sender wrote
+#: (half the sender's default queue), as a proxy whose requests wait on
+#: their audit would: the queue never overflows.
+MAX_LAG_EVENTS = 4096
+#: How often (in events) the producer checks the lag.
+LAG_CHECK_EVERY = 200
 
 
 def event(i: int) -> AuditEvent:
@@ -32,26 +49,26 @@ def event(i: int) -> AuditEvent:
 
 
 async def test_socket_auditor_events_arrive_exactly_once_in_order(
-    agent: Agent, collector: CollectorDouble
+    agent: Agent, collector_double: CollectorDouble
 ) -> None:
     session = str(uuid.uuid4())
     auditor = SocketAuditor(agent.socket_path, session_id=session, confined_process_name="codex")
     for i in range(3000):
         auditor.audit(event(i))
     await asyncio.to_thread(auditor.close, 20)
-    await eventually(lambda: collector.event_count() == 3000)
-    assert collector.order(session) == list(range(3000))
-    stored = collector.state.events[(session, 1)]
+    await aeventually(lambda: collector_double.event_count() == 3000)
+    assert collector_double.order(session) == list(range(3000))
+    stored = collector_double.state.events[(session, 1)]
     assert stored.allowed
-    assert stored.http_request.matched_rule == "domain=pkg.example.test"
-    assert collector.state.events[(session, 0)].http_request.matched_rule == ""
+    assert stored.matched_rule == "domain=pkg.example.test"
+    assert collector_double.state.events[(session, 0)].matched_rule == ""
     assert metric(agent, "boundary_audit_agent_frames_received_total", tag="2") >= 1
     assert metric(agent, "boundary_audit_agent_frames_received_total", tag="1") == 0
     assert metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 0
 
 
 async def test_socket_auditor_drops_reach_the_collector_attributed(
-    make_config: ConfigFactory, collector: CollectorDouble
+    make_config: ConfigFactory, collector_double: CollectorDouble
 ) -> None:
     config = make_config()
     session = str(uuid.uuid4())
@@ -65,13 +82,13 @@ async def test_socket_auditor_drops_reach_the_collector_attributed(
     assert dropped > 0
     async with Agent(config) as agent:
         await asyncio.to_thread(auditor.close, 20)
-        await eventually(
+        await aeventually(
             lambda: (
-                collector.drop_totals().get(("boundary", session, "boundary_channel_full"))
+                collector_double.drop_totals().get(("boundary", session, "boundary_channel_full"))
                 == dropped
             )
         )
-        await eventually(lambda: collector.event_count() == 500 - dropped)
+        await aeventually(lambda: collector_double.event_count() == 500 - dropped)
         assert (
             metric(
                 agent, "boundary_audit_agent_dropped_events_total", reason="boundary_channel_full"
@@ -81,33 +98,52 @@ async def test_socket_auditor_drops_reach_the_collector_attributed(
 
 
 def test_socket_auditor_and_agent_sigkill_lose_nothing(
-    short_dir: Path, collector: CollectorDouble
+    agent_process: AgentProcess, collector_double: CollectorDouble
 ) -> None:
     """The zero-loss claim end to end: the agent dies with frames in socket
     buffers and uncommitted memory; the sender's replay window re-sends them
     and the collector's dedupe absorbs the overlap."""
-    proc = AgentProcess(short_dir, collector)
+    proc = agent_process
     proc.start()
     session = str(uuid.uuid4())
     auditor = SocketAuditor(proc.socket_path, session_id=session, batch_interval=0.05)
-    total = 20_000
+    total = STREAM_EVENTS
     done = threading.Event()
+    release = threading.Event()
+
+    def sent_at_least(n: int) -> Callable[[], bool]:
+        return lambda: auditor.stats.sent >= n
 
     def produce() -> None:
         for i in range(total):
+            if i == HOLD_AT_EVENTS:
+                release.wait()
             auditor.audit(event(i))
-            if i % 200 == 0:
-                time.sleep(0.005)  # a busy proxy, ~40k requests/s at most
+            if i % LAG_CHECK_EVERY == 0:
+                eventually(
+                    sent_at_least(i - MAX_LAG_EVENTS),
+                    "the sender to keep up",
+                    within=2 * EVENTUALLY_TIMEOUT_S,
+                )
         done.set()
 
     producer = threading.Thread(target=produce, daemon=True)
     try:
         producer.start()
-        wait_for(lambda: collector.event_count() >= 2000, "the stream to be flowing")
+        eventually(
+            lambda: collector_double.event_count() >= FLOWING_EVENTS, "the stream to be flowing"
+        )
+        proc.pause()
+        in_flight_from = auditor.stats.sent
+        release.set()
+        eventually(
+            sent_at_least(in_flight_from + IN_FLIGHT_EVENTS),
+            "events written to the stopped agent's socket",
+        )
         proc.kill()
-        time.sleep(0.3)
+        eventually(lambda: not auditor.stats.connected, "the sender to notice the dead agent")
         proc.start()
-        wait_for(done.is_set, "the producer to finish")
+        eventually(done.is_set, "the producer to finish")
         auditor.close(30)
         stats = auditor.stats
         assert stats.replayed_events > 0  # the kill really cut a live stream
@@ -116,16 +152,21 @@ def test_socket_auditor_and_agent_sigkill_lose_nothing(
         # Every event is either at the collector exactly once, or counted as
         # lost (the sender's queue overflowed while the agent restarted) and
         # that count reached the collector, attributed to the session.
-        wait_for(lambda: collector.event_count() == total - dropped, "every sent event")
-        assert len(collector.keys() & {(session, s) for s in range(total)}) == total - dropped
+        eventually(lambda: collector_double.event_count() == total - dropped, "every sent event")
+        assert (
+            len(collector_double.keys() & {(session, s) for s in range(total)}) == total - dropped
+        )
         if dropped:
-            wait_for(
+            eventually(
                 lambda: (
-                    collector.drop_totals().get(("boundary", session, "boundary_channel_full"))
+                    collector_double.drop_totals().get(
+                        ("boundary", session, "boundary_channel_full")
+                    )
                     == dropped
                 ),
                 "the drop report",
             )
-        assert proc.terminate() == 0
+        assert proc.stop() == 0
     finally:
+        release.set()
         proc.ensure_stopped()

@@ -1,4 +1,4 @@
-"""The pure retry policy: backoff growth, caps, jitter bounds, Retry-After."""
+"""The pure retry policy: backoff growth, caps, jitter bounds, Retry-After, acks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ from typing import Any
 
 import pytest
 
-from boundary_audit.agent import AgentConfig, Backoff, parse_retry_after
+from boundary_audit.agent import AgentConfig, Backoff, parse_retry_after, retry_delay
+from boundary_audit.agent.forwarder import parse_ack
+
+#: A fixed "now" for HTTP-date Retry-After values.
+NOW = 1_700_000_000.0
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:
@@ -34,6 +38,53 @@ def test_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after(date, now=now) == pytest.approx(30.0)
     past = email.utils.formatdate(now - 30, usegmt=True)
     assert parse_retry_after(past, now=now) == 0.0
+
+
+def no_jitter() -> Backoff:
+    return Backoff(0.5, 8.0, rand=lambda: 0.0)
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_throttling_waits_what_retry_after_says_capped(status: int) -> None:
+    assert retry_delay(status, "7", no_jitter(), retry_after_max=300.0) == ("throttled", 7.0)
+    assert retry_delay(status, "3600", no_jitter(), retry_after_max=300.0) == ("throttled", 300.0)
+    date = email.utils.formatdate(NOW + 20, usegmt=True)
+    state, delay = retry_delay(status, date, no_jitter(), retry_after_max=300.0, now=NOW)
+    assert state == "throttled"
+    assert delay == pytest.approx(20.0)
+
+
+def test_retry_after_gets_at_most_ten_percent_jitter() -> None:
+    backoff = Backoff(0.5, 8.0, rand=lambda: 1.0)
+    assert retry_delay(429, "10", backoff, retry_after_max=300.0) == ("throttled", 11.0)
+
+
+def test_throttling_without_a_usable_retry_after_backs_off() -> None:
+    backoff = no_jitter()
+    assert retry_delay(503, None, backoff, retry_after_max=300.0) == ("throttled", 0.25)
+    assert retry_delay(503, "soon", backoff, retry_after_max=300.0) == ("throttled", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("status", "state"), [(401, "unauthorized"), (403, "unauthorized"), (500, "http_500")]
+)
+def test_other_failures_back_off_and_name_their_state(status: int, state: str) -> None:
+    backoff = no_jitter()
+    delays = [retry_delay(status, "1", backoff, retry_after_max=300.0) for _ in range(3)]
+    assert delays == [(state, 0.25), (state, 0.5), (state, 1.0)]  # Retry-After ignored
+
+
+def test_every_failure_counts_towards_the_next_backoff() -> None:
+    backoff = no_jitter()
+    retry_delay(429, "1", backoff, retry_after_max=300.0)
+    assert retry_delay(500, None, backoff, retry_after_max=300.0) == ("http_500", 0.5)
+
+
+def test_acknowledgement_counts_are_parsed_or_refused() -> None:
+    assert parse_ack(b'{"batch_id": "b", "stored": 3, "duplicates": 2}') == (3, 2)
+    for bad in (b"", b"[]", b'{"stored": 1}', b'{"stored": "x", "duplicates": 0}'):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            parse_ack(bad)
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,27 @@
-"""The spool on a real SQLite file: order, bound, persistence, dead letters."""
+"""The spool on a real SQLite file: order, bound, accounting, persistence, dead letters."""
 
 from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+import tempfile
 from pathlib import Path
 
-from boundary_audit.agent import Spool
-from boundary_audit.agent.config import DROP_REPORT_HEADROOM_BYTES
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from boundary_audit.agent import AsyncSpool, Spool, SpoolError, SpoolStats
+from boundary_audit.agent.config import DROP_REPORT_HEADROOM_BYTES, SpoolSync
+from boundary_audit.agent.deadletter import DeadLetterFile
 from boundary_audit.agent.spool import NewBatch
+
+#: Bound of the accounting property test: small, so random batches hit it.
+SMALL_BOUND = 2000
+#: Spool files the property test creates (one per example): enough variety,
+#: a second or so of SQLite work.
+ACCOUNTING_EXAMPLES = 40
 
 
 def batch(session: str, n: int, size: int = 100) -> NewBatch:
@@ -63,28 +76,119 @@ def test_contents_survive_reopen(tmp_path: Path) -> None:
     assert (path.stat().st_mode & 0o777) == 0o600
 
 
-def test_dead_letter_writes_json_lines_then_deletes(tmp_path: Path) -> None:
+async def test_discard_writes_dead_letter_lines_then_deletes(tmp_path: Path) -> None:
+    seen: list[SpoolStats] = []
+    spool = await AsyncSpool.open(tmp_path / "s.db", 1_000_000, "normal", seen.append)
+    try:
+        await spool.append([batch("bad", 3), batch("good", 1)])
+        got, _ = await spool.peek(10_000, 100)
+        dead = DeadLetterFile(tmp_path / "dead.jsonl")
+        detail = "logs[0].session_id is not a UUID"
+        await spool.discard(got[:1], [], lambda: dead.append(got[:1], [], 400, detail))
+        lines = [json.loads(line) for line in dead.path.read_text().splitlines()]
+        assert len(lines) == 1
+        assert lines[0]["session_id"] == "bad"
+        assert lines[0]["status"] == 400
+        assert base64.b64decode(lines[0]["payload_b64"]) == got[0].payload
+        remaining, _ = await spool.peek(10_000, 100)
+        assert [b.session_id for b in remaining] == ["good"]
+        # Every call reported the spool's figures as they were after it.
+        assert seen[-1] == spool.stats() == SpoolStats(1, 1, 100, 0)
+    finally:
+        await spool.close()
+
+
+async def test_a_failed_dead_letter_write_deletes_nothing(tmp_path: Path) -> None:
+    spool = await AsyncSpool.open(tmp_path / "s.db", 1_000_000, "normal", lambda _: None)
+    try:
+        await spool.append([batch("bad", 3)])
+        got, _ = await spool.peek(10_000, 100)
+        (tmp_path / "dead.jsonl").mkdir()  # a directory where the file should go
+        dead = DeadLetterFile(tmp_path / "dead.jsonl")
+        with pytest.raises(IsADirectoryError):
+            await spool.discard(got, [], lambda: dead.append(got, [], 400, "bad"))
+        assert spool.stats().batches == 1
+    finally:
+        await spool.close()
+
+
+def test_dead_letter_file_rotates_past_its_bound(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db", max_bytes=1_000_000)
-    spool.append([batch("bad", 3), batch("good", 1)])
+    spool.append([batch("a", 1), batch("b", 2)])
     got, _ = spool.peek(10_000, 100)
-    dead = tmp_path / "dead.jsonl"
-    spool.dead_letter(dead, got[:1], [], 400, "logs[0].session_id is not a UUID")
-    lines = [json.loads(line) for line in dead.read_text().splitlines()]
-    assert len(lines) == 1
-    assert lines[0]["session_id"] == "bad"
-    assert lines[0]["status"] == 400
-    assert base64.b64decode(lines[0]["payload_b64"]) == got[0].payload
-    remaining, _ = spool.peek(10_000, 100)
-    assert [b.session_id for b in remaining] == ["good"]
+    dead = DeadLetterFile(tmp_path / "dead.jsonl", max_bytes=100)
+    dead.append(got[:1], [], 400, "first")  # ~300 bytes: past the bound
+    dead.append(got[1:], [], 400, "second")
+    assert [json.loads(x)["detail"] for x in dead.path.read_text().splitlines()] == ["second"]
+    rotated = tmp_path / "dead.jsonl.1"
+    assert [json.loads(x)["detail"] for x in rotated.read_text().splitlines()] == ["first"]
+    assert (dead.path.stat().st_mode & 0o777) == 0o600
+
+
+#: One step of the accounting test: append batches of these sizes, or delete
+#: the oldest few, or store drop reports of these sizes.
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.lists(st.integers(1, 900), max_size=4)),
+        st.tuples(st.just("delete"), st.integers(1, 3)),
+        st.tuples(st.just("reports"), st.lists(st.integers(1, 400), max_size=3)),
+    ),
+    max_size=12,
+)
+
+
+@settings(max_examples=ACCOUNTING_EXAMPLES, deadline=None)
+@given(steps)
+def test_accounting_matches_the_file_and_respects_the_bound(
+    ops: list[tuple[str, list[int] | int]],
+) -> None:
+    """Whatever the sequence of writes and deletes, the counters the agent
+    reports (metrics, bound checks) are what the file holds."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "s.db"
+        spool = Spool(path, max_bytes=SMALL_BOUND)
+        report_ids = iter(range(1_000_000))
+        report_bytes = 0  # drop reports are never deleted here
+        for op, arg in ops:
+            if op == "append":
+                assert isinstance(arg, list)
+                before = spool.stats().bytes
+                refused = spool.append([NewBatch("s", 1, b"x" * n) for n in arg])
+                stored = sum(arg) - sum(len(b.payload) for b in refused)
+                assert spool.stats().bytes == before + stored
+            elif op == "delete":
+                assert isinstance(arg, int)
+                got, _ = spool.peek(SMALL_BOUND * 10, arg)
+                spool.delete(got[:arg])
+            else:
+                assert isinstance(arg, list)
+                stored = spool.add_drop_reports([(f"r{next(report_ids)}", b"d" * n) for n in arg])
+                report_bytes += sum(arg[:stored])
+            stats = spool.stats()
+            # Batches stay within the bound; drop reports may use the headroom.
+            assert stats.bytes - report_bytes <= SMALL_BOUND
+            assert stats.bytes <= SMALL_BOUND + DROP_REPORT_HEADROOM_BYTES
+        stats = spool.stats()
+        spool.close()
+        db = sqlite3.connect(path)
+        try:
+            batches, events, batch_bytes = db.execute(
+                "SELECT count(*), coalesce(sum(events), 0), coalesce(sum(length(payload)), 0)"
+                " FROM batches"
+            ).fetchone()
+            reports, report_bytes = db.execute(
+                "SELECT count(*), coalesce(sum(length(payload)), 0) FROM drop_reports"
+            ).fetchone()
+        finally:
+            db.close()
+        assert stats == SpoolStats(batches, events, batch_bytes + report_bytes, reports)
+        # A reopened spool counts the same from the file alone.
+        again = Spool(path, max_bytes=SMALL_BOUND)
+        assert again.stats() == stats
+        again.close()
 
 
 def test_refuses_a_spool_from_a_newer_schema(tmp_path: Path) -> None:
-    import sqlite3
-
-    import pytest
-
-    from boundary_audit.agent import SpoolError
-
     path = tmp_path / "s.db"
     db = sqlite3.connect(path)
     db.execute("PRAGMA user_version=99")
@@ -94,10 +198,6 @@ def test_refuses_a_spool_from_a_newer_schema(tmp_path: Path) -> None:
 
 
 def test_sync_policy_is_applied(tmp_path: Path) -> None:
-    import sqlite3
-
-    from boundary_audit.agent.config import SpoolSync
-
     policies: tuple[tuple[SpoolSync, int], ...] = (("normal", 1), ("full", 2))
     for policy, level in policies:
         spool = Spool(tmp_path / f"{policy}.db", max_bytes=1000, sync=policy)

@@ -1,3 +1,5 @@
+"""``boundary-audit quickstart`` run for real: collector, agent, a confined command."""
+
 from __future__ import annotations
 
 import os
@@ -11,7 +13,19 @@ import httpx
 import psutil
 import pytest
 
+from tests.support import stop_process
+from tests.support.processes import cli_argv, run_cli
+
 pytestmark = pytest.mark.timeout(180)
+
+#: A whole quickstart run (start, confined command, delivery, stop) takes a
+#: few seconds; this bounds a hang below the test's own timeout.
+QUICKSTART_TIMEOUT_S = 170.0
+#: How long --serve may take to stop its services after SIGTERM, and they to exit.
+SERVE_STOP_TIMEOUT_S = 60.0
+SERVICES_EXIT_TIMEOUT_S = 30.0
+#: The web UI's first page load (templates compile on first use).
+WEB_UI_TIMEOUT_S = 30.0
 
 
 def _env(tmp_path: Path) -> dict[str, str]:
@@ -29,12 +43,12 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def _quickstart(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = _env(tmp_path)
     return subprocess.run(
-        [sys.executable, "-m", "boundary_audit", "quickstart", "--data-dir", str(tmp_path), *extra],
+        cli_argv("quickstart", "--data-dir", str(tmp_path), *extra),
         env=env,
         capture_output=True,
         text=True,
         check=False,
-        timeout=170,
+        timeout=QUICKSTART_TIMEOUT_S,
     )
 
 
@@ -65,12 +79,7 @@ def test_quickstart_with_a_command_that_makes_no_requests(tmp_path: Path) -> Non
 
 
 def test_cli_rejects_unknown_subcommand() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "boundary_audit", "no-such-command"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_cli("no-such-command", check=False)
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 
@@ -78,15 +87,7 @@ def test_cli_rejects_unknown_subcommand() -> None:
 def test_quickstart_serve_stops_its_services_on_sigterm(tmp_path: Path) -> None:
     env = _env(tmp_path)
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "boundary_audit",
-            "quickstart",
-            "--serve",
-            "--data-dir",
-            str(tmp_path),
-        ],
+        cli_argv("quickstart", "--serve", "--data-dir", str(tmp_path)),
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -106,12 +107,10 @@ def test_quickstart_serve_stops_its_services_on_sigterm(tmp_path: Path) -> None:
         assert " agent " in names
         # The web UI answers while serving.
         url = next(line.split()[-1] for line in seen if line.startswith("web UI:"))
-        assert httpx.get(url, timeout=30).status_code == 200
+        assert httpx.get(url, timeout=WEB_UI_TIMEOUT_S).status_code == 200
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        _, alive = psutil.wait_procs(services, timeout=30)
+        assert proc.wait(timeout=SERVE_STOP_TIMEOUT_S) == 0
+        _, alive = psutil.wait_procs(services, timeout=SERVICES_EXIT_TIMEOUT_S)
         assert alive == []
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)

@@ -1,5 +1,5 @@
 """Bad actors next to real traffic: a hostile local process on the agent socket,
-and a forged agent token at the collector. The real traffic is unaffected."""
+and a forged agent token at the collector_process. The real traffic is unaffected."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 
 from boundary_audit.wire import IngestRequest
 
-from .conftest import (
-    AgentProcess,
-    Collector,
+from .helpers import (
+    AgentFactory,
+    CollectorProcess,
     release,
     start_client,
     wait_at_checkpoint,
-    wait_for,
+    wait_until_accounted,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -43,7 +43,7 @@ ATTACKS = 4
 #: The hostile process: one connection per attack; reports, per attack, whether
 #: the agent hung up on it (EOF within the deadline) as JSON on stdout.
 BAD_ACTOR_SCRIPT = r"""
-import json, socket, struct, sys, time
+import json, socket, struct, sys
 path, idle = sys.argv[1], float(sys.argv[2])
 def closed_by_peer(s, deadline):
     s.settimeout(deadline)
@@ -76,9 +76,10 @@ out["undecodable_kept_open"] = not closed_by_peer(s, 1.0)
 s.close()
 s = connect()
 s.sendall(struct.pack(">I", (2 << 24) | 100))  # a 100-byte frame...
-for _ in range(3):  # ...arriving slowly, then never finished
+for _ in range(3):  # ...arriving slowly, a byte every quarter timeout, never finished
+    if closed_by_peer(s, idle / 4):  # a wait that the agent must not end early
+        break
     s.sendall(b"\x0a")
-    time.sleep(idle / 4)
 out["slow_partial"] = closed_by_peer(s, idle * 10)
 s.close()
 print(json.dumps(out))
@@ -86,101 +87,90 @@ print(json.dumps(out))
 
 
 def test_hostile_socket_peer_and_forged_token_leave_real_traffic_intact(
-    tmp_path: Path, sock_dir: Path, upstream: int, collector: Collector, agent_token: str
+    tmp_path: Path,
+    upstream: int,
+    collector_process: CollectorProcess,
+    make_agent_process: AgentFactory,
 ) -> None:
-    agent = AgentProcess(
-        tmp_path, sock_dir, collector.url, agent_token, "--idle-timeout", str(IDLE_TIMEOUT_S)
-    )
+    agent = make_agent_process("--idle-timeout", str(IDLE_TIMEOUT_S))
     agent.start()
-    try:
-        clients = [
-            start_client(
-                tmp_path,
-                agent.socket_path,
-                upstream,
-                f"b{i}",
-                REQUESTS_PER_CLIENT,
-                checkpoints=CHECKPOINTS,
-            )
-            for i in range(CLIENTS)
-        ]
-        wait_at_checkpoint(clients, 1, CHECKPOINTS)
-        attacker = subprocess.Popen(
-            [sys.executable, "-c", BAD_ACTOR_SCRIPT, str(agent.socket_path), str(IDLE_TIMEOUT_S)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+    clients = [
+        start_client(
+            tmp_path,
+            agent.socket_path,
+            upstream,
+            f"b{i}",
+            REQUESTS_PER_CLIENT,
+            checkpoints=CHECKPOINTS,
         )
-        release(clients, 1)
-        wait_at_checkpoint(clients, 2, CHECKPOINTS)
-        out, err = attacker.communicate(timeout=120)
-        release(clients, 2)
-        assert attacker.returncode == 0, err
-        assert json.loads(out) == {
-            "garbage": True,
-            "oversize": True,
-            "undecodable_kept_open": True,
-            "slow_partial": True,
-        }
+        for i in range(CLIENTS)
+    ]
+    wait_at_checkpoint(clients, 1, CHECKPOINTS)
+    attacker = subprocess.Popen(
+        [sys.executable, "-c", BAD_ACTOR_SCRIPT, str(agent.socket_path), str(IDLE_TIMEOUT_S)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    release(clients, 1)
+    wait_at_checkpoint(clients, 2, CHECKPOINTS)
+    out, err = attacker.communicate(timeout=120)
+    release(clients, 2)
+    assert attacker.returncode == 0, err
+    assert json.loads(out) == {
+        "garbage": True,
+        "oversize": True,
+        "undecodable_kept_open": True,
+        "slow_partial": True,
+    }
 
-        # A forged agent token: refused before the body is read, nothing stored.
-        forged_session = str(uuid.uuid4())
-        forged = IngestRequest(batch_id=str(uuid.uuid4()))
-        report = forged.logs.add(session_id=forged_session, confined_process_name="forger")
-        log = report.logs.add(allowed=True, sequence_number=0)
-        log.http_request.method = "GET"
-        log.http_request.url = "https://evil.example/"
-        response = httpx.post(
-            f"{collector.url}/api/v1/boundary-logs",
-            content=forged.SerializeToString(),
-            headers={
-                "Authorization": f"Bearer ba_{secrets.token_urlsafe(32)}",
-                "Content-Type": "application/x-protobuf",
-            },
-            timeout=30,
+    # A forged agent token: refused before the body is read, nothing stored.
+    forged_session = str(uuid.uuid4())
+    forged = IngestRequest(batch_id=str(uuid.uuid4()))
+    report = forged.logs.add(session_id=forged_session, confined_process_name="forger")
+    log = report.logs.add(allowed=True, sequence_number=0)
+    log.http_request.method = "GET"
+    log.http_request.url = "https://evil.example/"
+    response = httpx.post(
+        f"{collector_process.url}/api/v1/boundary-logs",
+        content=forged.SerializeToString(),
+        headers={
+            "Authorization": f"Bearer ba_{secrets.token_urlsafe(32)}",
+            "Content-Type": "application/x-protobuf",
+        },
+        timeout=30,
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "unauthorized"
+
+    results = [c.finish() for c in clients]
+
+    sessions = wait_until_accounted(collector_process, results)
+    assert forged_session not in sessions
+    assert collector_process.session(forged_session) is None
+    assert set(sessions) == {r.session_id for r in results}
+    for r in results:
+        assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
+        row = sessions[r.session_id]
+        assert (row["allowed"], row["denied"], row["gaps"]) == (r.allowed, r.denied, 0), row
+        assert sorted(collector_process.sequence_numbers_cli(r.session_id, r.made + 100)) == list(
+            range(r.made)
         )
-        assert response.status_code == 401
-        assert response.json()["error"] == "unauthorized"
-
-        results = [c.finish() for c in clients]
-
-        def all_stored() -> bool:
-            for r in results:
-                s = collector.session(r.session_id)
-                if s is None or s["allowed"] + s["denied"] < r.made:
-                    return False
-            return True
-
-        wait_for("the real traffic at the collector", all_stored)
-        sessions = collector.sessions_cli()
-        assert forged_session not in sessions
-        assert collector.session(forged_session) is None
-        assert set(sessions) == {r.session_id for r in results}
-        for r in results:
-            assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
-            row = sessions[r.session_id]
-            assert (row["allowed"], row["denied"], row["gaps"]) == (r.allowed, r.denied, 0), row
-            assert sorted(collector.sequence_numbers_cli(r.session_id, r.made + 100)) == list(
-                range(r.made)
-            )
-        assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
-            ATTACKS
-        )
-        # The agent's log names each attacking connection and why it ended.
-        closed = [
-            (line["reason"], line["bad_frames"])
-            for line in agent.log_lines()
-            if line.get("event") == "sender disconnected" and line.get("peer_pid") == attacker.pid
-        ]
-        assert sorted(closed) == [
-            ("eof", 1),  # the undecodable frame was skipped; the attacker hung up
-            ("idle_timeout", 1),
-            ("protocol_error", 1),
-            ("protocol_error", 1),
-        ]
-        # The real senders never lost their connection to the attack: one
-        # connection each, plus one per attack.
-        assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS
-    finally:
-        if agent.alive():
-            agent.stop()
+    assert agent.metric("boundary_audit_agent_dropped_frames_total", reason="bad_frame") == (
+        ATTACKS
+    )
+    # The agent's log names each attacking connection and why it ended.
+    closed = [
+        (line["reason"], line["bad_frames"])
+        for line in agent.log_lines()
+        if line.get("event") == "sender disconnected" and line.get("peer_pid") == attacker.pid
+    ]
+    assert sorted(closed) == [
+        ("eof", 1),  # the undecodable frame was skipped; the attacker hung up
+        ("idle_timeout", 1),
+        ("protocol_error", 1),
+        ("protocol_error", 1),
+    ]
+    # The real senders never lost their connection to the attack: one
+    # connection each, plus one per attack.
+    assert agent.metric("boundary_audit_agent_connections_total") == CLIENTS + ATTACKS

@@ -1,4 +1,4 @@
-"""Overload: senders far faster than a stalled (SIGSTOPped) agent.
+"""Overload: senders far faster than a stalled (SIGSTOPped) agent_process.
 
 Memory stays bounded everywhere, the senders drop and count, the counts travel
 through the agent to the collector, and per session stored + dropped == made.
@@ -13,7 +13,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import AgentProcess, Client, Collector, cli, start_client, wait_for
+from tests.support import eventually
+from tests.support.processes import run_cli
+from tests.support.services import AgentProcess
+
+from .helpers import (
+    DELIVERY_TIMEOUT_S,
+    POLL_S,
+    Client,
+    CollectorProcess,
+    start_client,
+    wait_until_accounted,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -34,7 +45,7 @@ SAMPLE_INTERVAL_S = 0.2
 class PeakRss:
     """Samples the RSS of the processes on a thread until stopped; keeps each peak."""
 
-    def __init__(self, named: dict[str, Client | AgentProcess | Collector]) -> None:
+    def __init__(self, named: dict[str, Client | AgentProcess | CollectorProcess]) -> None:
         self.named = named
         self.peaks = dict.fromkeys(named, 0)
         self._stop = threading.Event()
@@ -55,13 +66,13 @@ class PeakRss:
 
 
 def test_a_stalled_agent_means_counted_drops_never_silent_loss_or_growth(
-    tmp_path: Path, upstream: int, collector: Collector, agent: AgentProcess
+    tmp_path: Path, upstream: int, collector_process: CollectorProcess, agent_process: AgentProcess
 ) -> None:
-    agent.pause()
+    agent_process.pause()
     clients = [
         start_client(
             tmp_path,
-            agent.socket_path,
+            agent_process.socket_path,
             upstream,
             f"o{i}",
             REQUESTS_PER_CLIENT,
@@ -69,14 +80,16 @@ def test_a_stalled_agent_means_counted_drops_never_silent_loss_or_growth(
         )
         for i in range(CLIENTS)
     ]
-    watched: dict[str, Client | AgentProcess | Collector] = {c.name: c for c in clients}
-    watched |= {"agent": agent, "collector": collector}
+    watched: dict[str, Client | AgentProcess | CollectorProcess] = {c.name: c for c in clients}
+    watched |= {"agent": agent_process, "collector": collector_process}
     with PeakRss(watched) as rss:
-        wait_for(
-            "the clients to make every request",
+        eventually(
             lambda: all(c.progress() == c.n for c in clients),
+            "the clients to make every request",
+            within=DELIVERY_TIMEOUT_S,
+            interval=POLL_S,
         )
-        agent.resume()
+        agent_process.resume()
         results = [c.finish() for c in clients]
     for name, peak in rss.peaks.items():
         assert 0 < peak < MAX_RSS_BYTES, (name, peak)
@@ -88,34 +101,28 @@ def test_a_stalled_agent_means_counted_drops_never_silent_loss_or_growth(
         # The agent was stopped far longer than the queue lasts: drops happened.
         assert r.summary["dropped"] > 0, r.summary
 
-    def accounted() -> bool:
-        for r in results:
-            s = collector.session(r.session_id)
-            if s is None or s["allowed"] + s["denied"] + s["dropped"] < r.made:
-                return False
-        return True
-
-    wait_for("stored + dropped to account for every request", accounted)
+    sessions = wait_until_accounted(collector_process, results, with_dropped=True)
     total_dropped = sum(int(r.summary["dropped"]) for r in results)
     assert (
-        agent.metric("boundary_audit_agent_dropped_events_total", reason="boundary_channel_full")
+        agent_process.metric(
+            "boundary_audit_agent_dropped_events_total", reason="boundary_channel_full"
+        )
         == total_dropped
     )
-    sessions = collector.sessions_cli()
     for r in results:
         row = sessions[r.session_id]
         # Nothing lost silently: what was not stored was reported dropped, exactly.
         assert row["dropped"] == r.summary["dropped"], row
         assert row["allowed"] + row["denied"] + row["dropped"] == r.made, row
         # The UI's session page shows the same count.
-        page = httpx.get(f"{collector.url}/sessions/{r.session_id}", timeout=30)
+        page = httpx.get(f"{collector_process.url}/sessions/{r.session_id}", timeout=30)
         assert page.status_code == 200
         shown = re.search(r"<dt>Dropped</dt>\s*<dd>(\d+)", page.text)
         assert shown is not None, page.text[:2000]
         assert int(shown.group(1)) == r.summary["dropped"]
         assert "boundary_channel_full" in page.text
     # The CLI's table view names the drop too (what an operator sees first).
-    table = cli("sessions", "--collector-url", collector.url)
+    table = run_cli("sessions", "--collector-url", collector_process.url).stdout
     for r in results:
         assert f"e2e-{r.name}" in table
         assert str(r.summary["dropped"]) in table

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
+
+from tests.support.processes import run_cli
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -14,23 +15,16 @@ pytestmark = pytest.mark.timeout(60)
     ("value", "why"), [("0", "must be at least 1"), ("many", "not an integer")]
 )
 def test_a_bad_queue_size_is_refused_with_its_reason(value: str, why: str) -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "boundary_audit",
-            "run",
-            "--audit-queue-size",
-            value,
-            "--",
-            sys.executable,
-            "-c",
-            "print('must not run')",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=50,
+    result = run_cli(
+        "run",
+        "--audit-queue-size",
+        value,
+        "--",
+        sys.executable,
+        "-c",
+        "print('must not run')",
         check=False,
+        timeout=50,
     )
     assert result.returncode == 2
     assert why in result.stderr

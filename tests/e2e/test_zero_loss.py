@@ -14,15 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import (
-    AgentProcess,
+from tests.support import eventually
+from tests.support.services import AgentProcess
+
+from .helpers import (
+    DELIVERY_TIMEOUT_S,
+    POLL_S,
     Client,
-    Collector,
+    CollectorProcess,
     checkpoint_requests,
     release,
     start_client,
     wait_at_checkpoint,
-    wait_for,
+    wait_until_accounted,
 )
 
 pytestmark = pytest.mark.timeout(420)
@@ -54,8 +58,13 @@ def _past(clients: list[Client], checkpoint: int) -> Callable[[], bool]:
 
 
 def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
-    tmp_path: Path, sock_dir: Path, upstream: int, collector: Collector, agent: AgentProcess
+    tmp_path: Path,
+    sock_dir: Path,
+    upstream: int,
+    collector_process: CollectorProcess,
+    agent_process: AgentProcess,
 ) -> None:
+    collector, agent = collector_process, agent_process
     per_client = TOTAL_REQUESTS // CLIENTS
     clients = [
         start_client(
@@ -66,9 +75,11 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
 
     def kill_with_a_full_spool() -> None:
         # The collector is down: what the agent accepted is still in its spool.
-        wait_for(
-            "events in the spool",
+        eventually(
             lambda: agent.metric("boundary_audit_agent_spool_events") > 0,
+            "events in the spool",
+            within=DELIVERY_TIMEOUT_S,
+            interval=POLL_S,
         )
         agent.kill()
 
@@ -89,7 +100,12 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         wait_at_checkpoint(clients, k, CHECKPOINTS)
         release(clients, k)
         # Strike while requests are in flight, not while the clients hold.
-        wait_for(f"traffic after checkpoint {k}", _past(clients, k))
+        eventually(
+            _past(clients, k),
+            f"traffic after checkpoint {k}",
+            within=DELIVERY_TIMEOUT_S,
+            interval=POLL_S,
+        )
         action()
     results = [c.finish() for c in clients]
     assert collector.starts == 3
@@ -101,15 +117,7 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         assert r.summary["events"] == r.made, r.summary
         assert (r.summary["dropped"], r.summary["undelivered"]) == (0, 0), r.summary
 
-    def all_stored() -> bool:
-        for r in results:
-            s = collector.session(r.session_id)
-            if s is None or s["allowed"] + s["denied"] < r.made:
-                return False
-        return True
-
-    wait_for("every event at the collector", all_stored)
-    sessions = collector.sessions_cli()
+    sessions = wait_until_accounted(collector, results)
     for r in results:
         row = sessions[r.session_id]
         assert (row["allowed"], row["denied"]) == (r.allowed, r.denied), row

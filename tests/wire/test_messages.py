@@ -33,7 +33,9 @@ def _fields(msg: Any) -> dict[str, tuple[int, int]]:
 def test_schema_matches_coder_exactly() -> None:
     log = BoundaryLog.DESCRIPTOR
     assert log.full_name == "coder.agent.v2.BoundaryLog"
-    assert _fields(log) == {
+    log_ours = {k: v for k, v in _fields(log).items() if v[0] >= EXTENSION_FIRST_FIELD}
+    assert log_ours == {"chain_digest": (16, FD.TYPE_BYTES)}
+    assert {k: v for k, v in _fields(log).items() if v[0] < EXTENSION_FIRST_FIELD} == {
         "allowed": (1, FD.TYPE_BOOL),
         "time": (2, FD.TYPE_MESSAGE),
         "http_request": (3, FD.TYPE_MESSAGE),

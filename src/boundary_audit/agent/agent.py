@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import httpx
@@ -20,8 +17,9 @@ from .drops import DropLedger
 from .forwarder import Forwarder
 from .http import MetricsServer
 from .metrics import AgentMetrics
-from .receiver import Receiver, SocketLock, claim_socket, release_socket
-from .spool import Spool, SpoolStats
+from .receiver import Receiver
+from .socketfile import SocketFile
+from .spool import AsyncSpool, SpoolStats
 from .writer import SpoolWriter
 
 
@@ -55,10 +53,8 @@ class Agent:
         self.metrics = AgentMetrics(registry)
         self._http_client = http_client
         self._log = get_logger("agent")
-        self._executor: ThreadPoolExecutor | None = None
-        self._spool: Spool | None = None
-        self._lock = SocketLock(config.socket_path)
-        self._socket_inode: int | None = None
+        self._spool: AsyncSpool | None = None
+        self._socket_file = SocketFile(config.socket_path, config.socket_mode, config.socket_group)
         self._ledger = DropLedger()
         self._wake = asyncio.Event()
         self._writer: SpoolWriter | None = None
@@ -78,18 +74,12 @@ class Agent:
 
     async def start(self) -> None:
         cfg = self.config
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spool")
-        loop = asyncio.get_running_loop()
         sock = None
         try:
-            self._spool = await loop.run_in_executor(
-                self._executor, Spool, cfg.spool_path, cfg.spool_max_bytes, cfg.spool_sync
+            self._spool = spool = await AsyncSpool.open(
+                cfg.spool_path, cfg.spool_max_bytes, cfg.spool_sync, self.metrics.observe_spool
             )
-            self._refresh_gauges()
-            self._lock.acquire()
-            sock, self._socket_inode = claim_socket(
-                cfg.socket_path, cfg.socket_mode, cfg.socket_group
-            )
+            sock = self._socket_file.claim()
             if cfg.metrics_listen is not None:
                 self._metrics_server = MetricsServer(
                     *cfg.metrics_listen, self.metrics.registry, self.health
@@ -101,16 +91,14 @@ class Agent:
             await self._close_resources()
             raise
         self._writer = SpoolWriter(
-            self._spool_call,
+            spool,
             self.metrics,
             ledger=self._ledger,
             forwarder_wake=self._wake,
             max_pending_bytes=cfg.max_pending_bytes,
             drop_report_interval=cfg.drop_report_interval,
         )
-        self._forwarder = Forwarder(
-            cfg, self._spool_call, self.metrics, self._wake, self._http_client
-        )
+        self._forwarder = Forwarder(cfg, spool, self.metrics, self._wake, self._http_client)
         self._receiver = Receiver(cfg, self.metrics, self._writer)
         self._tasks["writer"] = asyncio.create_task(self._writer.run(), name="agent-writer")
         self._tasks["forwarder"] = asyncio.create_task(
@@ -120,7 +108,7 @@ class Agent:
             task.add_done_callback(self._task_done)
         await self._receiver.start(sock)
         self._started_at = time.time()
-        stats = self._spool.stats()
+        stats = spool.stats()
         self._log.info(
             "agent started",
             socket=str(cfg.socket_path),
@@ -148,9 +136,7 @@ class Agent:
         assert self._forwarder is not None
         assert self._spool is not None
         self._log.info("agent stopping", connections=self._receiver.connection_count)
-        if self._socket_inode is not None:
-            release_socket(cfg.socket_path, self._socket_inode)
-            self._socket_inode = None
+        self._socket_file.unlink()
         await self._receiver.stop_accepting()
         cut = await self._receiver.drain(cfg.drain_timeout)
         await self._commit_rest()
@@ -213,27 +199,16 @@ class Agent:
         return True
 
     async def _close_resources(self) -> None:
-        if self._socket_inode is not None:
-            release_socket(self.config.socket_path, self._socket_inode)
-            self._socket_inode = None
-        self._lock.release()
-        if self._spool is not None and self._executor is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._spool.close)
-            self._spool = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        self._socket_file.close()
+        if self._spool is not None:
+            spool, self._spool = self._spool, None
+            await spool.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     @property
@@ -302,26 +277,3 @@ class Agent:
             "uptime_s": round(time.time() - self._started_at, 3) if self._started_at else 0,
         }
         return alive, details
-
-    # -- internals --------------------------------------------------------
-
-    async def _spool_call(self, method: Any, *args: Any) -> Any:
-        """Run ``method(spool, *args)`` on the spool thread; refresh the gauges after."""
-        assert self._spool is not None
-        assert self._executor is not None
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._executor, functools.partial(method, self._spool, *args)
-            )
-        finally:
-            self._refresh_gauges()
-
-    def _refresh_gauges(self) -> None:
-        if self._spool is None:
-            return
-        stats = self._spool.stats()
-        self.metrics.spool_batches.set(stats.batches)
-        self.metrics.spool_events.set(stats.events)
-        self.metrics.spool_bytes.set(stats.bytes)
-        self.metrics.spool_drop_reports.set(stats.drop_reports)

@@ -26,7 +26,7 @@ from .config import (
     env_or,
     parse_listen,
 )
-from .receiver import SocketInUseError
+from .socketfile import SocketInUseError
 from .spool import SpoolError
 
 #: Exit status when the configuration is unusable or the agent cannot start.

@@ -19,6 +19,8 @@ METRICS_LISTEN_ENV = "BOUNDARY_AUDIT_METRICS_LISTEN"
 
 #: Path of the ingest endpoint under the collector's base URL.
 INGEST_PATH = "/api/v1/boundary-logs"
+#: Content type of an ingest request body (a serialized IngestRequest).
+INGEST_CONTENT_TYPE = "application/x-protobuf"
 
 #: Socket permissions: owner and group may connect, nobody else. A wider mode
 #: would let any local process forge audit events.
@@ -80,7 +82,25 @@ DEFAULT_FLUSH_TIMEOUT = 10.0
 #: sustained overload makes one report per second, not one per batch.
 DEFAULT_DROP_REPORT_INTERVAL = 1.0
 
+#: The smallest ``max_request_bytes``: one frame of the largest size senders
+#: write (32 KiB) with room for the request around it.
+MIN_REQUEST_BYTES = 64 * 1024
+
 SpoolSync = Literal["normal", "full"]
+
+#: Settings that must be above zero (sizes, counts, timeouts, intervals).
+_POSITIVE_SETTINGS = (
+    "spool_max_bytes",
+    "max_connections",
+    "max_pending_bytes",
+    "max_request_events",
+    "idle_timeout",
+    "request_timeout",
+    "backoff_initial",
+    "backoff_max",
+    "retry_after_max",
+    "drop_report_interval",
+)
 
 
 def default_spool_dir() -> Path:
@@ -135,23 +155,11 @@ class AgentConfig:
                 f"socket mode {self.socket_mode:#o} grants access to other users; "
                 "any local process could forge audit events (use at most 0o770)"
             )
-        for name in ("spool_max_bytes", "max_connections", "max_pending_bytes"):
+        for name in _POSITIVE_SETTINGS:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
-        if self.max_request_bytes < 64 * 1024:
+        if self.max_request_bytes < MIN_REQUEST_BYTES:
             raise ValueError("max_request_bytes must hold at least one 32 KiB frame with room")
-        if self.max_request_events <= 0:
-            raise ValueError("max_request_events must be positive")
-        for name in (
-            "idle_timeout",
-            "request_timeout",
-            "backoff_initial",
-            "backoff_max",
-            "retry_after_max",
-            "drop_report_interval",
-        ):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         for name in ("drain_timeout", "flush_timeout"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")

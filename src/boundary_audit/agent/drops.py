@@ -5,6 +5,8 @@ turned into :class:`~boundary_audit.wire.DropReport` messages (each with a
 fresh ``report_id``, so re-sending one is idempotent) when the agent stores
 them in the spool. The number of keys is capped; beyond the cap counts go to
 the unattributed key, so memory stays flat however many sessions drop.
+
+Pure state: the clock and the report ids are injected (tests pass their own).
 """
 
 from __future__ import annotations
@@ -12,27 +14,37 @@ from __future__ import annotations
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 
-from ..wire import DropReport
+from ..wire import DropReason, DropReport, DropSource
 
-#: Source names the ingest API defines.
-SOURCE_BOUNDARY = "boundary"
-SOURCE_AGENT = "agent"
 #: Distinct sessions tracked before drops are recorded as unattributed: far
 #: above the sessions one workspace runs at once, small in memory (~1 MiB).
 MAX_DROP_KEYS = 4096
 
 
+def _new_report_id() -> str:
+    return str(uuid.uuid4())
+
+
 class DropLedger:
-    def __init__(self, max_keys: int = MAX_DROP_KEYS) -> None:
+    def __init__(
+        self,
+        max_keys: int = MAX_DROP_KEYS,
+        *,
+        clock_ns: Callable[[], int] = time.time_ns,
+        new_id: Callable[[], str] = _new_report_id,
+    ) -> None:
         self._max_keys = max_keys
-        self._counts: dict[tuple[str, str], Counter[str]] = {}
+        self._clock_ns = clock_ns
+        self._new_id = new_id
+        self._counts: dict[tuple[DropSource, str], Counter[DropReason]] = {}
         self.overflowed = 0
 
     def __bool__(self) -> bool:
         return bool(self._counts)
 
-    def add(self, source: str, session_id: str, reason: str, events: int) -> None:
+    def add(self, source: DropSource, session_id: str, reason: DropReason, events: int) -> None:
         if events <= 0:
             return
         key = (source, session_id)
@@ -43,11 +55,11 @@ class DropLedger:
 
     def totals(self) -> dict[str, int]:
         """Events counted so far by ``source:reason`` (for logs)."""
-        out: dict[str, int] = {}
+        out: Counter[str] = Counter()
         for (source, _), reasons in self._counts.items():
             for reason, n in reasons.items():
-                out[f"{source}:{reason}"] = out.get(f"{source}:{reason}", 0) + n
-        return out
+                out[f"{source}:{reason}"] += n
+        return dict(out)
 
     def take_reports(self) -> list[tuple[str, bytes]]:
         """Serialized reports for everything counted so far, as ``(report_id, payload)``.
@@ -55,10 +67,10 @@ class DropLedger:
         The counts leave the ledger; :meth:`restore` puts back those of
         reports that could not be stored.
         """
-        now = time.time_ns()
+        now = self._clock_ns()
         out: list[tuple[str, bytes]] = []
         for (source, session_id), reasons in self._counts.items():
-            report = DropReport(report_id=str(uuid.uuid4()), session_id=session_id, source=source)
+            report = DropReport(report_id=self._new_id(), session_id=session_id, source=source)
             for reason, n in reasons.items():
                 report.dropped[reason] = n
             report.time.FromNanoseconds(now)
@@ -72,4 +84,7 @@ class DropLedger:
             report = DropReport()
             report.ParseFromString(payload)
             for reason, n in report.dropped.items():
-                self.add(report.source, report.session_id, reason, n)
+                self.add(DropSource(report.source), report.session_id, DropReason(reason), n)
+
+
+__all__ = ["MAX_DROP_KEYS", "DropLedger"]

@@ -1,15 +1,17 @@
 """Forwarding the spool to the collector, in order, until it acknowledges.
 
-The retry policy (the shared :class:`~boundary_audit._retry.Backoff`, and
-:func:`parse_retry_after`) is pure; the :class:`Forwarder` does the I/O with
-:class:`httpx.AsyncClient`.
+The retry policy (:func:`retry_delay` on the shared
+:class:`~boundary_audit._retry.Backoff`, :func:`parse_retry_after`) and the
+request and acknowledgement formats (:func:`build_request`, :func:`parse_ack`)
+are pure; the :class:`Forwarder` does the I/O with :class:`httpx.AsyncClient`.
 
 Outcomes of one ingest request (see the ingest API):
 
 * 200: the items leave the spool.
 * 400 / 413 with more than one item: split in halves and send each, so one
   bad batch cannot take good ones with it; a single rejected item goes to
-  the dead-letter file and is counted (reason ``rejected``).
+  the dead-letter file and is counted (reason ``rejected``,
+  :mod:`~boundary_audit.agent.deadletter`).
 * 429 / 503: wait ``Retry-After`` (capped), then retry.
 * 401 / 403, other statuses, connection errors: capped exponential backoff
   with jitter; the items stay spooled.
@@ -23,23 +25,20 @@ import json
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import UTC
-from typing import Any, TypeVar
 
 import httpx
 
 from .._retry import Backoff
 from ..logs import get_logger
 from ..wire import IngestRequest
-from .config import AgentConfig
+from .config import INGEST_CONTENT_TYPE, AgentConfig
+from .deadletter import DeadLetterFile, DeadLetters
 from .metrics import AgentMetrics
-from .spool import Spool, SpooledBatch, SpooledDropReport
+from .spool import AsyncSpool, SpooledBatch, SpooledDropReport
 
-T = TypeVar("T")
 Item = SpooledBatch | SpooledDropReport
-#: Runs a spool method on the spool's own thread.
-SpoolCall = Callable[..., Awaitable[Any]]
 
 #: Statuses after which the data itself is wrong and re-sending cannot help.
 PERMANENT_STATUSES = frozenset({400, 413})
@@ -79,26 +78,55 @@ def build_request(items: Sequence[Item]) -> tuple[str, bytes]:
     return request.batch_id, request.SerializeToString()
 
 
+def retry_delay(
+    status: int,
+    retry_after: str | None,
+    backoff: Backoff,
+    retry_after_max: float,
+    now: float | None = None,
+) -> tuple[str, float]:
+    """``(failure state, seconds to wait)`` after a transient failure ``status``.
+
+    429/503 wait what ``Retry-After`` says (capped at ``retry_after_max``,
+    plus jitter), or back off when it says nothing usable; any other status
+    backs off. Every call counts as one more failure of ``backoff``.
+    """
+    if status in THROTTLE_STATUSES:
+        wait = parse_retry_after(retry_after, now)
+        if wait is None:
+            return "throttled", backoff.next_delay()
+        return "throttled", backoff.after_retry_after(min(wait, retry_after_max))
+    state = "unauthorized" if status in AUTH_STATUSES else f"http_{status}"
+    return state, backoff.next_delay()
+
+
+def parse_ack(content: bytes) -> tuple[int, int]:
+    """``(stored, duplicates)`` of a 200 answer; ValueError/KeyError/TypeError if malformed."""
+    ack = json.loads(content)
+    return int(ack["stored"]), int(ack["duplicates"])
+
+
 class Forwarder:
     """Sends spooled items to the collector; one request in flight, oldest first."""
 
     def __init__(
         self,
         config: AgentConfig,
-        spool_call: SpoolCall,
+        spool: AsyncSpool,
         metrics: AgentMetrics,
         wake: asyncio.Event,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self._config = config
-        self._spool = spool_call
+        self._spool = spool
         self._metrics = metrics
+        self._dead_letters = DeadLetters(DeadLetterFile(config.dead_letter_path), spool, metrics)
         self._wake = wake
         self._client = client or httpx.AsyncClient(
             timeout=config.request_timeout,
             headers={
                 "Authorization": f"Bearer {config.token}",
-                "Content-Type": "application/x-protobuf",
+                "Content-Type": INGEST_CONTENT_TYPE,
             },
         )
         self._backoff = Backoff(config.backoff_initial, config.backoff_max)
@@ -116,8 +144,8 @@ class Forwarder:
         while True:
             self._wake.clear()
             try:
-                batches, reports = await self._spool(
-                    Spool.peek, self._config.max_request_bytes, self._config.max_request_events
+                batches, reports = await self._spool.peek(
+                    self._config.max_request_bytes, self._config.max_request_events
                 )
                 if not batches and not reports:
                     if self.draining:
@@ -179,29 +207,28 @@ class Forwarder:
                 if delay is not None:
                     return delay
             return None
-        await self._reject(items, batch_id, status, detail)
+        batches, reports = _split(items)
+        await self._dead_letters.reject(batches, reports, batch_id, status, detail)
         return None
 
     def _retry_delay(
         self, status: int, response: httpx.Response, detail: str, batch_id: str
     ) -> float:
         """Seconds to wait after a transient failure status."""
-        if status in THROTTLE_STATUSES:
-            wait = parse_retry_after(response.headers.get("retry-after"))
-            self._enter_state("throttled", f"{status}: {detail}", batch_id)
-            if wait is None:
-                return self._backoff.next_delay()
-            return self._backoff.after_retry_after(min(wait, self._config.retry_after_max))
-        state = "unauthorized" if status in AUTH_STATUSES else f"http_{status}"
+        state, delay = retry_delay(
+            status,
+            response.headers.get("retry-after"),
+            self._backoff,
+            self._config.retry_after_max,
+        )
         self._enter_state(state, f"{status}: {detail}", batch_id)
-        return self._backoff.next_delay()
+        return delay
 
     async def _acknowledged(
         self, items: list[Item], batch_id: str, response: httpx.Response
     ) -> None:
-        batches = [i for i in items if isinstance(i, SpooledBatch)]
-        reports = [i for i in items if isinstance(i, SpooledDropReport)]
-        await self._spool(Spool.delete, batches, reports)
+        batches, reports = _split(items)
+        await self._spool.delete(batches, reports)
         events = sum(b.events for b in batches)
         self._metrics.batches_forwarded.inc(len(batches))
         self._metrics.events_forwarded.inc(events)
@@ -219,8 +246,7 @@ class Forwarder:
     def _check_ack(self, response: httpx.Response, batch_id: str, events: int) -> None:
         """Compare the collector's counts with what was sent; a gap is logged, not fatal."""
         try:
-            ack = json.loads(response.content)
-            stored, duplicates = int(ack["stored"]), int(ack["duplicates"])
+            stored, duplicates = parse_ack(response.content)
         except (ValueError, KeyError, TypeError) as exc:
             self._metrics.errors.labels("ack_unparsable").inc()
             self._log.warning(
@@ -241,26 +267,6 @@ class Forwarder:
                 duplicates=duplicates,
             )
 
-    async def _reject(self, items: list[Item], batch_id: str, status: int, detail: str) -> None:
-        batches = [i for i in items if isinstance(i, SpooledBatch)]
-        reports = [i for i in items if isinstance(i, SpooledDropReport)]
-        await self._spool(
-            Spool.dead_letter, self._config.dead_letter_path, batches, reports, status, detail
-        )
-        events = sum(b.events for b in batches)
-        self._metrics.dropped_events.labels("rejected").inc(events)
-        self._metrics.dropped_frames.labels("rejected").inc(len(items))
-        self._log.error(
-            "collector rejected data permanently; moved to the dead-letter file",
-            batch_id=batch_id,
-            status=status,
-            detail=detail,
-            events=events,
-            sessions=sorted({b.session_id for b in batches}),
-            drop_reports=len(reports),
-            dead_letter=str(self._config.dead_letter_path),
-        )
-
     def _enter_state(self, state: str, detail: str, batch_id: str) -> None:
         """Log an error once per change of failure state, debug while it persists."""
         if state != self._state:
@@ -273,3 +279,10 @@ class Forwarder:
             self._state = state
         else:
             self._log.debug("forwarding still failing", state=state, detail=detail)
+
+
+def _split(items: Sequence[Item]) -> tuple[list[SpooledBatch], list[SpooledDropReport]]:
+    """The batches and the drop reports among ``items``, each in order."""
+    batches = [i for i in items if isinstance(i, SpooledBatch)]
+    reports = [i for i in items if isinstance(i, SpooledDropReport)]
+    return batches, reports

@@ -1,46 +1,30 @@
-"""The Unix-socket side: claiming the socket safely and reading senders' frames."""
+"""The Unix-socket side: accepting senders and reading their frames.
+
+The socket file itself (lock, permissions, stale files) is
+:mod:`~boundary_audit.agent.socketfile`'s; what a frame means is decided by
+:mod:`~boundary_audit.agent.frames`. This module does the reading: one task
+per connection, bounded by the connection cap, the allowed uids, the stall
+timeout for half-sent frames and the writer's back-pressure.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
-import fcntl
-import grp
 import itertools
-import os
 import socket
-import stat
 import struct
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ..logs import get_logger
-from ..wire import (
-    BoundaryMessage,
-    FrameDecoder,
-    ProtocolError,
-    Tag,
-    TruncatedFrameError,
-    UndecodablePayloadError,
-    as_envelope,
-    decode_payload,
-)
+from ..wire import DropReason, DropSource, FrameDecoder, ProtocolError, Tag, TruncatedFrameError
 from .config import READ_CHUNK_BYTES, AgentConfig
-from .drops import SOURCE_BOUNDARY
+from .frames import BadFrame, LogsFrame, StallTimer, StatusFrame, interpret_frame
 from .metrics import AgentMetrics
-from .spool import NewBatch
 from .writer import SpoolWriter
 
-#: How long the start-up probe waits for an existing socket to answer. A live
-#: agent accepts at once; a stale file refuses at once; this only bounds a
-#: wedged listener.
-PROBE_TIMEOUT = 1.0
-#: listen() backlog: senders connect once and stay, so a small queue suffices.
-LISTEN_BACKLOG = 128
 #: Undecodable payloads logged per connection before the rest are only
 #: counted (and summed up when it closes), so one bad sender cannot flood logs.
 MAX_BAD_FRAME_WARNINGS = 3
@@ -52,10 +36,6 @@ REJECT_LOG_INTERVAL = 5.0
 ACCEPT_RETRY_DELAY = 0.1
 #: Size of ``struct ucred`` (pid, uid, gid as C ints) for SO_PEERCRED.
 _UCRED = struct.Struct("3i")
-
-
-class SocketInUseError(RuntimeError):
-    """Another live process owns the socket path, or it is not a socket at all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,103 +55,6 @@ def peer_credentials(sock: Any) -> PeerCredentials:
     except OSError:
         return PeerCredentials(None, None, None)
     return PeerCredentials(pid, uid, gid)
-
-
-def _resolve_gid(group: str | int) -> int:
-    if isinstance(group, int) or group.isdigit():
-        return int(group)
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        raise ValueError(f"unknown group {group!r} for the socket") from None
-
-
-class SocketLock:
-    """An exclusive ``flock`` on ``<socket>.lock``, held while the agent runs.
-
-    Two agents starting at once cannot both decide the socket is stale and
-    take it; the lock is released by the kernel if the agent dies.
-    """
-
-    def __init__(self, socket_path: Path) -> None:
-        self.path = socket_path.with_name(socket_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise SocketInUseError(
-                    f"another agent holds {self.path}; refusing to take its socket"
-                ) from None
-            raise
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def claim_socket(path: Path, mode: int, group: str | int | None) -> tuple[socket.socket, int]:
-    """Bind and listen on ``path``: refuse a live owner, replace a stale file.
-
-    The socket is bound inside a fresh 0700 directory, given its final mode
-    and group there, and only then renamed onto ``path``, so no other user
-    can connect during a window where permissions are wider (and the
-    process umask is never touched). Returns the socket and its inode, so the
-    agent later removes only its own file.
-    """
-    gid = _resolve_gid(group) if group is not None else None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        st = path.lstat()
-        if not stat.S_ISSOCK(st.st_mode):
-            raise SocketInUseError(f"{path} exists and is not a socket; refusing to replace it")
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        probe.settimeout(PROBE_TIMEOUT)
-        try:
-            probe.connect(str(path))
-        except (ConnectionRefusedError, FileNotFoundError):
-            path.unlink(missing_ok=True)  # stale: nobody listens any more
-        except OSError as exc:
-            raise SocketInUseError(f"{path}: cannot tell whether it is in use: {exc}") from exc
-        else:
-            raise SocketInUseError(
-                f"another process is listening on {path}; refusing to take its socket "
-                "(stop that agent or choose another --socket)"
-            )
-        finally:
-            probe.close()
-    workdir = Path(tempfile.mkdtemp(prefix=".ba-", dir=path.parent))
-    tmp = workdir / "s"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(str(tmp))
-        os.chmod(tmp, mode)
-        if gid is not None:
-            os.chown(tmp, -1, gid)
-        sock.listen(LISTEN_BACKLOG)
-        os.rename(tmp, path)
-        inode = path.lstat().st_ino
-    except BaseException:
-        sock.close()
-        tmp.unlink(missing_ok=True)
-        raise
-    finally:
-        workdir.rmdir()
-    sock.setblocking(False)
-    return sock, inode
-
-
-def release_socket(path: Path, inode: int) -> None:
-    """Remove the socket file if it is still the one this agent created."""
-    with contextlib.suppress(FileNotFoundError):
-        if path.lstat().st_ino == inode:
-            path.unlink()
 
 
 @dataclass(eq=False)
@@ -203,7 +86,7 @@ class Receiver:
         self._last_reject_log = 0.0
         self._unlogged_rejects = 0
         self._frames_by_tag = {int(t): metrics.frames_received.labels(str(int(t))) for t in Tag}
-        self._bad_frame = metrics.dropped_frames.labels("bad_frame")
+        self._bad_frame = metrics.dropped_frames.labels(DropReason.BAD_FRAME)
 
     @property
     def connection_count(self) -> int:
@@ -361,21 +244,12 @@ class Receiver:
     async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> str:
         decoder = FrameDecoder()
         idle = self._config.idle_timeout
+        stall = StallTimer(idle)
         writer = self._writer
         loop = asyncio.get_running_loop()
-        # Only a frame left half-sent is timed: a sender with nothing to
-        # report may stay connected and silent for as long as it likes. The
-        # clock starts when a frame is left incomplete and is not reset by
-        # further bytes, only by a completed frame: trickling a byte at a
-        # time cannot hold a half-sent frame (and its buffer) open forever.
-        frame_deadline: float | None = None
         while True:
-            if not decoder.mid_frame:
-                frame_deadline = None
-            elif frame_deadline is None:
-                frame_deadline = loop.time() + idle
             try:
-                async with asyncio.timeout_at(frame_deadline):
+                async with asyncio.timeout_at(stall.deadline(decoder.mid_frame, loop.time())):
                     data = await reader.read(READ_CHUNK_BYTES)
             except TimeoutError:
                 self._count_bad_frame(conn)
@@ -402,7 +276,7 @@ class Receiver:
                 )
                 return "protocol_error"
             if frames:
-                frame_deadline = None  # progress: the next partial frame gets its own clock
+                stall.frame_completed()
             for tag, payload in frames:
                 self._on_frame(conn, tag, payload)
             if decoder.error is not None:
@@ -418,53 +292,30 @@ class Receiver:
     def _on_frame(self, conn: _Connection, tag: int, payload: bytes) -> None:
         conn.frames += 1
         self._frames_by_tag[tag].inc()
-        try:
-            envelope = as_envelope(decode_payload(tag, payload))
-        except UndecodablePayloadError as exc:
-            self._bad_frame_seen(conn, str(exc))
-            return
-        kind = envelope.WhichOneof("msg")
-        if kind == "logs":
-            self._on_logs(conn, tag, payload, envelope)
-        elif kind == "status":
-            self._on_status(conn, envelope)
+        meaning = interpret_frame(tag, payload)
+        if isinstance(meaning, LogsFrame):
+            conn.last_session = meaning.session_id
+            if meaning.batch is not None:
+                self._writer.submit(meaning.batch)
+                conn.events += meaning.batch.events
+                self._metrics.events_received.inc(meaning.batch.events)
+        elif isinstance(meaning, StatusFrame):
+            self._on_status(conn, meaning)
         else:
-            self._bad_frame_seen(conn, "envelope carries neither logs nor status")
+            self._bad_frame_seen(conn, meaning)
 
-    def _on_logs(
-        self, conn: _Connection, tag: int, payload: bytes, envelope: BoundaryMessage
-    ) -> None:
-        logs = envelope.logs
-        conn.last_session = logs.session_id
-        events = len(logs.logs)
-        if not events:
-            return  # nothing to keep; a sender may flush an empty batch
-        # A tag-1 payload already is the request; a tag-2 one is re-encoded
-        # without its envelope so the spool holds one shape.
-        body = payload if tag == Tag.V1_LOGS else logs.SerializeToString()
-        self._writer.submit(NewBatch(logs.session_id, events, body))
-        conn.events += events
-        self._metrics.events_received.inc(events)
-
-    def _on_status(self, conn: _Connection, envelope: BoundaryMessage) -> None:
-        status = envelope.status
+    def _on_status(self, conn: _Connection, status: StatusFrame) -> None:
+        """Count what the sender dropped, attributed to its connection's last session."""
         session = conn.last_session or ""
-        counts = {
-            "boundary_channel_full": status.dropped_channel_full,
-            "boundary_batch_full": status.dropped_batch_full,
-        }
-        if any(n < 0 for n in counts.values()):
-            self._bad_frame_seen(conn, f"status with negative drop counts {counts}")
-            return
-        for reason, n in counts.items():
+        for reason, n in status.dropped.items():
             if n:
                 self._metrics.dropped_events.labels(reason).inc(n)
-                self._writer.record_drop(SOURCE_BOUNDARY, session, reason, n)
-        if any(counts.values()):
+                self._writer.record_drop(DropSource.BOUNDARY, session, reason, n)
+        if any(status.dropped.values()):
             conn.log.warning(
                 "sender reports events it dropped before reaching the agent",
                 session_id=session or None,
-                **counts,
+                **{str(reason): n for reason, n in status.dropped.items()},
             )
 
     def _count_bad_frame(self, conn: _Connection) -> None:
@@ -472,11 +323,11 @@ class Receiver:
         conn.bad_frames += 1
         self._bad_frame.inc()
 
-    def _bad_frame_seen(self, conn: _Connection, why: str) -> None:
+    def _bad_frame_seen(self, conn: _Connection, bad: BadFrame) -> None:
         self._count_bad_frame(conn)
         if conn.bad_frames <= MAX_BAD_FRAME_WARNINGS:
             conn.log.warning(
                 "skipping a frame that does not decode",
-                error=why,
+                error=bad.why,
                 further_ones_only_counted=conn.bad_frames == MAX_BAD_FRAME_WARNINGS,
             )

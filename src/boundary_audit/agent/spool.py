@@ -12,25 +12,29 @@ The bound counts stored payload bytes (what the agent holds for the
 collector), not the file size: SQLite reuses freed pages, so the file levels
 off a little above the bound instead of growing.
 
-:class:`Spool` is synchronous and not thread-safe; the agent drives it from
-one worker thread so the event loop never waits on the disk.
+:class:`Spool` is synchronous and not thread-safe; :class:`AsyncSpool` runs
+it on one worker thread of its own, so the event loop never waits on the
+disk, and reports the new :class:`SpoolStats` after every call.
 """
 
 from __future__ import annotations
 
-import base64
-import json
+import asyncio
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ..logs import get_logger
 from .config import DROP_REPORT_HEADROOM_BYTES, SpoolSync
 
 _log = get_logger("agent")
+T = TypeVar("T")
 
 #: Schema version in ``PRAGMA user_version``; bump on incompatible change.
 SCHEMA_VERSION = 1
@@ -40,9 +44,6 @@ BUSY_TIMEOUT_MS = 5000
 #: Most rows one :meth:`Spool.peek` reads, bounding memory per request even
 #: when rows are tiny.
 PEEK_MAX_ROWS = 10_000
-#: Rotate the dead-letter file beyond this size (one previous file is kept as
-#: ``.1``): rejected data is kept for inspection without filling the disk.
-DEAD_LETTER_MAX_BYTES = 64 * 1024 * 1024
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -249,64 +250,6 @@ class Spool:
         self._reports -= len(reports)
         self._report_bytes -= sum(len(r.payload) for r in reports)
 
-    def dead_letter(
-        self,
-        path: Path,
-        batches: Sequence[SpooledBatch],
-        reports: Sequence[SpooledDropReport],
-        status: int,
-        detail: str,
-    ) -> None:
-        """Append rejected items to the JSON-lines dead-letter file, then delete them.
-
-        Written and fsynced before the delete, so a crash in between at worst
-        leaves a duplicate line, never a lost one. Each line holds the payload
-        (base64 protobuf) and the collector's reason.
-        """
-        if path.exists() and path.stat().st_size > DEAD_LETTER_MAX_BYTES:
-            previous = path.with_name(path.name + ".1")
-            _log.warning(
-                "dead-letter file full; rotating it, the previous rotation is discarded",
-                path=str(path),
-                discarded=str(previous) if previous.exists() else None,
-                limit_bytes=DEAD_LETTER_MAX_BYTES,
-            )
-            path.replace(previous)
-        now = time.time()
-        lines = [
-            json.dumps(
-                {
-                    "time": now,
-                    "kind": "batch",
-                    "session_id": b.session_id,
-                    "events": b.events,
-                    "status": status,
-                    "detail": detail,
-                    "payload_b64": base64.b64encode(b.payload).decode(),
-                }
-            )
-            for b in batches
-        ] + [
-            json.dumps(
-                {
-                    "time": now,
-                    "kind": "drop_report",
-                    "report_id": r.report_id,
-                    "status": status,
-                    "detail": detail,
-                    "payload_b64": base64.b64encode(r.payload).decode(),
-                }
-            )
-            for r in reports
-        ]
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, ("\n".join(lines) + "\n").encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self.delete(batches, reports)
-
     def close(self) -> None:
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -333,3 +276,99 @@ class _Transaction:
             self._db.execute("COMMIT")
         else:
             self._db.execute("ROLLBACK")
+
+
+#: Told the spool's new figures after every :class:`AsyncSpool` call (gauges).
+StatsListener = Callable[[SpoolStats], None]
+
+
+class AsyncSpool:
+    """A :class:`Spool` driven from asyncio: every call runs on the spool's own thread.
+
+    One worker thread, so calls run one at a time and in the order made, as
+    the synchronous spool requires. Open with :meth:`open`, end with
+    :meth:`close`.
+    """
+
+    def __init__(
+        self, spool: Spool, executor: ThreadPoolExecutor, on_change: StatsListener
+    ) -> None:
+        self._spool = spool
+        self._executor = executor
+        self._on_change = on_change
+        on_change(spool.stats())
+
+    @classmethod
+    async def open(
+        cls, path: Path, max_bytes: int, sync: SpoolSync, on_change: StatsListener
+    ) -> AsyncSpool:
+        """Open (or create) the spool file on a new spool thread; raises :class:`SpoolError`."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-spool")
+        try:
+            spool = await asyncio.get_running_loop().run_in_executor(
+                executor, Spool, path, max_bytes, sync
+            )
+        except BaseException:
+            executor.shutdown(wait=True)
+            raise
+        return cls(spool, executor, on_change)
+
+    @property
+    def path(self) -> Path:
+        return self._spool.path
+
+    def stats(self) -> SpoolStats:
+        """Counters as of the last finished call (read without waiting for the thread)."""
+        return self._spool.stats()
+
+    async def append(self, batches: Sequence[NewBatch]) -> list[NewBatch]:
+        """:meth:`Spool.append`: store what fits; return the batches refused for room."""
+        return await self._run(self._spool.append, batches)
+
+    async def add_drop_reports(self, reports: Sequence[tuple[str, bytes]]) -> int:
+        """:meth:`Spool.add_drop_reports`: how many of the reports were stored."""
+        return await self._run(self._spool.add_drop_reports, reports)
+
+    async def peek(
+        self, max_bytes: int, max_events: int
+    ) -> tuple[list[SpooledBatch], list[SpooledDropReport]]:
+        """:meth:`Spool.peek`: the oldest items that fit one request."""
+        return await self._run(self._spool.peek, max_bytes, max_events)
+
+    async def delete(
+        self, batches: Sequence[SpooledBatch], reports: Sequence[SpooledDropReport]
+    ) -> None:
+        """:meth:`Spool.delete`: forget what the collector acknowledged."""
+        await self._run(self._spool.delete, batches, reports)
+
+    async def discard(
+        self,
+        batches: Sequence[SpooledBatch],
+        reports: Sequence[SpooledDropReport],
+        keep: Callable[[], None],
+    ) -> None:
+        """Run ``keep()`` (which saves the items elsewhere), then delete them.
+
+        Both in one call on the spool thread, in that order: a crash in
+        between at worst saves an item twice, never loses one.
+        """
+
+        def keep_then_delete() -> None:
+            keep()
+            self._spool.delete(batches, reports)
+
+        await self._run(keep_then_delete)
+
+    async def close(self) -> None:
+        """Checkpoint and close the file, then end the spool thread."""
+        try:
+            await self._run(self._spool.close)
+        finally:
+            self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
+        finally:
+            self._on_change(self._spool.stats())

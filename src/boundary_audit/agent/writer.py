@@ -15,10 +15,10 @@ import asyncio
 import time
 
 from ..logs import get_logger
-from .drops import SOURCE_AGENT, DropLedger
-from .forwarder import SpoolCall
+from ..wire import DropReason, DropSource
+from .drops import DropLedger
 from .metrics import AgentMetrics
-from .spool import NewBatch, Spool
+from .spool import AsyncSpool, NewBatch
 
 #: Wait after a failed commit (disk full, I/O error) before trying again; the
 #: pending batches are kept and readers are held back meanwhile.
@@ -26,9 +26,11 @@ COMMIT_RETRY_DELAY = 1.0
 
 
 class SpoolWriter:
+    """The one task that commits: batches from every connection, drop reports on a timer."""
+
     def __init__(
         self,
-        spool_call: SpoolCall,
+        spool: AsyncSpool,
         metrics: AgentMetrics,
         *,
         ledger: DropLedger,
@@ -36,7 +38,7 @@ class SpoolWriter:
         max_pending_bytes: int,
         drop_report_interval: float,
     ) -> None:
-        self._spool = spool_call
+        self._spool = spool
         self._metrics = metrics
         self._ledger = ledger
         self._forwarder_wake = forwarder_wake
@@ -74,7 +76,9 @@ class SpoolWriter:
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
-    def record_drop(self, source: str, session_id: str, reason: str, events: int) -> None:
+    def record_drop(
+        self, source: DropSource, session_id: str, reason: DropReason, events: int
+    ) -> None:
         self._ledger.add(source, session_id, reason, events)
         self._have_items.set()
 
@@ -109,7 +113,7 @@ class SpoolWriter:
         items, self._pending = self._pending, []
         size, self._pending_bytes = self._pending_bytes, 0
         try:
-            refused: list[NewBatch] = await self._spool(Spool.append, items)
+            refused = await self._spool.append(items)
         except Exception as exc:
             self._metrics.errors.labels("spool_append").inc()
             self._log.error(
@@ -145,10 +149,12 @@ class SpoolWriter:
     def _refuse(self, refused: list[NewBatch]) -> None:
         events = 0
         for batch in refused:
-            self._ledger.add(SOURCE_AGENT, batch.session_id, "spool_full", batch.events)
+            self._ledger.add(
+                DropSource.AGENT, batch.session_id, DropReason.SPOOL_FULL, batch.events
+            )
             events += batch.events
-        self._metrics.dropped_events.labels("spool_full").inc(events)
-        self._metrics.dropped_frames.labels("spool_full").inc(len(refused))
+        self._metrics.dropped_events.labels(DropReason.SPOOL_FULL).inc(events)
+        self._metrics.dropped_frames.labels(DropReason.SPOOL_FULL).inc(len(refused))
         self._refused_events += events
         if not self._refusing:
             self._refusing = True
@@ -162,7 +168,7 @@ class SpoolWriter:
         self._last_report = time.monotonic()
         reports = self._ledger.take_reports()
         try:
-            stored: int = await self._spool(Spool.add_drop_reports, reports)
+            stored = await self._spool.add_drop_reports(reports)
         except Exception as exc:
             self._metrics.errors.labels("spool_drop_reports").inc()
             self._log.error("storing drop reports failed; keeping the counts", error=repr(exc))

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)boundary_audit/wire/pb/boundary_log.proto\x12\x0e\x63oder.agent.v2\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf0\x01\n\x0b\x42oundaryLog\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x0chttp_request\x18\x03 \x01(\x0b\x32\'.coder.agent.v2.BoundaryLog.HttpRequestH\x00\x12\x17\n\x0fsequence_number\x18\x04 \x01(\x05\x1a@\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x14\n\x0cmatched_rule\x18\x03 \x01(\tB\n\n\x08resource\"y\n\x19ReportBoundaryLogsRequest\x12)\n\x04logs\x18\x01 \x03(\x0b\x32\x1b.coder.agent.v2.BoundaryLog\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1d\n\x15\x63onfined_process_name\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n)boundary_audit/wire/pb/boundary_log.proto\x12\x0e\x63oder.agent.v2\x1a\x1fgoogle/protobuf/timestamp.proto\"\x86\x02\n\x0b\x42oundaryLog\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12?\n\x0chttp_request\x18\x03 \x01(\x0b\x32\'.coder.agent.v2.BoundaryLog.HttpRequestH\x00\x12\x17\n\x0fsequence_number\x18\x04 \x01(\x05\x12\x14\n\x0c\x63hain_digest\x18\x10 \x01(\x0c\x1a@\n\x0bHttpRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0b\n\x03url\x18\x02 \x01(\t\x12\x14\n\x0cmatched_rule\x18\x03 \x01(\tB\n\n\x08resource\"y\n\x19ReportBoundaryLogsRequest\x12)\n\x04logs\x18\x01 \x03(\x0b\x32\x1b.coder.agent.v2.BoundaryLog\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x1d\n\x15\x63onfined_process_name\x18\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,9 +33,9 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'boundary_audit.wire.pb.boun
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BOUNDARYLOG']._serialized_start=95
-  _globals['_BOUNDARYLOG']._serialized_end=335
-  _globals['_BOUNDARYLOG_HTTPREQUEST']._serialized_start=259
-  _globals['_BOUNDARYLOG_HTTPREQUEST']._serialized_end=323
-  _globals['_REPORTBOUNDARYLOGSREQUEST']._serialized_start=337
-  _globals['_REPORTBOUNDARYLOGSREQUEST']._serialized_end=458
+  _globals['_BOUNDARYLOG']._serialized_end=357
+  _globals['_BOUNDARYLOG_HTTPREQUEST']._serialized_start=281
+  _globals['_BOUNDARYLOG_HTTPREQUEST']._serialized_end=345
+  _globals['_REPORTBOUNDARYLOGSREQUEST']._serialized_start=359
+  _globals['_REPORTBOUNDARYLOGSREQUEST']._serialized_end=480
 # @@protoc_insertion_point(module_scope)

@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BoundaryLog(_message.Message):
-    __slots__ = ("allowed", "time", "http_request", "sequence_number")
+    __slots__ = ("allowed", "time", "http_request", "sequence_number", "chain_digest")
     class HttpRequest(_message.Message):
         __slots__ = ("method", "url", "matched_rule")
         METHOD_FIELD_NUMBER: _ClassVar[int]
@@ -24,11 +24,13 @@ class BoundaryLog(_message.Message):
     TIME_FIELD_NUMBER: _ClassVar[int]
     HTTP_REQUEST_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_DIGEST_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     time: _timestamp_pb2.Timestamp
     http_request: BoundaryLog.HttpRequest
     sequence_number: int
-    def __init__(self, allowed: _Optional[bool] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., http_request: _Optional[_Union[BoundaryLog.HttpRequest, _Mapping]] = ..., sequence_number: _Optional[int] = ...) -> None: ...
+    chain_digest: bytes
+    def __init__(self, allowed: _Optional[bool] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., http_request: _Optional[_Union[BoundaryLog.HttpRequest, _Mapping]] = ..., sequence_number: _Optional[int] = ..., chain_digest: _Optional[bytes] = ...) -> None: ...
 
 class ReportBoundaryLogsRequest(_message.Message):
     __slots__ = ("logs", "session_id", "confined_process_name")

@@ -51,7 +51,7 @@ class Ack(_message.Message):
     def __init__(self, frames: _Optional[int] = ...) -> None: ...
 
 class SessionSeal(_message.Message):
-    __slots__ = ("events_made", "events_sent", "dropped", "undelivered", "spilled", "sealed_at")
+    __slots__ = ("events_made", "events_sent", "dropped", "undelivered", "spilled", "sealed_at", "chain_head", "chain_count")
     class DroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -65,10 +65,14 @@ class SessionSeal(_message.Message):
     UNDELIVERED_FIELD_NUMBER: _ClassVar[int]
     SPILLED_FIELD_NUMBER: _ClassVar[int]
     SEALED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_HEAD_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_COUNT_FIELD_NUMBER: _ClassVar[int]
     events_made: int
     events_sent: int
     dropped: _containers.ScalarMap[str, int]
     undelivered: int
     spilled: int
     sealed_at: _timestamp_pb2.Timestamp
-    def __init__(self, events_made: _Optional[int] = ..., events_sent: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., undelivered: _Optional[int] = ..., spilled: _Optional[int] = ..., sealed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    chain_head: bytes
+    chain_count: int
+    def __init__(self, events_made: _Optional[int] = ..., events_sent: _Optional[int] = ..., dropped: _Optional[_Mapping[str, int]] = ..., undelivered: _Optional[int] = ..., spilled: _Optional[int] = ..., sealed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chain_head: _Optional[bytes] = ..., chain_count: _Optional[int] = ...) -> None: ...
