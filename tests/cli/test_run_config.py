@@ -80,6 +80,7 @@ def test_the_file_alone(tmp_path: Path) -> None:
     assert settings.process_name == "claude-code"
     assert settings.config_path == str(path)
     assert settings.origins["isolate_network"] == f"{path}: key 'jail_type'"
+    assert settings.origins["config"] == "--config"
 
 
 def test_env_beats_the_file_and_flags_beat_both(tmp_path: Path) -> None:

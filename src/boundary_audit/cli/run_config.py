@@ -152,7 +152,7 @@ def resolve_run_settings(
     given_flags = dict(flags or {})
     env = os.environ if environ is None else environ
     config_arg = given_flags.get("config")
-    path, _how = find_config_file(str(config_arg) if config_arg else None, env)
+    path, how = find_config_file(str(config_arg) if config_arg else None, env)
     file = load_config_file(path) if path is not None else {}
     merged = merge_layers(file, env_layer(env), flag_layer(given_flags))
     _check_isolation(merged)
@@ -181,7 +181,10 @@ def resolve_run_settings(
         require_enforcement=_value(merged, "require_enforcement", False) is True,
         isolate_network=_value(merged, "isolate_network", False) is True,
         config_path=None if path is None else os.fspath(path),
-        origins={option: given.origin for option, given in merged.items()},
+        origins={
+            **({"config": how} if path is not None else {}),
+            **{option: given.origin for option, given in merged.items()},
+        },
         notices=notices,
     )
 
