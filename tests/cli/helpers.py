@@ -63,3 +63,12 @@ def client_command(urls: Sequence[str]) -> list[str]:
 def expected_output(urls_and_status: Sequence[tuple[str, int]]) -> str:
     """What :func:`client_command` prints for these results."""
     return "".join(f"{status} {url}\n" for url, status in urls_and_status) + "done\n"
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    """The run stopped before COMMAND (an ``echo must not run``) with exit 2
+    and a message holding every fragment."""
+    assert result.returncode == 2, result.stderr
+    for fragment in fragments:
+        assert fragment in result.stderr
+    assert "must not run" not in result.stdout

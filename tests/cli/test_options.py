@@ -183,6 +183,12 @@ def test_every_coder_spelling_exists() -> None:
     assert set(run._option_string_actions) >= CODER_FLAGS
 
 
+def test_every_flag_of_the_table_is_a_run_flag_with_its_dest() -> None:
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = commands.choices["run"]._option_string_actions
+    assert {f.flag: actions[f.flag].dest for f in FLAGS} == {f.flag: f.dest for f in FLAGS}
+
+
 def test_every_spelling_is_tested() -> None:
     assert set(FILE_CASES) == set(FILE_KEYS)
     assert set(ENV_CASES) == set(ENV_VARS)
