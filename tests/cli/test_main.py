@@ -30,8 +30,11 @@ def test_after_the_subcommand_wins_and_absent_keeps_the_global_value() -> None:
     assert (fmt.log_format, fmt.default_log_level) == ("json", "warning")
 
 
-def test_run_defaults_to_warn_other_commands_to_info() -> None:
+def test_run_defaults_to_warn_and_auto_format_other_commands_to_info_and_json() -> None:
     subcommands = _subcommands()
     assert subcommands["run"].get_default("default_log_level") == "warning"
-    others = {n: p.get_default("default_log_level") for n, p in subcommands.items() if n != "run"}
-    assert set(others.values()) == {None}  # main() falls back to info
+    assert subcommands["run"].get_default("auto_log_format") is True
+    for name, parser in subcommands.items():
+        if name != "run":  # main() falls back to info and JSON
+            assert parser.get_default("default_log_level") is None, name
+            assert parser.get_default("auto_log_format") is None, name

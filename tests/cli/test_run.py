@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from boundary_audit.proxy import SEQUENCE_NUMBER_HEADER, SESSION_ID_HEADER
 from tests.cli.helpers import assert_refused, client_command, expected_output, run_boundary
 from tests.proxy.helpers import Upstream
 from tests.receiver import Receiver
@@ -350,8 +351,8 @@ def test_session_headers_reach_an_allowed_upstream(http_upstream: Upstream, tmp_
     assert result.stdout == expected_output([(url, 200)]), result.stderr
     hit = next(h for h in http_upstream.hits if h.get("query") == "correlated")
     headers = {k.lower(): v for k, v in hit["headers"]}
-    assert headers["x-boundary-session-id"] == session
-    assert headers["x-boundary-sequence-number"] == "0"
+    assert headers[SESSION_ID_HEADER.lower()] == session
+    assert headers[SEQUENCE_NUMBER_HEADER.lower()] == "0"
 
 
 def test_a_path_inject_target_is_refused_until_the_proxy_takes_targets(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@
 Each component registers its own subcommands from its ``cli`` module, so
 this file only knows their names. A module exposes ``register(subparsers)``,
 which adds parsers whose ``func`` default takes the parsed namespace and
-returns an exit code (and may set ``default_log_level``). The ``run``
+returns an exit code (and may set ``default_log_level`` and
+``auto_log_format``, console output on a terminal). The ``run``
 command, the one place the proxy and confinement meet, lives here
 (:mod:`.run`; its settings in :mod:`.run_config`, whose API is re-exported
 below, from :mod:`.options`, :mod:`.config_file` and :mod:`.correlation`).
@@ -19,7 +20,13 @@ import importlib
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..logs import LOG_FORMATS, LOG_LEVEL_CHOICES, configure_logging, normalize_level
+from ..logs import (
+    LOG_FORMATS,
+    LOG_LEVEL_CHOICES,
+    LogFormat,
+    configure_logging,
+    normalize_level,
+)
 from .config_file import CONFIG_ENV_VAR, find_config_file
 from .correlation import SessionCorrelation, default_inject_target
 from .options import ENV_VARS, FILE_KEYS
@@ -69,7 +76,7 @@ def _add_global_options(parser: argparse.ArgumentParser, default: object) -> Non
         "--log-format",
         choices=LOG_FORMATS,
         default=default,
-        help="log output on stderr (default: console on a terminal, else json)",
+        help="log output on stderr (default: json; for run, console on a terminal)",
     )
 
 
@@ -93,9 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(
-        args.log_level or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL), args.log_format
+    level = args.log_level or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL)
+    # JSON unless chosen; a command that shares a terminal with people (run)
+    # asks for console output there instead (auto_log_format).
+    fmt: LogFormat | None = args.log_format or (
+        None if getattr(args, "auto_log_format", False) else "json"
     )
+    configure_logging(level, fmt)
     handler: Handler = args.func
     try:
         return handler(args)

@@ -323,6 +323,7 @@ def run_command(args: argparse.Namespace) -> int:
     if sock is not None:
         _log_summary(log, settings, sock)
     if log_file is not None:
+        configure_logging(settings.log_level, args.log_format)  # nothing more to the file
         log_file.close()
     return code
 
@@ -379,4 +380,4 @@ def register(subparsers: Any) -> None:
         default=None,
         help="extra CA bundle trusted for upstream TLS (besides the system store)",
     )
-    parser.set_defaults(func=run_command, default_log_level=DEFAULT_LOG_LEVEL)
+    parser.set_defaults(func=run_command, default_log_level=DEFAULT_LOG_LEVEL, auto_log_format=True)
