@@ -320,6 +320,9 @@ def _confined_run(
         )
         run_args = [
             "run",
+            # The audit summary read back below is an info line.
+            "--log-level",
+            "info",
             "--audit-socket",
             str(stack.socket_path),
             "--session-id",

@@ -289,6 +289,9 @@ def start_client(
     env.pop("BOUNDARY_ALLOW", None)
     argv = cli_argv(
         "run",
+        # The audit summary each run is checked by is an info line.
+        "--log-level",
+        "info",
         "--allow",
         ALLOW_RULE,
         "--audit-socket",

@@ -92,7 +92,8 @@ def finish_session(t: SenderThread) -> None:
     c.spilled = plan.spilled_events
     c.dropped[DropReason.SPILL_FULL] += plan.spill_full_events
     c.undelivered = 0
-    log = t.log.error if (plan.spill_full_events or lacking) else t.log.warning
+    # Spilled is not lost (a warning); spill_full is (an error).
+    log = t.log.error if plan.spill_full_events else t.log.warning
     log(
         "closing before the agent had everything; spilled to disk for later delivery"
         if lacking

@@ -3,9 +3,14 @@
 Each component registers its own subcommands from its ``cli`` module, so
 this file only knows their names. A module exposes ``register(subparsers)``,
 which adds parsers whose ``func`` default takes the parsed namespace and
-returns an exit code. The ``run`` command, the one place the proxy and
-confinement meet, lives here (:mod:`.run`, its settings in :mod:`.run_config`,
-whose API is re-exported below).
+returns an exit code (and may set ``default_log_level`` and
+``auto_log_format``, console output on a terminal). The ``run``
+command, the one place the proxy and confinement meet, lives here
+(:mod:`.run`; its settings in :mod:`.run_config`, whose API is re-exported
+below, from :mod:`.options`, :mod:`.config_file` and :mod:`.correlation`).
+
+The global options (``--log-level``, ``--log-format``) are accepted before
+the subcommand and after it (``boundary-audit run --log-level debug -- cmd``).
 """
 
 from __future__ import annotations
@@ -15,20 +20,27 @@ import importlib
 from collections.abc import Callable, Sequence
 
 from .. import __version__
-from ..logs import LOG_LEVELS, configure_logging
+from ..logs import (
+    LOG_FORMATS,
+    LOG_LEVEL_CHOICES,
+    LogFormat,
+    configure_logging,
+    normalize_level,
+)
+from .config_file import CONFIG_ENV_VAR, find_config_file
+from .correlation import SessionCorrelation, default_inject_target
+from .options import ENV_VARS, FILE_KEYS
 from .run_config import (
     ALLOW_ENV_VAR,
+    DEFAULT_LOG_LEVEL,
     ConfigError,
-    FileConfig,
     RunSettings,
     add_run_arguments,
-    collect_rules,
     command_from_args,
     load_config_file,
     new_session_id,
     process_name_from_command,
     resolve_run_settings,
-    rules_from_env,
     settings_from_args,
 )
 
@@ -39,8 +51,33 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boundary_audit.agent.cli",
     "boundary_audit.collector.cli",
 )
+#: Level of commands that do not choose their own (``run`` says warn).
+FALLBACK_LOG_LEVEL = "info"
 
 Handler = Callable[[argparse.Namespace], int]
+
+
+def _level(value: str) -> str:
+    try:
+        return normalize_level(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument(
+        "--log-level",
+        type=_level,
+        default=default,
+        metavar="|".join(LOG_LEVEL_CHOICES),
+        help="minimum level of log lines (run: warn; other commands: info)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=default,
+        help="log output on stderr (default: json; for run, console on a terminal)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,25 +86,27 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit trail of every network request made by confined processes.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument(
-        "--log-level", choices=LOG_LEVELS, default="info", help="minimum level of log lines"
-    )
-    parser.add_argument(
-        "--log-format",
-        choices=("json", "console"),
-        default="json",
-        help="structured log output on stderr (default: json)",
-    )
+    _add_global_options(parser, None)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for subparser in subparsers.choices.values():
+        # SUPPRESS: given after the subcommand it wins; not given, the value
+        # from before the subcommand (or None) stays.
+        _add_global_options(subparser, argparse.SUPPRESS)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    level = args.log_level or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL)
+    # JSON unless chosen; a command that shares a terminal with people (run)
+    # asks for console output there instead (auto_log_format).
+    fmt: LogFormat | None = args.log_format or (
+        None if getattr(args, "auto_log_format", False) else "json"
+    )
+    configure_logging(level, fmt)
     handler: Handler = args.func
     try:
         return handler(args)
@@ -78,18 +117,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 __all__ = [
     "ALLOW_ENV_VAR",
     "COMMAND_MODULES",
+    "CONFIG_ENV_VAR",
+    "DEFAULT_LOG_LEVEL",
+    "ENV_VARS",
+    "FILE_KEYS",
     "ConfigError",
-    "FileConfig",
     "RunSettings",
+    "SessionCorrelation",
     "add_run_arguments",
     "build_parser",
-    "collect_rules",
     "command_from_args",
+    "default_inject_target",
+    "find_config_file",
     "load_config_file",
     "main",
     "new_session_id",
     "process_name_from_command",
     "resolve_run_settings",
-    "rules_from_env",
     "settings_from_args",
 ]

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 from ..auditor import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -24,10 +25,29 @@ from ..auditor import (
     OpenResult,
     SocketAuditor,
 )
+from ..auditor.log import LogAuditFormat
 from ..confine import ConfinementUnavailable, LaunchError, check_enforcement, run_confined
-from ..logs import LOG_LEVELS, get_logger
-from ..proxy import CAError, CertificateAuthority, ProxyServer, RuleParseError, parse_rules
+from ..logs import (
+    LOG_LEVEL_CHOICES,
+    LineWriter,
+    configure_logging,
+    get_logger,
+    is_terminal,
+    level_number,
+    normalize_level,
+)
+from ..proxy import (
+    SEQUENCE_NUMBER_HEADER,
+    SESSION_ID_HEADER,
+    CAError,
+    CertificateAuthority,
+    ProxyServer,
+    RuleParseError,
+    parse_rules,
+)
+from .correlation import SessionCorrelation
 from .run_config import (
+    DEFAULT_LOG_LEVEL,
     ConfigError,
     RunSettings,
     add_run_arguments,
@@ -41,15 +61,36 @@ from .run_config import (
 #: recognised after the sender's ACK_WAIT; with no agent listening the wait
 #: ends at once.
 CLAIM_TIMEOUT = 2.0
-#: Exit status for a usage or configuration error (argparse uses 2 too).
+#: Exit status for a usage or configuration error (argparse uses 2 too),
+#: including a configuration that cannot be used (a --proxy-port in use).
 EXIT_USAGE = 2
 #: Exit status when the command cannot be confined as required (a shell's
 #: "cannot execute").
 EXIT_CANNOT_CONFINE = 126
+#: Per-request lines at or above this level need ``--log-level info`` on a
+#: terminal (allowed ones are info, denied ones warning): a terminal UI drawn
+#: by the confined program (claude, codex) must not be garbled by them.
+TERMINAL_AUDIT_LEVEL = "info"
+#: The LogAuditor's minimum that lets no per-request line through (denied
+#: lines are warnings).
+AUDIT_LINES_OFF = "error"
+#: The per-run log file in --log-dir; the session id makes it unique per run.
+LOG_FILE_NAME = "boundary-audit-{session_id}.jsonl"
+#: --log-dir holds request URLs: private to the user, as is each file.
+LOG_DIR_MODE = 0o700
+LOG_FILE_MODE = 0o600
 
 
 def _error(message: str) -> None:
     print(f"boundary-audit run: {message}", file=sys.stderr)
+
+
+def _level(value: str) -> str:
+    """An argparse type: a log level in any accepted spelling (``warn``...)."""
+    try:
+        return normalize_level(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _positive_int(value: str) -> int:
@@ -63,16 +104,41 @@ def _positive_int(value: str) -> int:
     return number
 
 
+def terminal_audit_level(settings: RunSettings, args: argparse.Namespace, stream: TextIO) -> str:
+    """Minimum level of the per-request lines on ``stream``.
+
+    ``--audit-log-level`` if given; else the run's level when it is info or
+    lower; else, on a terminal, none at all, and elsewhere (a pipe, a log
+    shipper) the run's level, so denied requests show at warn as in Coder.
+    """
+    chosen: str | None = args.audit_log_level
+    if chosen is not None:
+        return chosen
+    if level_number(settings.log_level) <= level_number(TERMINAL_AUDIT_LEVEL):
+        return settings.log_level
+    return AUDIT_LINES_OFF if is_terminal(stream) else settings.log_level
+
+
 def build_auditor(
-    settings: RunSettings, args: argparse.Namespace
+    settings: RunSettings, args: argparse.Namespace, log_file: LineWriter | None = None
 ) -> tuple[MultiAuditor, SocketAuditor | None]:
-    """LogAuditor on stderr, plus the agent socket unless disabled."""
-    level = args.audit_log_level or settings.log_level or args.log_level
+    """LogAuditor on stderr (and on the run's log file), plus the agent socket
+    unless disabled."""
+    fmt: LogAuditFormat = args.audit_log_format or ("logfmt" if is_terminal(sys.stderr) else "json")
     children: list[Auditor] = [
         LogAuditor(
-            sys.stderr, fmt=args.audit_log_format, level=level, session_id=settings.session_id
+            sys.stderr,
+            fmt=fmt,
+            level=terminal_audit_level(settings, args, sys.stderr),
+            session_id=settings.session_id,
         )
     ]
+    if log_file is not None:
+        children.append(
+            LogAuditor(
+                cast(TextIO, log_file), fmt="json", level="info", session_id=settings.session_id
+            )
+        )
     sock: SocketAuditor | None = None
     if not settings.disable_audit_socket:
         sock = SocketAuditor(
@@ -81,9 +147,64 @@ def build_auditor(
             confined_process_name=settings.process_name,
             close_timeout=args.audit_flush_timeout,
             queue_size=args.audit_queue_size,
+            disabled=False,  # DISABLE_AUDIT_LOGS is already in the settings
         )
         children.append(sock)
     return MultiAuditor(children), sock
+
+
+def open_log_file(settings: RunSettings) -> LineWriter | None:
+    """The run's JSON-lines log in ``log_dir`` (created 0700), or None."""
+    if settings.log_dir is None:
+        return None
+    directory = Path(settings.log_dir)
+    path = directory / LOG_FILE_NAME.format(session_id=settings.session_id)
+    try:
+        directory.mkdir(mode=LOG_DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(
+            path,
+            os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
+            LOG_FILE_MODE,
+        )
+    except OSError as exc:
+        origin = settings.origins.get("log_dir", "log_dir")
+        raise ConfigError(
+            f"cannot write the log file {path}: {exc.strerror}", source=origin
+        ) from None
+    return LineWriter(os.fdopen(fd, "a", encoding="utf-8"))
+
+
+def proxy_session_header_domains(correlation: SessionCorrelation) -> list[str]:
+    """The correlation targets as the proxy of this build takes them: whole
+    domains (a domain and its subdomains) under its fixed header names.
+
+    Targets it cannot honour exactly (a path, a method, one side of the
+    domain/subdomain pair, other header names) are refused rather than
+    injected more widely; the proxy's inject-target support replaces this.
+    """
+    if (correlation.session_id_header, correlation.sequence_number_header) != (
+        SESSION_ID_HEADER,
+        SEQUENCE_NUMBER_HEADER,
+    ):
+        raise ConfigError(
+            f"this build's proxy sends only {SESSION_ID_HEADER} and {SEQUENCE_NUMBER_HEADER}; "
+            "drop session_id_header / sequence_number_header"
+        )
+    targets = set(correlation.targets)
+    domains: list[str] = []
+    for target in correlation.targets:
+        name = target.removeprefix("domain=")
+        if name != target and " " not in name:
+            if name.startswith("*.") and f"domain={name[2:]}" in targets:
+                continue  # the subdomain half of a DOMAIN pair
+            if f"domain=*.{name}" in targets:
+                domains.append(name)
+                continue
+        raise ConfigError(
+            f"inject target {target!r}: this build's proxy injects session headers only for "
+            "whole domains (--session-header DOMAIN: the domain and its subdomains)"
+        )
+    return domains
 
 
 async def _serve_and_run(
@@ -99,11 +220,21 @@ async def _serve_and_run(
         parse_rules(settings.rules),
         auditor,
         ca=ca,
+        port=settings.proxy_port,
         upstream_ca_file=upstream_ca_file,
-        session_header_domains=settings.session_header_domains,
+        session_header_domains=proxy_session_header_domains(settings.correlation),
         session_id=settings.session_id,
     )
-    async with proxy:
+    try:
+        await proxy.start()
+    except OSError as exc:
+        origin = settings.origins.get("proxy_port", "proxy_port")
+        raise ConfigError(
+            f"the proxy cannot listen on port {settings.proxy_port}: {exc.strerror}; "
+            "choose another port, or leave it unset for a random free one",
+            source=origin,
+        ) from None
+    try:
         get_logger("run").info(
             "proxy listening; starting command",
             proxy=proxy.url,
@@ -120,6 +251,31 @@ async def _serve_and_run(
             require_enforcement=settings.require_enforcement,
             isolate_network=settings.isolate_network,
         )
+    finally:
+        await proxy.aclose()
+
+
+def _configure_run_logging(settings: RunSettings, args: argparse.Namespace) -> LineWriter | None:
+    """The run's own level and format on stderr, plus its log file."""
+    log_file = open_log_file(settings)
+    configure_logging(settings.log_level, args.log_format, file=log_file)
+    return log_file
+
+
+def _log_summary(log: Any, settings: RunSettings, sock: SocketAuditor) -> None:
+    stats = sock.stats
+    lost = stats.dropped_total + stats.undelivered
+    # A loss is a warning (it shows at the default level); a clean run is info.
+    (log.warning if lost else log.info)(
+        "audit summary",
+        session_id=settings.session_id,
+        events=stats.queued + stats.dropped_total,
+        sent_to_agent=stats.sent,
+        delivered=stats.delivered,
+        dropped=stats.dropped_total,
+        spilled=stats.spilled,
+        undelivered=stats.undelivered,
+    )
 
 
 def claim_session(sock: SocketAuditor, session_id: str) -> OpenResult:
@@ -136,11 +292,14 @@ def claim_session(sock: SocketAuditor, session_id: str) -> OpenResult:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    log = get_logger("run")
+    log_file: LineWriter | None = None
     try:
         settings = settings_from_args(args)
         parse_rules(settings.rules)  # fail before anything starts
+        proxy_session_header_domains(settings.correlation)
         command = command_from_args(args)
+        log_file = _configure_run_logging(settings, args)
+        log = get_logger("run")
         enforced = check_enforcement(settings.require_enforcement)
         ca = CertificateAuthority.load_or_create(args.ca_dir)
     except (ConfigError, RuleParseError, CAError) as exc:
@@ -149,9 +308,18 @@ def run_command(args: argparse.Namespace) -> int:
     except ConfinementUnavailable as exc:
         _error(f"cannot enforce: {exc}")
         return EXIT_CANNOT_CONFINE
+    log.info(
+        "run settings",
+        session_id=settings.session_id,
+        config_file=settings.config_path,
+        origins=dict(settings.origins),
+        log_level=settings.log_level,
+    )
+    for notice in settings.notices:
+        log.warning(notice)
     if not settings.rules:
         log.warning("no allow rules given: every request will be denied (default deny)")
-    auditor, sock = build_auditor(settings, args)
+    auditor, sock = build_auditor(settings, args, log_file)
     if sock is not None:
         claim_session(sock, settings.session_id)
     try:
@@ -165,6 +333,9 @@ def run_command(args: argparse.Namespace) -> int:
                 upstream_ca_file=args.upstream_ca_file,
             )
         )
+    except ConfigError as exc:
+        _error(str(exc))
+        code = EXIT_USAGE
     except LaunchError as exc:
         _error(str(exc))
         code = exc.exit_code
@@ -174,17 +345,10 @@ def run_command(args: argparse.Namespace) -> int:
     finally:
         auditor.close()
     if sock is not None:
-        stats = sock.stats
-        log.info(
-            "audit summary",
-            session_id=settings.session_id,
-            events=stats.queued + stats.dropped_total,
-            sent_to_agent=stats.sent,
-            delivered=stats.delivered,
-            dropped=stats.dropped_total,
-            spilled=stats.spilled,
-            undelivered=stats.undelivered,
-        )
+        _log_summary(log, settings, sock)
+    if log_file is not None:
+        configure_logging(settings.log_level, args.log_format)  # nothing more to the file
+        log_file.close()
     return code
 
 
@@ -202,14 +366,17 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--audit-log-format",
         choices=("json", "logfmt"),
-        default="json",
-        help="format of the per-request audit lines on stderr",
+        default=None,
+        help="format of the per-request audit lines on stderr (default: logfmt on a "
+        "terminal, else json)",
     )
     parser.add_argument(
         "--audit-log-level",
-        choices=LOG_LEVELS,
+        type=_level,
         default=None,
-        help="minimum level of audit lines (allowed=info, denied=warning; default: --log-level)",
+        metavar="|".join(LOG_LEVEL_CHOICES),
+        help="minimum level of the per-request lines on stderr (allowed=info, denied=warn; "
+        "default: --log-level, and on a terminal none below --log-level info)",
     )
     parser.add_argument(
         "--audit-flush-timeout",
@@ -237,4 +404,4 @@ def register(subparsers: Any) -> None:
         default=None,
         help="extra CA bundle trusted for upstream TLS (besides the system store)",
     )
-    parser.set_defaults(func=run_command)
+    parser.set_defaults(func=run_command, default_log_level=DEFAULT_LOG_LEVEL, auto_log_format=True)

@@ -1,30 +1,17 @@
-"""Settings of ``boundary-audit run``: allow rules and options from the command
-line, the environment and a YAML file, plus the session's identity.
+"""Settings of ``boundary-audit run``, merged from flags, the environment and
+a YAML config file, plus the session's identity.
 
-Rules are returned as strings in a stable order (config file, then
-``BOUNDARY_ALLOW``, then ``--allow``; exact duplicates dropped); parsing them
-is the rule engine's job (``parse_rules``), so its errors stay in one place.
+Precedence is flag > environment variable > config file > default, one
+option at a time; list options (allow rules, session-header targets) are
+combined instead, in the order config file, environment, flags (exact
+duplicates dropped). Which spellings exist is :mod:`.options`; where the
+file is, :mod:`.config_file`; session correlation, :mod:`.correlation`.
+Rules are returned as strings; parsing them is the rule engine's job
+(``parse_rules``), so its errors stay in one place.
 
-``BOUNDARY_ALLOW`` holds one rule per line. Newline and not ``;`` or ``,``:
-rules contain spaces and commas, and URL paths may contain ``;``, so any of
-those as a separator could silently split ``domain=x path=/a;method=GET`` into
-a much broader rule. Blank lines are ignored.
-
-The YAML file is a mapping::
-
-    allow:                      # list of rule strings (or a single string)
-      - domain=github.com
-      - method=GET domain=*.pythonhosted.org
-    session_header_domains: [api.example.com]
-    log_level: info             # debug | info | warning | error
-    socket_path: /run/boundary/audit.sock
-    disable_audit_socket: false
-    require_enforcement: true
-    isolate_network: false      # private network namespace, proxy only
-    process_name: claude-code
-
-Unknown keys are errors (a typo such as ``alow`` must not silently drop every
-rule). Command-line flags override the file's scalar settings.
+``BOUNDARY_ALLOW`` holds one rule per line (see :func:`.options.parse_lines`);
+a one-line value means the same as in Coder boundary, which takes the whole
+variable as a single rule.
 """
 
 from __future__ import annotations
@@ -32,184 +19,62 @@ from __future__ import annotations
 import argparse
 import os
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-from ..logs import LOG_LEVELS
+from .config_file import CONFIG_ENV_VAR, MAX_CONFIG_BYTES, find_config_file, load_config_file
+from .correlation import SessionCorrelation, resolve_correlation
+from .options import (
+    LIST_OPTIONS,
+    MAX_PROCESS_NAME_CHARS,
+    ConfigError,
+    Layer,
+    env_layer,
+    extend,
+    flag_layer,
+    parse_process_name,
+)
 
 #: Environment variable with extra allow rules, one per line.
 ALLOW_ENV_VAR = "BOUNDARY_ALLOW"
-#: Refuse config files larger than this: a rules file is a few KiB, and a
-#: huge file is a mistake (wrong path) better reported than parsed.
-MAX_CONFIG_BYTES = 1 << 20
-#: Longest accepted confined process name; it travels in every batch to the
-#: collector and is shown in tables, so it should stay a short label.
-MAX_PROCESS_NAME_CHARS = 128
-
-
-class ConfigError(ValueError):
-    """A configuration source is invalid; the message names the file and key."""
-
-    def __init__(self, message: str, *, source: str | None = None, key: str | None = None) -> None:
-        self.source = source
-        self.key = key
-        where = ": ".join(part for part in (source, f"key {key!r}" if key else None) if part)
-        super().__init__(f"{where}: {message}" if where else message)
+#: Coder boundary's default: warnings and errors only, so the terminal the
+#: confined program draws on (claude, codex...) stays its own.
+DEFAULT_LOG_LEVEL = "warning"
 
 
 @dataclass(frozen=True, slots=True)
-class FileConfig:
-    """What a YAML config file says; ``None`` means "not set there"."""
+class RunSettings:
+    """Everything ``boundary-audit run`` needs besides COMMAND.
 
-    allow: tuple[str, ...] = ()
-    session_header_domains: tuple[str, ...] = ()
-    log_level: str | None = None
-    socket_path: str | None = None
-    disable_audit_socket: bool | None = None
-    require_enforcement: bool | None = None
-    isolate_network: bool | None = None
-    process_name: str | None = None
-
-
-_KNOWN_KEYS = frozenset(FileConfig.__dataclass_fields__)
-
-
-def _string_list(value: object, source: str, key: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list):
-        raise ConfigError(
-            f"expected a list of strings, got {type(value).__name__}", source=source, key=key
-        )
-    items: list[str] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            raise ConfigError(
-                f"expected a string, got {type(item).__name__} ({item!r})",
-                source=source,
-                key=f"{key}[{index}]",
-            )
-        if not item.strip():
-            raise ConfigError("empty string", source=source, key=f"{key}[{index}]")
-        items.append(item.strip())
-    return tuple(items)
-
-
-def _optional_str(value: object, source: str, key: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"expected a non-empty string, got {value!r}", source=source, key=key)
-    return value.strip()
-
-
-def _optional_bool(value: object, source: str, key: str) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise ConfigError(f"expected true or false, got {value!r}", source=source, key=key)
-
-
-def parse_config_text(text: str, source: str = "<config>") -> FileConfig:
-    """Validate the YAML document ``text``; errors name ``source`` and the key."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"invalid YAML: {at}{problem}", source=source) from exc
-    if data is None:
-        return FileConfig()
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"top level must be a mapping of settings, got {type(data).__name__}", source=source
-        )
-    for key in data:
-        if key not in _KNOWN_KEYS:
-            known = ", ".join(sorted(_KNOWN_KEYS))
-            raise ConfigError(f"unknown setting (known: {known})", source=source, key=str(key))
-    log_level = _optional_str(data.get("log_level"), source, "log_level")
-    if log_level is not None:
-        log_level = log_level.lower()
-        if log_level not in LOG_LEVELS:
-            raise ConfigError(
-                f"expected one of {', '.join(LOG_LEVELS)}, got {data['log_level']!r}",
-                source=source,
-                key="log_level",
-            )
-    process_name = _optional_str(data.get("process_name"), source, "process_name")
-    if process_name is not None:
-        try:
-            process_name = validate_process_name(process_name)
-        except ConfigError as exc:
-            raise ConfigError(str(exc), source=source, key="process_name") from exc
-    return FileConfig(
-        allow=_string_list(data.get("allow", []), source, "allow"),
-        session_header_domains=_string_list(
-            data.get("session_header_domains", []), source, "session_header_domains"
-        ),
-        log_level=log_level,
-        socket_path=_optional_str(data.get("socket_path"), source, "socket_path"),
-        disable_audit_socket=_optional_bool(
-            data.get("disable_audit_socket"), source, "disable_audit_socket"
-        ),
-        require_enforcement=_optional_bool(
-            data.get("require_enforcement"), source, "require_enforcement"
-        ),
-        isolate_network=_optional_bool(data.get("isolate_network"), source, "isolate_network"),
-        process_name=process_name,
-    )
-
-
-def load_config_file(path: str | os.PathLike[str]) -> FileConfig:
-    """Read and validate a YAML config file (``--config FILE``)."""
-    source = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file: {exc.strerror}", source=source) from exc
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file is larger than {MAX_CONFIG_BYTES} bytes", source=source)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"not UTF-8 text: {exc.reason} at byte {exc.start}", source=source
-        ) from exc
-    return parse_config_text(text, source)
-
-
-def rules_from_env(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Allow rules from ``BOUNDARY_ALLOW`` (one per line, blank lines ignored)."""
-    env = os.environ if environ is None else environ
-    value = env.get(ALLOW_ENV_VAR, "")
-    return [line.strip() for line in value.splitlines() if line.strip()]
-
-
-def collect_rules(
-    cli_allow: Iterable[str] = (),
-    environ: Mapping[str, str] | None = None,
-    file_config: FileConfig | None = None,
-) -> list[str]:
-    """All rule strings: config file, then ``BOUNDARY_ALLOW``, then ``--allow``.
-
-    Exact duplicates are dropped (first kept) so the same rule given twice does
-    not show up twice in logs; an empty ``--allow ""`` is an error rather than
-    being ignored, since it most likely is an unset shell variable.
+    ``origins`` says where each option given came from (``--jail-type``,
+    ``environment variable PROXY_PORT``, ``FILE: key 'proxy_port'``), for
+    messages; ``notices`` are warnings to log once logging is set up.
     """
-    rules: list[str] = []
-    if file_config is not None:
-        rules.extend(file_config.allow)
-    rules.extend(rules_from_env(environ))
-    for rule in cli_allow:
-        if not rule.strip():
-            raise ConfigError("empty rule", source="--allow")
-        rules.append(rule.strip())
-    return list(dict.fromkeys(rules))
+
+    rules: tuple[str, ...]
+    session_id: str
+    process_name: str
+    correlation: SessionCorrelation = field(default_factory=SessionCorrelation)
+    log_level: str = DEFAULT_LOG_LEVEL
+    log_dir: str | None = None
+    proxy_port: int = 0
+    socket_path: str | None = None
+    disable_audit_socket: bool = False
+    require_enforcement: bool = False
+    isolate_network: bool = False
+    config_path: str | None = None
+    origins: Mapping[str, str] = field(default_factory=dict)
+    notices: tuple[str, ...] = ()
+
+
+def merge_layers(*layers: Layer) -> Layer:
+    """Later layers win option by option; list options are concatenated."""
+    merged: Layer = {}
+    for layer in layers:
+        for name, given in layer.items():
+            merged[name] = extend(merged.get(name), given) if name in LIST_OPTIONS else given
+    return merged
 
 
 def new_session_id() -> str:
@@ -227,14 +92,10 @@ def validate_session_id(value: str) -> str:
 
 def validate_process_name(name: str) -> str:
     """Check a confined process name is a short printable label."""
-    name = name.strip()
-    if not name:
-        raise ConfigError("process name is empty")
-    if len(name) > MAX_PROCESS_NAME_CHARS:
-        raise ConfigError(f"process name is longer than {MAX_PROCESS_NAME_CHARS} characters")
-    if not name.isprintable():
-        raise ConfigError(f"process name {name!r} contains control characters")
-    return name
+    try:
+        return parse_process_name(name)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def process_name_from_command(command: Sequence[str], override: str | None = None) -> str:
@@ -247,69 +108,95 @@ def process_name_from_command(command: Sequence[str], override: str | None = Non
     return validate_process_name(Path(command[0]).name or command[0])
 
 
-@dataclass(frozen=True, slots=True)
-class RunSettings:
-    """Everything ``boundary-audit run`` needs besides COMMAND, resolved from
-    flags, environment and config file. ``log_level`` is ``None`` when only
-    the root ``--log-level`` applies."""
+#: Settings network isolation cannot honour, with what to do instead.
+_ISOLATION_CONFLICTS = {
+    "use_real_dns": (
+        "the command's private network namespace has no DNS (the proxy resolves names). "
+        "Drop use_real_dns (proxy-aware clients need no DNS), or drop the isolation: "
+        "under the default Landlock confinement (jail_type: landjail) DNS is the host's"
+    ),
+    "no_user_namespace": (
+        "network isolation runs the command in a user namespace and cannot do without one; "
+        "use the default Landlock confinement (jail_type: landjail), which needs none"
+    ),
+}
 
-    rules: tuple[str, ...]
-    session_id: str
-    process_name: str
-    session_header_domains: tuple[str, ...] = ()
-    log_level: str | None = None
-    socket_path: str | None = None
-    disable_audit_socket: bool = False
-    require_enforcement: bool = False
-    isolate_network: bool = False
+
+def _check_isolation(merged: Layer) -> None:
+    isolate = merged.get("isolate_network")
+    if isolate is None or isolate.value is not True:
+        return
+    for name, why in _ISOLATION_CONFLICTS.items():
+        given = merged.get(name)
+        if given is not None and given.value is True:
+            raise ConfigError(
+                f"{given.origin} ({given.raw!r}) conflicts with {isolate.origin} "
+                f"({isolate.raw!r}, network isolation): {why}"
+            )
+
+
+def _value(merged: Layer, name: str, default: object) -> object:
+    given = merged.get(name)
+    return default if given is None else given.value
 
 
 def resolve_run_settings(
     command: Sequence[str],
     *,
-    cli_allow: Iterable[str] = (),
-    config_path: str | os.PathLike[str] | None = None,
+    flags: Mapping[str, object] | None = None,
     environ: Mapping[str, str] | None = None,
-    session_header_domains: Iterable[str] = (),
-    socket_path: str | None = None,
-    disable_audit_socket: bool | None = None,
-    require_enforcement: bool | None = None,
-    isolate_network: bool | None = None,
-    process_name: str | None = None,
-    session_id: str | None = None,
 ) -> RunSettings:
-    """Merge the sources: flags (``None``/empty = not given) win over the
-    config file's scalars; rules and session-header domains are combined."""
-    file_config = load_config_file(config_path) if config_path is not None else FileConfig()
-    domains = (*file_config.session_header_domains, *session_header_domains)
-    return RunSettings(
-        rules=tuple(collect_rules(cli_allow, environ, file_config)),
-        session_id=validate_session_id(session_id) if session_id else new_session_id(),
-        process_name=process_name_from_command(
-            command, process_name if process_name is not None else file_config.process_name
-        ),
-        session_header_domains=tuple(dict.fromkeys(d.strip() for d in domains if d.strip())),
-        log_level=file_config.log_level,
-        socket_path=socket_path if socket_path is not None else file_config.socket_path,
-        disable_audit_socket=bool(
-            disable_audit_socket
-            if disable_audit_socket is not None
-            else file_config.disable_audit_socket
-        ),
-        require_enforcement=bool(
-            require_enforcement
-            if require_enforcement is not None
-            else file_config.require_enforcement
-        ),
-        isolate_network=bool(
-            isolate_network if isolate_network is not None else file_config.isolate_network
-        ),
+    """Merge the sources for ``command``. ``flags`` is an argparse namespace's
+    ``vars()`` (``None``/``[]`` = not given), ``environ`` defaults to the
+    process environment; ``ConfigError`` names the source of a bad value."""
+    given_flags = dict(flags or {})
+    env = os.environ if environ is None else environ
+    config_arg = given_flags.get("config")
+    path, how = find_config_file(str(config_arg) if config_arg else None, env)
+    file = load_config_file(path) if path is not None else {}
+    merged = merge_layers(file, env_layer(env), flag_layer(given_flags))
+    _check_isolation(merged)
+    correlation, notices = resolve_correlation(
+        enabled=merged.get("session_correlation"),
+        session_headers=merged.get("session_headers"),
+        inject_targets=merged.get("inject_targets"),
+        session_id_header=merged.get("session_id_header"),
+        sequence_number_header=merged.get("sequence_number_header"),
+        environ=env,
     )
+    session_id = given_flags.get("session_id")
+    rules = _value(merged, "rules", ())
+    assert isinstance(rules, tuple)
+    name = _value(merged, "process_name", None)
+    return RunSettings(
+        rules=tuple(dict.fromkeys(str(rule) for rule in rules)),
+        session_id=validate_session_id(str(session_id)) if session_id else new_session_id(),
+        process_name=process_name_from_command(command, None if name is None else str(name)),
+        correlation=correlation,
+        log_level=str(_value(merged, "log_level", DEFAULT_LOG_LEVEL)),
+        log_dir=_optional_str(_value(merged, "log_dir", None)),
+        proxy_port=int(str(_value(merged, "proxy_port", 0))),
+        socket_path=_optional_str(_value(merged, "socket_path", None)),
+        disable_audit_socket=_value(merged, "disable_audit_socket", False) is True,
+        require_enforcement=_value(merged, "require_enforcement", False) is True,
+        isolate_network=_value(merged, "isolate_network", False) is True,
+        config_path=None if path is None else os.fspath(path),
+        origins={
+            **({"config": how} if path is not None else {}),
+            **{option: given.origin for option, given in merged.items()},
+        },
+        notices=notices,
+    )
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``boundary-audit run`` that this module resolves, plus
-    ``COMMAND [ARGS...]`` (after ``--``)."""
+    ``COMMAND [ARGS...]`` (after ``--``). Values are parsed by the layers, so
+    a bad one is reported like a bad config key (exit 2, naming the flag)."""
     parser.add_argument(
         "--allow",
         action="append",
@@ -318,7 +205,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="allow rule, e.g. 'domain=github.com' (repeatable; also env "
         f"{ALLOW_ENV_VAR}, one rule per line)",
     )
-    parser.add_argument("--config", metavar="FILE", help="YAML config file (allow: [...], ...)")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML config file (default: ${CONFIG_ENV_VAR}, else "
+        "~/.config/coder_boundary/config.yaml when it exists)",
+    )
     parser.add_argument(
         "--require-enforcement",
         action="store_true",
@@ -344,8 +236,17 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--session-header",
         action="append",
         default=[],
-        metavar="DOMAIN",
-        help="inject the session id and sequence number into allowed requests to DOMAIN",
+        metavar="TARGET",
+        help="inject the session id and sequence number into allowed requests to TARGET: "
+        "a DOMAIN (and its subdomains) or a rule such as 'domain=api.example.com path=/v1/*'",
+    )
+    parser.add_argument(
+        "--session-id-header", metavar="NAME", help="name of the injected session id header"
+    )
+    parser.add_argument(
+        "--sequence-number-header",
+        metavar="NAME",
+        help="name of the injected sequence number header",
     )
     parser.add_argument(
         "--audit-socket", dest="socket_path", metavar="PATH", help="agent Unix socket path"
@@ -357,7 +258,64 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="log audit events only; do not send them to the agent",
     )
+    parser.add_argument(
+        "--log-dir", metavar="DIR", help="also write the full log, JSON lines, to a file per run"
+    )
+    parser.add_argument(
+        "--proxy-port", metavar="PORT", help="listen on this port (default: a random free one)"
+    )
+    _add_coder_arguments(parser)
     parser.add_argument("command", nargs=argparse.REMAINDER, metavar="-- COMMAND [ARGS...]")
+
+
+def _add_coder_arguments(parser: argparse.ArgumentParser) -> None:
+    """Coder boundary's flags that have no name of ours (docs/run.md says how
+    each maps, or why it is refused)."""
+    coder = parser.add_argument_group("Coder boundary's flags")
+    coder.add_argument("--log-proxy-socket-path", metavar="PATH", help="the same as --audit-socket")
+    coder.add_argument(
+        "--disable-audit-logs",
+        action="store_true",
+        default=None,
+        help="the same as --no-audit-socket",
+    )
+    coder.add_argument(
+        "--jail-type",
+        metavar="TYPE",
+        help="landjail: the default Landlock confinement; nsjail: --isolate-network",
+    )
+    coder.add_argument(
+        "--enable-session-correlation",
+        dest="session_correlation",
+        action="store_true",
+        default=None,
+        help="inject session headers into requests to the inject targets "
+        "(default target from CODER_AGENT_URL)",
+    )
+    coder.add_argument(
+        "--session-id-inject-target",
+        dest="inject_target",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="inject target, e.g. 'domain=dev.coder.com path=/api/v2/aibridge/*' (repeatable)",
+    )
+    coder.add_argument(
+        "--use-real-dns",
+        action="store_true",
+        default=None,
+        help="accepted without isolation (DNS is the host's); refused with it",
+    )
+    coder.add_argument(
+        "--no-user-namespace",
+        action="store_true",
+        default=None,
+        help="accepted without isolation (none is made); refused with it",
+    )
+    coder.add_argument(
+        "--pprof", action="store_true", default=None, help="refused: there is no pprof server"
+    )
+    coder.add_argument("--pprof-port", metavar="PORT", help="accepted; unused without --pprof")
 
 
 def command_from_args(args: argparse.Namespace) -> list[str]:
@@ -375,16 +333,24 @@ def settings_from_args(
 ) -> RunSettings:
     """Resolve :class:`RunSettings` from a namespace built by
     :func:`add_run_arguments`."""
-    return resolve_run_settings(
-        command_from_args(args),
-        cli_allow=args.allow,
-        config_path=args.config,
-        environ=environ,
-        session_header_domains=args.session_header,
-        socket_path=args.socket_path,
-        disable_audit_socket=args.disable_audit_socket,
-        require_enforcement=args.require_enforcement,
-        isolate_network=args.isolate_network,
-        process_name=args.process_name,
-        session_id=args.session_id,
-    )
+    return resolve_run_settings(command_from_args(args), flags=vars(args), environ=environ)
+
+
+__all__ = [
+    "ALLOW_ENV_VAR",
+    "DEFAULT_LOG_LEVEL",
+    "MAX_CONFIG_BYTES",
+    "MAX_PROCESS_NAME_CHARS",
+    "ConfigError",
+    "RunSettings",
+    "add_run_arguments",
+    "command_from_args",
+    "load_config_file",
+    "merge_layers",
+    "new_session_id",
+    "process_name_from_command",
+    "resolve_run_settings",
+    "settings_from_args",
+    "validate_process_name",
+    "validate_session_id",
+]
