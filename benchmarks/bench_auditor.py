@@ -55,6 +55,7 @@ from boundary_audit.auditor.encoding import Record, encode_records
 from boundary_audit.auditor.sender import DEFAULT_REPLAY_WINDOW_BYTES, MAX_PENDING_EVENTS
 from boundary_audit.logs import configure_logging
 from boundary_audit.wire import MAX_FRAME_SIZE, FrameDecoder, as_envelope, decode_payload
+from boundary_audit.wire.spill import SPILL_DIR_ENV
 
 # -- the event every contender records -----------------------------------------
 
@@ -992,6 +993,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     machine_info(console)
     with tempfile.TemporaryDirectory(prefix="bench-auditor-") as tmp:
         workdir = Path(tmp)
+        # What auditors spill at close (the stalled agent's tail) stays in
+        # the work dir, never in the user's state dir; children inherit it.
+        os.environ[SPILL_DIR_ENV] = str(workdir / "spill")
         if "1" in parts:
             bench_per_call(console, workdir, rounds)
         if "2" in parts:

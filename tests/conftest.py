@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from boundary_audit.wire.spill import SPILL_DIR_ENV
 from tests.receiver import Receiver
 
 
@@ -21,3 +22,17 @@ def receiver(sock_dir: Path) -> Iterator[Receiver]:
     r = Receiver(sock_dir / "agent.sock").start()
     yield r
     r.stop()
+
+
+@pytest.fixture(autouse=True)
+def private_spill_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Each test's SocketAuditors spill to (and deliver from) a directory of their own.
+
+    Without it they would use the user's real state dir, and a spill file
+    left by one test would be delivered to the receiver of the next. Set in
+    the environment, so the CLIs a test starts inherit it.
+    """
+    directory = tmp_path_factory.mktemp("spill")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(SPILL_DIR_ENV, str(directory))
+        yield directory

@@ -1,16 +1,28 @@
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boundary_audit.auditor.encoding import (
     Record,
+    decode_ack,
+    encode_open,
     encode_records,
+    encode_seal,
     encode_status,
     field_size,
     varint_size,
 )
-from boundary_audit.wire import MAX_PAYLOAD_SIZE, FrameDecoder, as_envelope, decode_payload
+from boundary_audit.wire import (
+    MAX_EVENTS_PER_FRAME,
+    MAX_PAYLOAD_SIZE,
+    FrameDecoder,
+    SessionSeal,
+    as_envelope,
+    decode_payload,
+)
+from tests.receiver import ack_frame
 
 SESSION = "0b8f0f4e-3c4d-4f5e-8a6b-7c8d9e0f1a2b"
 
@@ -133,8 +145,46 @@ def test_a_url_utf8_cannot_carry_is_a_skipped_record() -> None:
     assert [seq for _, _, seq, _, _ in _decode([e.frame for e in encoded])] == [1]
 
 
-def test_status_frame_reports_queue_drops_and_no_batch_drops() -> None:
-    (frame,) = FrameDecoder().feed(encode_status(42))
+def _status(frame_bytes: bytes):  # type: ignore[no-untyped-def]
+    (frame,) = FrameDecoder().feed(frame_bytes)
     msg = as_envelope(decode_payload(frame.tag, frame.payload))
     assert (frame.tag, msg.WhichOneof("msg")) == (2, "status")
-    assert (msg.status.dropped_channel_full, msg.status.dropped_batch_full) == (42, 0)
+    return msg.status
+
+
+def test_status_frame_reports_queue_drops_and_no_batch_drops() -> None:
+    status = _status(encode_status(42, SESSION))
+    assert (status.dropped_channel_full, status.dropped_batch_full) == (42, 0)
+    assert status.session_id == SESSION
+
+
+def test_open_and_seal_frames_carry_no_drop_deltas_for_coders_agent() -> None:
+    opened = _status(encode_open(SESSION, "boundary-audit/9.9", 17))
+    assert (opened.dropped_channel_full, opened.dropped_batch_full) == (0, 0)
+    assert opened.session_id == SESSION
+    assert (opened.open.want_acks, opened.open.sender) == (True, "boundary-audit/9.9")
+    assert opened.open.first_sequence_number == 17
+    seal = SessionSeal(events_made=5, events_sent=4, spilled=1)
+    seal.dropped["channel_full"] = 3
+    sealed = _status(encode_seal(SESSION, seal))
+    assert (sealed.dropped_channel_full, sealed.session_id) == (0, SESSION)
+    assert sealed.seal == seal
+
+
+def test_acks_decode_and_anything_else_from_the_agent_is_refused() -> None:
+    (frame,) = FrameDecoder().feed(ack_frame(12))
+    assert decode_ack(frame.payload) == 12
+    (status,) = FrameDecoder().feed(encode_status(1))
+    with pytest.raises(ValueError, match="not an ack"):
+        decode_ack(status.payload)
+    with pytest.raises(ValueError, match="undecodable"):
+        decode_ack(b"\xff\xff\xff")
+
+
+def test_a_frame_never_carries_more_than_coderds_limit_of_events() -> None:
+    """Tiny events would pack ~1,200 to a 32 KiB frame; coderd refuses > 1,000."""
+    records = [Record(SESSION, i, 0, "G", "u", False, None) for i in range(2500)]
+    frames = list(encode_records(records, ""))
+    assert [f.events for f in frames] == [MAX_EVENTS_PER_FRAME, MAX_EVENTS_PER_FRAME, 500]
+    assert len(_decode([f.frame for f in frames])) == 2500
+    assert frames[0].max_sequence == MAX_EVENTS_PER_FRAME - 1

@@ -97,7 +97,7 @@ def test_prometheus_view_of_the_counters(receiver: Receiver) -> None:
     from boundary_audit.auditor.metrics import register_auditor_metrics
 
     registry = CollectorRegistry()
-    a = SocketAuditor(receiver.path, batch_size=1, queue_size=2)
+    a = SocketAuditor(receiver.path, batch_size=1, queue_size=2, spill_max_bytes=0)
     register_auditor_metrics(a, registry)
     for i in range(3):
         a.audit(AuditEvent("GET", f"http://a/{i}", "a", True, "r"))
@@ -116,3 +116,7 @@ def test_prometheus_view_of_the_counters(receiver: Receiver) -> None:
     )
     assert dropped_line in text
     a.close()
+    after = generate_latest(registry).decode()
+    delivered = f'boundary_audit_auditor_events_delivered_total{{session_id="{a.session_id}"}} '
+    assert f"{delivered}{float(a.stats.delivered)}" in after
+    assert a.stats.delivered == a.stats.sent  # acknowledged by the receiver, all of them

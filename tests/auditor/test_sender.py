@@ -12,8 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from boundary_audit._retry import FULL_JITTER, Backoff
-from boundary_audit.auditor.encoding import EncodedFrame, Record
+from boundary_audit.auditor.delivery import ACK_WAIT, Kind, Sent
+from boundary_audit.auditor.encoding import Record
 from boundary_audit.auditor.sender import (
+    BLOCKED_POLL_INTERVAL,
     DROP_EPISODE_QUIET,
     INITIAL_BACKOFF,
     INVALID_LOG_EVERY,
@@ -25,7 +27,6 @@ from boundary_audit.auditor.sender import (
     EpisodeOver,
     EpisodeStarted,
     PeriodicCheck,
-    ReplayWindow,
     Retry,
     SenderState,
     StatusReports,
@@ -41,10 +42,6 @@ def records(n: int, first: int = 0) -> collections.deque[Record]:
         Record(SESSION, i, 0, "GET", f"https://h.example/{i}", True, "r")
         for i in range(first, first + n)
     )
-
-
-def frame(events: int, size: int) -> EncodedFrame:
-    return EncodedFrame(b"\0" * size, events, 0, 0, events - 1)
 
 
 def backoff(rand: Callable[[], float]) -> Backoff:
@@ -102,6 +99,18 @@ def test_a_partly_written_batch_keeps_its_age_and_an_empty_one_forgets_it() -> N
     assert batch.started is None
     batch.take(records(1), now=7.0)
     assert batch.started == 7.0
+
+
+def test_the_rest_of_a_batch_whose_flush_stopped_part_way_is_due_at_once() -> None:
+    batch = Batch(size=300, interval=3600)
+    batch.take(records(300), now=0.0)
+    assert batch.due(0.0, urgent=False)
+    batch.written(100, now=1.0)  # the agent's buffer filled up
+    assert len(batch) == 200
+    assert batch.due(1.0, urgent=False)  # below its size, young: still owed
+    batch.written(200, now=2.0)
+    batch.take(records(5), now=3.0)
+    assert not batch.due(3.0, urgent=False)  # a new batch waits as usual
 
 
 @given(
@@ -194,58 +203,6 @@ def test_failure_kinds_name_the_errno_or_the_exception() -> None:
     assert failure_kind("write", TimeoutError("stalled")) == "write:TimeoutError"
 
 
-# -- replay window ---------------------------------------------------------------
-
-
-def test_replay_window_keeps_the_newest_frames_within_its_bytes() -> None:
-    window = ReplayWindow(max_bytes=1000)
-    for i in range(5):
-        window.record(EncodedFrame(bytes([i]) * 300, 3, 0, 3 * i, 3 * i + 2))
-    assert [f.first_sequence for f in window.frames] == [6, 9, 12]
-    assert window.size == 900
-    window.record(frame(1, 1001))  # larger than the window: not kept at all
-    assert not window.frames
-    assert window.size == 0
-
-
-def test_frames_are_re_sent_only_after_a_lost_connection() -> None:
-    window = ReplayWindow(max_bytes=1 << 20)
-    assert window.to_replay() == []
-    window.connection_lost()
-    assert not window.needed  # nothing written yet: nothing to replay
-    sent = [frame(10, 100), frame(5, 50)]
-    for f in sent:
-        window.record(f)
-    assert window.to_replay() == []
-    assert window.events_to_replay == 0
-    window.connection_lost()
-    assert window.needed
-    assert window.to_replay() == sent
-    assert window.events_to_replay == 15
-    window.replayed()
-    assert window.to_replay() == []
-    assert window.frames  # kept: a second loss re-sends them again
-
-
-def test_a_zero_window_keeps_nothing() -> None:
-    window = ReplayWindow(max_bytes=0)
-    window.record(frame(1, 10))
-    window.connection_lost()
-    assert (list(window.frames), window.needed) == ([], False)
-
-
-@given(sizes=st.lists(st.integers(1, 5000), max_size=60), bound=st.integers(1, 20000))
-def test_replay_window_is_the_longest_newest_run_that_fits(sizes: list[int], bound: int) -> None:
-    window = ReplayWindow(bound)
-    for i, size in enumerate(sizes):
-        window.record(EncodedFrame(b"\0" * size, 1, 0, i, i))
-    kept = [f.first_sequence for f in window.frames]
-    assert window.size == sum(len(f.frame) for f in window.frames) <= bound
-    assert kept == list(range(len(sizes) - len(kept), len(sizes)))  # a newest suffix
-    if len(kept) < len(sizes):  # one more would not have fitted
-        assert window.size + sizes[len(sizes) - len(kept) - 1] > bound
-
-
 # -- drop episodes ---------------------------------------------------------------
 
 
@@ -324,14 +281,16 @@ def test_flush_waits_for_the_retry_time_whatever_is_due() -> None:
     assert state.flush_due(0.05, urgent=False, dropped=0, can_report=False)
 
 
-def test_a_replay_or_a_status_alone_is_reason_to_flush() -> None:
+def test_a_re_send_a_status_or_extra_frames_alone_are_reason_to_flush() -> None:
     state = SenderState()
     assert not state.flush_due(0.0, urgent=True, dropped=0, can_report=True)
     assert state.flush_due(0.0, urgent=False, dropped=1, can_report=True)
     assert not state.flush_due(0.0, urgent=False, dropped=1, can_report=False)
-    state.replay.record(frame(1, 10))
-    state.replay.connection_lost()
+    assert state.flush_due(0.0, urgent=False, dropped=0, can_report=False, extra=True)
+    state.delivery.carried.append(Sent(b"f", Kind.LOGS, 1, 0))
     assert state.flush_due(0.0, urgent=False, dropped=0, can_report=False)
+    state.blocked = True  # no room: nothing is due until the agent takes frames
+    assert not state.flush_due(0.0, urgent=True, dropped=1, can_report=True, extra=True)
 
 
 def test_sleep_until_the_next_reason_to_act() -> None:
@@ -345,15 +304,35 @@ def test_sleep_until_the_next_reason_to_act() -> None:
     assert state.sleep_for(12.0) == pytest.approx(0.04)  # backing off: the retry time
     state.begin_close(12.0, timeout=0.01)
     assert state.sleep_for(12.0) == pytest.approx(0.01)  # the close deadline first
+    assert state.sleep_for(12.0, awaiting_peer=True) == pytest.approx(0.01)
+    waiting = SenderState()
+    assert waiting.sleep_for(0.0, awaiting_peer=True) == BLOCKED_POLL_INTERVAL
+    waiting.blocked = True
+    assert waiting.sleep_for(0.0) == BLOCKED_POLL_INTERVAL
 
 
-def test_close_ends_when_drained_when_nobody_listens_or_at_the_deadline() -> None:
+def test_sleep_until_the_agent_is_due_to_have_acknowledged() -> None:
+    state = SenderState()
+    d = state.delivery
+    d.wrote(Sent(b"o" * 10, Kind.OPEN), outq_after=768)
+    d.sampled(0)
+    d.alive(now=50.0)  # the open was read at 50.0
+    assert state.sleep_for(50.2) == pytest.approx(ACK_WAIT - 0.2)
+
+
+def test_close_ends_when_sealed_and_delivered_when_nobody_listens_or_at_the_deadline() -> None:
     state = SenderState()
     state.begin_close(100.0, timeout=5.0)
     state.begin_close(101.0, timeout=60.0)  # the first deadline stands
     assert state.close_deadline == 105.0
+    assert not state.close_done(100.0, queue_empty=True)  # the seal is not out yet
+    state.sealed = True
     assert state.close_done(100.0, queue_empty=True)
     assert not state.close_done(100.0, queue_empty=False)
+    state.delivery.wrote(Sent(b"seal", Kind.SEAL), outq_after=None)
+    assert not state.close_done(100.0, queue_empty=True)  # the agent may not have it
+    state.delivery.acknowledged(1)
+    assert state.close_done(100.0, queue_empty=True)
     state.batch.take(records(1), now=100.0)
     assert not state.close_done(104.9, queue_empty=True)
     assert state.close_done(105.0, queue_empty=True)

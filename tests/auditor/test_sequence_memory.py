@@ -51,6 +51,24 @@ def test_a_session_that_runs_out_of_int32_numbers_continues_in_a_new_one(
     assert sum("exhausted the wire's int32" in str(r.msg) for r in caplog.records) == 1
 
 
+@given(start=st.integers(0, 5), limit=st.integers(5, 8), draws=st.integers(0, 30))
+def test_next_number_peeks_at_what_take_returns_without_drawing_it(
+    start: int, limit: int, draws: int
+) -> None:
+    counter = SequenceCounter(SESSION, start=start, limit=limit)
+    for _ in range(draws):
+        peeked = counter.next_number()
+        session = counter.session_id
+        assert counter.next_number() == peeked  # a peek draws nothing
+        taken = counter.take()
+        if peeked <= limit:
+            assert (taken, counter.session_id) == (peeked, session)
+        else:  # the session is used up: its events_made is limit + 1, the next starts at 0
+            assert (peeked, taken) == (limit + 1, 0)
+    with pytest.raises(TypeError):
+        SequenceCounter(limit=None).next_number()
+
+
 def test_without_a_limit_numbers_never_rotate() -> None:
     counter = SequenceCounter(SESSION, start=MAX_SEQUENCE_NUMBER, limit=None)
     assert [counter.take(), counter.take()] == [MAX_SEQUENCE_NUMBER, MAX_SEQUENCE_NUMBER + 1]

@@ -13,6 +13,8 @@ import pytest
 
 from boundary_audit.auditor import TRUNCATION_MARKER, AuditEvent, SocketAuditor
 from boundary_audit.wire import MAX_PAYLOAD_SIZE, SOCKET_PATH_ENV, DropReason
+from boundary_audit.wire.spill import DEFAULT_SPILL_MAX_BYTES
+from tests.auditor.helpers import ev, last_seal, spilled, spilled_sequence_numbers
 from tests.receiver import Receiver
 from tests.support import eventually
 
@@ -23,16 +25,6 @@ pytestmark = pytest.mark.timeout(60)
 #: interval (5 ms) of each audit(), so this gives it many chances to get it
 #: wrong, while staying far below the timers involved.
 NOTHING_HAPPENS_S = 0.1
-
-
-def ev(i: int, allowed: bool = True, url: str | None = None) -> AuditEvent:
-    return AuditEvent(
-        method="GET",
-        url=url or f"https://github.com/coder/{i}",
-        host="github.com",
-        allowed=allowed,
-        rule="domain=github.com" if allowed else None,
-    )
 
 
 def test_batch_size_flush_without_waiting_for_timer(receiver: Receiver) -> None:
@@ -131,7 +123,7 @@ def test_drops_counted_and_reported_once_agent_appears(sock_dir: Path) -> None:
         # With no agent the sender holds at most a batch; the queue fills.
         assert stats.queued + stats.dropped[DropReason.CHANNEL_FULL] == 20
         assert stats.dropped[DropReason.CHANNEL_FULL] >= 10
-        r = Receiver(path).start()
+        r = Receiver(path, acks=True).start()
         try:
             assert r.wait_for(lambda: len(r.statuses()) == 1)
             assert len(r.sequence_numbers()) == stats.queued
@@ -166,7 +158,7 @@ def test_agent_down_at_start_then_up(sock_dir: Path, caplog: pytest.LogCaptureFi
     failures = [r for r in caplog.records if "cannot connect" in str(r.msg)]
     assert len(failures) == 1  # logged once per state change, not per retry
     assert a.stats.connect_failures >= 2
-    r = Receiver(path).start()
+    r = Receiver(path, acks=True).start()
     try:
         assert r.wait_for(lambda: r.sequence_numbers() == [0, 1, 2, 3, 4])
         assert a.stats.sent == 5
@@ -206,10 +198,11 @@ def test_frames_lost_in_a_dead_agent_are_replayed(sock_dir: Path) -> None:
         # The "agent" dies without ever reading: 50 events sit in the buffer.
         conn.close()
         listener.close()
-        r = Receiver(path).start()
+        r = Receiver(path, acks=True).start()
         try:
             assert r.wait_for(lambda: set(r.sequence_numbers()) == set(range(50)))
             assert a.stats.replayed_events >= 50
+            a.close()  # while the agent is up: nothing is left to spill
         finally:
             r.stop()
 
@@ -281,19 +274,48 @@ def test_close_drains_what_is_queued(receiver: Receiver) -> None:
     assert a.stats.undelivered == 0
 
 
-def test_close_reports_what_could_not_be_delivered(
-    sock_dir: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    a = SocketAuditor(sock_dir / "never.sock", batch_size=100, batch_interval=3600)
+def _seven_to_nobody(
+    sock_dir: Path, caplog: pytest.LogCaptureFixture, spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES
+) -> SocketAuditor:
+    """A sender that audits 7 events with no agent anywhere, then closes."""
+    a = SocketAuditor(
+        sock_dir / "never.sock",
+        batch_size=100,
+        batch_interval=3600,
+        spill_max_bytes=spill_max_bytes,
+    )
     for i in range(7):
         a.audit(ev(i))
-    with caplog.at_level(logging.ERROR, logger="boundary_audit"):
+    with caplog.at_level(logging.WARNING, logger="boundary_audit"):
         a.close(timeout=0.3)
-    assert a.stats.undelivered == 7
-    assert any("not delivered" in str(r.msg) for r in caplog.records)
-    assert a.stats.connect_failures >= 1
+    return a
+
+
+def test_close_spills_what_could_not_be_delivered_with_its_seal(
+    sock_dir: Path, private_spill_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = _seven_to_nobody(sock_dir, caplog)
+    stats = a.stats
+    assert (stats.spilled, stats.undelivered, stats.sent) == (7, 0, 0)
+    [said] = [r for r in caplog.records if "spilled to disk" in str(r.msg)]
+    assert said.levelno == logging.WARNING  # spilled is not lost
+    assert stats.connect_failures >= 1
+    [messages] = spilled(private_spill_dir)
+    assert spilled_sequence_numbers(messages) == list(range(7))
+    seal = last_seal(messages)
+    assert (seal.events_made, seal.events_sent, seal.spilled, seal.undelivered) == (7, 0, 7, 0)
+    assert messages[-1].status.session_id == a.session_id
     assert a.audit(ev(8)) == 7
     assert a.stats.dropped[DropReason.CLOSED] == 1
+
+
+def test_close_without_spilling_reports_what_could_not_be_delivered(
+    sock_dir: Path, private_spill_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = _seven_to_nobody(sock_dir, caplog, spill_max_bytes=0)
+    assert (a.stats.undelivered, a.stats.spilled) == (7, 0)
+    assert any("not delivered" in str(r.msg) for r in caplog.records)
+    assert spilled(private_spill_dir) == []
 
 
 def test_disable_flag_turns_the_sender_off(
@@ -398,17 +420,17 @@ def test_close_with_no_agent_listening_reports_without_waiting_out_the_timeout(
         a = SocketAuditor(path, batch_size=100, batch_interval=3600)
         for i in range(4):
             a.audit(ev(i))
-        with caplog.at_level(logging.ERROR, logger="boundary_audit"):
+        with caplog.at_level(logging.WARNING, logger="boundary_audit"):
             a.close(timeout=600)  # would hang the test if waited out
-        assert a.stats.undelivered == 4
+        assert (a.stats.undelivered, a.stats.spilled) == (0, 4)
         reasons = [getattr(r, "msg", {}) for r in caplog.records]
-        assert any("no agent listening" in str(m) for m in reasons)
+        assert any("no trusted agent listening" in str(m) for m in reasons)
         caplog.clear()
 
 
 def test_close_keeps_retrying_for_an_agent_that_is_restarting(sock_dir: Path) -> None:
     path = sock_dir / "restarting.sock"
-    r = Receiver(path).start()
+    r = Receiver(path, acks=True).start()
     a = SocketAuditor(path, batch_size=1, batch_interval=0.01)
     a.audit(ev(0))
     assert r.wait_for(lambda: r.sequence_numbers() == [0])

@@ -4,6 +4,7 @@ import asyncio
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -197,10 +198,29 @@ def test_socket_path_resolution(tmp_path: Path) -> None:
     env = {"CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH": "/run/x/agent.sock"}
     assert wire.resolve_socket_path("/explicit.sock", env) == Path("/explicit.sock")
     assert wire.resolve_socket_path(None, env) == Path("/run/x/agent.sock")
-    assert wire.resolve_socket_path(None, {"XDG_RUNTIME_DIR": str(tmp_path)}) == (
-        tmp_path / "boundary-audit.sock"
-    )
-    missing = {"XDG_RUNTIME_DIR": str(tmp_path / "nope"), "TMPDIR": str(tmp_path)}
-    fallback = wire.resolve_socket_path(None, missing)
-    assert fallback.name == "boundary-audit.sock"
-    assert fallback.parent.is_dir()
+    # Like Coder's: the temp dir, whatever XDG_RUNTIME_DIR says.
+    runtime = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    default = wire.resolve_socket_path(None, runtime)
+    assert default == Path(tempfile.gettempdir()) / "boundary-audit.sock"
+    # A configured path is the only place a sender looks...
+    assert wire.socket_path_candidates("/explicit.sock", runtime) == [Path("/explicit.sock")]
+    assert wire.socket_path_candidates(None, {**runtime, **env}) == [Path("/run/x/agent.sock")]
+    # ...otherwise Coder's default first, then our old one.
+    assert wire.socket_path_candidates(None, runtime) == [default, tmp_path / "boundary-audit.sock"]
+    assert wire.legacy_socket_path({"XDG_RUNTIME_DIR": str(tmp_path / "nope")}) is None
+    assert wire.socket_path_candidates(None, {}) == [default]
+
+
+def test_the_default_socket_is_in_the_temp_dir_as_tmpdir_resolves_it(tmp_path: Path) -> None:
+    """Never an assumed /tmp: TMPDIR moves it (checked in a fresh interpreter,
+    since tempfile caches the temp dir per process)."""
+    code = "from boundary_audit import wire; print(wire.resolve_socket_path(None, {}))"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"TMPDIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.strip()
+    assert out == str(tmp_path / "boundary-audit.sock")

@@ -5,10 +5,12 @@ writes them as structured lines, ``MultiAuditor`` fans out to several and
 ``MemoryAuditor`` keeps them in a list (for tests of what audits). All number
 events with a ``SequenceCounter``.
 
-Inside ``SocketAuditor``: ``sender`` decides (pure state, given the time),
-``transport`` does the socket I/O, ``encoding`` packs frames, ``worker`` is
-the thread that joins them, ``socket`` the callers' side, ``stats`` the
-counters both sides share.
+Inside ``SocketAuditor``: ``sender``, ``delivery`` and ``closing`` decide
+(pure state, given the time), ``encoding`` packs frames, ``transport`` and
+``trust`` do the socket I/O and the listener checks, ``link`` holds the
+connection, ``worker`` is the thread that joins them, ``finish`` and
+``spill`` end a session and deliver others' spills, ``socket`` is the
+callers' side, ``handoff`` and ``stats`` what both sides share.
 """
 
 from ..wire import DropReason
@@ -20,8 +22,15 @@ from .metrics import AuditorCollector, register_auditor_metrics
 from .multi import MultiAuditor
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import MAX_SEQUENCE_NUMBER, SequenceCounter
-from .socket import DEFAULT_CLOSE_TIMEOUT, DEFAULT_QUEUE_SIZE, DISABLE_ENV, SocketAuditor
+from .socket import (
+    DEFAULT_CLOSE_TIMEOUT,
+    DEFAULT_QUEUE_SIZE,
+    DISABLE_ENV,
+    OpenResult,
+    SocketAuditor,
+)
 from .stats import SENDER_DROP_REASONS, AuditorStats
+from .trust import LISTENER_UIDS_ENV, UntrustedListenerError
 
 __all__ = [
     "DEFAULT_BATCH_INTERVAL",
@@ -30,6 +39,7 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_REPLAY_WINDOW_BYTES",
     "DISABLE_ENV",
+    "LISTENER_UIDS_ENV",
     "MAX_SEQUENCE_NUMBER",
     "SENDER_DROP_REASONS",
     "TRUNCATION_MARKER",
@@ -42,7 +52,9 @@ __all__ = [
     "LogAuditor",
     "MemoryAuditor",
     "MultiAuditor",
+    "OpenResult",
     "SequenceCounter",
     "SocketAuditor",
+    "UntrustedListenerError",
     "register_auditor_metrics",
 ]

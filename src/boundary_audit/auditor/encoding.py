@@ -10,7 +10,18 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from ..wire import MAX_PAYLOAD_SIZE, BoundaryLog, BoundaryMessage, Tag, encode_frame, encode_message
+from google.protobuf.message import DecodeError
+
+from ..wire import (
+    MAX_EVENTS_PER_FRAME,
+    MAX_PAYLOAD_SIZE,
+    BoundaryLog,
+    BoundaryMessage,
+    SessionSeal,
+    Tag,
+    encode_frame,
+    encode_message,
+)
 
 #: Appended to a URL cut short to make its event fit one frame. It says
 #: how many bytes were removed, so the stored URL is visibly incomplete.
@@ -43,6 +54,8 @@ class EncodedFrame:
     last_sequence: int
     #: Records consumed but left out because they cannot be encoded.
     skipped: int = 0
+    #: Highest sequence number in the frame (events may bring their own, in any order).
+    max_sequence: int = -1
 
     @property
     def consumed(self) -> int:
@@ -107,6 +120,7 @@ class _Envelope:
         self.skipped = 0
         self.first = -1
         self.last = -1
+        self.max = -1
 
     def payload_size(self, extra: int = 0) -> int:
         return field_size(self.fixed + self.logs_size + extra)
@@ -120,6 +134,7 @@ class _Envelope:
             first_sequence=self.first,
             last_sequence=self.last,
             skipped=self.skipped,
+            max_sequence=self.max,
         )
 
 
@@ -131,10 +146,13 @@ def encode_records(
     process_name: str,
     limit: int = MAX_PAYLOAD_SIZE,
     on_invalid: InvalidRecordHandler | None = None,
+    max_events: int = MAX_EVENTS_PER_FRAME,
 ) -> Iterator[EncodedFrame]:
     """Pack ``records`` in order into as few frames as fit ``limit`` bytes each.
 
-    A new frame starts when the session changes. An event too large for a
+    A new frame starts when the session changes, and after ``max_events``
+    events whatever their size (coderd refuses a request of more than 1,000
+    logs, and Coder's agent forwards one request per frame). An event too large for a
     frame on its own has its URL (then rule, then method) cut with a marker;
     it is never dropped and never sent oversize. A record the schema cannot
     hold (a sequence number outside int32, a non-text field) is left out,
@@ -143,7 +161,11 @@ def encode_records(
     """
     env: _Envelope | None = None
     for rec in records:
-        if env is not None and env.logs and rec.session_id != env.message.logs.session_id:
+        if (
+            env is not None
+            and env.logs
+            and (rec.session_id != env.message.logs.session_id or len(env.logs) >= max_events)
+        ):
             yield env.finish()
             env = None
         if env is None:
@@ -172,6 +194,7 @@ def encode_records(
         if env.first < 0:
             env.first = rec.sequence_number
         env.last = rec.sequence_number
+        env.max = max(env.max, rec.sequence_number)
     if env is not None and env.logs:
         yield env.finish()
     elif env is not None and env.skipped:
@@ -200,11 +223,50 @@ def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
     return size
 
 
-def encode_status(dropped_channel_full: int) -> bytes:
-    """A BoundaryStatus frame reporting ``dropped_channel_full`` new drops."""
+def encode_status(dropped_channel_full: int, session_id: str = "") -> bytes:
+    """A BoundaryStatus frame reporting ``dropped_channel_full`` new drops (a delta)."""
     msg = BoundaryMessage()
     msg.status.dropped_channel_full = dropped_channel_full
     # Events are never dropped for a full batch here: the batch stops taking
     # from the queue instead, so those drops count as channel_full.
     msg.status.dropped_batch_full = 0
+    if session_id:
+        msg.status.session_id = session_id
+    return encode_message(msg)
+
+
+def decode_ack(payload: bytes) -> int:
+    """``Ack.frames`` of a frame the agent wrote; ValueError for anything else.
+
+    The agent writes nothing but acks, and only once asked (``want_acks``).
+    """
+    try:
+        msg = BoundaryMessage.FromString(payload)
+    except DecodeError as exc:
+        raise ValueError(f"undecodable frame from the agent: {exc}") from exc
+    if msg.WhichOneof("msg") != "status" or not msg.status.HasField("ack"):
+        raise ValueError(f"agent wrote a frame that is not an ack: {msg.WhichOneof('msg')}")
+    return int(msg.status.ack.frames)
+
+
+def encode_open(session_id: str, sender: str, first_sequence_number: int) -> bytes:
+    """The first frame of every connection: names the session and asks for acks.
+
+    Fields 1 and 2 stay 0: drop deltas always travel in their own status
+    frame, so Coder's agent (which reads only those) counts each once.
+    """
+    msg = BoundaryMessage()
+    status = msg.status
+    status.session_id = session_id
+    status.open.want_acks = True
+    status.open.sender = sender
+    status.open.first_sequence_number = first_sequence_number
+    return encode_message(msg)
+
+
+def encode_seal(session_id: str, seal: SessionSeal) -> bytes:
+    """The last frame of a session: ``status{session_id, seal}``."""
+    msg = BoundaryMessage()
+    msg.status.session_id = session_id
+    msg.status.seal.CopyFrom(seal)
     return encode_message(msg)

@@ -24,6 +24,11 @@ class AuditorCollector(Collector):
         s = self.auditor.stats
         session = self.auditor.session_id
 
+        def gauge(name: str, doc: str, value: int) -> GaugeMetricFamily:
+            family = GaugeMetricFamily(f"{NAMESPACE}_{name}", doc, labels=["session_id"])
+            family.add_metric([session], value)
+            return family
+
         def counter(name: str, doc: str, value: int) -> CounterMetricFamily:
             family = CounterMetricFamily(f"{NAMESPACE}_{name}", doc, labels=["session_id"])
             family.add_metric([session], value)
@@ -31,6 +36,29 @@ class AuditorCollector(Collector):
 
         yield counter("events_queued", "Events accepted into the send queue.", s.queued)
         yield counter("events_sent", "Events written to the agent socket.", s.sent)
+        yield counter(
+            "events_delivered",
+            "Events the agent acknowledged (or, if it never acknowledges, read).",
+            s.delivered,
+        )
+        yield counter("events_spilled", "Events written to the spill file at close.", s.spilled)
+        yield counter(
+            "events_undelivered", "Events neither delivered nor spilled at close.", s.undelivered
+        )
+        yield counter(
+            "spill_files_delivered",
+            "Other sessions' spill files delivered to the agent and removed.",
+            s.spill_files_delivered,
+        )
+        yield counter(
+            "spill_errors", "Spill files that could not be written or read.", s.spill_errors
+        )
+        yield counter(
+            "refused_listeners",
+            "Connections refused because the socket or its listener was not trusted.",
+            s.refused_listeners,
+        )
+        yield counter("acks_received", "Ack frames read from the agent.", s.acks_received)
         dropped = CounterMetricFamily(
             f"{NAMESPACE}_events_dropped",
             "Events dropped before reaching the agent, by reason.",
@@ -47,18 +75,9 @@ class AuditorCollector(Collector):
         yield counter("connect_failures", "Failed connection attempts.", s.connect_failures)
         yield counter("write_errors", "Failed writes (the batch is kept).", s.write_errors)
         yield counter("status_reports_sent", "BoundaryStatus messages sent.", s.status_reports_sent)
-        pending = GaugeMetricFamily(
-            f"{NAMESPACE}_events_pending",
-            "Events queued or batched, not yet sent.",
-            labels=["session_id"],
-        )
-        pending.add_metric([session], s.pending)
-        yield pending
-        connected = GaugeMetricFamily(
-            f"{NAMESPACE}_connected", "1 while connected to the agent.", labels=["session_id"]
-        )
-        connected.add_metric([session], 1 if s.connected else 0)
-        yield connected
+        yield gauge("events_pending", "Events queued or batched, not yet sent.", s.pending)
+        yield gauge("events_in_flight", "Events written and not yet known delivered.", s.in_flight)
+        yield gauge("connected", "1 while connected to the agent.", 1 if s.connected else 0)
 
 
 def register_auditor_metrics(auditor: SocketAuditor, registry: CollectorRegistry) -> None:

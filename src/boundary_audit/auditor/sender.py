@@ -1,13 +1,13 @@
 """What the sender thread should do next, decided without I/O.
 
 Each small class owns one concern: the batch (when it is due), the retry
-timer (backoff), the replay window (what to re-send after a reconnect), the
-drop-episode log (when to say drops started and stopped) and the status
+timer (backoff), the drop-episode log (when to say drops started and stopped) and the status
 reports (which drops the agent has not heard of). They are told the time
 (``now``, read by the thread from its injected clock) and never read a
 clock, sleep or touch a socket, so each decision is tested by stepping
-numbers. :class:`SenderState` puts them together for the thread's loop in
-:mod:`.socket`; the socket itself lives in :mod:`.transport`.
+numbers. :class:`SenderState` puts them together, with the delivery
+bookkeeping of :mod:`.delivery`, for the thread's loop in :mod:`.worker`; the
+socket itself lives in :mod:`.transport`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import errno
 from dataclasses import dataclass
 
 from .._retry import FULL_JITTER, Backoff
-from .encoding import EncodedFrame, Record
+from .delivery import Delivery
+from .encoding import Record
 
 #: Flush a batch once it holds this many events. Coder's boundary uses 10:
 #: small enough that a burst of requests shows up at the agent promptly, big
@@ -36,16 +37,21 @@ MAX_PENDING_EVENTS = 2048
 #: together do not reconnect in lockstep.
 INITIAL_BACKOFF = 0.05
 MAX_BACKOFF = 5.0
-#: Bytes of recently written frames kept to re-send after a reconnect. The
-#: protocol has no acknowledgements, so frames still in kernel socket buffers
-#: or in the agent's not-yet-committed memory when the agent dies would be
-#: lost; re-sending them is safe because the collector stores each
-#: (session, sequence number) once. 2 MiB covers both Unix socket buffers
-#: (~200 KiB each by default) and the agent's group-commit window many times.
+#: Bytes of written frames held until the agent has them (acknowledged, or
+#: read per SIOCOUTQ), to re-send after a reconnect. When the window is full
+#: the sender stops writing and the queue absorbs (overflow is counted
+#: drops). 2 MiB is many of the agent's group commits at full rate, and far
+#: more than the Unix socket buffers (~200 KiB) an agent that never
+#: acknowledges can leave unread.
 DEFAULT_REPLAY_WINDOW_BYTES = 2 * 1024 * 1024
-#: While connected and idle, how often the sender checks whether the agent
-#: hung up, so lost frames are replayed without waiting for a new event.
+#: While connected and idle, how often the sender reads acks, samples
+#: SIOCOUTQ and checks whether the agent hung up, so lost frames are re-sent
+#: without waiting for a new event.
 PEER_CHECK_INTERVAL = 0.5
+#: While it cannot write (window full, kernel buffer full) or waits for the
+#: agent to take its last frames at close, how often the sender looks again:
+#: an agent that never acknowledges sends nothing to wake it, so it polls.
+BLOCKED_POLL_INTERVAL = 0.02
 #: A drop episode (logged once when it starts) is over, and logged as such,
 #: after this long without a new drop: long enough that a queue hovering at
 #: its bound does not produce a pair of lines every few milliseconds.
@@ -58,7 +64,7 @@ INVALID_LOG_EVERY = 1000
 class Batch:
     """Events taken off the queue and not yet written, and when they are due."""
 
-    __slots__ = ("capacity", "interval", "records", "size", "started")
+    __slots__ = ("capacity", "interval", "owed", "records", "size", "started")
 
     def __init__(self, size: int, interval: float, capacity: int = MAX_PENDING_EVENTS) -> None:
         self.size = size
@@ -67,6 +73,9 @@ class Batch:
         self.records: list[Record] = []
         #: When the oldest event of the batch was taken; None while empty.
         self.started: float | None = None
+        #: A flush began and stopped part-way (no room, a failed write): the
+        #: rest is due at once, whatever its size and age.
+        self.owed = False
 
     def __len__(self) -> int:
         return len(self.records)
@@ -85,6 +94,7 @@ class Batch:
         """Full, old enough, or asked for (flush, close)."""
         return bool(self.records) and (
             urgent
+            or self.owed
             or len(self.records) >= self.size
             or (self.started is not None and now - self.started >= self.interval)
         )
@@ -92,6 +102,7 @@ class Batch:
     def written(self, count: int, now: float) -> None:
         """The first ``count`` events were written (or skipped); the rest wait."""
         del self.records[:count]
+        self.owed = bool(self.records)
         if not self.records:
             self.started = None
         elif self.started is None:
@@ -139,44 +150,6 @@ class Retry:
     def connected(self) -> None:
         self.last_error = None
         self.backoff.reset()
-
-
-class ReplayWindow:
-    """The most recent frames written, up to a byte bound, for re-sending."""
-
-    __slots__ = ("frames", "max_bytes", "needed", "size")
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.frames: collections.deque[EncodedFrame] = collections.deque()
-        self.size = 0
-        #: Set when a connection is lost with frames in the window: they go
-        #: out again before anything new on the next connection.
-        self.needed = False
-
-    def record(self, frame: EncodedFrame) -> None:
-        """Remember a written frame, forgetting the oldest beyond the bound."""
-        if self.max_bytes <= 0:
-            return
-        self.frames.append(frame)
-        self.size += len(frame.frame)
-        while self.size > self.max_bytes and self.frames:
-            self.size -= len(self.frames.popleft().frame)
-
-    def connection_lost(self) -> None:
-        if self.frames:
-            self.needed = True
-
-    def to_replay(self) -> list[EncodedFrame]:
-        """The frames to write first on a new connection (a copy: writing adds frames)."""
-        return list(self.frames) if self.needed else []
-
-    @property
-    def events_to_replay(self) -> int:
-        return sum(f.events for f in self.frames) if self.needed else 0
-
-    def replayed(self) -> None:
-        self.needed = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,12 +243,14 @@ class SenderState:
 
     __slots__ = (
         "batch",
+        "blocked",
         "close_deadline",
+        "delivery",
         "drops",
         "no_agent",
         "peer_checks",
-        "replay",
         "retry",
+        "sealed",
         "status",
     )
 
@@ -289,45 +264,62 @@ class SenderState:
     ) -> None:
         self.batch = Batch(batch_size, batch_interval)
         self.retry = Retry(backoff)
-        self.replay = ReplayWindow(replay_window_bytes)
+        self.delivery = Delivery(replay_window_bytes)
         self.drops = DropEpisodes()
         self.status = StatusReports()
         self.peer_checks = PeriodicCheck(PEER_CHECK_INTERVAL)
         #: Set when close() begins: the sender gives up at this time.
         self.close_deadline: float | None = None
-        #: Closing, and nothing has ever listened on the path: give up now.
+        #: Closing, and no trusted agent has ever listened: give up now.
         self.no_agent = False
+        #: The seal went out on the socket (it is written once).
+        self.sealed = False
+        #: Writing stopped for room (window or kernel buffer); the queue absorbs.
+        self.blocked = False
 
     def begin_close(self, now: float, timeout: float) -> None:
         if self.close_deadline is None:
             self.close_deadline = now + timeout
 
-    def flush_due(self, now: float, *, urgent: bool, dropped: int, can_report: bool) -> bool:
-        """Something to write (events, a replay or a status), and no backoff in the way."""
+    def flush_due(
+        self, now: float, *, urgent: bool, dropped: int, can_report: bool, extra: bool = False
+    ) -> bool:
+        """Something to write, no backoff in the way, and room to write it.
+
+        ``extra``: frames other than the batch are waiting (spill files to
+        deliver, the seal, a connection asked for by connect_now()).
+        """
         wanted = (
             self.batch.due(now, urgent=urgent)
-            or self.replay.needed
+            or bool(self.delivery.carried)
             or self.status.due(dropped, can_send=can_report)
+            or extra
         )
-        return wanted and self.retry.ready(now)
+        return wanted and not self.blocked and self.retry.ready(now)
 
     def drained(self, queue_empty: bool) -> bool:
-        """Nothing queued, batched or waiting to be replayed."""
-        return queue_empty and not self.batch.records and not self.replay.needed
+        """Nothing queued, batched or waiting to be re-sent."""
+        return queue_empty and not self.batch.records and not self.delivery.carried
 
     def close_done(self, now: float, *, queue_empty: bool) -> bool:
-        """Stop now: everything delivered, nobody to deliver to, or out of time."""
+        """Stop now: sealed and all delivered, nobody to deliver to, or out of time."""
         assert self.close_deadline is not None, "close_done() before begin_close()"
-        return self.drained(queue_empty) or self.no_agent or now >= self.close_deadline
+        delivered = self.sealed and self.drained(queue_empty) and self.delivery.settled
+        return delivered or self.no_agent or now >= self.close_deadline
 
-    def sleep_for(self, now: float) -> float:
+    def sleep_for(self, now: float, *, awaiting_peer: bool = False) -> float:
         """How long the thread may sleep before the next reason to act."""
         waits = [PEER_CHECK_INTERVAL]
-        if self.batch.records or self.replay.needed:
+        if self.blocked or awaiting_peer:
+            waits.append(BLOCKED_POLL_INTERVAL)
+        if self.batch.records or self.delivery.carried:
             if now < self.retry.retry_at:
                 waits.append(self.retry.retry_at - now)
             elif self.batch.started is not None:
                 waits.append(self.batch.started + self.batch.interval - now)
+        decide = self.delivery.ack_deadline()
+        if decide is not None:
+            waits.append(decide - now)
         if self.close_deadline is not None:
             waits.append(self.close_deadline - now)
         return max(0.0, min(waits))

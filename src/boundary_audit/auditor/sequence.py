@@ -7,6 +7,7 @@ numbers events exactly as :class:`SocketAuditor` puts them on the wire.
 from __future__ import annotations
 
 import itertools
+import operator
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -47,7 +48,7 @@ class SequenceCounter:
     number order agree.
     """
 
-    __slots__ = ("_log", "numbers", "rotations", "session_id")
+    __slots__ = ("_current", "_limit", "_log", "numbers", "rotations", "session_id")
 
     def __init__(
         self,
@@ -61,6 +62,10 @@ class SequenceCounter:
         #: Sessions started because the previous one ran out of numbers.
         self.rotations = 0
         self._log = log if log is not None else get_logger("auditor")
+        self._limit = limit
+        #: The current session's numbers (a range iterator: its length hint
+        #: says how many are left, so next_number() can peek without drawing).
+        self._current: Iterator[int] = iter(range(start, (limit or 0) + 1))
         #: The numbers of the current session, then of the next, and so on.
         self.numbers: Iterator[int] = (
             itertools.count(start)
@@ -72,14 +77,25 @@ class SequenceCounter:
         """The next number of the current session (rotating when it runs out)."""
         return next(self.numbers)
 
+    def next_number(self) -> int:
+        """The number take() would return next, without drawing it.
+
+        For a counter with a limit (SocketAuditor's): read from the current
+        range's remaining length, so the C-level drawing stays untouched.
+        Call it under the owner's lock, like drawing.
+        """
+        if self._limit is None:
+            raise TypeError("next_number() needs a counter with a limit")
+        return self._limit + 1 - operator.length_hint(self._current)
+
     def assign(self, event: AuditEvent) -> int:
         """``event``'s own number if it has one, else the next."""
         own = event.sequence_number
         return own if own is not None else next(self.numbers)
 
-    def _sessions(self, start: int, limit: int) -> Iterator[range]:
+    def _sessions(self, start: int, limit: int) -> Iterator[Iterator[int]]:
         """The numbers of each session in turn, rotating between them."""
-        yield range(start, limit + 1)
+        yield self._current
         while True:
             old = self.session_id
             self.session_id = str(uuid.uuid4())
@@ -89,4 +105,5 @@ class SequenceCounter:
                 old_session_id=old,
                 session_id=self.session_id,
             )
-            yield range(limit + 1)
+            self._current = iter(range(limit + 1))
+            yield self._current

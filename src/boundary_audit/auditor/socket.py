@@ -9,22 +9,26 @@ any of that; the two sides share one :class:`~.worker.Handoff`.
 from __future__ import annotations
 
 import atexit
+import enum
 import os
 import threading
 import time
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ..logs import get_logger
-from ..wire import DropReason, resolve_socket_path
+from ..wire import DropReason, socket_path_candidates
+from ..wire.spill import DEFAULT_SPILL_MAX_BYTES, resolve_spill_dir
 from .encoding import Record
 from .event import AuditEvent, CloseOnExit
+from .handoff import Handoff, SenderConfig, sender_name
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import SequenceCounter
 from .stats import AuditorStats, snapshot
-from .worker import Handoff, SenderConfig, SenderThread
+from .trust import allowed_listener_uids as trusted_uids
+from .worker import SenderThread
 
 #: Events that may wait for the sender. Coder's boundary keeps 20, which
 #: drops events in any burst; 8192 absorbs ~80 ms at 100k events/s while
@@ -37,6 +41,11 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 CLOSE_JOIN_GRACE = 1.0
 #: Longest confined-process name put on the wire; longer ones are cut.
 MAX_PROCESS_NAME_BYTES = 256
+#: close() waits at most this long for an audit() already past its closed
+#: check to finish appending (it holds the lock for a deque append, so
+#: microseconds; the bound matters only when close() runs in a signal
+#: handler that interrupted that very audit() on the same thread).
+CLOSE_BARRIER_TIMEOUT = 0.05
 
 #: Env variable (shared with Coder's boundary) that turns the socket sender off.
 DISABLE_ENV = "DISABLE_AUDIT_LOGS"
@@ -48,6 +57,20 @@ _time_ns = time.time_ns
 
 def _is_truthy(value: str | None) -> bool:
     return value is not None and value.strip().lower() in _TRUTHY
+
+
+class OpenResult(enum.StrEnum):
+    """What :meth:`SocketAuditor.connect_now` found."""
+
+    #: Our agent acknowledged the open frame: the session is claimed.
+    ACKNOWLEDGED = "acknowledged"
+    #: An agent read the open frame and does not acknowledge (Coder's).
+    READ = "read"
+    #: No trusted agent could be reached within the timeout (none listening,
+    #: or only an untrusted listener); events are queued and retried.
+    UNREACHABLE = "unreachable"
+    #: The socket sender is off (DISABLE_AUDIT_LOGS or disabled=True).
+    DISABLED = "disabled"
 
 
 def _process_name(name: str) -> str:
@@ -75,6 +98,9 @@ class SocketAuditor(CloseOnExit):
         queue_size: int = DEFAULT_QUEUE_SIZE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         replay_window_bytes: int = DEFAULT_REPLAY_WINDOW_BYTES,
+        spill_dir: str | os.PathLike[str] | None = None,
+        spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
+        allowed_listener_uids: Iterable[int] = (),
         disabled: bool | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -85,7 +111,13 @@ class SocketAuditor(CloseOnExit):
         if queue_size < 1:
             raise ValueError(f"queue_size must be >= 1, got {queue_size}")
         environ = dict(os.environ if env is None else env)
-        self.socket_path: Path = resolve_socket_path(socket_path, environ)
+        #: Where the sender looks for an agent, in order (wire.socket_path_candidates).
+        self.socket_paths: tuple[Path, ...] = tuple(socket_path_candidates(socket_path, environ))
+        self.socket_path: Path = self.socket_paths[0]
+        self.spill_dir: Path = resolve_spill_dir(spill_dir, environ)
+        self.spill_max_bytes = spill_max_bytes
+        #: Uids whose listener may receive events: ours, root, and those configured.
+        self.allowed_listener_uids = trusted_uids(allowed_listener_uids, environ)
         self._log = get_logger("auditor", socket=str(self.socket_path))
         self._numbers = SequenceCounter(session_id, log=self._log)
         self.confined_process_name = _process_name(confined_process_name)
@@ -113,20 +145,25 @@ class SocketAuditor(CloseOnExit):
                 session_id=self.session_id,
             )
             return
-        if not self.socket_path.exists():
+        if not any(os.path.lexists(p) for p in self.socket_paths):
             self._log.warning(
                 "agent socket does not exist yet; events are queued and sending is retried",
+                candidates=[str(p) for p in self.socket_paths],
                 session_id=self.session_id,
             )
         config = SenderConfig(
-            self.socket_path,
-            self.confined_process_name,
-            batch_size,
-            batch_interval,
-            queue_size,
-            replay_window_bytes,
+            socket_paths=self.socket_paths,
+            process_name=self.confined_process_name,
+            batch_size=batch_size,
+            batch_interval=batch_interval,
+            queue_size=queue_size,
+            replay_window_bytes=replay_window_bytes,
+            allowed_uids=self.allowed_listener_uids,
+            spill_dir=self.spill_dir,
+            spill_max_bytes=spill_max_bytes,
+            sender_name=sender_name(),
         )
-        sender = SenderThread(h, config, self._numbers, self._log, time.monotonic)
+        sender = SenderThread(h, config, self._numbers, self._log, clock=time.monotonic)
         self._thread = threading.Thread(
             target=sender.main, name=f"boundary-audit-sender-{self.session_id[:8]}"
         )
@@ -166,7 +203,9 @@ class SocketAuditor(CloseOnExit):
                 self._c.discarded_disabled += 1
                 return seq
             elif len(self._queue) >= self.queue_size:
-                self._c.dropped[_CHANNEL_FULL] += 1
+                c = self._c
+                c.dropped[_CHANNEL_FULL] += 1
+                c.highest_dropped = max(c.highest_dropped, seq)
                 return seq
             else:
                 # tuple.__new__ skips NamedTuple's Python-level constructor:
@@ -208,6 +247,34 @@ class SocketAuditor(CloseOnExit):
             disabled=self.disabled,
         )
 
+    def connect_now(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> OpenResult:
+        """Connect and open the session now, before any event; wait up to ``timeout``.
+
+        For a launcher that must claim its session before it starts the
+        command it confines (our agent binds a session to the first peer
+        that opens it). Returns once our agent acknowledged the open frame,
+        or an agent that never acknowledges (Coder's) read it and let
+        delivery.ACK_WAIT pass; at once when no trusted agent listens
+        (UNREACHABLE: the session is still opened as soon as one appears);
+        at the latest at ``timeout``. Never raises for delivery trouble;
+        events audited meanwhile are queued as usual.
+        """
+        if self._thread is None:
+            return OpenResult.DISABLED
+        h = self._handoff
+        deadline = time.monotonic() + timeout
+        with h.drained:
+            if self._c.open_result == OpenResult.UNREACHABLE:
+                self._c.open_result = ""  # a new attempt
+            h.connect_now.set()
+            h.wake.set()
+            while not self._c.open_result:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return OpenResult.UNREACHABLE
+                h.drained.wait(remaining)
+            return OpenResult(self._c.open_result)
+
     def flush(self, timeout: float | None = None) -> bool:
         """Ask the sender to send everything queued now; wait up to ``timeout``.
 
@@ -241,6 +308,10 @@ class SocketAuditor(CloseOnExit):
         self._closed = True
         if self._thread is None:
             return
+        # An audit() that passed its closed check before we set it is still
+        # appending: let it finish, so the seal counts its event.
+        if self._lock.acquire(timeout=CLOSE_BARRIER_TIMEOUT):
+            self._lock.release()
         _LIVE.discard(self)
         h = self._handoff
         h.close_timeout = self.close_timeout if timeout is None else timeout
@@ -258,9 +329,11 @@ class SocketAuditor(CloseOnExit):
             )
             self._c.undelivered = leftover
         elif self._thread.is_alive():
-            # The sender is still stuck (agent gone or stalled); what it holds
-            # is reported as undelivered. It exits at its own deadline.
-            self._c.undelivered = h.pending()
+            # The sender is still stuck (in a write the agent does not take);
+            # every event not known delivered is reported as undelivered. It
+            # exits at its own deadline.
+            c = self._c
+            c.undelivered = max(0, c.queued - c.delivered - c.dropped[DropReason.INVALID_EVENT])
             self._log.error(
                 "could not deliver all audit events before the close timeout",
                 undelivered=self._c.undelivered,

@@ -1,69 +1,39 @@
 """The sender thread: turns queued events into frames on the agent's socket.
 
-It asks :class:`~.sender.SenderState` what is due and does the I/O through
-:class:`~.transport.Connection`. Everything it shares with the callers of
-SocketAuditor is in one :class:`Handoff`, so the boundary between the two
-threads is one small type rather than an object both sides reach into.
+It asks :class:`~.sender.SenderState` what is due and decides what to write
+(the batch, re-sends, drop reports, other sessions' spills, the seal);
+:class:`~.link.AgentLink` holds the connection and the books of what the
+agent has. With the callers of SocketAuditor it shares one
+:class:`~.handoff.Handoff`. The end of a session (seal, spill) is in
+:mod:`.finish`.
 """
 
 from __future__ import annotations
 
-import collections
-import os
-import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..wire import DropReason
+from .delivery import Kind, Sent
 from .encoding import EncodedFrame, Record, encode_records, encode_status
-from .sender import EpisodeOver, EpisodeStarted, SenderState, failure_kind, should_log_invalid
-from .sequence import SequenceCounter
-from .stats import Counters
-from .transport import Connection, no_listener
+from .finish import finish_session, socket_seal
+from .handoff import OPEN_PENDING, Handoff, SenderConfig
+from .link import AgentLink, Put
+from .sender import EpisodeOver, EpisodeStarted, SenderState, should_log_invalid
+from .sequence import MAX_SEQUENCE_NUMBER, SequenceCounter
+from .transport import Connection
 
 _CHANNEL_FULL = DropReason.CHANNEL_FULL
-
-
-@dataclass(eq=False)
-class Handoff:
-    """What the callers' side and the sender thread share, and nothing else."""
-
-    #: Events accepted by audit(), oldest first: appended by callers under
-    #: the auditor's lock, popped by the sender (deque ends are thread-safe).
-    queue: collections.deque[Record] = field(default_factory=collections.deque)
-    counters: Counters = field(default_factory=Counters)
-    #: Set by audit(), flush() and close(): something new to look at.
-    wake: threading.Event = field(default_factory=threading.Event)
-    #: Set by close(), after close_timeout.
-    closing: threading.Event = field(default_factory=threading.Event)
-    close_timeout: float = 0.0
-    #: Set by flush(): send what is queued now; cleared once drained.
-    flush_now: threading.Event = field(default_factory=threading.Event)
-    #: Notified by the sender when it drained after flush() asked.
-    drained: threading.Condition = field(default_factory=threading.Condition)
-    #: Set by the sender while it holds a connection (read by stats).
-    connected: threading.Event = field(default_factory=threading.Event)
-
-    def pending(self) -> int:
-        """Events queued or batched, not yet written."""
-        return len(self.queue) + self.counters.pending
-
-
-@dataclass(frozen=True, slots=True)
-class SenderConfig:
-    socket_path: str | os.PathLike[str]
-    process_name: str
-    batch_size: int
-    batch_interval: float
-    queue_size: int
-    replay_window_bytes: int
+#: Bytes of other sessions' spill frames written per flush, behind the
+#: session's own: a backlog drains steadily without delaying a batch.
+SPILL_BYTES_PER_FLUSH = 256 * 1024
 
 
 class SenderThread:
     """The background thread's loop: asks SenderState what is due, does the I/O.
 
-    Only this thread touches ``state`` and ``conn``; with callers it shares
+    Only this thread touches ``state`` and the link; with callers it shares
     the :class:`Handoff` and nothing else.
     """
 
@@ -73,19 +43,26 @@ class SenderThread:
         config: SenderConfig,
         numbers: SequenceCounter,
         log: Any,
+        *,
         clock: Callable[[], float],
+        wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.h = handoff
         self.cfg = config
-        self.numbers = numbers  # read for the current session id, for logs
+        self.numbers = numbers  # the current session id, and the next number (seal)
         self.log = log
         self.clock = clock
+        self.wall_clock_ns = wall_clock_ns
         self.state = SenderState(
             batch_size=config.batch_size,
             batch_interval=config.batch_interval,
             replay_window_bytes=config.replay_window_bytes,
         )
-        self.conn: Connection | None = None
+        self.delivery = self.state.delivery
+        self.link = AgentLink(handoff, config, self.state, numbers, log, clock=clock)
+        self.spills = self.link.spills
+        #: Highest sequence number the sender has encoded (-1: none).
+        self.highest_encoded = -1
 
     def main(self) -> None:
         """The thread's target: the loop, and loud accounting if it ever crashes."""
@@ -93,15 +70,15 @@ class SenderThread:
         try:
             self.run()
         except Exception:  # pragma: no cover - a bug; make it loud, never silent
-            h.counters.undelivered = h.pending()
+            h.counters.undelivered = h.pending() + h.counters.in_flight
             self.log.exception("audit sender thread crashed", undelivered=h.counters.undelivered)
         finally:
             h.connected.clear()
             with h.drained:
                 h.drained.notify_all()
 
-    # The loop: take events, decide whether a flush is due, try it, sleep
-    # until the next reason to act (batch deadline, retry time, new events).
+    # The loop: take events, look at the peer when due, decide whether a
+    # flush is due, try it, sleep until the next reason to act.
     def run(self) -> None:
         h, st = self.h, self.state
         while True:
@@ -112,28 +89,73 @@ class SenderThread:
                 st.begin_close(now, h.close_timeout)
             self._take(now)
             self._watch_drops(now)
+            awaiting = self._awaiting_peer()
+            if self.link.conn is not None and (st.blocked or awaiting or st.peer_checks.due(now)):
+                self.link.check_peer(now)
             flushed = False
-            if st.flush_due(
-                now,
-                urgent=closing or h.flush_now.is_set(),
-                dropped=h.counters.dropped[_CHANNEL_FULL],
-                can_report=self.conn is not None or closing,
-            ):
+            if self._flush_due(now, closing):
                 self._flush()
                 flushed = True
-            elif self.conn is not None and st.peer_checks.due(now):
-                self._check_peer(now)
-            if h.flush_now.is_set() and h.pending() == 0:
-                # Drained after flush() asked: wake it (it checks for itself,
-                # and asks again if events came in meanwhile).
-                with h.drained:
-                    h.drained.notify_all()
-                    if flushed:
-                        h.flush_now.clear()
+                if self.link.conn is not None:
+                    self.link.check_peer(self.clock())
+            self._notify(flushed)
             if closing and st.close_done(self.clock(), queue_empty=not h.queue):
-                self._finish()
+                finish_session(self)
+                self.link.disconnect()
                 return
-            h.wake.wait(st.sleep_for(self.clock()))
+            if not (flushed and self._flush_due(self.clock(), closing)):
+                # (A flush that stopped for room, which is back already, goes
+                # on at once: no event may come to wake the thread.)
+                self._sleep()
+
+    def _flush_due(self, now: float, closing: bool) -> bool:
+        h = self.h
+        return self.state.flush_due(
+            now,
+            urgent=closing or h.flush_now.is_set(),
+            dropped=h.counters.dropped[_CHANNEL_FULL],
+            can_report=self.link.conn is not None or closing,
+            extra=self._extra_due(closing),
+        )
+
+    def _extra_due(self, closing: bool) -> bool:
+        """Frames other than the batch's: a connection asked for, spills, the seal."""
+        h, st = self.h, self.state
+        if self.link.conn is None and h.connect_now.is_set():
+            return True
+        if self.link.conn is not None and self.spills.pending and not closing:
+            return True
+        return closing and not st.sealed and st.drained(not h.queue)
+
+    def _awaiting_peer(self) -> bool:
+        """Waiting for the agent to take frames: at close, or for connect_now()."""
+        if self.link.conn is None:
+            return False
+        if self.h.connect_now.is_set() and self.h.counters.open_result == OPEN_PENDING:
+            return True
+        return self.state.sealed and not self.delivery.settled
+
+    def _sleep(self) -> None:
+        st = self.state
+        awaiting = self._awaiting_peer()
+        timeout = st.sleep_for(self.clock(), awaiting_peer=awaiting)
+        if self.link.conn is not None and (st.blocked or awaiting):
+            # Acks arrive on the socket, and room in a full kernel buffer is
+            # signalled there: wake for those rather than on the callers'
+            # event (nothing new could be written anyway).
+            self.link.conn.wait(timeout, writable=self.link.kernel_full)
+        else:
+            self.h.wake.wait(timeout)
+
+    def _notify(self, flushed: bool) -> None:
+        h = self.h
+        if h.flush_now.is_set() and h.pending() == 0:
+            # Drained after flush() asked: wake it (it checks for itself,
+            # and asks again if events came in meanwhile).
+            with h.drained:
+                h.drained.notify_all()
+                if flushed:
+                    h.flush_now.clear()
 
     def _take(self, now: float) -> None:
         self.state.batch.take(self.h.queue, now)
@@ -160,110 +182,84 @@ class SenderThread:
 
     # -- connection ---------------------------------------------------------
 
-    def _connect(self) -> Connection | None:
-        h, st = self.h, self.state
-        if self.conn is not None:
-            return self.conn
-        try:
-            conn = Connection.open(self.cfg.socket_path)
-        except OSError as exc:
-            h.counters.connect_failures += 1
-            self._failed("connect", exc)
-            if h.closing.is_set() and h.counters.connects == 0 and no_listener(exc):
-                # Closing, and no agent has listened all along (none deployed,
-                # or --no-audit-socket forgotten): waiting out the close timeout
-                # cannot deliver anything, so report at once. An agent seen
-                # before may be restarting, so that case keeps retrying.
-                st.no_agent = True
-            return None
-        self.conn = conn
-        h.connected.set()
-        h.counters.connects += 1
-        if st.retry.last_error is not None or h.counters.connects > 1:
-            self.log.info(
-                "connected to agent",
-                after_failures=st.retry.failures,
-                replay_events=st.replay.events_to_replay,
-                session_id=self.numbers.session_id,
-            )
-        st.retry.connected()
-        return conn
-
-    def _disconnect(self) -> None:
-        conn, self.conn = self.conn, None
-        self.h.connected.clear()
-        if conn is not None:
-            conn.close()
-        self.state.replay.connection_lost()
-
-    def _failed(self, what: str, exc: OSError) -> None:
-        """Back off, and log only when the kind of failure changes."""
-        if self.state.retry.failed(failure_kind(what, exc), self.clock()):
-            self.log.warning(
-                f"cannot {what} to agent socket; will retry with backoff",
-                error=str(exc),
-                errno=exc.errno,
-                pending=self.h.pending(),
-                session_id=self.numbers.session_id,
-            )
-
-    def _check_peer(self, now: float) -> None:
-        """Notice an agent that hung up while we had nothing to send."""
-        self.state.peer_checks.done(now)
-        conn = self.conn
-        if conn is None:
-            return
-        try:
-            if conn.peer_closed():
-                self.log.warning("agent closed the connection", session_id=self.numbers.session_id)
-                self._disconnect()
-        except OSError as exc:
-            self._disconnect()
-            self._failed("read", exc)
+    def _first_seq(self) -> int:
+        """The first sequence number this connection carries (open's first_sequence_number)."""
+        firsts = [s.first_sequence for s in self.delivery.carried if s.first_sequence >= 0]
+        if self.state.batch.records:
+            firsts.append(self.state.batch.records[0].sequence_number)
+        elif self.h.queue:
+            firsts.append(self.h.queue[0].sequence_number)
+        if not firsts:
+            firsts.append(max(self.numbers.next_number(), self.highest_encoded + 1))
+        return max(0, min(*firsts, MAX_SEQUENCE_NUMBER))
 
     # -- writing ------------------------------------------------------------
 
-    def _write(self, conn: Connection, data: bytes) -> bool:
-        try:
-            conn.send(data)
-        except OSError as exc:  # includes TimeoutError from a stalled agent
-            self.h.counters.write_errors += 1
-            self._disconnect()
-            self._failed("write", exc)
-            return False
+    def _flush(self) -> None:
+        conn = self.link.connect(self._first_seq)
+        if conn is None or not self._resend(conn) or not self._write_batch(conn):
+            return
+        if self.link.conn is None or not self._send_status(conn):
+            return
+        self._write_spills(conn)
+        h, st = self.h, self.state
+        seal_due = h.closing.is_set() and not st.sealed and st.drained(not h.queue)
+        if seal_due and self.link.conn is not None:
+            st.sealed = self.link.put(conn, Sent(socket_seal(self), Kind.SEAL)) is Put.WROTE
+
+    def _resend(self, conn: Connection) -> bool:
+        """Re-send what the last connection may not have delivered; True when all went."""
+        d = self.delivery
+        carried = d.take_carried()
+        for i, sent in enumerate(carried):
+            result = self.link.put(conn, sent, replay=True)
+            if result is not Put.WROTE:
+                d.carried = d.carried + carried[i:] if result is Put.FAILED else carried[i:]
+                return False
         return True
 
-    def _flush(self) -> None:
-        h, st = self.h, self.state
-        conn = self._connect()
-        if conn is None:
-            return
-        for frame in st.replay.to_replay():
-            if not self._write(conn, frame.frame):
-                return
-            h.counters.replayed_events += frame.events
-        st.replay.replayed()
-        batch = st.batch
+    def _write_batch(self, conn: Connection) -> bool:
+        """Write the batch (and any backlog) in full frames; True when all went."""
+        h, batch = self.h, self.state.batch
+        if batch.records and not self.link.room(conn, 1):
+            return False  # not worth encoding a frame that cannot go
         while batch.records:
             written = 0
+            result = Put.WROTE
             for enc in encode_records(
-                batch.records, self.cfg.process_name, on_invalid=self._invalid
+                batch.records, self.cfg.process_name, on_invalid=self.invalid
             ):
-                if enc.frame and not self._write(conn, enc.frame):
-                    break
-                self._sent(enc)
+                if enc.frame:
+                    result = self.link.put(conn, self._logs(enc))
+                    if result is not Put.WROTE:
+                        break
+                    self.encoded(enc)
                 written += enc.consumed
             batch.written(written, self.clock())
             h.counters.pending = len(batch)
-            if batch.records:  # a write failed; keep the rest for the retry
-                return
+            if result is not Put.WROTE:
+                return False
             # A backlog waits on the queue: take it now and send it in full
             # frames rather than waiting for the next wake-up.
             if len(h.queue) >= self.cfg.batch_size or h.closing.is_set() or h.flush_now.is_set():
                 self._take(self.clock())
-        self._send_status(conn)
+        return True
 
-    def _invalid(self, rec: Record, exc: Exception) -> None:
+    @staticmethod
+    def _logs(enc: EncodedFrame) -> Sent:
+        return Sent(enc.frame, Kind.LOGS, enc.events, enc.first_sequence)
+
+    def _write_spills(self, conn: Connection) -> None:
+        """Other sessions' spill frames, up to SPILL_BYTES_PER_FLUSH, behind our own."""
+        budget = SPILL_BYTES_PER_FLUSH
+        while budget > 0 and self.link.conn is not None:
+            sent = self.spills.peek()
+            if sent is None or self.link.put(conn, sent) is not Put.WROTE:
+                return
+            self.spills.advance()
+            budget -= len(sent.frame)
+
+    def invalid(self, rec: Record, exc: Exception) -> None:
         dropped = self.h.counters.dropped
         n = dropped[DropReason.INVALID_EVENT] + 1
         dropped[DropReason.INVALID_EVENT] = n
@@ -276,15 +272,11 @@ class SenderThread:
                 session_id=rec.session_id,
             )
 
-    def _sent(self, enc: EncodedFrame) -> None:
-        c = self.h.counters
-        if not enc.frame:
-            return
-        c.sent += enc.events
-        c.frames_sent += 1
-        c.bytes_sent += len(enc.frame)
+    def encoded(self, enc: EncodedFrame) -> None:
+        """Bookkeeping of a frame of events that was written."""
+        self.highest_encoded = max(self.highest_encoded, enc.max_sequence)
         if enc.truncated:
-            c.truncated += enc.truncated
+            self.h.counters.truncated += enc.truncated
             self.log.warning(
                 "event too large for one frame; URL truncated",
                 truncated_events=enc.truncated,
@@ -292,33 +284,20 @@ class SenderThread:
                 last_sequence=enc.last_sequence,
                 session_id=self.numbers.session_id,
             )
-        self.state.replay.record(enc)
 
-    def _send_status(self, conn: Connection) -> None:
+    def _send_status(self, conn: Connection) -> bool:
+        """Report drops the agent has not heard of; True unless the connection failed."""
         c, status = self.h.counters, self.state.status
         total = c.dropped[_CHANNEL_FULL]
         delta = status.unreported(total)
         if delta <= 0:
-            return
-        if self._write(conn, encode_status(delta)):
+            return True
+        sent = Sent(encode_status(delta, self.numbers.session_id), Kind.STATUS)
+        result = self.link.put(conn, sent)
+        if result is Put.WROTE:
             status.delivered(total)
             c.status_reports_sent += 1
+        return result is not Put.FAILED
 
-    def _finish(self) -> None:
-        h, st = self.h, self.state
-        h.counters.pending = len(st.batch)
-        undelivered = h.pending()
-        h.counters.undelivered = undelivered
-        unreported = st.status.unreported(h.counters.dropped[_CHANNEL_FULL])
-        if undelivered or unreported:
-            self.log.error(
-                "closing with audit events not delivered to the agent",
-                undelivered=undelivered,
-                drops_not_reported=unreported,
-                last_error=st.retry.last_error,
-                reason="no agent listening" if st.no_agent else "close timeout",
-                session_id=self.numbers.session_id,
-            )
-        else:
-            self.log.debug("audit sender closed; everything delivered", sent=h.counters.sent)
-        self._disconnect()
+
+__all__ = ["Handoff", "SenderConfig", "SenderThread"]

@@ -22,6 +22,7 @@ from ..auditor import (
     Auditor,
     LogAuditor,
     MultiAuditor,
+    OpenResult,
     SocketAuditor,
 )
 from ..auditor.log import LogAuditFormat
@@ -54,6 +55,12 @@ from .run_config import (
     settings_from_args,
 )
 
+#: How long run waits, before it starts the command, for the agent to take
+#: the session (our agent binds it to this process, so the confined command
+#: cannot claim it first). Ours answers in milliseconds and Coder's is
+#: recognised after the sender's ACK_WAIT; with no agent listening the wait
+#: ends at once.
+CLAIM_TIMEOUT = 2.0
 #: Exit status for a usage or configuration error (argparse uses 2 too),
 #: including a configuration that cannot be used (a --proxy-port in use).
 EXIT_USAGE = 2
@@ -264,9 +271,24 @@ def _log_summary(log: Any, settings: RunSettings, sock: SocketAuditor) -> None:
         session_id=settings.session_id,
         events=stats.queued + stats.dropped_total,
         sent_to_agent=stats.sent,
+        delivered=stats.delivered,
         dropped=stats.dropped_total,
+        spilled=stats.spilled,
         undelivered=stats.undelivered,
     )
+
+
+def claim_session(sock: SocketAuditor, session_id: str) -> OpenResult:
+    """Open the session with the agent before the command starts; warn when none answers."""
+    result = sock.connect_now(CLAIM_TIMEOUT)
+    if result is OpenResult.UNREACHABLE:
+        get_logger("run").warning(
+            "no trusted agent reachable; the command runs anyway: events are queued, "
+            "sent when an agent appears, and spilled to disk at exit if none does",
+            session_id=session_id,
+            candidates=[str(p) for p in sock.socket_paths],
+        )
+    return result
 
 
 def run_command(args: argparse.Namespace) -> int:
@@ -298,6 +320,8 @@ def run_command(args: argparse.Namespace) -> int:
     if not settings.rules:
         log.warning("no allow rules given: every request will be denied (default deny)")
     auditor, sock = build_auditor(settings, args, log_file)
+    if sock is not None:
+        claim_session(sock, settings.session_id)
     try:
         code = asyncio.run(
             _serve_and_run(

@@ -3,9 +3,10 @@
 Compatible with Coder's boundary and workspace agent. Sans-I/O core
 (:func:`encode_frame`, :class:`FrameDecoder`) with thin blocking helpers
 (re-exported here) and asyncio helpers (:mod:`boundary_audit.wire.aio`).
+Spill files (:mod:`boundary_audit.wire.spill`) hold the same frames on disk.
 """
 
-from . import aio, blocking
+from . import aio, blocking, private, spill
 from .blocking import read_frame, read_message, write_frame, write_message
 from .drops import DropReason, DropSource
 from .errors import (
@@ -44,7 +45,9 @@ from .messages import (
     decode_payload,
     default_socket_path,
     encode_message,
+    legacy_socket_path,
     resolve_socket_path,
+    socket_path_candidates,
     tag_for,
 )
 from .pb.boundary_message_pb2 import Ack, SessionOpen, SessionSeal
@@ -91,10 +94,14 @@ __all__ = [
     "encode_frame",
     "encode_header",
     "encode_message",
+    "legacy_socket_path",
     "parse_header",
+    "private",
     "read_frame",
     "read_message",
     "resolve_socket_path",
+    "socket_path_candidates",
+    "spill",
     "tag_for",
     "write_frame",
     "write_message",

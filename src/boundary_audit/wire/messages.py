@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from google.protobuf.message import DecodeError
@@ -29,31 +30,71 @@ EXTENSION_FIRST_FIELD = 16
 WireMessage = ReportBoundaryLogsRequest | BoundaryMessage
 
 
-def default_socket_path(env: dict[str, str] | None = None) -> Path:
-    """Where the socket lives when nothing says otherwise.
+def default_socket_path() -> Path:
+    """Where the agent binds and a sender looks first when nothing says otherwise.
 
-    ``$XDG_RUNTIME_DIR`` (private to the user, cleaned at logout) when it is
-    set and exists, else the OS temp dir as Python resolves it (``TMPDIR`` and
-    friends), never a hard-coded ``/tmp``.
+    ``boundary-audit.sock`` in the OS temp dir as Python resolves it
+    (``tempfile.gettempdir()``: ``TMPDIR`` and friends, then the platform's
+    usual places), never an assumed ``/tmp``. Coder's agent and boundary use
+    the same place (``os.TempDir()``), so the two find each other without the
+    shared variable. That dir is usually shared and world-writable: a sender
+    checks who listens there before it writes a byte (see the auditor's
+    listener checks), and an agent must bind there safely.
     """
-    env = dict(os.environ) if env is None else env
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime and Path(runtime).is_dir():
-        return Path(runtime) / DEFAULT_SOCKET_NAME
     return Path(tempfile.gettempdir()) / DEFAULT_SOCKET_NAME
 
 
+def legacy_socket_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """boundary-audit's default before 0.2: ``$XDG_RUNTIME_DIR/boundary-audit.sock``.
+
+    None when ``XDG_RUNTIME_DIR`` is unset or not a directory. Senders still
+    look here (after :func:`default_socket_path`), so an agent started by an
+    older release is found; agents no longer bind here by default.
+    """
+    env = os.environ if env is None else env
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / DEFAULT_SOCKET_NAME
+    return None
+
+
 def resolve_socket_path(
-    explicit: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
 ) -> Path:
-    """Explicit argument, else ``$CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH``, else default."""
+    """The one path to bind (agent) or to use when configured (sender).
+
+    The explicit argument, else ``$CODER_AGENT_BOUNDARY_LOG_PROXY_SOCKET_PATH``,
+    else :func:`default_socket_path`: the order Coder's agent and boundary
+    use. An agent binds exactly here; a sender with nothing configured also
+    tries :func:`legacy_socket_path` (:func:`socket_path_candidates`).
+    """
     if explicit:
         return Path(explicit)
-    env = dict(os.environ) if env is None else env
+    env = os.environ if env is None else env
     configured = env.get(SOCKET_PATH_ENV)
     if configured:
         return Path(configured)
-    return default_socket_path(env)
+    return default_socket_path()
+
+
+def socket_path_candidates(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> list[Path]:
+    """Where a sender looks for an agent, in order of preference.
+
+    A configured path (argument or variable) is the only candidate. Without
+    one: Coder's default (the temp dir), then our old default in
+    ``$XDG_RUNTIME_DIR``; the sender takes the first where a trusted agent
+    listens.
+    """
+    env = os.environ if env is None else env
+    if explicit or env.get(SOCKET_PATH_ENV):
+        return [resolve_socket_path(explicit, env)]
+    paths = [default_socket_path()]
+    legacy = legacy_socket_path(env)
+    if legacy is not None and legacy != paths[0]:
+        paths.append(legacy)
+    return paths
 
 
 def tag_for(message: WireMessage) -> Tag:
@@ -107,6 +148,8 @@ __all__ = [
     "decode_payload",
     "default_socket_path",
     "encode_message",
+    "legacy_socket_path",
     "resolve_socket_path",
+    "socket_path_candidates",
     "tag_for",
 ]
