@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from boundary_audit.agent import Agent, SocketInUseError
+from boundary_audit.agent.frames import MAX_STATUS_DROP_COUNT
 from boundary_audit.wire import MAX_PAYLOAD_SIZE, Tag, encode_frame
 from tests.support import aeventually
 from tests.support.doubles import CollectorDouble
@@ -27,6 +28,9 @@ from .helpers import (
 )
 
 pytestmark = pytest.mark.timeout(60)
+
+#: The largest value of a protobuf int64 field.
+INT64_MAX = (1 << 63) - 1
 
 
 def raw_header(tag: int, length: int) -> bytes:
@@ -239,17 +243,39 @@ async def test_uid_outside_the_allowed_set_is_refused(
         await aeventually(lambda: collector_double.event_count() == 5)
 
 
-async def test_negative_status_counts_are_refused(
+async def test_negative_status_counts_are_clamped_to_zero(
     agent: Agent, collector_double: CollectorDouble
 ) -> None:
     await send(agent.socket_path, logs_frame(new_session(), 0, 1), status_frame(channel_full=-4))
     await aeventually(
-        lambda: metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
+        lambda: (
+            metric(agent, "boundary_audit_agent_dropped_frames_total", reason="invalid_status") == 1
+        )
     )
     assert (
         metric(agent, "boundary_audit_agent_dropped_events_total", reason="boundary_channel_full")
         == 0
     )
+
+
+async def test_status_counts_summing_past_int64_are_clamped_not_fatal(
+    agent: Agent, collector_double: CollectorDouble
+) -> None:
+    """Two statuses of int64 max each: the agent keeps running, the report is capped."""
+    session = new_session()
+    huge = status_frame(channel_full=INT64_MAX, batch_full=INT64_MAX)
+    await send(agent.socket_path, logs_frame(session, 0, 1), huge, huge, huge)
+    await aeventually(
+        lambda: (
+            sum(n for (_, s, _), n in collector_double.drop_totals().items() if s == session) > 0
+        )
+    )
+    totals = {r: n for (_, s, r), n in collector_double.drop_totals().items() if s == session}
+    assert all(0 < n <= MAX_STATUS_DROP_COUNT for n in totals.values()), totals
+    assert agent.failure is None
+    # And it still takes events.
+    await send(agent.socket_path, logs_frame(session, 1, 1))
+    await aeventually(lambda: (session, 1) in set(collector_double.keys()))
 
 
 # -- claiming the socket ---------------------------------------------------------

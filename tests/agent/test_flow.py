@@ -157,7 +157,7 @@ async def test_unauthorized_keeps_the_batch_and_logs_once_per_state_change(
     assert any(line["event"] == "forwarding resumed" for line in lines)
 
 
-async def test_rejected_batch_is_dead_lettered_and_others_still_arrive(
+async def test_a_frame_the_collector_would_refuse_is_refused_alone_by_the_agent(
     agent: Agent, collector_double: CollectorDouble
 ) -> None:
     good = new_session()
@@ -165,15 +165,30 @@ async def test_rejected_batch_is_dead_lettered_and_others_still_arrive(
     frames.insert(3, logs_frame("not-a-uuid", 0, 7))
     await send(agent.socket_path, *frames)
     await aeventually(lambda: collector_double.event_count() == 60)
-    await aeventually(
-        lambda: metric(agent, "boundary_audit_agent_dropped_events_total", reason="rejected") == 7
-    )
     assert collector_double.order(good) == list(range(60))
+    assert 400 not in collector_double.statuses()  # never reached the collector
+    assert metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
     dead = agent.config.dead_letter_path
+    await aeventually(dead.exists)
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
-    assert [(x["session_id"], x["events"], x["status"]) for x in lines] == [("not-a-uuid", 7, 400)]
-    assert "session_id is not a UUID" in lines[0]["detail"]
+    assert [(x["kind"], x["session_id"]) for x in lines] == [("refused_frame", "not-a-uuid")]
+    assert "not a UUID" in lines[0]["detail"]
     await aeventually(lambda: agent.spool_stats().batches == 0)
+
+
+async def test_a_collector_400_is_dead_lettered_and_the_batches_behind_it_go_on(
+    agent: Agent, collector_double: CollectorDouble
+) -> None:
+    session = new_session()
+    collector_double.fail_next(400)
+    await send(agent.socket_path, logs_frame(session, 0, 5))
+    await aeventually(
+        lambda: metric(agent, "boundary_audit_agent_dropped_events_total", reason="rejected") == 5
+    )
+    await send(agent.socket_path, logs_frame(session, 5, 5))
+    await aeventually(lambda: collector_double.order(session) == list(range(5, 10)))
+    lines = [json.loads(x) for x in agent.config.dead_letter_path.read_text().splitlines()]
+    assert [(x["kind"], x["events"], x["status"]) for x in lines] == [("batch", 5, 400)]
 
 
 async def test_too_large_requests_are_split(
@@ -347,15 +362,17 @@ async def test_unwritable_dead_letter_file_keeps_the_batch_spooled(
     config = make_config()
     config.dead_letter_path.parent.mkdir(parents=True)
     config.dead_letter_path.mkdir()  # a directory where the file should go
+    session = new_session()
     async with Agent(config) as agent:
-        await send(agent.socket_path, logs_frame("not-a-uuid", 0, 4))
+        collector_double.fail_next(400, times=1000)  # until it is dead-lettered
+        await send(agent.socket_path, logs_frame(session, 0, 4))
         await aeventually(
             lambda: metric(agent, "boundary_audit_agent_errors_total", where="forward_spool") >= 2
         )
         assert agent.spool_stats().events == 4  # not lost, not dead-lettered
         config.dead_letter_path.rmdir()
         await aeventually(lambda: agent.spool_stats().batches == 0)
-    assert "not-a-uuid" in config.dead_letter_path.read_text()
+    assert session in config.dead_letter_path.read_text()
 
 
 async def test_failed_commit_keeps_batches_and_retries(

@@ -112,16 +112,16 @@ async def test_a_failed_dead_letter_write_deletes_nothing(tmp_path: Path) -> Non
         await spool.close()
 
 
-def test_dead_letter_file_rotates_past_its_bound(tmp_path: Path) -> None:
+def test_dead_letter_file_keeps_the_oldest_evidence_past_its_bound(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "s.db", max_bytes=1_000_000)
     spool.append([batch("a", 1), batch("b", 2)])
     got, _ = spool.peek(10_000, 100)
-    dead = DeadLetterFile(tmp_path / "dead.jsonl", max_bytes=100)
-    dead.append(got[:1], [], 400, "first")  # ~300 bytes: past the bound
-    dead.append(got[1:], [], 400, "second")
-    assert [json.loads(x)["detail"] for x in dead.path.read_text().splitlines()] == ["second"]
-    rotated = tmp_path / "dead.jsonl.1"
-    assert [json.loads(x)["detail"] for x in rotated.read_text().splitlines()] == ["first"]
+    dead = DeadLetterFile(tmp_path / "dead.jsonl", max_bytes=500)
+    dead.append(got[:1], [], 400, "first")  # ~300 bytes: fits
+    dead.append(got[1:], [], 400, "second")  # would pass the bound: counted only
+    assert [json.loads(x)["detail"] for x in dead.path.read_text().splitlines()] == ["first"]
+    assert dead.not_written == 1
+    assert not (tmp_path / "dead.jsonl.1").exists()
     assert (dead.path.stat().st_mode & 0o777) == 0o600
 
 

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from ..logs import get_logger
 from .config import AgentConfig
+from .deadletter import DeadLetterFile
 from .drops import DropLedger
 from .forwarder import Forwarder
 from .http import MetricsServer
@@ -98,8 +99,11 @@ class Agent:
             max_pending_bytes=cfg.max_pending_bytes,
             drop_report_interval=cfg.drop_report_interval,
         )
-        self._forwarder = Forwarder(cfg, spool, self.metrics, self._wake, self._http_client)
-        self._receiver = Receiver(cfg, self.metrics, self._writer)
+        dead_letter = DeadLetterFile(cfg.dead_letter_path)
+        self._forwarder = Forwarder(
+            cfg, spool, self.metrics, self._wake, self._http_client, dead_letter=dead_letter
+        )
+        self._receiver = Receiver(cfg, self.metrics, self._writer, dead_letter)
         self._tasks["writer"] = asyncio.create_task(self._writer.run(), name="agent-writer")
         self._tasks["forwarder"] = asyncio.create_task(
             self._forwarder.run(), name="agent-forwarder"

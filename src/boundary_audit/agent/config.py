@@ -47,6 +47,20 @@ DEFAULT_MAX_PENDING_BYTES = 8 * 1024 * 1024
 #: processes, each with one connection; 256 leaves ample room while a flood
 #: of idle connections cannot exhaust file descriptors.
 DEFAULT_MAX_CONNECTIONS = 256
+#: Connections one process (SO_PEERCRED pid) may hold at once. A sender uses
+#: one (plus one briefly while reconnecting); 16 leaves room for a launcher
+#: running several auditors, while one process holding hundreds of idle
+#: connections cannot lock the others out.
+DEFAULT_MAX_CONNECTIONS_PER_PID = 16
+#: Connections one uid may hold at once: half the overall cap, so one user
+#: (e.g. a daemonised child forking many holders) cannot take every slot
+#: from the other users of a shared agent.
+DEFAULT_MAX_CONNECTIONS_PER_UID = 128
+#: A connection that has not completed its first frame this long after
+#: connecting is closed: our sender writes its open at once, Coder's writes
+#: when it has events and reconnects when the write fails; an idle holder
+#: of a slot frees it.
+DEFAULT_FIRST_FRAME_TIMEOUT = 60.0
 #: A connection that stops in the middle of a frame for this long is closed.
 #: Senders write whole frames at once, so a partial frame that waits 30 s is
 #: a stuck or hostile peer holding a buffer.
@@ -95,6 +109,9 @@ _POSITIVE_SETTINGS = (
     "max_pending_bytes",
     "max_request_events",
     "idle_timeout",
+    "max_connections_per_pid",
+    "max_connections_per_uid",
+    "first_frame_timeout",
     "request_timeout",
     "backoff_initial",
     "backoff_max",
@@ -130,6 +147,9 @@ class AgentConfig:
     allowed_uids: frozenset[int] | None = None
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    max_connections_per_pid: int = DEFAULT_MAX_CONNECTIONS_PER_PID
+    max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID
+    first_frame_timeout: float = DEFAULT_FIRST_FRAME_TIMEOUT
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_request_events: int = DEFAULT_MAX_REQUEST_EVENTS

@@ -21,6 +21,11 @@ from ..wire import DropReason, DropReport, DropSource
 #: Distinct sessions tracked before drops are recorded as unattributed: far
 #: above the sessions one workspace runs at once, small in memory (~1 MiB).
 MAX_DROP_KEYS = 4096
+#: Largest count one report carries per reason: the collector's own cap
+#: (2^40, more events than one process can make), far below int64, so sums
+#: of hostile counts neither overflow the protobuf field nor get the report
+#: refused. Counts beyond it are clamped (and the clamping counted).
+MAX_REPORT_COUNT = 1 << 40
 
 
 def _new_report_id() -> str:
@@ -40,6 +45,8 @@ class DropLedger:
         self._new_id = new_id
         self._counts: dict[tuple[DropSource, str], Counter[DropReason]] = {}
         self.overflowed = 0
+        #: Additions cut at MAX_REPORT_COUNT.
+        self.clamped = 0
 
     def __bool__(self) -> bool:
         return bool(self._counts)
@@ -51,7 +58,12 @@ class DropLedger:
         if key not in self._counts and len(self._counts) >= self._max_keys:
             self.overflowed += 1
             key = (source, "")
-        self._counts.setdefault(key, Counter())[reason] += events
+        counts = self._counts.setdefault(key, Counter())
+        total = counts[reason] + events
+        if total > MAX_REPORT_COUNT:
+            self.clamped += 1
+            total = MAX_REPORT_COUNT
+        counts[reason] = total
 
     def totals(self) -> dict[str, int]:
         """Events counted so far by ``source:reason`` (for logs)."""
@@ -87,4 +99,4 @@ class DropLedger:
                 self.add(DropSource(report.source), report.session_id, DropReason(reason), n)
 
 
-__all__ = ["MAX_DROP_KEYS", "DropLedger"]
+__all__ = ["MAX_DROP_KEYS", "MAX_REPORT_COUNT", "DropLedger"]

@@ -36,7 +36,7 @@ from ..wire import IngestRequest
 from .config import INGEST_CONTENT_TYPE, AgentConfig
 from .deadletter import DeadLetterFile, DeadLetters
 from .metrics import AgentMetrics
-from .spool import AsyncSpool, SpooledBatch, SpooledDropReport
+from .spool import KIND_SESSION, AsyncSpool, SpooledBatch, SpooledDropReport
 
 Item = SpooledBatch | SpooledDropReport
 
@@ -71,7 +71,9 @@ def build_request(items: Sequence[Item]) -> tuple[str, bytes]:
     """``(batch_id, body)`` of one IngestRequest carrying ``items`` in order."""
     request = IngestRequest(batch_id=str(uuid.uuid4()))
     for item in items:
-        if isinstance(item, SpooledBatch):
+        if isinstance(item, SpooledBatch) and item.kind == KIND_SESSION:
+            request.sessions.add().MergeFromString(item.payload)
+        elif isinstance(item, SpooledBatch):
             request.logs.add().MergeFromString(item.payload)
         else:
             request.drops.add().MergeFromString(item.payload)
@@ -116,11 +118,14 @@ class Forwarder:
         metrics: AgentMetrics,
         wake: asyncio.Event,
         client: httpx.AsyncClient | None = None,
+        *,
+        dead_letter: DeadLetterFile | None = None,
     ) -> None:
         self._config = config
         self._spool = spool
         self._metrics = metrics
-        self._dead_letters = DeadLetters(DeadLetterFile(config.dead_letter_path), spool, metrics)
+        file = dead_letter or DeadLetterFile(config.dead_letter_path)
+        self._dead_letters = DeadLetters(file, spool, metrics)
         self._wake = wake
         self._client = client or httpx.AsyncClient(
             timeout=config.request_timeout,

@@ -9,17 +9,35 @@ without sockets.
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from dataclasses import dataclass
 
 from ..wire import (
+    Ack,
+    BoundaryMessage,
     BoundaryStatus,
     DropReason,
+    ReportBoundaryLogsRequest,
+    SessionOpen,
+    SessionRecord,
+    SessionSeal,
     Tag,
     UndecodablePayloadError,
     as_envelope,
     decode_payload,
+    encode_message,
 )
-from .spool import NewBatch
+from .drops import MAX_REPORT_COUNT
+from .spool import KIND_SESSION, NewBatch
+
+#: Largest drop count one status frame may report per reason (and largest
+#: counter of a seal): the drop ledger's cap, 2^40. Far above what one
+#: process can drop (years at a million a second), far below int64.
+MAX_STATUS_DROP_COUNT = MAX_REPORT_COUNT
+#: Namespace of the deterministic record ids of session records: the same
+#: frame re-sent (a replay, a spill file delivered twice) gets the same id.
+SESSION_RECORD_NAMESPACE = uuid.UUID("6f1c5a52-0d0b-4f6e-9a57-3c2b8e0e7a11")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,13 +46,25 @@ class LogsFrame:
 
     session_id: str
     batch: NewBatch | None
+    process_name: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class StatusFrame:
-    """Events the sender dropped before they reached the agent, by reason (all >= 0)."""
+    """A sender's status: drop counts (clamped to 0..cap), and our extensions if any.
+
+    ``session_id`` is "" for a Coder sender's plain status; ``clamped`` says
+    a count was out of range (negative or past :data:`MAX_STATUS_DROP_COUNT`).
+    ``payload`` is the frame's payload (the record id of an open or seal is
+    derived from it).
+    """
 
     dropped: dict[DropReason, int]
+    session_id: str = ""
+    open: SessionOpen | None = None
+    seal: SessionSeal | None = None
+    clamped: bool = False
+    payload: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +72,7 @@ class BadFrame:
     """A frame that is skipped and counted; ``why`` goes into the log."""
 
     why: str
+    session_id: str = ""
 
 
 FrameMeaning = LogsFrame | StatusFrame | BadFrame
@@ -53,6 +84,49 @@ def status_drops(status: BoundaryStatus) -> dict[DropReason, int]:
         DropReason.BOUNDARY_CHANNEL_FULL: status.dropped_channel_full,
         DropReason.BOUNDARY_BATCH_FULL: status.dropped_batch_full,
     }
+
+
+def clamp_count(n: int) -> int:
+    """A reported drop count inside 0..:data:`MAX_STATUS_DROP_COUNT`."""
+    return min(max(n, 0), MAX_STATUS_DROP_COUNT)
+
+
+def valid_session_id(value: str) -> bool:
+    """True for a UUID (what the collector stores sessions by)."""
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def session_record(
+    status: StatusFrame, observed_ns: int, process_name: str = ""
+) -> NewBatch | None:
+    """The spool item relaying an open or seal to the collector (None for neither).
+
+    The record id is derived from the frame's payload, so a re-sent frame
+    (replay, a spill file delivered twice) is stored once by the collector.
+    """
+    if status.open is None and status.seal is None:
+        return None
+    digest = hashlib.sha256(status.payload).hexdigest()
+    record = SessionRecord(
+        record_id=str(uuid.uuid5(SESSION_RECORD_NAMESPACE, digest)),
+        session_id=status.session_id,
+        confined_process_name=process_name,
+    )
+    if status.open is not None:
+        record.open.CopyFrom(status.open)
+    if status.seal is not None:
+        record.seal.CopyFrom(status.seal)
+    record.observed_at.FromNanoseconds(observed_ns)
+    return NewBatch(status.session_id, 0, record.SerializeToString(), KIND_SESSION)
+
+
+def ack_frame(frames: int) -> bytes:
+    """``status{ack{frames}}``: frames 1..N of this connection are ours."""
+    return encode_message(BoundaryMessage(status=BoundaryStatus(ack=Ack(frames=frames))))
 
 
 def interpret_frame(tag: int, payload: bytes) -> FrameMeaning:
@@ -68,19 +142,59 @@ def interpret_frame(tag: int, payload: bytes) -> FrameMeaning:
         return BadFrame(str(exc))
     kind = envelope.WhichOneof("msg")
     if kind == "logs":
-        logs = envelope.logs
-        events = len(logs.logs)
-        if not events:
-            return LogsFrame(logs.session_id, None)  # a sender may flush an empty batch
-        body = payload if tag == Tag.V1_LOGS else logs.SerializeToString()
-        return LogsFrame(logs.session_id, NewBatch(logs.session_id, events, body))
+        return _logs(tag, envelope.logs, payload)
     if kind == "status":
-        dropped = status_drops(envelope.status)
-        if any(n < 0 for n in dropped.values()):
-            shown = {str(reason): n for reason, n in dropped.items()}
-            return BadFrame(f"status with negative drop counts {shown}")
-        return StatusFrame(dropped)
+        return _status(envelope.status, payload)
     return BadFrame("envelope carries neither logs nor status")
+
+
+def _logs(tag: int, logs: ReportBoundaryLogsRequest, payload: bytes) -> FrameMeaning:
+    events = len(logs.logs)
+    name = logs.confined_process_name
+    if not events:
+        return LogsFrame(logs.session_id, None, name)  # a sender may flush an empty batch
+    # What the collector would refuse for the whole request is refused
+    # here, for this frame alone: it never reaches (or holds up) a request.
+    if not valid_session_id(logs.session_id):
+        return BadFrame(f"session id {logs.session_id[:64]!r} is not a UUID", logs.session_id)
+    for log in logs.logs:
+        if log.sequence_number < 0:
+            return BadFrame(f"negative sequence number {log.sequence_number}", logs.session_id)
+    body = payload if tag == Tag.V1_LOGS else logs.SerializeToString()
+    return LogsFrame(logs.session_id, NewBatch(logs.session_id, events, body), name)
+
+
+def _status(status: BoundaryStatus, payload: bytes) -> FrameMeaning:
+    reported = status_drops(status)
+    dropped = {reason: clamp_count(n) for reason, n in reported.items()}
+    clamped = dropped != reported
+    session_id = status.session_id
+    has_open, has_seal = status.HasField("open"), status.HasField("seal")
+    if status.HasField("ack"):
+        return BadFrame("a sender wrote an ack (only the agent writes those)")
+    if (session_id or has_open or has_seal) and not valid_session_id(session_id):
+        return BadFrame(f"status for session id {session_id[:64]!r}, not a UUID", session_id)
+    seal = None
+    if has_seal:
+        seal = SessionSeal()
+        seal.CopyFrom(status.seal)
+        for name in ("events_made", "events_sent", "undelivered", "spilled", "chain_count"):
+            value = getattr(seal, name)
+            if value != clamp_count(value):
+                setattr(seal, name, clamp_count(value))
+                clamped = True
+        for reason, n in list(seal.dropped.items()):
+            if n != clamp_count(n):
+                seal.dropped[reason] = clamp_count(n)
+                clamped = True
+    opened = None
+    if has_open:
+        opened = SessionOpen()
+        opened.CopyFrom(status.open)
+        if opened.first_sequence_number < 0:
+            opened.first_sequence_number = 0
+            clamped = True
+    return StatusFrame(dropped, session_id, opened, seal, clamped, payload)
 
 
 class StallTimer:
@@ -111,11 +225,16 @@ class StallTimer:
 
 
 __all__ = [
+    "MAX_STATUS_DROP_COUNT",
     "BadFrame",
     "FrameMeaning",
     "LogsFrame",
     "StallTimer",
     "StatusFrame",
+    "ack_frame",
+    "clamp_count",
     "interpret_frame",
+    "session_record",
     "status_drops",
+    "valid_session_id",
 ]

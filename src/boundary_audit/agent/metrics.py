@@ -27,8 +27,15 @@ EVENT_DROP_REASONS = (
     DropReason.BOUNDARY_BATCH_FULL,
     DropReason.SPOOL_FULL,
     DropReason.REJECTED,
+    DropReason.FORGED,
 )
-FRAME_DROP_REASONS = (DropReason.BAD_FRAME, DropReason.SPOOL_FULL, DropReason.REJECTED)
+FRAME_DROP_REASONS = (
+    DropReason.BAD_FRAME,
+    DropReason.SPOOL_FULL,
+    DropReason.REJECTED,
+    DropReason.FORGED,
+    DropReason.INVALID_STATUS,
+)
 
 
 class AgentMetrics:

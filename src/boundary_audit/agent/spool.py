@@ -37,7 +37,14 @@ _log = get_logger("agent")
 T = TypeVar("T")
 
 #: Schema version in ``PRAGMA user_version``; bump on incompatible change.
-SCHEMA_VERSION = 1
+#: Version 2 added ``batches.kind`` (session records); a version-1 file is
+#: upgraded in place when opened.
+SCHEMA_VERSION = 2
+#: ``batches.kind``: a serialized ReportBoundaryLogsRequest (events).
+KIND_LOGS = 0
+#: ``batches.kind``: a serialized boundary_audit.ingest.v1.SessionRecord
+#: (a session's open or seal, relayed in arrival order with its events).
+KIND_SESSION = 1
 #: How long a statement waits for a lock held by another process (someone
 #: inspecting the spool with the sqlite3 shell) before failing.
 BUSY_TIMEOUT_MS = 5000
@@ -50,8 +57,9 @@ CREATE TABLE IF NOT EXISTS batches (
     id          INTEGER PRIMARY KEY,   -- arrival order; forwarded in this order
     session_id  TEXT    NOT NULL,
     events      INTEGER NOT NULL,
-    payload     BLOB    NOT NULL,      -- serialized coder.agent.v2.ReportBoundaryLogsRequest
-    received_at REAL    NOT NULL
+    payload     BLOB    NOT NULL,      -- serialized ReportBoundaryLogsRequest or SessionRecord
+    received_at REAL    NOT NULL,
+    kind        INTEGER NOT NULL DEFAULT 0  -- KIND_LOGS or KIND_SESSION
 );
 CREATE TABLE IF NOT EXISTS drop_reports (
     id          INTEGER PRIMARY KEY,
@@ -72,6 +80,7 @@ class NewBatch:
     session_id: str
     events: int
     payload: bytes
+    kind: int = KIND_LOGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +89,7 @@ class SpooledBatch:
     session_id: str
     events: int
     payload: bytes
+    kind: int = KIND_LOGS
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +124,14 @@ class Spool:
                 raise SpoolError(f"{path}: cannot enable WAL mode (got {mode!r})")
             self._db.execute(f"PRAGMA synchronous={sync.upper()}")
             version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
+            if version not in (0, 1, SCHEMA_VERSION):
                 raise SpoolError(
                     f"{path}: spool schema version {version}, this agent understands "
                     f"{SCHEMA_VERSION}; move the file aside or use a matching agent"
                 )
             self._db.executescript(_SCHEMA)
+            if version == 1:
+                self._db.execute("ALTER TABLE batches ADD COLUMN kind INTEGER NOT NULL DEFAULT 0")
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             row = self._db.execute(
                 "SELECT count(*), coalesce(sum(events), 0), coalesce(sum(length(payload)), 0) "
@@ -152,23 +164,26 @@ class Spool:
         """
         now = time.time()
         room = self.max_bytes - self.size_bytes
-        rows: list[tuple[str, int, bytes, float]] = []
+        rows: list[tuple[str, int, bytes, float, int]] = []
         refused: list[NewBatch] = []
         added_bytes = added_events = 0
         for batch in batches:
             size = len(batch.payload)
-            if size > room:
+            # Session records (small, and what says whether anything was
+            # lost) may use the drop reports' headroom beyond the bound.
+            extra = DROP_REPORT_HEADROOM_BYTES if batch.kind == KIND_SESSION else 0
+            if size > room + extra:
                 refused.append(batch)
                 continue
             room -= size
             added_bytes += size
             added_events += batch.events
-            rows.append((batch.session_id, batch.events, batch.payload, now))
+            rows.append((batch.session_id, batch.events, batch.payload, now, batch.kind))
         if rows:
             with self._transaction():
                 self._db.executemany(
-                    "INSERT INTO batches (session_id, events, payload, received_at) "
-                    "VALUES (?, ?, ?, ?)",
+                    "INSERT INTO batches (session_id, events, payload, received_at, kind) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     rows,
                 )
             self._batches += len(rows)
@@ -220,15 +235,15 @@ class Spool:
             reports.append(SpooledDropReport(rid, report_id, payload))
         batches: list[SpooledBatch] = []
         events = 0
-        for bid, session_id, n, payload in self._db.execute(
-            "SELECT id, session_id, events, payload FROM batches ORDER BY id LIMIT ?",
+        for bid, session_id, n, payload, kind in self._db.execute(
+            "SELECT id, session_id, events, payload, kind FROM batches ORDER BY id LIMIT ?",
             (PEEK_MAX_ROWS,),
         ):
             if batches and (len(payload) > budget or events + n > max_events):
                 break
             budget -= len(payload)
             events += n
-            batches.append(SpooledBatch(bid, session_id, n, payload))
+            batches.append(SpooledBatch(bid, session_id, n, payload, kind))
         return batches, reports
 
     def delete(

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from ..logs import get_logger
 from ..wire import DropReason, DropSource
 from .drops import DropLedger
 from .metrics import AgentMetrics
-from .spool import AsyncSpool, NewBatch
+from .spool import KIND_SESSION, AsyncSpool, NewBatch
 
 #: Wait after a failed commit (disk full, I/O error) before trying again; the
 #: pending batches are kept and readers are held back meanwhile.
@@ -55,6 +56,19 @@ class SpoolWriter:
         self._last_report = time.monotonic()
         self._log = get_logger("agent")
         self.commits = 0
+        #: Tickets: every submitted batch (and every drop count a sender
+        #: waits to have acknowledged) takes the next number; ``committed``
+        #: is the highest whose batch is in the spool (or refused and
+        #: counted). Acknowledgements compare the two (see the receiver).
+        self._submitted = 0
+        self.committed = 0
+        self._urgent_drops = False
+        #: Called with ``committed`` after it advances.
+        self.on_committed: Callable[[int], None] | None = None
+
+    def ticket(self) -> int:
+        """The number ``committed`` must reach for everything submitted so far to be ours."""
+        return self._submitted
 
     @property
     def pending_batches(self) -> int:
@@ -67,6 +81,7 @@ class SpoolWriter:
         return self._refusing
 
     def submit(self, batch: NewBatch) -> None:
+        self._submitted += 1
         self._pending.append(batch)
         self._pending_bytes += len(batch.payload)
         if self._pending_bytes >= self._max_pending:
@@ -77,9 +92,20 @@ class SpoolWriter:
         await self._room.wait()
 
     def record_drop(
-        self, source: DropSource, session_id: str, reason: DropReason, events: int
+        self,
+        source: DropSource,
+        session_id: str,
+        reason: DropReason,
+        events: int,
+        *,
+        urgent: bool = False,
     ) -> None:
+        """Count dropped events; ``urgent``: store the report with the next commit
+        (a sender waits for its acknowledgement), not on the report timer."""
         self._ledger.add(source, session_id, reason, events)
+        if urgent:
+            self._submitted += 1
+            self._urgent_drops = True
         self._have_items.set()
 
     async def run(self) -> None:
@@ -96,12 +122,20 @@ class SpoolWriter:
                 except TimeoutError:
                     pass  # time to store the accumulated drop counts
             self._have_items.clear()
-            if self._pending:
-                await self._commit()
+            upto = self._submitted
+            if self._pending and not await self._commit():
+                continue
             if self._ledger and (
-                self._stopping or time.monotonic() - self._last_report >= self._report_interval
+                self._stopping
+                or self._urgent_drops
+                or time.monotonic() - self._last_report >= self._report_interval
             ):
+                self._urgent_drops = False
                 await self._store_drop_reports()
+            if upto > self.committed:
+                self.committed = upto
+                if self.on_committed is not None:
+                    self.on_committed(upto)
             if self._stopping and not self._pending:
                 return
 
@@ -109,7 +143,8 @@ class SpoolWriter:
         self._stopping = True
         self._have_items.set()
 
-    async def _commit(self) -> None:
+    async def _commit(self) -> bool:
+        """Commit what is pending; False (kept for a retry) when the spool failed."""
         items, self._pending = self._pending, []
         size, self._pending_bytes = self._pending_bytes, 0
         try:
@@ -126,7 +161,7 @@ class SpoolWriter:
             self._pending_bytes += size
             self._room.clear()
             await asyncio.sleep(COMMIT_RETRY_DELAY)
-            return
+            return False
         finally:
             self._metrics.pending_bytes.set(self._pending_bytes)
         if self._pending_bytes < self._max_pending:
@@ -143,16 +178,25 @@ class SpoolWriter:
             )
             self._refusing = False
             self._refused_events = 0
-        if stored_events:
+        if stored_events or len(refused) < len(items):
             self._forwarder_wake.set()
+        return True
 
     def _refuse(self, refused: list[NewBatch]) -> None:
         events = 0
         for batch in refused:
+            if batch.kind == KIND_SESSION:
+                self._metrics.errors.labels("session_record_refused").inc()
+                self._log.error(
+                    "spool full even for its headroom: a session record is lost",
+                    session_id=batch.session_id,
+                )
+                continue
             self._ledger.add(
                 DropSource.AGENT, batch.session_id, DropReason.SPOOL_FULL, batch.events
             )
             events += batch.events
+        self._urgent_drops = True  # "refused and counted" must be stored before an ack
         self._metrics.dropped_events.labels(DropReason.SPOOL_FULL).inc(events)
         self._metrics.dropped_frames.labels(DropReason.SPOOL_FULL).inc(len(refused))
         self._refused_events += events
