@@ -26,6 +26,18 @@ def _query(db: Path, sql: str, *params: str) -> set[str | int]:
         conn.close()
 
 
+#: Where the real collector is expected to keep session records (h-collector
+#: adds the table; until then the query finds none).
+SESSION_RECORDS_SQL = "SELECT record_id FROM session_records"
+
+
+def _record_ids(db: Path) -> set[str]:
+    try:
+        return {str(rid) for rid in _query(db, SESSION_RECORDS_SQL)}
+    except sqlite3.OperationalError:  # no such table (yet)
+        return set()
+
+
 @pytest.fixture(scope="module")
 def real_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     """The collector's own app, served by uvicorn, on a real SQLite file."""
@@ -46,6 +58,7 @@ def real_collector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]
                 drop_report_ids=lambda: {
                     str(rid) for rid in _query(db, "SELECT report_id FROM drop_reports")
                 },
+                session_record_ids=lambda: _record_ids(db),
             )
 
 
@@ -59,6 +72,7 @@ def double(real_collector: Target) -> Iterator[Target]:
             real_collector.token,
             stored=lambda session: set(fake.order(session)),
             drop_report_ids=lambda: {report.report_id for report in fake.drops()},
+            session_record_ids=lambda: {r.record_id for r in fake.session_records()},
         )
 
 

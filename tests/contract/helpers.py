@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from boundary_audit.agent.config import INGEST_CONTENT_TYPE, INGEST_PATH
-from boundary_audit.wire import IngestRequest
+from boundary_audit.wire import IngestRequest, SessionRecord
 
 #: Timeout of one request: both servers run on loopback in this process.
 REQUEST_TIMEOUT_S = 30.0
@@ -31,6 +31,8 @@ class Target:
     stored: Callable[[str], set[int]]
     #: Drop report ids stored.
     drop_report_ids: Callable[[], set[str]]
+    #: Session record ids stored (opens and seals).
+    session_record_ids: Callable[[], set[str]] = set
 
     def post(
         self,
@@ -49,9 +51,14 @@ class Target:
         return response.status_code, response.json()
 
 
-def request(*sessions: tuple[str, list[int]], drops: list[dict[str, Any]] | None = None) -> bytes:
-    """An IngestRequest body: ``(session_id, sequence numbers)`` pairs, and drop reports."""
+def request(
+    *sessions: tuple[str, list[int]],
+    drops: list[dict[str, Any]] | None = None,
+    records: list[SessionRecord] | None = None,
+) -> bytes:
+    """An IngestRequest body: ``(session_id, sequence numbers)`` pairs, drop reports, records."""
     req = IngestRequest(batch_id=str(uuid.uuid4()))
+    req.sessions.extend(records or [])
     now = time.time_ns()
     for session_id, seqs in sessions:
         logs = req.logs.add(session_id=session_id, confined_process_name="contract")

@@ -6,7 +6,8 @@ body is read (401), content type and body cap (413 beyond
 :data:`~boundary_audit.collector.MAX_INGEST_BODY_BYTES`), all-or-nothing
 validation by the collector's own :func:`~boundary_audit.collector.parse_ingest_request`
 (400 naming the field), dedupe on ``(session_id, sequence_number)`` and
-``report_id``. On top of that, what a real collector cannot be told to do:
+``report_id``; session records (``IngestRequest.sessions``: opens and seals)
+kept once per ``record_id``. On top of that, what a real collector cannot be told to do:
 scripted failures (429/503 with ``Retry-After``, 500, ...), a smaller body cap,
 a token changed at run time, and a record of every request so tests can check
 what arrived, in which order and how often.
@@ -29,6 +30,7 @@ from boundary_audit.collector import (
     parse_ingest_request,
 )
 from boundary_audit.collector.model import DropIn, EventIn
+from boundary_audit.wire import IngestRequest, SessionRecord
 
 from .ports import LOOPBACK
 
@@ -66,15 +68,26 @@ class CollectorState:
     #: Per session, sequence numbers in the order they were first stored.
     order: dict[str, list[int]] = field(default_factory=dict)
     drop_reports: dict[str, DropIn] = field(default_factory=dict)
+    #: Session records (opens and seals) by record_id, first one kept.
+    session_records: dict[str, SessionRecord] = field(default_factory=dict)
+    #: Session records received again under a record_id already kept.
+    duplicate_records: int = 0
     duplicates: int = 0
     requests: list[RequestRecord] = field(default_factory=list)
     script: list[Scripted] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def store(self, batch: IngestBatch) -> dict[str, int]:
+    def store(
+        self, batch: IngestBatch, records: list[SessionRecord] | None = None
+    ) -> dict[str, int]:
         """Keep what is new, as the collector's storage does; its counts for the answer."""
         stored = dups = new_drops = 0
         with self.lock:
+            for record in records or []:
+                if record.record_id in self.session_records:
+                    self.duplicate_records += 1
+                else:
+                    self.session_records[record.record_id] = record
             for session in batch.sessions:
                 for event in session.events:
                     key = (session.session_id, event.sequence_number)
@@ -157,7 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._record(400, "", 0, 0)
             self._reply(400, {"error": "invalid_request", "detail": exc.detail})
             return
-        counts = st.store(batch)
+        counts = st.store(batch, list(IngestRequest.FromString(body).sessions))
         self._record(200, batch.batch_id, batch.event_count, len(batch.drops))
         self._reply(200, {"batch_id": batch.batch_id, **counts})
 
@@ -224,6 +237,11 @@ class CollectorDouble:
         with self.state.lock:
             return set(self.state.events)
 
+    def keys_of(self, session: str) -> set[int]:
+        """Sequence numbers stored for ``session``."""
+        with self.state.lock:
+            return {seq for s, seq in self.state.events if s == session}
+
     def order(self, session: str) -> list[int]:
         with self.state.lock:
             return list(self.state.order.get(session, []))
@@ -240,6 +258,18 @@ class CollectorDouble:
                 key = (report.source, report.session_id, reason)
                 out[key] = out.get(key, 0) + n
         return out
+
+    def session_records(self, session: str | None = None) -> list[SessionRecord]:
+        """Session records kept (of one session), in arrival order."""
+        with self.state.lock:
+            return [
+                r
+                for r in self.state.session_records.values()
+                if session is None or r.session_id == session
+            ]
+
+    def seals(self, session: str) -> list[SessionRecord]:
+        return [r for r in self.session_records(session) if r.HasField("seal")]
 
     def statuses(self) -> list[int]:
         with self.state.lock:
