@@ -42,6 +42,7 @@ def make_config(sock_dir: Path, collector_double: CollectorDouble) -> ConfigFact
             "token": collector_double.state.token,
             "socket_path": sock_dir / "agent.sock",
             "spool_dir": sock_dir / "spool",
+            "spill_dir": sock_dir / "spill",
             "backoff_initial": TEST_BACKOFF_INITIAL_S,
             "backoff_max": TEST_BACKOFF_MAX_S,
             "flush_timeout": TEST_FLUSH_TIMEOUT_S,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from .http import MetricsServer
 from .metrics import AgentMetrics
 from .receiver import Receiver
 from .socketfile import SocketFile
+from .spills import SpillScanner
 from .spool import AsyncSpool, SpoolStats
 from .writer import SpoolWriter
 
@@ -62,6 +64,8 @@ class Agent:
         self._forwarder: Forwarder | None = None
         self._receiver: Receiver | None = None
         self._metrics_server: MetricsServer | None = None
+        self._spills: SpillScanner | None = None
+        self._spill_task: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._stopped = asyncio.Event()
@@ -104,6 +108,10 @@ class Agent:
             cfg, spool, self.metrics, self._wake, self._http_client, dead_letter=dead_letter
         )
         self._receiver = Receiver(cfg, self.metrics, self._writer, dead_letter)
+        if cfg.spill_dir is not None:
+            self._spills = SpillScanner(
+                cfg.spill_dir, cfg.spill_scan_interval, self._receiver, self._writer, self.metrics
+            )
         self._tasks["writer"] = asyncio.create_task(self._writer.run(), name="agent-writer")
         self._tasks["forwarder"] = asyncio.create_task(
             self._forwarder.run(), name="agent-forwarder"
@@ -111,6 +119,9 @@ class Agent:
         for task in self._tasks.values():
             task.add_done_callback(self._task_done)
         await self._receiver.start(sock)
+        if self._spills is not None:
+            self._spill_task = asyncio.create_task(self._spills.run(), name="agent-spills")
+            self._spill_task.add_done_callback(self._task_done)
         self._started_at = time.time()
         stats = spool.stats()
         self._log.info(
@@ -123,6 +134,7 @@ class Agent:
             spool_sync=cfg.spool_sync,
             spooled_batches=stats.batches,
             spooled_events=stats.events,
+            spill_dir=str(cfg.spill_dir) if cfg.spill_dir is not None else None,
             metrics=self.metrics_address,
         )
 
@@ -141,6 +153,10 @@ class Agent:
         assert self._spool is not None
         self._log.info("agent stopping", connections=self._receiver.connection_count)
         self._socket_file.unlink()
+        if self._spill_task is not None:
+            self._spill_task.cancel()  # files not yet committed stay for the next start
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._spill_task
         await self._receiver.stop_accepting()
         cut = await self._receiver.drain(cfg.drain_timeout)
         await self._commit_rest()
@@ -251,6 +267,12 @@ class Agent:
     @property
     def metrics_address(self) -> tuple[str, int] | None:
         return self._metrics_server.address if self._metrics_server is not None else None
+
+    async def scan_spills(self) -> int:
+        """Deliver spill files now (what the timer does); how many were delivered."""
+        if self._spills is None:
+            return 0
+        return await self._spills.scan()
 
     def spool_stats(self) -> SpoolStats:
         if self._spool is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..logs import get_logger
 from ..wire import SOCKET_PATH_ENV, resolve_socket_path
+from ..wire.spill import resolve_spill_dir
 from .agent import Agent
 from .config import (
     COLLECTOR_URL_ENV,
@@ -18,6 +19,7 @@ from .config import (
     DEFAULT_FLUSH_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SPILL_SCAN_INTERVAL,
     DEFAULT_SPOOL_MAX_BYTES,
     METRICS_LISTEN_ENV,
     SPOOL_DIR_ENV,
@@ -108,6 +110,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds a connection may stall inside a frame before it is closed",
     )
     p.add_argument(
+        "--spill-dir",
+        type=Path,
+        help="deliver spill files from this directory "
+        "(default: $BOUNDARY_AUDIT_SPILL_DIR, else the per-user state dir's spill folder)",
+    )
+    p.add_argument(
+        "--spill-scan-interval",
+        type=float,
+        default=DEFAULT_SPILL_SCAN_INTERVAL,
+        help="seconds between looks for spill files (also done at start)",
+    )
+    p.add_argument(
         "--flush-timeout",
         type=float,
         default=DEFAULT_FLUSH_TIMEOUT,
@@ -143,6 +157,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         max_connections=args.max_connections,
         idle_timeout=args.idle_timeout,
         flush_timeout=args.flush_timeout,
+        spill_dir=resolve_spill_dir(args.spill_dir),
+        spill_scan_interval=args.spill_scan_interval,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Literal
 import platformdirs
 
 from ..wire import resolve_socket_path
+from ..wire.spill import resolve_spill_dir
 
 #: Environment variables the CLI reads when the matching flag is absent.
 COLLECTOR_URL_ENV = "BOUNDARY_AUDIT_COLLECTOR_URL"
@@ -61,6 +62,12 @@ DEFAULT_MAX_CONNECTIONS_PER_UID = 128
 #: when it has events and reconnects when the write fails; an idle holder
 #: of a slot frees it.
 DEFAULT_FIRST_FRAME_TIMEOUT = 60.0
+#: How often the agent looks for spill files (frames a sender could not
+#: deliver before its close timeout) besides at start: a session that ended
+#: while the agent was frozen reaches the collector within this long of the
+#: agent running again, and an idle scan of an empty directory is one
+#: directory read.
+DEFAULT_SPILL_SCAN_INTERVAL = 10.0
 #: A connection that stops in the middle of a frame for this long is closed.
 #: Senders write whole frames at once, so a partial frame that waits 30 s is
 #: a stuck or hostile peer holding a buffer.
@@ -112,6 +119,7 @@ _POSITIVE_SETTINGS = (
     "max_connections_per_pid",
     "max_connections_per_uid",
     "first_frame_timeout",
+    "spill_scan_interval",
     "request_timeout",
     "backoff_initial",
     "backoff_max",
@@ -150,6 +158,9 @@ class AgentConfig:
     max_connections_per_pid: int = DEFAULT_MAX_CONNECTIONS_PER_PID
     max_connections_per_uid: int = DEFAULT_MAX_CONNECTIONS_PER_UID
     first_frame_timeout: float = DEFAULT_FIRST_FRAME_TIMEOUT
+    #: Spill files to deliver (None: do not look for any).
+    spill_dir: Path | None = field(default_factory=resolve_spill_dir)
+    spill_scan_interval: float = DEFAULT_SPILL_SCAN_INTERVAL
     max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_request_events: int = DEFAULT_MAX_REQUEST_EVENTS

@@ -100,6 +100,11 @@ class AgentMetrics:
         self.spool_drop_reports = gauge("spool_drop_reports", "Drop reports waiting in the spool.")
         self.pending_bytes = gauge("pending_bytes", "Bytes read from sockets, not yet committed.")
         self.errors = counter("errors", "Internal errors, by where they happened.", "where")
+        self.spill_files = counter(
+            "spill_files", "Spill files handled, by outcome (delivered, quarantined).", "outcome"
+        )
+        self.spill_files.labels("delivered")
+        self.spill_files.labels("quarantined")
         for reason in EVENT_DROP_REASONS:
             self.dropped_events.labels(reason)
         for reason in FRAME_DROP_REASONS:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import socket
 import struct
 import time
@@ -79,7 +80,8 @@ def peer_credentials(sock: Any) -> PeerCredentials:
 class _Connection:
     id: int
     peer: PeerCredentials
-    writer: asyncio.StreamWriter
+    #: None for frames that come from a spill file, not a socket.
+    writer: asyncio.StreamWriter | None
     last_session: str | None = None
     process_name: str = ""
     frames: int = 0
@@ -202,7 +204,8 @@ class Receiver:
         """
         self._draining = True
         for conn in list(self._connections.values()):
-            self._shut_read(conn.writer)
+            if conn.writer is not None:
+                self._shut_read(conn.writer)
         if self._evidence_tasks:
             await asyncio.wait(set(self._evidence_tasks), timeout=grace)
         tasks = set(self._tasks)
@@ -342,6 +345,24 @@ class Receiver:
                 return "protocol_error"
             await writer.wait_for_room()
 
+    def ingest(self, frames: list[tuple[int, bytes]], source: str) -> int:
+        """Take frames that did not come on a socket (a spill file) as one connection's.
+
+        The same checks, relaying and counting as a connection's frames;
+        the frames count as the agent's own (its pid and uid), so a session
+        a live sender holds open still refuses them. Returns the writer
+        ticket that ``committed`` must reach for all of them to be stored.
+        """
+        me = PeerCredentials(os.getpid(), os.getuid(), os.getgid())
+        conn = _Connection(next(self._ids), me, None)
+        conn.log = self._log.bind(conn=conn.id, source=source)
+        try:
+            for tag, payload in frames:
+                self._on_frame(conn, tag, payload)
+        finally:
+            self._owners.closed(conn.id, conn.opened)
+        return self._writer.ticket()
+
     def _timed_out(self, conn: _Connection, decoder: FrameDecoder) -> str:
         """Why the read timed out, logged and counted: the connection closes."""
         if conn.frames == 0 and not decoder.mid_frame:
@@ -472,7 +493,7 @@ class Receiver:
     def _ack(self, conn: _Connection) -> None:
         assert conn.acks is not None
         writer = conn.writer
-        if writer.is_closing():
+        if writer is None or writer.is_closing():
             conn.acks.closing = True
             return
         transport = writer.transport

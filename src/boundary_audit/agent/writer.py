@@ -65,6 +65,26 @@ class SpoolWriter:
         self._urgent_drops = False
         #: Called with ``committed`` after it advances.
         self.on_committed: Callable[[int], None] | None = None
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    async def committed_to(self, ticket: int) -> None:
+        """Return once ``committed`` reaches ``ticket`` (see :meth:`ticket`)."""
+        if self.committed >= ticket:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((ticket, future))
+        await future
+
+    def _advance(self, upto: int) -> None:
+        self.committed = upto
+        waiting, self._waiters = self._waiters, []
+        for ticket, future in waiting:
+            if ticket > upto:
+                self._waiters.append((ticket, future))
+            elif not future.done():
+                future.set_result(None)
+        if self.on_committed is not None:
+            self.on_committed(upto)
 
     def ticket(self) -> int:
         """The number ``committed`` must reach for everything submitted so far to be ours."""
@@ -133,9 +153,7 @@ class SpoolWriter:
                 self._urgent_drops = False
                 await self._store_drop_reports()
             if upto > self.committed:
-                self.committed = upto
-                if self.on_committed is not None:
-                    self.on_committed(upto)
+                self._advance(upto)
             if self._stopping and not self._pending:
                 return
 
