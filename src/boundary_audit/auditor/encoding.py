@@ -22,14 +22,22 @@ from ..wire import (
     encode_frame,
     encode_message,
 )
+from ..wire.chain import DIGEST_SIZE, ChainedEvent
+from .chaining import ChainMark, ChainSpan, OutOfOrderError, mark_for
 
 #: Appended to a URL cut short to make its event fit one frame. It says
 #: how many bytes were removed, so the stored URL is visibly incomplete.
 TRUNCATION_MARKER = "...[truncated {} bytes]"
 #: Wire type of length-delimited fields (strings and sub-messages).
 _LENGTH_DELIMITED = 2
-#: Every field we write has a number below 16, so its key fits in one byte.
+#: The fields this size arithmetic adds up (a log inside the request, the
+#: request inside the envelope) have numbers below 16, so each key is one
+#: byte. (A log's own fields, chain_digest at 16 included, are measured by
+#: protobuf's ByteSize().)
 _KEY_SIZE = 1
+#: Put in chain_digest while a log's size is decided: the digest is always
+#: DIGEST_SIZE bytes, so the size is right before the real one is known.
+_DIGEST_PLACEHOLDER = bytes(DIGEST_SIZE)
 _NANOS_PER_SECOND = 1_000_000_000
 
 
@@ -56,6 +64,8 @@ class EncodedFrame:
     skipped: int = 0
     #: Highest sequence number in the frame (events may bring their own, in any order).
     max_sequence: int = -1
+    #: The chain before and after the frame's events (None: not chained).
+    chain: ChainSpan | None = None
 
     @property
     def consumed(self) -> int:
@@ -76,7 +86,9 @@ def field_size(payload_size: int) -> int:
     return _KEY_SIZE + varint_size(payload_size) + payload_size
 
 
-def _fill(log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None) -> None:
+def _fill(
+    log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None, *, digest: bytes = b""
+) -> None:
     if rec.sequence_number < 0:
         # int32 would carry it, but sequence numbers count up from 0 and the
         # collector rejects a batch holding a negative one.
@@ -92,6 +104,22 @@ def _fill(log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None
     # Coder's schema: matched_rule is set only when the request was allowed.
     if rec.allowed and rule:
         req.matched_rule = rule
+    if digest:
+        log.chain_digest = digest
+
+
+def _as_chained(log: BoundaryLog, time_ns: int, process_name: str) -> ChainedEvent:
+    """The event exactly as ``log`` carries it on the wire."""
+    req = log.http_request
+    return ChainedEvent(
+        log.sequence_number,
+        time_ns,
+        log.allowed,
+        req.method,
+        req.url,
+        req.matched_rule,
+        process_name,
+    )
 
 
 def _cut(text: str, excess: int) -> tuple[str, int]:
@@ -108,7 +136,13 @@ def _cut(text: str, excess: int) -> tuple[str, int]:
 class _Envelope:
     """A BoundaryMessage under construction, with its size tracked."""
 
-    def __init__(self, session_id: str, process_name: str) -> None:
+    def __init__(self, session_id: str, process_name: str, chain: ChainMark | None) -> None:
+        #: The chain before this frame, and as it stands after its last event.
+        self.chain_before = self.chain = chain
+        self.session_id = session_id
+        self.process_name = process_name
+        #: What chain_digest holds while sizes are decided (empty: not chained).
+        self.digest = b"" if chain is None else _DIGEST_PLACEHOLDER
         self.message = BoundaryMessage()
         req = self.message.logs
         req.session_id = session_id
@@ -122,8 +156,28 @@ class _Envelope:
         self.last = -1
         self.max = -1
 
+    def added(self, log: BoundaryLog, rec: Record, size: int) -> None:
+        """``log`` (``size`` bytes in the request) is in: chain it and count it."""
+        if self.chain is not None:
+            # Chained as sent: after any cut, from the values the log holds.
+            self.chain = self.chain.then(_as_chained(log, rec.time_ns, self.process_name))
+            log.chain_digest = self.chain.head
+        self.logs_size += size
+        if self.first < 0:
+            self.first = rec.sequence_number
+        self.last = rec.sequence_number
+        self.max = max(self.max, rec.sequence_number)
+
     def payload_size(self, extra: int = 0) -> int:
         return field_size(self.fixed + self.logs_size + extra)
+
+    def finished(self) -> EncodedFrame | None:
+        """The frame, one of only skipped records (no bytes), or None when empty."""
+        if self.logs:
+            return self.finish()
+        if self.skipped:
+            return EncodedFrame(b"", 0, 0, -1, -1, skipped=self.skipped)
+        return None
 
     def finish(self) -> EncodedFrame:
         payload = self.message.SerializeToString()
@@ -135,6 +189,11 @@ class _Envelope:
             last_sequence=self.last,
             skipped=self.skipped,
             max_sequence=self.max,
+            chain=(
+                ChainSpan(self.chain_before, self.chain)
+                if self.chain_before is not None and self.chain is not None and self.logs
+                else None
+            ),
         )
 
 
@@ -147,6 +206,8 @@ def encode_records(
     limit: int = MAX_PAYLOAD_SIZE,
     on_invalid: InvalidRecordHandler | None = None,
     max_events: int = MAX_EVENTS_PER_FRAME,
+    *,
+    chain: ChainMark | None = None,
 ) -> Iterator[EncodedFrame]:
     """Pack ``records`` in order into as few frames as fit ``limit`` bytes each.
 
@@ -158,21 +219,29 @@ def encode_records(
     hold (a sequence number outside int32, a non-text field) is left out,
     counted in ``skipped`` and passed to ``on_invalid``; it never stops the
     others. A frame of only skipped records has empty ``frame`` bytes.
+
+    With ``chain`` (the committed mark, :mod:`.chaining`), every event gets
+    its ``chain_digest``, continuing from that mark (from the genesis for a
+    session the mark is not of), and each frame says where its chain starts
+    and ends; an event whose number is not above the last chained one is
+    skipped like an invalid one (:class:`~.chaining.OutOfOrderError`).
     """
     env: _Envelope | None = None
+    running = chain
     for rec in records:
-        if (
-            env is not None
-            and env.logs
-            and (rec.session_id != env.message.logs.session_id or len(env.logs) >= max_events)
-        ):
-            yield env.finish()
-            env = None
+        if env is not None and (rec.session_id != env.session_id or len(env.logs) >= max_events):
+            done = env.finished()
+            if done is not None:
+                yield done
+            running, env = env.chain, None
         if env is None:
-            env = _Envelope(rec.session_id, process_name)
+            start = None if chain is None else mark_for(running, rec.session_id)
+            env = _Envelope(rec.session_id, process_name, start)
         log = env.logs.add()
         try:
-            _fill(log, rec, rec.url, rec.method, rec.rule)
+            _fill(log, rec, rec.url, rec.method, rec.rule, digest=env.digest)
+            if env.chain is not None:
+                _check_chainable(rec, env.chain)
         except (TypeError, ValueError) as exc:
             del env.logs[-1]
             env.skipped += 1
@@ -183,22 +252,30 @@ def encode_records(
         if env.payload_size(size) > limit and len(env.logs) > 1:
             del env.logs[-1]
             yield env.finish()
-            env = _Envelope(rec.session_id, process_name)
+            env = _Envelope(rec.session_id, process_name, env.chain)
             log = env.logs.add()
-            _fill(log, rec, rec.url, rec.method, rec.rule)
+            _fill(log, rec, rec.url, rec.method, rec.rule, digest=env.digest)
             size = field_size(log.ByteSize())
         if env.payload_size(size) > limit:
             size = _shrink(env, log, rec, limit)
             env.truncated += 1
-        env.logs_size += size
-        if env.first < 0:
-            env.first = rec.sequence_number
-        env.last = rec.sequence_number
-        env.max = max(env.max, rec.sequence_number)
-    if env is not None and env.logs:
-        yield env.finish()
-    elif env is not None and env.skipped:
-        yield EncodedFrame(b"", 0, 0, -1, -1, skipped=env.skipped)
+        env.added(log, rec, size)
+    if env is not None:
+        done = env.finished()
+        if done is not None:
+            yield done
+
+
+#: The chain encodes an event's time as a signed 64-bit integer (ns).
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_chainable(rec: Record, mark: ChainMark) -> None:
+    """ValueError unless ``rec`` can be chained next onto ``mark``."""
+    if not mark.accepts(rec.sequence_number):
+        raise OutOfOrderError(rec.sequence_number, mark.last_sequence)
+    if not _I64_MIN <= rec.time_ns <= _I64_MAX:
+        raise ValueError(f"time {rec.time_ns} ns does not fit the chain's 64 bits")
 
 
 def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
@@ -216,7 +293,7 @@ def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
         elif field == "method":
             method, _ = _cut(method, excess)
         log.Clear()
-        _fill(log, rec, url, method, rule)
+        _fill(log, rec, url, method, rule, digest=env.digest)
     size = field_size(log.ByteSize())
     if env.payload_size(size) > limit:  # pragma: no cover - fixed fields alone never exceed 32 KiB
         raise ValueError(f"event {rec.sequence_number} cannot be made to fit {limit} bytes")
