@@ -22,8 +22,16 @@ from boundary_audit.auditor.chaining import (
 )
 from boundary_audit.auditor.encoding import EncodedFrame, Record, encode_records, encode_seal
 from boundary_audit.auditor.sender import Batch
-from boundary_audit.wire import BoundaryMessage, FrameDecoder, SessionSeal, chain
+from boundary_audit.wire import (
+    MAX_FRAME_SIZE,
+    MAX_PAYLOAD_SIZE,
+    BoundaryMessage,
+    FrameDecoder,
+    SessionSeal,
+    chain,
+)
 from tests.auditor.helpers import chained_events
+from tests.auditor.test_encoding import records_strategy
 
 SESSION = "5b4d0bd6-8f0e-4c39-9b0a-1c2d3e4f5a6b"
 OTHER = "1e2d3c4b-5a69-4788-9a0b-1c2d3e4f5a6b"
@@ -214,6 +222,8 @@ def test_any_drop_pattern_and_any_failed_writes_leave_a_chain_that_checks(
     assert committed.count == len(valid)
     all_logs = [log for m in messages(frames) for log in m.logs.logs]
     assert len(all_logs) == len(valid)  # each once: a frame not written is not counted
+    # The digest was accounted for before it was known: every frame still fits.
+    assert all(len(f.frame) <= MAX_FRAME_SIZE for f in frames)
 
 
 # -- what a seal commits to ------------------------------------------------------------
@@ -365,3 +375,13 @@ def test_coders_agent_decodes_chained_frames_and_seals_as_before() -> None:
 
 def test_uuid_strings_of_either_case_chain_alike() -> None:
     assert start(SESSION).head == chain.genesis(uuid.UUID(SESSION.upper()))
+
+
+@given(records=records_strategy, limit=st.sampled_from([MAX_PAYLOAD_SIZE, 4096, 700]))
+@settings(max_examples=80, deadline=None)
+def test_chained_frames_fit_any_limit(records: list[Record], limit: int) -> None:
+    frames = list(encode_records(records, PROCESS, limit, chain=start(SESSION)))
+    for enc in frames:
+        assert len(enc.frame) - 4 <= limit
+    for msg in messages(frames):
+        assert all(len(log.chain_digest) == chain.DIGEST_SIZE for log in msg.logs.logs)

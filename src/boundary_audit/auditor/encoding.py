@@ -22,8 +22,8 @@ from ..wire import (
     encode_frame,
     encode_message,
 )
-from ..wire.chain import DIGEST_SIZE, ChainedEvent
-from .chaining import ChainMark, ChainSpan, OutOfOrderError, mark_for
+from ..wire.chain import DIGEST_SIZE
+from .chaining import Chainer, ChainMark, ChainSpan, OutOfOrderError, mark_for
 
 #: Appended to a URL cut short to make its event fit one frame. It says
 #: how many bytes were removed, so the stored URL is visibly incomplete.
@@ -35,9 +35,10 @@ _LENGTH_DELIMITED = 2
 #: byte. (A log's own fields, chain_digest at 16 included, are measured by
 #: protobuf's ByteSize().)
 _KEY_SIZE = 1
-#: Put in chain_digest while a log's size is decided: the digest is always
-#: DIGEST_SIZE bytes, so the size is right before the real one is known.
-_DIGEST_PLACEHOLDER = bytes(DIGEST_SIZE)
+#: Bytes chain_digest adds to a log: a two-byte key (field 16), a one-byte
+#: length and the digest. Added to the size while it is decided, before the
+#: digest itself is known (it is set once the log's values are final).
+_DIGEST_FIELD_SIZE = 2 + 1 + DIGEST_SIZE
 _NANOS_PER_SECOND = 1_000_000_000
 
 
@@ -86,9 +87,7 @@ def field_size(payload_size: int) -> int:
     return _KEY_SIZE + varint_size(payload_size) + payload_size
 
 
-def _fill(
-    log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None, *, digest: bytes = b""
-) -> None:
+def _fill(log: BoundaryLog, rec: Record, url: str, method: str, rule: str | None) -> None:
     if rec.sequence_number < 0:
         # int32 would carry it, but sequence numbers count up from 0 and the
         # collector rejects a batch holding a negative one.
@@ -104,22 +103,6 @@ def _fill(
     # Coder's schema: matched_rule is set only when the request was allowed.
     if rec.allowed and rule:
         req.matched_rule = rule
-    if digest:
-        log.chain_digest = digest
-
-
-def _as_chained(log: BoundaryLog, time_ns: int, process_name: str) -> ChainedEvent:
-    """The event exactly as ``log`` carries it on the wire."""
-    req = log.http_request
-    return ChainedEvent(
-        log.sequence_number,
-        time_ns,
-        log.allowed,
-        req.method,
-        req.url,
-        req.matched_rule,
-        process_name,
-    )
 
 
 def _cut(text: str, excess: int) -> tuple[str, int]:
@@ -137,12 +120,13 @@ class _Envelope:
     """A BoundaryMessage under construction, with its size tracked."""
 
     def __init__(self, session_id: str, process_name: str, chain: ChainMark | None) -> None:
-        #: The chain before this frame, and as it stands after its last event.
-        self.chain_before = self.chain = chain
+        #: The chain before this frame, and the one its events extend.
+        self.chain_before = chain
+        self.chainer = None if chain is None else Chainer(chain, process_name)
         self.session_id = session_id
         self.process_name = process_name
-        #: What chain_digest holds while sizes are decided (empty: not chained).
-        self.digest = b"" if chain is None else _DIGEST_PLACEHOLDER
+        #: What chain_digest will add to each log (0: not chained).
+        self.digest_size = 0 if chain is None else _DIGEST_FIELD_SIZE
         self.message = BoundaryMessage()
         req = self.message.logs
         req.session_id = session_id
@@ -156,12 +140,24 @@ class _Envelope:
         self.last = -1
         self.max = -1
 
-    def added(self, log: BoundaryLog, rec: Record, size: int) -> None:
+    @property
+    def chain(self) -> ChainMark | None:
+        """The chain as it stands after the frame's last event so far."""
+        return None if self.chainer is None else self.chainer.mark()
+
+    def added(self, log: BoundaryLog, rec: Record, size: int, *, cut: bool) -> None:
         """``log`` (``size`` bytes in the request) is in: chain it and count it."""
-        if self.chain is not None:
-            # Chained as sent: after any cut, from the values the log holds.
-            self.chain = self.chain.then(_as_chained(log, rec.time_ns, self.process_name))
-            log.chain_digest = self.chain.head
+        if self.chainer is not None:
+            # Chained as sent: after a cut, from the values the log holds.
+            if cut:
+                req = log.http_request
+                method, url, rule = req.method, req.url, req.matched_rule
+            else:
+                method, url = rec.method, rec.url
+                rule = rec.rule if rec.allowed and rec.rule else ""
+            log.chain_digest = self.chainer.add(
+                rec.sequence_number, rec.time_ns, bool(rec.allowed), method, url, rule
+            )
         self.logs_size += size
         if self.first < 0:
             self.first = rec.sequence_number
@@ -190,8 +186,8 @@ class _Envelope:
             skipped=self.skipped,
             max_sequence=self.max,
             chain=(
-                ChainSpan(self.chain_before, self.chain)
-                if self.chain_before is not None and self.chain is not None and self.logs
+                ChainSpan(self.chain_before, self.chainer.mark())
+                if self.chain_before is not None and self.chainer is not None and self.logs
                 else None
             ),
         )
@@ -239,27 +235,28 @@ def encode_records(
             env = _Envelope(rec.session_id, process_name, start)
         log = env.logs.add()
         try:
-            _fill(log, rec, rec.url, rec.method, rec.rule, digest=env.digest)
-            if env.chain is not None:
-                _check_chainable(rec, env.chain)
+            _fill(log, rec, rec.url, rec.method, rec.rule)
+            if env.chainer is not None:
+                _check_chainable(rec, env.chainer.last)
         except (TypeError, ValueError) as exc:
             del env.logs[-1]
             env.skipped += 1
             if on_invalid is not None:
                 on_invalid(rec, exc)
             continue
-        size = field_size(log.ByteSize())
+        size = field_size(log.ByteSize() + env.digest_size)
         if env.payload_size(size) > limit and len(env.logs) > 1:
             del env.logs[-1]
             yield env.finish()
             env = _Envelope(rec.session_id, process_name, env.chain)
             log = env.logs.add()
-            _fill(log, rec, rec.url, rec.method, rec.rule, digest=env.digest)
-            size = field_size(log.ByteSize())
-        if env.payload_size(size) > limit:
+            _fill(log, rec, rec.url, rec.method, rec.rule)
+            size = field_size(log.ByteSize() + env.digest_size)
+        cut = env.payload_size(size) > limit
+        if cut:
             size = _shrink(env, log, rec, limit)
             env.truncated += 1
-        env.added(log, rec, size)
+        env.added(log, rec, size, cut=cut)
     if env is not None:
         done = env.finished()
         if done is not None:
@@ -270,10 +267,10 @@ def encode_records(
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 
 
-def _check_chainable(rec: Record, mark: ChainMark) -> None:
-    """ValueError unless ``rec`` can be chained next onto ``mark``."""
-    if not mark.accepts(rec.sequence_number):
-        raise OutOfOrderError(rec.sequence_number, mark.last_sequence)
+def _check_chainable(rec: Record, last: int) -> None:
+    """ValueError unless ``rec`` can be chained after number ``last``."""
+    if rec.sequence_number <= last:
+        raise OutOfOrderError(rec.sequence_number, last)
     if not _I64_MIN <= rec.time_ns <= _I64_MAX:
         raise ValueError(f"time {rec.time_ns} ns does not fit the chain's 64 bits")
 
@@ -282,7 +279,7 @@ def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
     """Cut the fields of the only event in ``env`` until it fits; return its size."""
     url, method, rule = rec.url, rec.method, rec.rule
     for field in ("url", "rule", "method"):
-        size = field_size(log.ByteSize())
+        size = field_size(log.ByteSize() + env.digest_size)
         excess = env.payload_size(size) - limit
         if excess <= 0:
             return size
@@ -293,8 +290,8 @@ def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
         elif field == "method":
             method, _ = _cut(method, excess)
         log.Clear()
-        _fill(log, rec, url, method, rule, digest=env.digest)
-    size = field_size(log.ByteSize())
+        _fill(log, rec, url, method, rule)
+    size = field_size(log.ByteSize() + env.digest_size)
     if env.payload_size(size) > limit:  # pragma: no cover - fixed fields alone never exceed 32 KiB
         raise ValueError(f"event {rec.sequence_number} cannot be made to fit {limit} bytes")
     return size
