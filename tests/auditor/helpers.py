@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from boundary_audit.auditor import AuditEvent
-from boundary_audit.wire import BoundaryMessage, SessionSeal, as_envelope, decode_payload
+from boundary_audit.wire import BoundaryMessage, SessionSeal, as_envelope, chain, decode_payload
 from boundary_audit.wire.spill import list_spills, read_spill
 
 
@@ -108,3 +108,52 @@ def project_python_env() -> dict[str, str]:
     """PYTHONPATH for SYSTEM_PYTHON to import this checkout and its dependencies."""
     site = REPO / ".venv" / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
     return {"PYTHONPATH": f"{REPO / 'src'}:{site / 'site-packages'}", "PATH": "/usr/bin:/bin"}
+
+
+# -- hash chains: what a receiver can recompute from what it got ---------------------
+
+_NANOS = 1_000_000_000
+
+
+def chained_events(
+    messages: list[BoundaryMessage], session_id: str
+) -> list[tuple[chain.ChainedEvent, bytes]]:
+    """``session_id``'s events as a collector would store them: once per number, in order.
+
+    A re-sent event must carry the same digest every time it arrives.
+    """
+    seen: dict[int, tuple[chain.ChainedEvent, bytes]] = {}
+    for m in messages:
+        if m.WhichOneof("msg") != "logs" or m.logs.session_id != session_id:
+            continue
+        for log in m.logs.logs:
+            event = chain.ChainedEvent(
+                log.sequence_number,
+                log.time.seconds * _NANOS + log.time.nanos,
+                log.allowed,
+                log.http_request.method,
+                log.http_request.url,
+                log.http_request.matched_rule,
+                m.logs.confined_process_name,
+            )
+            before = seen.setdefault(log.sequence_number, (event, log.chain_digest))
+            assert before == (event, log.chain_digest), f"{log.sequence_number} re-sent changed"
+    return [seen[n] for n in sorted(seen)]
+
+
+def check_chain(
+    messages: list[BoundaryMessage], session_id: str, seal: SessionSeal | None = None
+) -> chain.ChainCheck:
+    """Recompute ``session_id``'s chain over ``messages`` against its (last) seal."""
+    if seal is None:
+        seals = [
+            m.status.seal
+            for m in messages
+            if m.WhichOneof("msg") == "status"
+            and m.status.HasField("seal")
+            and m.status.session_id == session_id
+        ]
+        assert seals, "no seal for the session"
+        seal = seals[-1]
+    events = chained_events(messages, session_id)
+    return chain.check(session_id, events, seal.chain_head, seal.chain_count)

@@ -44,13 +44,21 @@ def compose_seal(
     undelivered: int,
     spilled: int,
     sealed_at_ns: int,
+    chain_head: bytes = b"",
+    chain_count: int = 0,
 ) -> SessionSeal:
-    """The seal message; reasons with no drops are left out of the map."""
+    """The seal message; reasons with no drops are left out of the map.
+
+    ``chain_head``/``chain_count``: the session's hash chain the seal commits
+    to (:mod:`.chaining`); an empty head says the sender does not chain.
+    """
     seal = SessionSeal(
         events_made=events_made,
         events_sent=events_sent,
         undelivered=undelivered,
         spilled=spilled,
+        chain_head=chain_head,
+        chain_count=chain_count,
     )
     for reason, count in dropped.items():
         if count:

@@ -43,6 +43,8 @@ import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from .chaining import ChainSpan
+
 #: How long after the peer read our open frame an acknowledging agent may
 #: take to acknowledge it, before it is taken for one that never does. Ours
 #: acknowledges after one spool group commit: milliseconds on any disk, so
@@ -79,6 +81,9 @@ class Sent:
     #: Lower bound of the kernel memory (SIOCOUTQ units) the frame holds until
     #: wholly read; set when written.
     charge: int = 0
+    #: The session's hash chain before and after the frame's events (LOGS
+    #: frames of the session's own; None otherwise).
+    chain: ChainSpan | None = None
 
 
 class AckError(ValueError):

@@ -22,14 +22,23 @@ from ..wire import (
     encode_frame,
     encode_message,
 )
+from ..wire.chain import DIGEST_SIZE
+from .chaining import Chainer, ChainMark, ChainSpan, OutOfOrderError, mark_for
 
 #: Appended to a URL cut short to make its event fit one frame. It says
 #: how many bytes were removed, so the stored URL is visibly incomplete.
 TRUNCATION_MARKER = "...[truncated {} bytes]"
 #: Wire type of length-delimited fields (strings and sub-messages).
 _LENGTH_DELIMITED = 2
-#: Every field we write has a number below 16, so its key fits in one byte.
+#: The fields this size arithmetic adds up (a log inside the request, the
+#: request inside the envelope) have numbers below 16, so each key is one
+#: byte. (A log's own fields, chain_digest at 16 included, are measured by
+#: protobuf's ByteSize().)
 _KEY_SIZE = 1
+#: Bytes chain_digest adds to a log: a two-byte key (field 16), a one-byte
+#: length and the digest. Added to the size while it is decided, before the
+#: digest itself is known (it is set once the log's values are final).
+_DIGEST_FIELD_SIZE = 2 + 1 + DIGEST_SIZE
 _NANOS_PER_SECOND = 1_000_000_000
 
 
@@ -56,6 +65,8 @@ class EncodedFrame:
     skipped: int = 0
     #: Highest sequence number in the frame (events may bring their own, in any order).
     max_sequence: int = -1
+    #: The chain before and after the frame's events (None: not chained).
+    chain: ChainSpan | None = None
 
     @property
     def consumed(self) -> int:
@@ -108,7 +119,14 @@ def _cut(text: str, excess: int) -> tuple[str, int]:
 class _Envelope:
     """A BoundaryMessage under construction, with its size tracked."""
 
-    def __init__(self, session_id: str, process_name: str) -> None:
+    def __init__(self, session_id: str, process_name: str, chain: ChainMark | None) -> None:
+        #: The chain before this frame, and the one its events extend.
+        self.chain_before = chain
+        self.chainer = None if chain is None else Chainer(chain, process_name)
+        self.session_id = session_id
+        self.process_name = process_name
+        #: What chain_digest will add to each log (0: not chained).
+        self.digest_size = 0 if chain is None else _DIGEST_FIELD_SIZE
         self.message = BoundaryMessage()
         req = self.message.logs
         req.session_id = session_id
@@ -122,8 +140,40 @@ class _Envelope:
         self.last = -1
         self.max = -1
 
+    @property
+    def chain(self) -> ChainMark | None:
+        """The chain as it stands after the frame's last event so far."""
+        return None if self.chainer is None else self.chainer.mark()
+
+    def added(self, log: BoundaryLog, rec: Record, size: int, *, cut: bool) -> None:
+        """``log`` (``size`` bytes in the request) is in: chain it and count it."""
+        if self.chainer is not None:
+            # Chained as sent: after a cut, from the values the log holds.
+            if cut:
+                req = log.http_request
+                method, url, rule = req.method, req.url, req.matched_rule
+            else:
+                method, url = rec.method, rec.url
+                rule = rec.rule if rec.allowed and rec.rule else ""
+            log.chain_digest = self.chainer.add(
+                rec.sequence_number, rec.time_ns, bool(rec.allowed), method, url, rule
+            )
+        self.logs_size += size
+        if self.first < 0:
+            self.first = rec.sequence_number
+        self.last = rec.sequence_number
+        self.max = max(self.max, rec.sequence_number)
+
     def payload_size(self, extra: int = 0) -> int:
         return field_size(self.fixed + self.logs_size + extra)
+
+    def finished(self) -> EncodedFrame | None:
+        """The frame, one of only skipped records (no bytes), or None when empty."""
+        if self.logs:
+            return self.finish()
+        if self.skipped:
+            return EncodedFrame(b"", 0, 0, -1, -1, skipped=self.skipped)
+        return None
 
     def finish(self) -> EncodedFrame:
         payload = self.message.SerializeToString()
@@ -135,6 +185,11 @@ class _Envelope:
             last_sequence=self.last,
             skipped=self.skipped,
             max_sequence=self.max,
+            chain=(
+                ChainSpan(self.chain_before, self.chainer.mark())
+                if self.chain_before is not None and self.chainer is not None and self.logs
+                else None
+            ),
         )
 
 
@@ -147,6 +202,8 @@ def encode_records(
     limit: int = MAX_PAYLOAD_SIZE,
     on_invalid: InvalidRecordHandler | None = None,
     max_events: int = MAX_EVENTS_PER_FRAME,
+    *,
+    chain: ChainMark | None = None,
 ) -> Iterator[EncodedFrame]:
     """Pack ``records`` in order into as few frames as fit ``limit`` bytes each.
 
@@ -158,54 +215,71 @@ def encode_records(
     hold (a sequence number outside int32, a non-text field) is left out,
     counted in ``skipped`` and passed to ``on_invalid``; it never stops the
     others. A frame of only skipped records has empty ``frame`` bytes.
+
+    With ``chain`` (the committed mark, :mod:`.chaining`), every event gets
+    its ``chain_digest``, continuing from that mark (from the genesis for a
+    session the mark is not of), and each frame says where its chain starts
+    and ends; an event whose number is not above the last chained one is
+    skipped like an invalid one (:class:`~.chaining.OutOfOrderError`).
     """
     env: _Envelope | None = None
+    running = chain
     for rec in records:
-        if (
-            env is not None
-            and env.logs
-            and (rec.session_id != env.message.logs.session_id or len(env.logs) >= max_events)
-        ):
-            yield env.finish()
-            env = None
+        if env is not None and (rec.session_id != env.session_id or len(env.logs) >= max_events):
+            done = env.finished()
+            if done is not None:
+                yield done
+            running, env = env.chain, None
         if env is None:
-            env = _Envelope(rec.session_id, process_name)
+            start = None if chain is None else mark_for(running, rec.session_id)
+            env = _Envelope(rec.session_id, process_name, start)
         log = env.logs.add()
         try:
             _fill(log, rec, rec.url, rec.method, rec.rule)
+            if env.chainer is not None:
+                _check_chainable(rec, env.chainer.last)
         except (TypeError, ValueError) as exc:
             del env.logs[-1]
             env.skipped += 1
             if on_invalid is not None:
                 on_invalid(rec, exc)
             continue
-        size = field_size(log.ByteSize())
+        size = field_size(log.ByteSize() + env.digest_size)
         if env.payload_size(size) > limit and len(env.logs) > 1:
             del env.logs[-1]
             yield env.finish()
-            env = _Envelope(rec.session_id, process_name)
+            env = _Envelope(rec.session_id, process_name, env.chain)
             log = env.logs.add()
             _fill(log, rec, rec.url, rec.method, rec.rule)
-            size = field_size(log.ByteSize())
-        if env.payload_size(size) > limit:
+            size = field_size(log.ByteSize() + env.digest_size)
+        cut = env.payload_size(size) > limit
+        if cut:
             size = _shrink(env, log, rec, limit)
             env.truncated += 1
-        env.logs_size += size
-        if env.first < 0:
-            env.first = rec.sequence_number
-        env.last = rec.sequence_number
-        env.max = max(env.max, rec.sequence_number)
-    if env is not None and env.logs:
-        yield env.finish()
-    elif env is not None and env.skipped:
-        yield EncodedFrame(b"", 0, 0, -1, -1, skipped=env.skipped)
+        env.added(log, rec, size, cut=cut)
+    if env is not None:
+        done = env.finished()
+        if done is not None:
+            yield done
+
+
+#: The chain encodes an event's time as a signed 64-bit integer (ns).
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+def _check_chainable(rec: Record, last: int) -> None:
+    """ValueError unless ``rec`` can be chained after number ``last``."""
+    if rec.sequence_number <= last:
+        raise OutOfOrderError(rec.sequence_number, last)
+    if not _I64_MIN <= rec.time_ns <= _I64_MAX:
+        raise ValueError(f"time {rec.time_ns} ns does not fit the chain's 64 bits")
 
 
 def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
     """Cut the fields of the only event in ``env`` until it fits; return its size."""
     url, method, rule = rec.url, rec.method, rec.rule
     for field in ("url", "rule", "method"):
-        size = field_size(log.ByteSize())
+        size = field_size(log.ByteSize() + env.digest_size)
         excess = env.payload_size(size) - limit
         if excess <= 0:
             return size
@@ -217,7 +291,7 @@ def _shrink(env: _Envelope, log: BoundaryLog, rec: Record, limit: int) -> int:
             method, _ = _cut(method, excess)
         log.Clear()
         _fill(log, rec, url, method, rule)
-    size = field_size(log.ByteSize())
+    size = field_size(log.ByteSize() + env.digest_size)
     if env.payload_size(size) > limit:  # pragma: no cover - fixed fields alone never exceed 32 KiB
         raise ValueError(f"event {rec.sequence_number} cannot be made to fit {limit} bytes")
     return size

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..wire import DropReason, SessionSeal
 from ..wire.spill import encode_spill, spill_name, spill_usage, write_spill
+from .chaining import ChainMark, ChainSpan, seal_mark
 from .closing import compose_seal, events_made, plan_spill
 from .delivery import Kind, Sent
 from .encoding import encode_records, encode_seal, encode_status
@@ -25,8 +26,17 @@ if TYPE_CHECKING:
 SEAL_ALLOWANCE_BYTES = 1024 * 1024
 
 
-def _seal(t: SenderThread, *, undelivered: int, spilled: int, extra_drops: int = 0) -> SessionSeal:
+def _seal(
+    t: SenderThread,
+    *,
+    undelivered: int,
+    spilled: int,
+    extra_drops: int = 0,
+    chain: ChainMark | None = None,
+) -> SessionSeal:
+    """The seal; ``chain`` defaults to everything written so far."""
     c = t.h.counters
+    mark = t.seal_chain() if chain is None else chain
     dropped = dict(c.dropped)
     dropped[DropReason.SPILL_FULL] = dropped.get(DropReason.SPILL_FULL, 0) + extra_drops
     return compose_seal(
@@ -36,6 +46,8 @@ def _seal(t: SenderThread, *, undelivered: int, spilled: int, extra_drops: int =
         undelivered=undelivered,
         spilled=spilled,
         sealed_at_ns=t.wall_clock_ns(),
+        chain_head=mark.head,
+        chain_count=mark.count,
     )
 
 
@@ -53,16 +65,23 @@ def finish_session(t: SenderThread) -> None:
         records.append(h.queue.popleft())
     st.batch.written(len(st.batch.records), t.clock())
     c.pending = 0
-    doubt = d.frames_in_doubt()
-    candidates = [(s.frame, s.events) for s in doubt if s.kind is not Kind.SEAL]
-    for enc in encode_records(records, t.cfg.process_name, on_invalid=t.invalid):
+    doubt = [s for s in d.frames_in_doubt() if s.kind is not Kind.SEAL]
+    candidates = [(s.frame, s.events) for s in doubt]
+    # The chain of each candidate, in chain order: what the spill seal commits to.
+    spans: list[ChainSpan | None] = [s.chain for s in doubt]
+    encoded = encode_records(
+        records, t.cfg.process_name, on_invalid=t.invalid, chain=t.chain_mark()
+    )
+    for enc in encoded:
         if enc.frame:
             t.encoded(enc)
             candidates.append((enc.frame, enc.events))
+            spans.append(enc.chain)
     total = c.dropped[DropReason.CHANNEL_FULL]
     delta = st.status.unreported(total)
     if delta > 0:
         candidates.append((encode_status(delta, session), 0))
+        spans.append(None)
         st.status.delivered(total)
     lacking = sum(events for _, events in candidates)
     c.in_flight = 0
@@ -77,8 +96,15 @@ def finish_session(t: SenderThread) -> None:
     try:
         usage = spill_usage(directory)
         plan = plan_spill(candidates, max(0, bound - usage))
+        # Events left out for the bound are given up on: the seal's chain
+        # ends with the last kept frame (chaining.seal_mark).
+        mark = seal_mark(spans, len(plan.frames), t.chain, session)
         seal = _seal(
-            t, undelivered=0, spilled=plan.spilled_events, extra_drops=plan.spill_full_events
+            t,
+            undelivered=0,
+            spilled=plan.spilled_events,
+            extra_drops=plan.spill_full_events,
+            chain=mark,
         )
         seal_frame = encode_seal(session, seal)
         if usage + plan.size + len(seal_frame) > bound + SEAL_ALLOWANCE_BYTES:
@@ -89,6 +115,7 @@ def finish_session(t: SenderThread) -> None:
         c.spill_errors += 1
         _undelivered(t, lacking, reason, f"cannot write the spill file: {exc}")
         return
+    t.chain = mark
     c.spilled = plan.spilled_events
     c.dropped[DropReason.SPILL_FULL] += plan.spill_full_events
     c.undelivered = 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import operator
 from dataclasses import dataclass
 
 from .._retry import FULL_JITTER, Backoff
@@ -60,6 +61,8 @@ DROP_EPISODE_QUIET = 5.0
 #: every this-many logged (all are counted): loud, without flooding the log.
 INVALID_LOG_EVERY = 1000
 
+_SEQUENCE_NUMBER = operator.itemgetter(1)  # Record.sequence_number
+
 
 class Batch:
     """Events taken off the queue and not yet written, and when they are due."""
@@ -81,14 +84,23 @@ class Batch:
         return len(self.records)
 
     def take(self, queue: collections.deque[Record], now: float) -> None:
-        """Move events from ``queue`` until the batch holds ``capacity``."""
+        """Move events from ``queue`` until the batch holds ``capacity``.
+
+        The batch is kept in sequence order (when it holds one session):
+        callers that bring their own numbers from several threads may queue
+        them slightly out of order, and the hash chain needs increasing
+        numbers (:mod:`.chaining`). Sorting a sorted list is one pass.
+        """
         records = self.records
-        room = self.capacity - len(records)
+        before = len(records)
+        room = self.capacity - before
         while room > 0 and queue:
             records.append(queue.popleft())
             room -= 1
         if records and self.started is None:
             self.started = now
+        if len(records) > before and len(records) > 1 and records[0][0] == records[-1][0]:
+            records.sort(key=_SEQUENCE_NUMBER)
 
     def due(self, now: float, *, urgent: bool) -> bool:
         """Full, old enough, or asked for (flush, close)."""

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..wire import DropReason
+from .chaining import ChainMark, mark_for
+from .chaining import start as start_chain
 from .delivery import Kind, Sent
 from .encoding import EncodedFrame, Record, encode_records, encode_status
 from .finish import finish_session, socket_seal
@@ -63,6 +65,8 @@ class SenderThread:
         self.spills = self.link.spills
         #: Highest sequence number the sender has encoded (-1: none).
         self.highest_encoded = -1
+        #: The session's hash chain up to the last event written (:mod:`.chaining`).
+        self.chain: ChainMark | None = None
 
     def main(self) -> None:
         """The thread's target: the loop, and loud accounting if it ever crashes."""
@@ -227,13 +231,17 @@ class SenderThread:
             written = 0
             result = Put.WROTE
             for enc in encode_records(
-                batch.records, self.cfg.process_name, on_invalid=self.invalid
+                batch.records,
+                self.cfg.process_name,
+                on_invalid=self.invalid,
+                chain=self.chain_mark(),
             ):
                 if enc.frame:
                     result = self.link.put(conn, self._logs(enc))
                     if result is not Put.WROTE:
                         break
                     self.encoded(enc)
+                    self.chained(enc)
                 written += enc.consumed
             batch.written(written, self.clock())
             h.counters.pending = len(batch)
@@ -247,7 +255,27 @@ class SenderThread:
 
     @staticmethod
     def _logs(enc: EncodedFrame) -> Sent:
-        return Sent(enc.frame, Kind.LOGS, enc.events, enc.first_sequence)
+        return Sent(enc.frame, Kind.LOGS, enc.events, enc.first_sequence, chain=enc.chain)
+
+    def chain_mark(self) -> ChainMark:
+        """The chain as far as frames went out, to encode the next ones from.
+
+        The genesis of the current session before any; after a rotation, the
+        old session's mark until its last records are out
+        (:func:`encode_records` starts the new session's chain itself).
+        """
+        if self.chain is not None:
+            return self.chain
+        return start_chain(self.numbers.session_id)
+
+    def seal_chain(self) -> ChainMark:
+        """The current session's chain for a seal: what went out of it so far."""
+        return mark_for(self.chain, self.numbers.session_id)
+
+    def chained(self, enc: EncodedFrame) -> None:
+        """``enc`` went out (written, or kept in the spill): its chain is committed."""
+        if enc.chain is not None:
+            self.chain = enc.chain.after
 
     def _write_spills(self, conn: Connection) -> None:
         """Other sessions' spill frames, up to SPILL_BYTES_PER_FLUSH, behind our own."""
