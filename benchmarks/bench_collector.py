@@ -312,6 +312,9 @@ def _table(title: str, text_columns: list[str], number_columns: list[str]) -> Ta
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--ingest-only", action="store_true", help="only the ingest table (no 1M-event store)"
+    )
     args = parser.parse_args()
     ingest_events = 20_000 if args.quick else 200_000
     store_events = 100_000 if args.quick else 1_000_000
@@ -346,6 +349,8 @@ def main() -> int:
                 row.backend, f"{row.http_events_per_s:,.0f}", f"{row.storage_events_per_s:,.0f}"
             )
         console.print(table)
+        if args.ingest_only:
+            return 0
         query_rows = bench_queries("sqlite", f"sqlite:///{tmp}/store.db", store_events, console)
         query_rows += bench_queries("postgresql", pg.new_database(), store_events, console)
         table = _table(
