@@ -59,6 +59,9 @@ def check_enforcement(require: bool, metrics: LaunchMetrics | None = None) -> bo
             reason=exc.reason,
         )
         return False
+    missing = landlock.missing_scopes(abi)
+    if missing is not None:
+        get_logger("run").warning("launcher not protected: " + missing, abi=abi)
     get_logger("run").debug("Landlock network confinement available", abi=abi)
     return True
 
