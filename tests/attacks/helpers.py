@@ -59,6 +59,8 @@ def attempt(name, fn):
         out[name] = ["ok", fn()]
     except OSError as exc:
         out[name] = ["error", exc.errno]
+    except Exception as exc:
+        out[name] = ["error", type(exc).__name__]
 """
 
 
