@@ -204,3 +204,24 @@ def test_command_does_not_inherit_pythons_ignored_signals() -> None:
     sig_ign = next(line for line in result.stdout.splitlines() if line.startswith("SigIgn:"))
     mask = int(sig_ign.split()[1], 16)
     assert not mask & (1 << (13 - 1)), f"SIGPIPE ignored in the child: {sig_ign}"
+
+
+def test_scopes_are_asked_for_from_abi_6_and_their_absence_is_explained() -> None:
+    from boundary_audit.confine.landlock import (
+        LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET,
+        LANDLOCK_SCOPE_SIGNAL,
+        missing_scopes,
+        scopes_for,
+    )
+
+    assert scopes_for(5) == 0
+    assert (
+        scopes_for(6)
+        == scopes_for(7)
+        == LANDLOCK_SCOPE_SIGNAL | LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+    )
+    assert missing_scopes(6) is None
+    why = missing_scopes(5)
+    assert why is not None
+    assert "ABI 5" in why
+    assert "signal" in why

@@ -45,6 +45,7 @@ from ..proxy import (
     RuleParseError,
     parse_rules,
 )
+from ..wire import socket_path_candidates
 from .correlation import SessionCorrelation
 from .run_config import (
     DEFAULT_LOG_LEVEL,
@@ -250,6 +251,8 @@ async def _serve_and_run(
             enforced=enforced,
             require_enforcement=settings.require_enforcement,
             isolate_network=settings.isolate_network,
+            protect=[ca.cert_path.parent],
+            agent_sockets=socket_path_candidates(settings.socket_path),
         )
     finally:
         await proxy.aclose()

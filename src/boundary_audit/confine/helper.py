@@ -14,6 +14,11 @@ just before the final exec (a failure message may follow it), or a one-line
 ``confine: ...`` reason and exits 126; with ``--isolate-port`` it first sends
 :data:`LISTENER_MESSAGE` with the in-namespace listener (SCM_RIGHTS). The
 descriptor is close-on-exec, so EOF right after the marker means COMMAND runs.
+Before any of these, lines starting with :data:`WARNING_PREFIX` say what
+protection the kernel could not give (the parent logs them as warnings).
+
+``--cover-dir``/``--cover-file``: hide these paths from COMMAND in a private
+mount namespace (:mod:`.mounts`), locked before the exec.
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from typing import NoReturn
 
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, ConfinementError
 from .landlock import check_port, restrict_connect
+from .mounts import (
+    CLONE_NEWNS,
+    cover_directory,
+    cover_file,
+    enter_user_namespace,
+    lock_mounts,
+    make_mounts_private,
+)
 from .netns import enter_network_namespace, open_isolated_listener
 from .seccomp import install_bypass_filter
 
@@ -41,6 +54,8 @@ HELPER_SCRIPT = Path(os.path.abspath(__file__)).with_name("exec_helper.py")
 EXEC_MARKER = b"exec\n"
 #: Status message that carries the in-namespace listener (SCM_RIGHTS).
 LISTENER_MESSAGE = b"listener\n"
+#: Start of a status line that carries a warning (one line, up to ``\n``).
+WARNING_PREFIX = b"warning: "
 #: Signals whose disposition Python sets to SIG_IGN at start-up and which an
 #: exec'd program would otherwise inherit as ignored (``yes | head`` would
 #: never stop on SIGPIPE).
@@ -64,28 +79,81 @@ def helper_argv(
     status_fd: int,
     command: Sequence[str],
     isolate_port: int | None = None,
+    *,
+    cover_dirs: Sequence[str] = (),
+    cover_files: Sequence[str] = (),
 ) -> list[str]:
     """The argv that runs ``command`` through the exec helper.
 
     ``isolate_port``: first enter a private network namespace and hand back a
     listener on that loopback port (the status fd must then be a Unix socket).
+    ``cover_dirs``/``cover_files``: absolute paths hidden from the command.
     """
     argv = [python, "-I", "-S", str(HELPER_SCRIPT), "--status-fd", str(status_fd)]
     for port in allowed_connect_ports:
         argv += ["--connect-port", str(check_port(port))]
     if isolate_port is not None:
         argv += ["--isolate-port", str(check_port(isolate_port))]
+    for flag, paths in (("--cover-dir", cover_dirs), ("--cover-file", cover_files)):
+        for path in paths:
+            if not os.path.isabs(path):
+                raise ValueError(f"cover path must be absolute: {path!r}")
+            argv += [flag, path]
     return [*argv, "--", *command]
 
 
-def _isolate(status_fd: int, port: int) -> None:
-    enter_network_namespace()
+def _send_listener(status_fd: int, port: int) -> None:
     with open_isolated_listener(port) as listener:
         channel = socket.socket(fileno=status_fd)
         try:
             socket.send_fds(channel, [LISTENER_MESSAGE], [listener.fileno()])
         finally:
             channel.detach()
+
+
+def _warn(status_fd: int, message: str) -> None:
+    line = WARNING_PREFIX + message.replace("\n", " ").encode("utf-8", "replace") + b"\n"
+    try:
+        os.write(status_fd, line)
+    except OSError:
+        sys.stderr.write(f"boundary-audit: {message}\n")
+
+
+def _apply_covers(status_fd: int, args: _HelperArgs) -> None:
+    make_mounts_private()
+    for path in args.cover_dirs:
+        cover_directory(path)
+    for path in args.cover_files:
+        if not os.path.lexists(path):
+            continue  # gone since the parent looked: nothing left to hide
+        try:
+            cover_file(path)
+        except ConfinementError as exc:
+            _warn(status_fd, f"{path} is NOT hidden from the command: {exc}")
+
+
+def _enter_sandbox(status_fd: int, args: _HelperArgs) -> None:
+    """Namespaces: the network one when isolating (its failure is fatal), the
+    mount one with the covers (its absence a warning), locked before exec."""
+    covers = bool(args.cover_dirs or args.cover_files)
+    if args.isolate_port is not None:
+        enter_network_namespace(CLONE_NEWNS if covers else 0)
+    elif covers:
+        try:
+            enter_user_namespace(CLONE_NEWNS)
+        except ConfinementError as exc:
+            _warn(
+                status_fd,
+                "the agent's socket and the audit trail's files are NOT hidden from the "
+                f"command: {exc}",
+            )
+            return
+    if covers:
+        _apply_covers(status_fd, args)
+    if args.isolate_port is not None:
+        _send_listener(status_fd, args.isolate_port)
+    if covers:
+        lock_mounts()
 
 
 def _report(status_fd: int, message: str) -> None:
@@ -103,6 +171,8 @@ class _HelperArgs:
     status_fd: int = -1
     ports: list[int] = field(default_factory=list)
     isolate_port: int | None = None
+    cover_dirs: list[str] = field(default_factory=list)
+    cover_files: list[str] = field(default_factory=list)
 
 
 def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
@@ -121,6 +191,10 @@ def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
             parsed.ports.append(int(value))
         elif flag == "--isolate-port":
             parsed.isolate_port = int(value)
+        elif flag == "--cover-dir":
+            parsed.cover_dirs.append(value)
+        elif flag == "--cover-file":
+            parsed.cover_files.append(value)
         else:
             raise ValueError(f"unknown option {flag}")
     return parsed
@@ -142,8 +216,7 @@ def main(argv: Sequence[str]) -> NoReturn:
     if status_fd >= 0:
         os.set_inheritable(status_fd, False)
     try:
-        if args.isolate_port is not None:
-            _isolate(status_fd, args.isolate_port)
+        _enter_sandbox(status_fd, args)
         restrict_network(args.ports)
     except (ConfinementError, OSError, ValueError) as exc:
         _report(status_fd, f"confine: {exc}")
@@ -167,6 +240,7 @@ __all__ = [
     "EXEC_MARKER",
     "HELPER_SCRIPT",
     "LISTENER_MESSAGE",
+    "WARNING_PREFIX",
     "helper_argv",
     "main",
     "restrict_network",

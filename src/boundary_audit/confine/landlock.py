@@ -21,6 +21,14 @@ Binding is left unrestricted on purpose: ``bind``/``listen`` send nothing out,
 and confined build tools and test suites legitimately run local servers (which
 they then cannot connect to over TCP, except through the proxy port).
 
+Scoping (ABI >= 6, Linux 6.12): the same domain also stops the command from
+signalling any process outside it (``kill``, ``pidfd_send_signal``, SIGIO
+owners) and from connecting to abstract Unix sockets made outside it, so it
+cannot kill or stop the launcher that audits it. Ptrace of processes outside
+the domain (and ``/proc/PID/mem``, ``/proc/PID/root`` of them) is refused by
+every Landlock ABI. On ABI 4 and 5 the network rules still apply, without
+the scopes (:func:`missing_scopes` says so, and ``run`` warns).
+
 Standard library only: the exec helper (:mod:`.helper`) applies these rules
 in the child.
 """
@@ -56,14 +64,24 @@ LANDLOCK_ACCESS_NET_CONNECT_TCP = 1 << 1
 LANDLOCK_RULE_NET_PORT = 2
 #: First ABI with network rules (Linux 6.7).
 LANDLOCK_NET_MIN_ABI = 4
+#: Scopes (ABI >= 6): no connect to abstract Unix sockets created outside the
+#: domain, no signals to processes outside it.
+LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0
+LANDLOCK_SCOPE_SIGNAL = 1 << 1
+#: First ABI with scopes (Linux 6.12).
+LANDLOCK_SCOPE_MIN_ABI = 6
 #: Largest TCP port number.
 MAX_PORT = 65535
 
 
 class _RulesetAttr(ctypes.Structure):
-    # Only the fields up to handled_access_net: the kernel accepts a shorter
-    # struct from older callers and treats the missing fields as zero.
-    _fields_ = (("handled_access_fs", ctypes.c_uint64), ("handled_access_net", ctypes.c_uint64))
+    # Up to ``scoped`` (ABI 6). Kernels that predate a field accept the longer
+    # struct as long as the fields they do not know are zero.
+    _fields_ = (
+        ("handled_access_fs", ctypes.c_uint64),
+        ("handled_access_net", ctypes.c_uint64),
+        ("scoped", ctypes.c_uint64),
+    )
 
 
 class _NetPortAttr(ctypes.Structure):
@@ -134,6 +152,25 @@ def require_network_confinement() -> int:
     return status.abi
 
 
+def scopes_for(abi: int) -> int:
+    """The scope flags a ruleset asks for on a kernel of ``abi`` (none before 6)."""
+    if abi < LANDLOCK_SCOPE_MIN_ABI:
+        return 0
+    return LANDLOCK_SCOPE_SIGNAL | LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET
+
+
+def missing_scopes(abi: int) -> str | None:
+    """What the command can still do to processes outside its sandbox on ABI
+    ``abi`` for lack of scopes, or ``None`` when the kernel scopes both."""
+    if abi >= LANDLOCK_SCOPE_MIN_ABI:
+        return None
+    return (
+        f"kernel Landlock ABI {abi} has no scopes (needs ABI >= {LANDLOCK_SCOPE_MIN_ABI}, "
+        "Linux 6.12): the command can signal (kill, stop) the launcher and other processes "
+        "of its user, and connect to their abstract Unix sockets"
+    )
+
+
 def check_port(port: int) -> int:
     """``port`` if it is a TCP port number, else ValueError (before anything is restricted)."""
     if not 1 <= port <= MAX_PORT:
@@ -143,7 +180,9 @@ def check_port(port: int) -> int:
 
 def restrict_connect(allowed_connect_ports: Iterable[int]) -> None:
     """Restrict the calling thread, and everything it later executes, so that
-    ``connect()`` on TCP sockets only reaches ``allowed_connect_ports``.
+    ``connect()`` on TCP sockets only reaches ``allowed_connect_ports``, and
+    (ABI >= 6) so that it cannot signal processes outside the domain or
+    connect to abstract Unix sockets made outside it.
 
     Irreversible: only the exec helper calls it, in a child about to exec.
     """
@@ -154,7 +193,12 @@ def restrict_connect(allowed_connect_ports: Iterable[int]) -> None:
         raise ConfinementUnavailable(status.reason or "unsupported machine", status.abi)
     create, add_rule, restrict_self = numbers
     lib = libc()
-    attr = _RulesetAttr(handled_access_fs=0, handled_access_net=LANDLOCK_ACCESS_NET_CONNECT_TCP)
+    assert status.abi is not None
+    attr = _RulesetAttr(
+        handled_access_fs=0,
+        handled_access_net=LANDLOCK_ACCESS_NET_CONNECT_TCP,
+        scoped=scopes_for(status.abi),
+    )
     ruleset_fd = syscall(
         lib, create, ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)
     )
@@ -182,11 +226,14 @@ def restrict_connect(allowed_connect_ports: Iterable[int]) -> None:
 
 __all__ = [
     "LANDLOCK_NET_MIN_ABI",
+    "LANDLOCK_SCOPE_MIN_ABI",
     "MAX_PORT",
     "LandlockStatus",
     "check_port",
     "landlock_abi_version",
     "landlock_status",
+    "missing_scopes",
     "require_network_confinement",
     "restrict_connect",
+    "scopes_for",
 ]

@@ -30,6 +30,7 @@ from .errors import EXIT_CANNOT_EXECUTE, ConfinementError, ConfinementUnavailabl
 from .landlock import MAX_PORT
 from .metrics import LaunchMetrics
 from .netns import LOOPBACK_ADDRESS
+from .protect import CoverPlan, prepare, protected_paths
 from .relay import Relay
 from .signals import SignalForwarder
 from .spawn import exit_code_from_returncode, spawn_confined, spawn_direct
@@ -59,6 +60,9 @@ def check_enforcement(require: bool, metrics: LaunchMetrics | None = None) -> bo
             reason=exc.reason,
         )
         return False
+    missing = landlock.missing_scopes(abi)
+    if missing is not None:
+        get_logger("run").warning("launcher not protected: " + missing, abi=abi)
     get_logger("run").debug("Landlock network confinement available", abi=abi)
     return True
 
@@ -83,6 +87,7 @@ async def _start_command(
     enforced: bool,
     isolate: bool,
     stack: contextlib.AsyncExitStack,
+    covers: CoverPlan,
 ) -> asyncio.subprocess.Process:
     """Start COMMAND the way asked; a relay for an isolated command is
     registered on ``stack`` so it stops when the run ends."""
@@ -95,7 +100,14 @@ async def _start_command(
     if not enforced:
         return await spawn_direct(command, env, cwd, metrics)
     process, listener = await spawn_confined(
-        command, port=proxy[1], env=env, cwd=cwd, metrics=metrics, isolate=isolate
+        command,
+        port=proxy[1],
+        env=env,
+        cwd=cwd,
+        metrics=metrics,
+        isolate=isolate,
+        cover_dirs=covers.dirs,
+        cover_files=covers.files,
     )
     if listener is not None:
         relay = Relay(listener, proxy[0], proxy[1], metrics)
@@ -142,6 +154,8 @@ async def run_confined(
     enforced: bool | None = None,
     cancel_grace: float = CANCEL_GRACE_SECONDS,
     isolate_network: bool = False,
+    protect: Sequence[str | os.PathLike[str]] = (),
+    agent_sockets: Sequence[str | os.PathLike[str]] = (),
 ) -> int:
     """Run ``command`` with stdio passed through, its TCP connects confined to
     the proxy's port (when Landlock allows), signals forwarded; return its exit
@@ -159,6 +173,10 @@ async def run_confined(
     namespace where only the proxy (relayed) is reachable; it needs Landlock
     and unprivileged user namespaces, and fails with :class:`LaunchError`
     rather than running with less isolation than asked for.
+
+    A confined command never sees boundary-audit's per-user directories,
+    the directories in ``protect`` (the CA dir in use) or the agent sockets
+    in ``agent_sockets`` (:mod:`.protect`, :mod:`.mounts`).
     """
     if not command:
         raise ValueError("no command to run")
@@ -180,6 +198,15 @@ async def run_confined(
             metrics.launch_failures.labels(reason="environment").inc()
             log.error("cannot prepare the command's environment", error=str(exc))
             raise
+        covers = CoverPlan()
+        if enforced:
+            assert child_env.bundle_path is not None
+            covers = prepare(
+                protected_paths(protect, base_env),
+                agent_sockets,
+                keep_visible=[cwd or os.getcwd(), str(child_env.bundle_path.parent)],
+                env=base_env,
+            )
         forwarder.install()
         try:
             try:
@@ -192,6 +219,7 @@ async def run_confined(
                     enforced=enforced,
                     isolate=isolate_network,
                     stack=stack,
+                    covers=covers,
                 )
             except (LaunchError, ConfinementError) as exc:
                 log.error("command not started", error=str(exc))

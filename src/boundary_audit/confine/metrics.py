@@ -32,6 +32,11 @@ class LaunchMetrics:
             "Connections of a network-isolated command that could not reach the proxy",
             registry=self.registry,
         )
+        self.confinement_warnings = Counter(
+            "boundary_audit_run_confinement_warnings",
+            "Protections the kernel could not give a started command (each also logged)",
+            registry=self.registry,
+        )
         self.signals_forwarded = Counter(
             "boundary_audit_run_signals_forwarded",
             "Signals forwarded to the confined command",

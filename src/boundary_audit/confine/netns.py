@@ -12,19 +12,14 @@ Standard library only, like every module the exec helper loads.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
-import os
 import socket
 import struct
 
 from .errors import ConfinementUnavailable
 from .landlock import check_port
-from .syscall import libc
+from .mounts import CLONE_NEWNET, enter_user_namespace
 
-#: unshare(2) flags (linux/sched.h).
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
 #: ioctls that read and set an interface's flags (linux/sockios.h); IFF_UP.
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
@@ -39,34 +34,24 @@ LOOPBACK_ADDRESS = "127.0.0.1"
 ISOLATED_LISTEN_BACKLOG = 128
 
 
-def _write_proc(path: str, text: str) -> None:
-    with open(path, "w", encoding="ascii") as fh:
-        fh.write(text)
-
-
-def enter_network_namespace() -> None:
-    """Move the calling process into a new user + network namespace whose
-    only interface, loopback, is up. Same uid/gid inside, so files keep their
-    owners and the command gets no capabilities once it execs."""
-    uid, gid = os.getuid(), os.getgid()
-    lib = libc()
-    ctypes.set_errno(0)
-    if lib.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise ConfinementUnavailable(
-            f"cannot create a user and network namespace: {os.strerror(err)} (errno {err}); "
-            "unprivileged user namespaces may be disabled on this system"
-        )
+def bring_loopback_up() -> None:
+    """Set ``lo`` up in the current (new) network namespace."""
     try:
-        _write_proc("/proc/self/setgroups", "deny")
-        _write_proc("/proc/self/uid_map", f"{uid} {uid} 1")
-        _write_proc("/proc/self/gid_map", f"{gid} {gid} 1")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             current = fcntl.ioctl(sock, SIOCGIFFLAGS, _IFREQ.pack(LOOPBACK_INTERFACE, 0))
             flags = _IFREQ.unpack(current)[1]
             fcntl.ioctl(sock, SIOCSIFFLAGS, _IFREQ.pack(LOOPBACK_INTERFACE, flags | IFF_UP))
     except OSError as exc:
         raise ConfinementUnavailable(f"cannot set up the network namespace: {exc}") from exc
+
+
+def enter_network_namespace(extra_flags: int = 0) -> None:
+    """Move the calling process into a new user + network namespace (plus
+    ``extra_flags``, e.g. a mount namespace) whose only interface, loopback,
+    is up. Same ids inside, so files keep their owners and a non-root
+    command gets no capabilities once it execs."""
+    enter_user_namespace(CLONE_NEWNET | extra_flags)
+    bring_loopback_up()
 
 
 def open_isolated_listener(port: int) -> socket.socket:
@@ -81,4 +66,9 @@ def open_isolated_listener(port: int) -> socket.socket:
     return sock
 
 
-__all__ = ["LOOPBACK_ADDRESS", "enter_network_namespace", "open_isolated_listener"]
+__all__ = [
+    "LOOPBACK_ADDRESS",
+    "bring_loopback_up",
+    "enter_network_namespace",
+    "open_isolated_listener",
+]

@@ -14,8 +14,9 @@ import socket
 import sys
 from collections.abc import Mapping, Sequence
 
+from ..logs import get_logger
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, LaunchError
-from .helper import EXEC_MARKER, HELPER_SCRIPT, LISTENER_MESSAGE, helper_argv
+from .helper import EXEC_MARKER, HELPER_SCRIPT, LISTENER_MESSAGE, WARNING_PREFIX, helper_argv
 from .metrics import LaunchMetrics
 
 #: Offset of the exit code reported for a child killed by a signal (shells).
@@ -110,13 +111,22 @@ async def spawn_confined(
     cwd: str | None,
     metrics: LaunchMetrics,
     isolate: bool = False,
+    cover_dirs: Sequence[str] = (),
+    cover_files: Sequence[str] = (),
 ) -> tuple[asyncio.subprocess.Process, socket.socket | None]:
     """Start COMMAND through the exec helper; with ``isolate`` also return the
-    listener the helper made in the command's network namespace."""
+    listener the helper made in the command's network namespace. The
+    ``cover_*`` paths are hidden from it (see :mod:`.mounts`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         argv = helper_argv(
-            sys.executable, [port], theirs.fileno(), command, port if isolate else None
+            sys.executable,
+            [port],
+            theirs.fileno(),
+            command,
+            port if isolate else None,
+            cover_dirs=cover_dirs,
+            cover_files=cover_files,
         )
         process = await _create(
             argv, command, env=env, cwd=cwd, metrics=metrics, pass_fds=(theirs.fileno(),)
@@ -135,6 +145,12 @@ async def spawn_confined(
             process.kill()
         await process.wait()
         raise
+    while status.startswith(WARNING_PREFIX):
+        line, _, status = status.partition(b"\n")
+        metrics.confinement_warnings.inc()
+        get_logger("run").warning(
+            line.removeprefix(WARNING_PREFIX).decode("utf-8", "replace"), command=command[0]
+        )
     listener: socket.socket | None = None
     if status.startswith(LISTENER_MESSAGE) and len(fds) == 1:
         listener = socket.socket(fileno=fds.pop())
