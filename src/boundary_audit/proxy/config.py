@@ -36,6 +36,15 @@ CONNECT_TIMEOUT = 10.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Upstream's time to start answering after the request head was sent.
 RESPONSE_TIMEOUT = 120.0
+#: A WebSocket silent both ways this long is closed: long enough for agents
+#: that keep one open across a slow tool call (clients ping every 20-30 s),
+#: short enough that an abandoned one does not hold two sockets for hours.
+WEBSOCKET_IDLE_TIMEOUT = 300.0
+#: Bytes one WebSocket may carry, both directions together, before the proxy
+#: cuts it: far above an agent's session (model traffic is text), low enough
+#: that a confined command cannot turn one allowed upgrade into an unmetered
+#: bulk channel.
+WEBSOCKET_MAX_BYTES = 4 * 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +57,7 @@ class ProxyTimeouts:
     connect: float = CONNECT_TIMEOUT
     tls_handshake: float = TLS_HANDSHAKE_TIMEOUT
     response: float = RESPONSE_TIMEOUT
+    websocket_idle: float = WEBSOCKET_IDLE_TIMEOUT
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +89,8 @@ class SessionHeaders:
 __all__ = [
     "SEQUENCE_NUMBER_HEADER",
     "SESSION_ID_HEADER",
+    "WEBSOCKET_IDLE_TIMEOUT",
+    "WEBSOCKET_MAX_BYTES",
     "ProxyTimeouts",
     "SessionHeaders",
 ]

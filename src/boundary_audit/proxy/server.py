@@ -19,9 +19,10 @@ import contextlib
 import ssl
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import h11
+from h11._state import MIGHT_SWITCH_PROTOCOL  # h11 does not re-export it
 
 from boundary_audit.auditor.event import AuditEvent, Auditor
 from boundary_audit.logs import get_logger
@@ -31,11 +32,13 @@ from .config import (
     DENIED_BODY_DRAIN_LIMIT,
     MAX_HEADER_BYTES,
     READ_CHUNK,
+    WEBSOCKET_MAX_BYTES,
     ProxyTimeouts,
     SessionHeaders,
 )
 from .errors import CLIENT_BODY, CLIENT_WRITE, FaultKind, ProxyFault, Side
 from .http import (
+    TLS_HANDSHAKE_RECORD,
     VIA,
     Target,
     TargetError,
@@ -44,14 +47,19 @@ from .http import (
     denied_text,
     has_ambiguous_framing,
     has_no_body,
+    is_websocket_upgrade,
     request_target,
     strip_hop_by_hop,
     text_response,
+    upgrade_request_headers,
+    upgrade_response_headers,
     upstream_request_headers,
+    websocket_url,
 )
 from .metrics import ProxyMetrics
+from .relay import relay
 from .rules import Decision, RuleSet
-from .streams import next_event, read_within, write_within
+from .streams import next_event, peek_first_byte, read_within, write_within
 from .upstream import UpstreamConnection, UpstreamSlot
 
 __all__ = ["ProxyServer"]
@@ -77,6 +85,7 @@ class ProxyServer:
         session_id: str | None = None,
         timeouts: ProxyTimeouts | None = None,
         metrics: ProxyMetrics | None = None,
+        websocket_max_bytes: int = WEBSOCKET_MAX_BYTES,
     ) -> None:
         self.session_headers = SessionHeaders.of(session_header_domains, session_id)
         self.rules = rules
@@ -86,6 +95,7 @@ class ProxyServer:
         self._requested_port = port
         self.timeouts = timeouts or ProxyTimeouts()
         self.metrics = metrics or ProxyMetrics()
+        self.websocket_max_bytes = websocket_max_bytes
         self.upstream_ssl = ssl.create_default_context()
         if upstream_ca_file:
             self.upstream_ssl.load_verify_locations(upstream_ca_file)
@@ -169,6 +179,8 @@ class _ClientConnection:
         self.metrics = proxy.metrics
         self.conn = self._new_h11()
         self.tunnel: tuple[str, int] | None = None
+        #: What the tunnel carries once open: TLS (``https``) or plain HTTP.
+        self.tunnel_scheme = "https"
         self.log = proxy._log.bind(peer=str(peer))
         self.upstream = UpstreamSlot(proxy.upstream_ssl, proxy.timeouts, self._stale_upstream)
 
@@ -190,7 +202,8 @@ class _ClientConnection:
             if request is None:
                 return
             if request.method == b"CONNECT":
-                await self._open_tunnel(request)
+                if not await self._open_tunnel(request):
+                    return
                 continue
             await self._handle(request)
             if not self._next_cycle():
@@ -299,8 +312,10 @@ class _ClientConnection:
 
     # -- CONNECT ---------------------------------------------------------------------
 
-    async def _open_tunnel(self, request: h11.Request) -> None:
-        """Answer 200 and terminate TLS with a leaf for the CONNECT host."""
+    async def _open_tunnel(self, request: h11.Request) -> bool:
+        """Answer 200, then serve what the tunnel carries: TLS (terminated with a
+        leaf for the CONNECT host) or plain HTTP, told apart by the first byte.
+        False when the client left before sending anything."""
         if self.tunnel is not None:
             raise ProxyFault.client(
                 FaultKind.MALFORMED, 400, "CONNECT inside a tunnel is not supported"
@@ -309,33 +324,55 @@ class _ClientConnection:
             host, port = connect_target(request.target)
         except TargetError as exc:
             raise ProxyFault.client(FaultKind.MALFORMED, 400, str(exc)) from None
+        # From the 200 to start_tls nothing may read from the transport: bytes
+        # of the client's TLS hello would land in the plain stream buffer and
+        # be lost to the handshake. The first byte is peeked in the kernel.
+        self.writer.write(self.conn.send(h11.Response(status_code=200, headers=[(b"via", VIA)])))
+        leftover, _ = self.conn.trailing_data
+        if leftover:
+            # The client spoke before our 200; those bytes are already out
+            # of the transport, so a handshake cannot be done correctly.
+            raise ProxyFault.client(
+                FaultKind.EARLY_TUNNEL_DATA, None, f"{host}: client sent data before the 200"
+            )
+        try:
+            first = await peek_first_byte(self.writer, self.timeouts.header)
+        except TimeoutError:
+            raise ProxyFault.client(
+                FaultKind.SLOW_HEAD, None, f"{host}: nothing sent through the tunnel"
+            ) from None
+        except OSError as exc:
+            self.log.debug("client connection lost in a new tunnel", host=host, error=str(exc))
+            return False
+        if not first:
+            self.log.debug("client closed a tunnel without using it", host=host)
+            return False
+        if first[0] == TLS_HANDSHAKE_RECORD:
+            await self._start_tls(host)  # start_tls resumes reading itself
+            self.metrics.tunnels.inc()
+            self.tunnel_scheme = "https"
+        else:
+            cast(asyncio.Transport, self.writer.transport).resume_reading()
+            self.metrics.plain_tunnels.inc()
+            self.tunnel_scheme = "http"
+        self.tunnel = (host, port)
+        self.conn = self._new_h11()
+        return True
+
+    async def _start_tls(self, host: str) -> None:
         try:
             context = self.proxy.ca.leaf_context(host)
         except ValueError as exc:
             self.log.warning("leaf certificate failed", host=host, error=str(exc))
             raise ProxyFault.client(
-                FaultKind.MALFORMED, 400, f"cannot issue a certificate for {host}"
+                FaultKind.TLS_HANDSHAKE, None, f"cannot issue a certificate for {host}"
             ) from exc
-        # From the 200 to start_tls nothing may yield to the event loop: bytes
-        # of the client's TLS hello arriving meanwhile would land in the plain
-        # stream buffer and be lost to the handshake.
-        self.writer.write(self.conn.send(h11.Response(status_code=200, headers=[(b"via", VIA)])))
-        leftover, _ = self.conn.trailing_data
-        if leftover:
-            # The client spoke TLS before our 200; those bytes are already out
-            # of the transport, so the handshake cannot be done correctly.
-            raise ProxyFault.client(
-                FaultKind.EARLY_TUNNEL_DATA, None, f"{host}: client sent data before the 200"
-            )
         try:
             await self.writer.start_tls(context, ssl_handshake_timeout=self.timeouts.tls_handshake)
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             raise ProxyFault.client(
                 FaultKind.TLS_HANDSHAKE, None, f"TLS handshake with client for {host}: {exc!r}"
             ) from exc
-        self.metrics.tunnels.inc()
-        self.tunnel = (host, port)
-        self.conn = self._new_h11()
 
     # -- one request -----------------------------------------------------------------
 
@@ -346,31 +383,34 @@ class _ClientConnection:
                 FaultKind.AMBIGUOUS_FRAMING, 400, "both Content-Length and Transfer-Encoding sent"
             )
         try:
-            target = request_target(request, self.tunnel)
+            target = request_target(request, self.tunnel, self.tunnel_scheme)
         except TargetError as exc:
             raise ProxyFault.client(FaultKind.MALFORMED, 400, str(exc)) from None
-        decision = (
-            Decision(False) if target.misdirected else self.proxy.rules.evaluate(method, target.url)
-        )
+        upgrade = is_websocket_upgrade(request.method, request.headers)
+        url = websocket_url(target) if upgrade else target.url
+        decision = Decision(False) if target.misdirected else self.proxy.rules.evaluate(method, url)
         sequence = self.proxy.auditor.audit(
-            AuditEvent(method, target.url, target.host, decision.allowed, decision.rule)
+            AuditEvent(method, url, target.host, decision.allowed, decision.rule)
         )
         self.metrics.requests.labels(decision="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
             # The auditor records every decision; this line is for debugging only.
-            self.log.debug("request denied", method=method, url=target.url)
+            self.log.debug("request denied", method=method, url=url)
             if target.misdirected:
                 await self._refuse(421, f"boundary-audit: {target.misdirected}\n")
             else:
-                await self._refuse(403, denied_text(method, target.url))
+                await self._refuse(403, denied_text(method, url))
             return
-        self.log.debug("request allowed", method=method, url=target.url, rule=decision.rule)
+        self.log.debug("request allowed", method=method, url=url, rule=decision.rule)
         try:
-            await self._forward(request, target, sequence)
+            if upgrade:
+                await self._forward_upgrade(request, target, url, sequence)
+            else:
+                await self._forward(request, target, sequence)
         except ProxyFault as fault:
             if fault.side is Side.CLIENT:
                 raise
-            await self._fail(fault, target.url)
+            await self._fail(fault, url)
 
     async def _refuse(self, status: int, text: str) -> None:
         """Answer without forwarding; keep the connection if the body is small."""
@@ -396,7 +436,8 @@ class _ClientConnection:
                 budget -= len(event.data)
             elif not isinstance(event, h11.EndOfMessage):
                 return False
-        return self.conn.their_state is h11.DONE
+        # An upgrade request waits for our answer; a refusal makes it DONE.
+        return self.conn.their_state in (h11.DONE, MIGHT_SWITCH_PROTOCOL)
 
     # -- forwarding ------------------------------------------------------------------
 
@@ -421,6 +462,79 @@ class _ClientConnection:
             await upstream.write(upstream.conn.send(upstream_request), self.timeouts.read)
             await self._relay_with_body(upstream)
         self.upstream.finish_cycle()
+
+    async def _forward_upgrade(
+        self, request: h11.Request, target: Target, url: str, sequence: int
+    ) -> None:
+        """A WebSocket upgrade: forward the handshake on a fresh upstream
+        connection; on its 101, relay bytes both ways until either side closes
+        (the client connection ends with it). Any other answer goes back as
+        an ordinary response."""
+        end = self.conn.next_event()
+        if not isinstance(end, h11.EndOfMessage):
+            raise ProxyFault.client(
+                FaultKind.MALFORMED, 400, "a WebSocket upgrade request cannot have a body"
+            )
+        session_id = self.proxy.session_headers.id_for(target.host)
+        headers = upgrade_request_headers(
+            request.headers, target, None if session_id is None else (session_id, sequence)
+        )
+        self.upstream.drop()  # a switched connection is never reused
+        upstream = await self.upstream.connect(target)
+        head = upstream.conn.send(h11.Request(method=b"GET", target=target.path, headers=headers))
+        await upstream.write(
+            [head or b"", upstream.conn.send(h11.EndOfMessage()) or b""], self.timeouts.read
+        )
+        first = await upstream.next_event(self.timeouts.response)
+        if not (isinstance(first, h11.InformationalResponse) and first.status_code == 101):
+            await self._pump_response(upstream, first)
+            self.upstream.drop()
+            return
+        await self._send(
+            h11.InformationalResponse(
+                status_code=101,
+                headers=upgrade_response_headers(first.headers),
+                reason=first.reason,
+            )
+        )
+        self.upstream.current = None  # the relay owns it now
+        try:
+            await self._relay_switched(upstream, url)
+        finally:
+            upstream.close()
+
+    async def _relay_switched(self, upstream: UpstreamConnection, url: str) -> None:
+        client_rest, upstream_rest = self.conn.trailing_data[0], upstream.conn.trailing_data[0]
+        if upstream_rest:
+            await self._write(upstream_rest)
+        if client_rest:
+            await upstream.write(client_rest, self.timeouts.read)
+        result = await relay(
+            (self.reader, self.writer),
+            (upstream.reader, upstream.writer),
+            idle=self.timeouts.websocket_idle,
+            max_bytes=self.proxy.websocket_max_bytes,
+        )
+        self.metrics.websockets.labels(outcome=result.end).inc()
+        self.metrics.websocket_bytes.labels(direction="to_upstream").inc(
+            result.to_upstream + len(client_rest)
+        )
+        self.metrics.websocket_bytes.labels(direction="to_client").inc(
+            result.to_client + len(upstream_rest)
+        )
+        log = (
+            self.log.info
+            if result.error is None and result.end.endswith("closed")
+            else self.log.warning
+        )
+        log(
+            "websocket closed",
+            url=url,
+            outcome=result.end,
+            to_upstream=result.to_upstream,
+            to_client=result.to_client,
+            error=result.error,
+        )
 
     async def _relay_with_body(self, upstream: UpstreamConnection) -> None:
         """Stream the request body up while the response streams down.
