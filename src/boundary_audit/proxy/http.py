@@ -90,13 +90,17 @@ def _end_to_end(headers: Headers) -> tuple[HeaderList, bool]:
 
 
 def upstream_request_headers(
-    headers: Headers, target: Target, session: tuple[str, int] | None = None
+    headers: Headers,
+    target: Target,
+    session: tuple[str, int] | None = None,
+    names: tuple[str, str] = (SESSION_ID_HEADER, SEQUENCE_NUMBER_HEADER),
 ) -> HeaderList:
     """A client request's headers as sent upstream.
 
     ``Host`` is the target's authority (absolute-form wins over the client's
     Host header, RFC 9112 3.2.2); ``session`` is ``(session id, sequence
-    number)`` to send in the correlation headers, replacing any the client sent.
+    number)`` to send in the correlation headers ``names`` (session id
+    header, sequence number header), replacing any the client sent.
     """
     kept, chunked = _end_to_end(headers)
     out = [(k, v) for k, v in kept if k != b"host"]
@@ -106,10 +110,11 @@ def upstream_request_headers(
     out.append((b"via", VIA))
     if session is not None:
         session_id, sequence = session
-        names = {SESSION_ID_HEADER.lower().encode(), SEQUENCE_NUMBER_HEADER.lower().encode()}
-        out = [(k, v) for k, v in out if k not in names]
-        out.append((SESSION_ID_HEADER.encode(), session_id.encode()))
-        out.append((SEQUENCE_NUMBER_HEADER.encode(), str(sequence).encode()))
+        id_name, sequence_name = names
+        drop = {id_name.lower().encode(), sequence_name.lower().encode()}
+        out = [(k, v) for k, v in out if k not in drop]
+        out.append((id_name.encode(), session_id.encode()))
+        out.append((sequence_name.encode(), str(sequence).encode()))
     return out
 
 
@@ -248,11 +253,14 @@ _UPGRADE_HEADERS = [(b"connection", b"Upgrade"), (b"upgrade", b"websocket")]
 
 
 def upgrade_request_headers(
-    headers: Headers, target: Target, session: tuple[str, int] | None = None
+    headers: Headers,
+    target: Target,
+    session: tuple[str, int] | None = None,
+    names: tuple[str, str] = (SESSION_ID_HEADER, SEQUENCE_NUMBER_HEADER),
 ) -> HeaderList:
     """A WebSocket upgrade request's headers as sent upstream: the usual
     end-to-end headers (``Sec-WebSocket-*`` among them) plus the upgrade."""
-    return [*upstream_request_headers(headers, target, session), *_UPGRADE_HEADERS]
+    return [*upstream_request_headers(headers, target, session, names), *_UPGRADE_HEADERS]
 
 
 def upgrade_response_headers(headers: Headers) -> HeaderList:

@@ -83,11 +83,16 @@ class ProxyServer:
         upstream_ca_file: str | None = None,
         session_header_domains: Sequence[str] = (),
         session_id: str | None = None,
+        session_headers: SessionHeaders | None = None,
         timeouts: ProxyTimeouts | None = None,
         metrics: ProxyMetrics | None = None,
         websocket_max_bytes: int = WEBSOCKET_MAX_BYTES,
     ) -> None:
-        self.session_headers = SessionHeaders.of(session_header_domains, session_id)
+        # ``session_headers`` (inject targets, header names) or, shorter,
+        # whole ``session_header_domains`` under the default names.
+        self.session_headers = session_headers or SessionHeaders.of(
+            session_header_domains, session_id
+        )
         self.rules = rules
         self.auditor = auditor
         self.ca = ca
@@ -442,9 +447,13 @@ class _ClientConnection:
     # -- forwarding ------------------------------------------------------------------
 
     async def _forward(self, request: h11.Request, target: Target, sequence: int) -> None:
-        session_id = self.proxy.session_headers.id_for(target.host)
+        session = self.proxy.session_headers
+        session_id = session.id_for(request.method.decode("ascii"), target.url)
         headers = upstream_request_headers(
-            request.headers, target, None if session_id is None else (session_id, sequence)
+            request.headers,
+            target,
+            None if session_id is None else (session_id, sequence),
+            session.names,
         )
         upstream_request = h11.Request(method=request.method, target=target.path, headers=headers)
         if has_no_body(request.headers):
@@ -475,9 +484,13 @@ class _ClientConnection:
             raise ProxyFault.client(
                 FaultKind.MALFORMED, 400, "a WebSocket upgrade request cannot have a body"
             )
-        session_id = self.proxy.session_headers.id_for(target.host)
+        session = self.proxy.session_headers
+        session_id = session.id_for("GET", url)
         headers = upgrade_request_headers(
-            request.headers, target, None if session_id is None else (session_id, sequence)
+            request.headers,
+            target,
+            None if session_id is None else (session_id, sequence),
+            session.names,
         )
         self.upstream.drop()  # a switched connection is never reused
         upstream = await self.upstream.connect(target)
