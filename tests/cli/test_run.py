@@ -355,10 +355,59 @@ def test_session_headers_reach_an_allowed_upstream(http_upstream: Upstream, tmp_
     assert headers[SEQUENCE_NUMBER_HEADER.lower()] == "0"
 
 
-def test_a_path_inject_target_is_refused_until_the_proxy_takes_targets(tmp_path: Path) -> None:
+def test_a_path_inject_target_from_coder_agent_url_gets_coders_headers(
+    http_upstream: Upstream, tmp_path: Path
+) -> None:
+    """Coder's switch with no target: the target is derived from
+    CODER_AGENT_URL (``path=/api/v2/aibridge/*``), and only requests under
+    that path carry the headers, under Coder's names."""
+    inside = http_upstream.url("/api/v2/aibridge/v1/chat?inside")
+    outside = http_upstream.url("/api/v2/users?outside")
+    session = str(uuid.uuid4())
     result = run_boundary(
-        ["run", "--enable-session-correlation", "--", "echo", "must not run"],
+        [
+            "run",
+            "--no-audit-socket",
+            "--allow",
+            "domain=127.0.0.1",
+            "--session-id",
+            session,
+            "--enable-session-correlation",
+            "--",
+            *client_command([inside, outside]),
+        ],
         tmp_path,
-        env={"CODER_AGENT_URL": "https://dev.coder.example/"},
+        env={"CODER_AGENT_URL": f"http://127.0.0.1:{http_upstream.port}/"},
     )
-    assert_refused(result, "domain=dev.coder.example path=/api/v2/aibridge/*")
+    assert result.stdout == expected_output([(inside, 200), (outside, 200)]), result.stderr
+    hits = {h["query"]: {k.lower(): v for k, v in h["headers"]} for h in http_upstream.hits}
+    assert hits["inside"]["x-coder-agent-firewall-session-id"] == session
+    assert hits["inside"]["x-coder-agent-firewall-sequence-number"] == "0"
+    assert "x-coder-agent-firewall-session-id" not in hits["outside"]
+
+
+def test_session_header_names_are_configurable(http_upstream: Upstream, tmp_path: Path) -> None:
+    url = http_upstream.url("/allowed?named")
+    result = run_boundary(
+        [
+            "run",
+            "--no-audit-socket",
+            "--allow",
+            ALLOW_LOCAL,
+            "--session-header",
+            "domain=127.0.0.1 path=/allowed",
+            "--session-id-header",
+            "X-Run-Id",
+            "--sequence-number-header",
+            "X-Run-Seq",
+            "--",
+            *client_command([url]),
+        ],
+        tmp_path,
+    )
+    assert result.stdout == expected_output([(url, 200)]), result.stderr
+    hit = next(h for h in http_upstream.hits if h.get("query") == "named")
+    headers = {k.lower(): v for k, v in hit["headers"]}
+    assert headers["x-run-seq"] == "0"
+    assert "x-run-id" in headers
+    assert SESSION_ID_HEADER.lower() not in headers

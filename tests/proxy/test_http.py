@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import string
+from typing import Any
 
 import h11
 import pytest
@@ -262,10 +263,48 @@ def test_denied_text_suggests_a_rule() -> None:
 
 def test_session_headers_cover_a_domain_and_its_subdomains() -> None:
     session = SessionHeaders.of(["API.example.com."], "id-1")
-    assert session.id_for("api.example.com") == "id-1"
-    assert session.id_for("eu.api.example.com") == "id-1"
-    assert session.id_for("evilapi.example.com") is None
-    assert session.id_for("example.com") is None
-    assert SessionHeaders.of([], None).id_for("api.example.com") is None
+    assert session.id_for("GET", "https://api.example.com/x") == "id-1"
+    assert session.id_for("POST", "https://eu.api.example.com/") == "id-1"
+    assert session.id_for("GET", "https://evilapi.example.com/") is None
+    assert session.id_for("GET", "https://example.com/") is None
+    assert SessionHeaders.of([], None).id_for("GET", "https://api.example.com/") is None
     with pytest.raises(ValueError, match="session_id"):
         SessionHeaders.of(["x"], None)
+
+
+def test_inject_targets_take_coders_format_with_paths() -> None:
+    session = SessionHeaders.of(
+        session_id="id-2", targets=["domain=dev.coder.example path=/api/v2/aibridge/*"]
+    )
+    assert session.names == (SESSION_ID_HEADER, SEQUENCE_NUMBER_HEADER)
+    assert SESSION_ID_HEADER == "X-Coder-Agent-Firewall-Session-Id"
+    assert session.id_for("POST", "https://dev.coder.example/api/v2/aibridge/v1/chat") == "id-2"
+    assert session.id_for("POST", "https://dev.coder.example/api/v2/users") is None
+    # The path is read as servers read it: no '..' or '//' escapes a target.
+    assert session.id_for("GET", "https://dev.coder.example/api/v2/aibridge/../users") is None
+    assert session.id_for("GET", "https://dev.coder.example/api/v2/aibridge//../x") is None
+    assert session.id_for("GET", "https://sub.dev.coder.example/api/v2/aibridge/x") is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"targets": ["path=/x"]}, "names no domain"),
+        ({"targets": ["domian=x"]}, "inject target"),
+        ({"targets": ["domain=x"], "session_id_header": "Bad Name"}, "header name"),
+        (
+            {"targets": ["domain=x"], "session_id_header": "X-A", "sequence_number_header": "x-a"},
+            "must differ",
+        ),
+    ],
+)
+def test_bad_inject_settings_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        SessionHeaders.of(session_id="id", **options)
+
+
+def test_configured_header_names_are_sent_and_replace_forged_copies() -> None:
+    target = Target("http", "a.example", 80, "/", "http://a.example/")
+    forged = [(b"x-sid", b"forged"), (b"x-seq", b"999")]
+    out = upstream_request_headers(forged, target, ("5f0c", 3), ("X-Sid", "X-Seq"))
+    assert out == [(b"host", b"a.example"), (b"via", VIA), (b"X-Sid", b"5f0c"), (b"X-Seq", b"3")]

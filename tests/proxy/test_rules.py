@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import string
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pytest
 from hypothesis import given, settings
@@ -67,6 +68,25 @@ MATCH_TABLE = [
     ("path=/public/*", "GET", "https://x.org/public/..%2Fadmin", False),
     ("path=/public/*", "GET", "https://x.org/public/..%2fadmin", False),
     ("path=/public/*", "GET", "https://x.org/admin%2F..%2Fpublic/x", False),
+    # Empty segments, ';' parameters and backslashes (issue 10 item 7): nginx
+    # merges '//' before applying '..', Tomcat drops ';...' from a segment,
+    # IIS splits on '\\' (and a decoded %5C).
+    ("path=/public/*", "GET", "https://x.org/public//../admin/secret", False),
+    ("path=/public/*", "GET", "https://x.org/public/%2F../admin/secret", False),
+    ("path=/public/*", "GET", "https://x.org/public/%2f%2F../admin", False),
+    ("path=/public/*", "GET", "https://x.org/public/..;/admin", False),
+    ("path=/public/*", "GET", "https://x.org/public/..;x=1/admin", False),
+    ("path=/public/*", "GET", "https://x.org/public/..%3B/admin", False),
+    ("path=/public/*", "GET", "https://x.org/public/..\\admin", False),
+    ("path=/public/*", "GET", "https://x.org/public/..%5Cadmin", False),
+    ("path=/public/*", "GET", "https://x.org/public\\..\\admin", False),
+    ("path=/public/*", "GET", "https://x.org//public/../admin", False),
+    ("path=/public/*", "GET", "https://x.org/public//x", True),
+    ("path=/public/*", "GET", "https://x.org/public/x;jsessionid=1", True),
+    ("path=/public/*", "GET", "https://x.org/public/a\\b", True),
+    # A parameter on a segment the rule names reads as another segment to a
+    # server that keeps it: denied, rather than allowed under one reading only.
+    ("path=/admin/*", "GET", "https://x.org/admin;x/secret", False),
     ("path=/public/*", "GET", "https://x.org/public/./a/../b", True),
     ("path=/public/*", "GET", "https://x.org/x/../public/b", True),
     ("path=/admin", "GET", "https://x.org/public/../admin", True),
@@ -169,10 +189,15 @@ def test_normalize_path_table(raw: str, normal: str) -> None:
 
 # -- properties -----------------------------------------------------------------------
 
-SEGMENT_ALPHABET = string.ascii_letters + string.digits + "-._~%/*"
+SEGMENT_ALPHABET = string.ascii_letters + string.digits + "-._~%/*;\\"
 segments = st.lists(
     st.one_of(
-        st.sampled_from([".", "..", "", "%2e%2e", "%2E.", "..%2F", "%2f", "a", "*"]),
+        st.sampled_from(
+            [
+                *(".", "..", "", "%2e%2e", "%2E.", "..%2F", "%2f", "a", "*"),
+                *("..;", "..;x", ";", "..\\", "\\", "%5C", "..%5C", "%3B", "%2F..", "/"),
+            ]
+        ),
         st.text(SEGMENT_ALPHABET, max_size=6),
     ),
     max_size=8,
@@ -198,7 +223,8 @@ def test_normalisation_is_idempotent(path: str) -> None:
         canonical = "/" + "/".join(quote(s, safe="") for s in reading)
         again = path_readings(canonical)
         assert again[0] == reading
-        if not any("/" in s for s in reading):
+        plain = not any(c in s for s in reading for c in "/;\\")
+        if plain and "" not in reading[:-1]:
             assert again == [reading]
 
 
@@ -219,6 +245,59 @@ def test_dot_segments_never_widen_a_rule(rule: str, path: str, host: str) -> Non
         for reading in path_readings(path):
             literal = "/" + "/".join(quote(s, safe="") for s in reading)
             assert rules.evaluate("GET", f"http://{host}{literal}").allowed
+
+
+def _dots(path: str) -> list[str]:
+    return remove_dot_segments(path.split("/")[1:])
+
+
+def nginx_view(path: str) -> list[str]:
+    """nginx (merge_slashes on): decode, merge runs of '/', then apply dots."""
+    return _dots(re.sub("/+", "/", "/" + unquote(path).lstrip("/")))
+
+
+def tomcat_view(path: str) -> list[str]:
+    """Tomcat: cut ';' parameters from each raw segment, decode, merge '//', apply dots."""
+    segments = [unquote(s.split(";", 1)[0]) for s in path.split("/")[1:]]
+    last = len(segments) - 1
+    return remove_dot_segments(s for i, s in enumerate(segments) if s or i == last)
+
+
+def iis_view(path: str) -> list[str]:
+    """IIS: decode, '\\' is a separator too, then apply dots."""
+    return _dots(unquote(path).replace("\\", "/"))
+
+
+def literal_view(path: str) -> list[str]:
+    """A server that splits on '/' first and decodes each segment."""
+    return remove_dot_segments(unquote(s) for s in path.split("/")[1:])
+
+
+SERVER_VIEWS = (nginx_view, tomcat_view, iis_view, literal_view)
+
+
+@given(path_rules, paths, hosts)
+@settings(max_examples=500)
+def test_no_common_server_reading_widens_a_rule(rule: str, path: str, host: str) -> None:
+    """Allowed means allowed as nginx, Tomcat, IIS and a literal server read it."""
+    rules = parse_rules([rule])
+    if rules.evaluate("GET", f"http://{host}{path}").allowed:
+        for view in SERVER_VIEWS:
+            assert rules.rules[0].matches("GET", host, [view(path)]), view.__name__
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        *("/public//../admin/secret", "/public/%2F../admin/secret", "/public/..;/admin/secret"),
+        *("/public/..\\admin/secret", "/public/..%5Cadmin/secret", "//public/../admin/secret"),
+    ],
+)
+def test_each_server_reading_is_among_the_readings(path: str) -> None:
+    readings = path_readings(path)
+    for view in SERVER_VIEWS:
+        assert view(path) in readings, view.__name__
+    assert ["admin", "secret"] in readings
 
 
 @given(methods, hosts, paths)

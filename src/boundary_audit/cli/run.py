@@ -37,12 +37,11 @@ from ..logs import (
     normalize_level,
 )
 from ..proxy import (
-    SEQUENCE_NUMBER_HEADER,
-    SESSION_ID_HEADER,
     CAError,
     CertificateAuthority,
     ProxyServer,
     RuleParseError,
+    SessionHeaders,
     parse_rules,
 )
 from ..wire import socket_path_candidates
@@ -175,37 +174,18 @@ def open_log_file(settings: RunSettings) -> LineWriter | None:
     return LineWriter(os.fdopen(fd, "a", encoding="utf-8"))
 
 
-def proxy_session_header_domains(correlation: SessionCorrelation) -> list[str]:
-    """The correlation targets as the proxy of this build takes them: whole
-    domains (a domain and its subdomains) under its fixed header names.
-
-    Targets it cannot honour exactly (a path, a method, one side of the
-    domain/subdomain pair, other header names) are refused rather than
-    injected more widely; the proxy's inject-target support replaces this.
-    """
-    if (correlation.session_id_header, correlation.sequence_number_header) != (
-        SESSION_ID_HEADER,
-        SEQUENCE_NUMBER_HEADER,
-    ):
-        raise ConfigError(
-            f"this build's proxy sends only {SESSION_ID_HEADER} and {SEQUENCE_NUMBER_HEADER}; "
-            "drop session_id_header / sequence_number_header"
+def proxy_session_headers(correlation: SessionCorrelation, session_id: str) -> SessionHeaders:
+    """The proxy's session headers from the correlation settings: the inject
+    targets as they are (domain and optional path) under the chosen names."""
+    try:
+        return SessionHeaders.of(
+            session_id=session_id,
+            targets=correlation.targets,
+            session_id_header=correlation.session_id_header,
+            sequence_number_header=correlation.sequence_number_header,
         )
-    targets = set(correlation.targets)
-    domains: list[str] = []
-    for target in correlation.targets:
-        name = target.removeprefix("domain=")
-        if name != target and " " not in name:
-            if name.startswith("*.") and f"domain={name[2:]}" in targets:
-                continue  # the subdomain half of a DOMAIN pair
-            if f"domain=*.{name}" in targets:
-                domains.append(name)
-                continue
-        raise ConfigError(
-            f"inject target {target!r}: this build's proxy injects session headers only for "
-            "whole domains (--session-header DOMAIN: the domain and its subdomains)"
-        )
-    return domains
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 async def _serve_and_run(
@@ -223,8 +203,7 @@ async def _serve_and_run(
         ca=ca,
         port=settings.proxy_port,
         upstream_ca_file=upstream_ca_file,
-        session_header_domains=proxy_session_header_domains(settings.correlation),
-        session_id=settings.session_id,
+        session_headers=proxy_session_headers(settings.correlation, settings.session_id),
     )
     try:
         await proxy.start()
@@ -299,7 +278,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_args(args)
         parse_rules(settings.rules)  # fail before anything starts
-        proxy_session_header_domains(settings.correlation)
+        proxy_session_headers(settings.correlation, settings.session_id)
         command = command_from_args(args)
         log_file = _configure_run_logging(settings, args)
         log = get_logger("run")

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .rules import normalize_host
+from .rules import RuleParseError, RuleSet, normalize_host, parse_rule
 
-#: Correlation headers added to allowed requests for ``session_header_domains``.
-SESSION_ID_HEADER = "X-Boundary-Session-Id"
-SEQUENCE_NUMBER_HEADER = "X-Boundary-Sequence-Number"
+#: Default correlation header names: the ones Coder's AI gateway reads
+#: (configurable, :class:`SessionHeaders`).
+SESSION_ID_HEADER = "X-Coder-Agent-Firewall-Session-Id"
+SEQUENCE_NUMBER_HEADER = "X-Coder-Agent-Firewall-Sequence-Number"
 
 #: Largest request or response head accepted (h11 ``max_incomplete_event_size``);
 #: 64 KiB is the upper end of what common servers allow, so real clients fit and
@@ -36,6 +38,15 @@ CONNECT_TIMEOUT = 10.0
 TLS_HANDSHAKE_TIMEOUT = 10.0
 #: Upstream's time to start answering after the request head was sent.
 RESPONSE_TIMEOUT = 120.0
+#: A WebSocket silent both ways this long is closed: long enough for agents
+#: that keep one open across a slow tool call (clients ping every 20-30 s),
+#: short enough that an abandoned one does not hold two sockets for hours.
+WEBSOCKET_IDLE_TIMEOUT = 300.0
+#: Bytes one WebSocket may carry, both directions together, before the proxy
+#: cuts it: far above an agent's session (model traffic is text), low enough
+#: that a confined command cannot turn one allowed upgrade into an unmetered
+#: bulk channel.
+WEBSOCKET_MAX_BYTES = 4 * 1024**3
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,37 +59,81 @@ class ProxyTimeouts:
     connect: float = CONNECT_TIMEOUT
     tls_handshake: float = TLS_HANDSHAKE_TIMEOUT
     response: float = RESPONSE_TIMEOUT
+    websocket_idle: float = WEBSOCKET_IDLE_TIMEOUT
+
+
+#: An HTTP header name (RFC 9110 5.1: a token).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionHeaders:
-    """Which upstream hosts get :data:`SESSION_ID_HEADER` and
-    :data:`SEQUENCE_NUMBER_HEADER`, and the session id they carry.
+    """Which allowed requests carry the session id and sequence number, and
+    under which header names.
 
-    A domain covers itself and its subdomains; no domains, no headers.
+    ``targets`` are inject targets in the allow-rule format (Coder's
+    ``session_id_inject_targets``: a ``domain=`` and optionally a ``path=``);
+    a request gets the headers when one of them matches it, path readings
+    and all, exactly as an allow rule would. No targets, no headers.
     """
 
-    domains: tuple[str, ...] = ()
+    targets: RuleSet = field(default_factory=RuleSet)
     session_id: str | None = None
+    session_id_header: str = SESSION_ID_HEADER
+    sequence_number_header: str = SEQUENCE_NUMBER_HEADER
 
     @classmethod
-    def of(cls, domains: Iterable[str], session_id: str | None) -> SessionHeaders:
-        """Normalised domains; ValueError when there are domains but no id to send."""
-        normal = tuple(normalize_host(d) for d in domains)
-        if normal and not session_id:
-            raise ValueError("session_header_domains needs a session_id to send")
-        return cls(normal, session_id)
+    def of(
+        cls,
+        domains: Iterable[str] = (),
+        session_id: str | None = None,
+        *,
+        targets: Iterable[str] = (),
+        session_id_header: str = SESSION_ID_HEADER,
+        sequence_number_header: str = SEQUENCE_NUMBER_HEADER,
+    ) -> SessionHeaders:
+        """From whole ``domains`` (each with its subdomains) and inject
+        ``targets``; ValueError for a target without a domain, a bad header
+        name, or targets but no id to send."""
+        texts: list[str] = []
+        for domain in domains:
+            name = normalize_host(domain)
+            texts += [f"domain={name}", f"domain=*.{name}"]
+        texts += list(targets)
+        rules = []
+        for text in dict.fromkeys(texts):
+            try:
+                rule = parse_rule(text)
+            except RuleParseError as exc:
+                raise ValueError(f"inject target {text!r}: {exc}") from None
+            if rule.domain is None:
+                raise ValueError(f"inject target {text!r} names no domain=; a domain is required")
+            rules.append(rule)
+        if rules and not session_id:
+            raise ValueError("session headers need a session_id to send")
+        for header in (session_id_header, sequence_number_header):
+            if not _HEADER_NAME.fullmatch(header):
+                raise ValueError(f"{header!r} is not an HTTP header name")
+        if session_id_header.lower() == sequence_number_header.lower():
+            raise ValueError("the session id and sequence number headers must differ")
+        return cls(RuleSet(rules), session_id, session_id_header, sequence_number_header)
 
-    def id_for(self, host: str) -> str | None:
-        """The session id to send to ``host`` (normalised), or None for no headers."""
-        if any(host == d or host.endswith("." + d) for d in self.domains):
-            return self.session_id
-        return None
+    @property
+    def names(self) -> tuple[str, str]:
+        return self.session_id_header, self.sequence_number_header
+
+    def id_for(self, method: str, url: str) -> str | None:
+        """The session id to send with ``method`` ``url``, or None for no headers."""
+        if self.session_id is None or not self.targets.rules:
+            return None
+        return self.session_id if self.targets.evaluate(method, url).allowed else None
 
 
 __all__ = [
     "SEQUENCE_NUMBER_HEADER",
     "SESSION_ID_HEADER",
+    "WEBSOCKET_IDLE_TIMEOUT",
+    "WEBSOCKET_MAX_BYTES",
     "ProxyTimeouts",
     "SessionHeaders",
 ]

@@ -4,7 +4,7 @@ A fault says which side failed (the client or the upstream server), its kind
 (the label of ``boundary_audit_proxy_bad_clients_total`` or
 ``..._upstream_errors_total``) and the HTTP status the client gets if nothing
 of the response has been sent yet. Turning a fault into a counter, a log line
-and an answer happens in one place, ``server._ClientConnection._fail``; which
+and an answer happens in one place, ``client.ClientConnection._fail``; which
 exception of which operation is which fault is written once too, in the
 tables below (:data:`UPSTREAM_READ` and the rest, each a :class:`FaultTable`).
 """

@@ -90,13 +90,17 @@ def _end_to_end(headers: Headers) -> tuple[HeaderList, bool]:
 
 
 def upstream_request_headers(
-    headers: Headers, target: Target, session: tuple[str, int] | None = None
+    headers: Headers,
+    target: Target,
+    session: tuple[str, int] | None = None,
+    names: tuple[str, str] = (SESSION_ID_HEADER, SEQUENCE_NUMBER_HEADER),
 ) -> HeaderList:
     """A client request's headers as sent upstream.
 
     ``Host`` is the target's authority (absolute-form wins over the client's
     Host header, RFC 9112 3.2.2); ``session`` is ``(session id, sequence
-    number)`` to send in the correlation headers, replacing any the client sent.
+    number)`` to send in the correlation headers ``names`` (session id
+    header, sequence number header), replacing any the client sent.
     """
     kept, chunked = _end_to_end(headers)
     out = [(k, v) for k, v in kept if k != b"host"]
@@ -106,10 +110,11 @@ def upstream_request_headers(
     out.append((b"via", VIA))
     if session is not None:
         session_id, sequence = session
-        names = {SESSION_ID_HEADER.lower().encode(), SEQUENCE_NUMBER_HEADER.lower().encode()}
-        out = [(k, v) for k, v in out if k not in names]
-        out.append((SESSION_ID_HEADER.encode(), session_id.encode()))
-        out.append((SEQUENCE_NUMBER_HEADER.encode(), str(sequence).encode()))
+        id_name, sequence_name = names
+        drop = {id_name.lower().encode(), sequence_name.lower().encode()}
+        out = [(k, v) for k, v in out if k not in drop]
+        out.append((id_name.encode(), session_id.encode()))
+        out.append((sequence_name.encode(), str(sequence).encode()))
     return out
 
 
@@ -184,8 +189,11 @@ def plain_target(raw: str) -> Target:
     return Target("http", normalize_host(parts.hostname), port, path, raw)
 
 
-def tunnel_target(raw: str, host_header: bytes, tunnel_host: str, tunnel_port: int) -> Target:
-    """The target of a request inside a CONNECT tunnel (origin-form plus Host)."""
+def tunnel_target(
+    raw: str, host_header: bytes, tunnel_host: str, tunnel_port: int, scheme: str = "https"
+) -> Target:
+    """The target of a request inside a CONNECT tunnel (origin-form plus Host);
+    ``scheme`` is ``http`` when the tunnel carries plain HTTP, not TLS."""
     if not raw.startswith("/"):
         raise TargetError("requests inside a tunnel must use origin-form (/path)")
     try:
@@ -193,7 +201,7 @@ def tunnel_target(raw: str, host_header: bytes, tunnel_host: str, tunnel_port: i
     except ValueError:
         raise TargetError("missing or malformed Host header") from None
     named = normalize_host(named)
-    url = f"https://{authority(named, tunnel_port, 'https')}{raw}"
+    url = f"{scheme}://{authority(named, tunnel_port, scheme)}{raw}"
     # Domain fronting: the tunnel goes to one host, the request names
     # another; refuse rather than guess which one counts.
     misdirected = (
@@ -201,16 +209,64 @@ def tunnel_target(raw: str, host_header: bytes, tunnel_host: str, tunnel_port: i
         if named == tunnel_host
         else (f"Host {named} does not match the tunnel to {tunnel_host}")
     )
-    return Target("https", named, tunnel_port, raw, url, misdirected)
+    return Target(scheme, named, tunnel_port, raw, url, misdirected)
 
 
-def request_target(request: h11.Request, tunnel: tuple[str, int] | None) -> Target:
-    """Where ``request`` goes: through ``tunnel`` (host, port), or plain HTTP."""
+def request_target(
+    request: h11.Request, tunnel: tuple[str, int] | None, scheme: str = "https"
+) -> Target:
+    """Where ``request`` goes: through ``tunnel`` (host, port) carrying
+    ``scheme``, or plain HTTP in absolute-form."""
     raw = request.target.decode("latin-1")
     if tunnel is None:
         return plain_target(raw)
     host_header = next((v for k, v in request.headers if k == b"host"), b"")
-    return tunnel_target(raw, host_header, *tunnel)
+    return tunnel_target(raw, host_header, *tunnel, scheme)
+
+
+#: The first byte of a TLS record carrying a handshake (RFC 8446 5.1): how a
+#: tunnel that starts with a ClientHello is told from one carrying plain HTTP.
+TLS_HANDSHAKE_RECORD = 0x16
+#: The WebSocket scheme of each HTTP scheme, for the audit trail (RFC 6455 3).
+WEBSOCKET_SCHEMES = {"http": "ws", "https": "wss"}
+
+
+def is_websocket_upgrade(method: bytes, headers: Headers) -> bool:
+    """A WebSocket opening handshake (RFC 6455 4.1): GET with ``Upgrade:
+    websocket`` and ``Connection: upgrade``."""
+    return (
+        method == b"GET"
+        and b"websocket" in header_tokens(headers, b"upgrade")
+        and b"upgrade" in header_tokens(headers, b"connection")
+    )
+
+
+def websocket_url(target: Target) -> str:
+    """The ``ws://`` or ``wss://`` URL of an upgrade request to ``target``."""
+    scheme, rest = target.url.split("://", 1)
+    return f"{WEBSOCKET_SCHEMES.get(scheme.lower(), scheme)}://{rest}"
+
+
+#: What makes a request or a 101 an upgrade to WebSocket; hop-by-hop, so
+#: written anew on each hop.
+_UPGRADE_HEADERS = [(b"connection", b"Upgrade"), (b"upgrade", b"websocket")]
+
+
+def upgrade_request_headers(
+    headers: Headers,
+    target: Target,
+    session: tuple[str, int] | None = None,
+    names: tuple[str, str] = (SESSION_ID_HEADER, SEQUENCE_NUMBER_HEADER),
+) -> HeaderList:
+    """A WebSocket upgrade request's headers as sent upstream: the usual
+    end-to-end headers (``Sec-WebSocket-*`` among them) plus the upgrade."""
+    return [*upstream_request_headers(headers, target, session, names), *_UPGRADE_HEADERS]
+
+
+def upgrade_response_headers(headers: Headers) -> HeaderList:
+    """The upstream's 101 as sent to the client: end-to-end headers
+    (``Sec-WebSocket-Accept``, the agreed protocol and extensions), the upgrade, ``Via``."""
+    return [*strip_hop_by_hop(headers), *_UPGRADE_HEADERS, (b"via", VIA)]
 
 
 def text_response(status: int, text: str, *, close: bool = False) -> tuple[h11.Response, bytes]:
@@ -242,6 +298,7 @@ def denied_text(method: str, url: str) -> str:
 
 __all__ = [
     "HOP_BY_HOP",
+    "TLS_HANDSHAKE_RECORD",
     "VIA",
     "Target",
     "TargetError",
@@ -252,11 +309,15 @@ __all__ = [
     "has_ambiguous_framing",
     "has_no_body",
     "header_tokens",
+    "is_websocket_upgrade",
     "plain_target",
     "request_target",
     "split_authority",
     "strip_hop_by_hop",
     "text_response",
     "tunnel_target",
+    "upgrade_request_headers",
+    "upgrade_response_headers",
     "upstream_request_headers",
+    "websocket_url",
 ]

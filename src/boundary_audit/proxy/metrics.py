@@ -38,6 +38,23 @@ class ProxyMetrics:
             "CONNECT tunnels whose TLS was terminated",
             registry=self.registry,
         )
+        self.plain_tunnels = Counter(
+            "boundary_audit_proxy_plain_tunnels",
+            "CONNECT tunnels that carried plain HTTP (no TLS)",
+            registry=self.registry,
+        )
+        self.websockets = Counter(
+            "boundary_audit_proxy_websockets",
+            "WebSocket connections relayed after a 101, by how they ended",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.websocket_bytes = Counter(
+            "boundary_audit_proxy_websocket_bytes",
+            "Bytes relayed over WebSockets, by direction",
+            ["direction"],
+            registry=self.registry,
+        )
 
 
 __all__ = ["ProxyMetrics"]

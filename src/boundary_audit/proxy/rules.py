@@ -6,9 +6,11 @@ A rule is whitespace-separated ``key=value`` pairs, keys ``method``
 matches every key it names; an omitted key matches anything; no match denies.
 
 Paths are compared as decoded segments after dot-segment removal (RFC 3986
-5.2.4), and a pattern has to match under both readings an origin server may
-apply to ``%2F`` (a literal byte inside a segment, or a separator), so neither
-``/api/../admin``, ``%2e%2e`` nor ``..%2F`` can slip a request past a rule.
+5.2.4), and a pattern has to match under every reading an origin server may
+apply (``%2F`` and ``\\`` as data or as separators, ``;`` parameters kept or
+cut, empty segments kept or merged), so neither ``/api/../admin``, ``%2e%2e``,
+``..%2F``, ``/api//../admin``, ``/api/..;/admin`` nor ``/api/..\\admin`` can
+slip a request past a rule.
 """
 
 from __future__ import annotations
@@ -196,16 +198,69 @@ def normalize_path(path: str) -> str:
     return "/" + "/".join(remove_dot_segments(_split(unquote(path))))
 
 
-def path_readings(path: str) -> list[list[str]]:
-    """Every segment list an origin server may derive from ``path``.
+#: Characters after which a path may read differently to different servers;
+#: a path without any (and without ``//``) has one reading, computed cheaply.
+_AMBIGUOUS_CHARS = ("%", ";", "\\")
 
-    One reading splits on ``/`` first and decodes each segment (``%2F`` stays
-    data); the other decodes first (``%2F`` becomes a separator). A pattern must
-    match both, so whichever the server does, it serves what the rule allows.
+
+def _strip_params(segment: str) -> str:
+    """A segment without its ``;`` parameters (Tomcat's and RFC 2396's reading)."""
+    cut = segment.find(";")
+    return segment if cut < 0 else segment[:cut]
+
+
+def _merge_empty(segments: list[str]) -> list[str]:
+    """Drop empty segments except a trailing one: nginx's ``merge_slashes``
+    (``/a//b`` is ``/a/b``, ``/a//`` is ``/a/``)."""
+    last = len(segments) - 1
+    return [s for i, s in enumerate(segments) if s or i == last]
+
+
+def _reading(
+    path: str, decode_first: bool, backslash: bool, params: bool, merge: bool
+) -> list[str]:
+    """One server's reading of ``path`` as decoded segments, dots removed.
+
+    ``decode_first``: percent-decode before splitting, so ``%2F`` (and
+    ``%5C`` with ``backslash``) separate segments; ``backslash``: ``\\``
+    separates segments (IIS); ``params``: ``;...`` is cut from each segment
+    (Tomcat); ``merge``: empty segments vanish before dot removal (nginx).
     """
-    literal = remove_dot_segments(unquote(s) for s in _split(path))
-    decoded = remove_dot_segments(_split(unquote(path)))
-    return [literal] if literal == decoded else [literal, decoded]
+    text = unquote(path) if decode_first else path
+    if backslash:
+        text = text.replace("\\", "/")
+    raw = _split(text)
+    if params:
+        raw = [_strip_params(s) for s in raw]
+    segments = raw if decode_first else [unquote(s) for s in raw]
+    if merge:
+        segments = _merge_empty(segments)
+    return remove_dot_segments(segments)
+
+
+def path_readings(path: str) -> list[list[str]]:
+    """Every segment list an origin server may derive from ``path``, first the
+    literal one (split on ``/``, then decode each segment).
+
+    Servers differ in whether ``%2F`` is data or a separator, whether ``\\``
+    is a separator (IIS), whether ``;`` starts parameters that are dropped
+    (Tomcat's ``/a/..;/b``), and whether empty segments are merged before
+    ``..`` is applied (nginx's ``merge_slashes``: ``/a//../b`` is ``/b``
+    there, ``/a/b`` elsewhere). Every combination is one reading; a pattern
+    must match them all, so whichever the server does, it serves what the
+    rule allows.
+    """
+    if "//" not in path and not any(c in path for c in _AMBIGUOUS_CHARS):
+        return [remove_dot_segments(_split(path))]
+    readings: list[list[str]] = []
+    for decode_first in (False, True):
+        for backslash in (False, True):
+            for params in (False, True):
+                for merge in (False, True):
+                    reading = _reading(path, decode_first, backslash, params, merge)
+                    if reading not in readings:
+                        readings.append(reading)
+    return readings
 
 
 class _Parser:
@@ -384,15 +439,15 @@ def suggest_rule(method: str, url: str) -> str:
     segments = readings[0]
     wildcard = False
     if len(readings) > 1:
-        # The readings split an encoded '/' differently: allow the common
-        # prefix and whatever follows it, which both readings then match.
+        # The readings split the path differently: allow their common prefix
+        # and whatever follows it, which every reading then matches.
+        shortest = min(len(r) for r in readings)
         common = 0
-        shortest = min(len(readings[0]), len(readings[1]))
-        # Leave at least one segment of the shorter reading for the ``*``
-        # (dot removal can make one reading a prefix of the other).
-        while common < shortest - 1 and readings[0][common] == readings[1][common]:
+        # Leave at least one segment of the shortest reading for the ``*``
+        # (dot removal can make one reading a prefix of another).
+        while common < shortest - 1 and all(r[common] == segments[common] for r in readings):
             common += 1
-        segments, wildcard = readings[0][:common], True
+        segments, wildcard = segments[:common], True
     if segments and segments != [""]:
         text = "/".join(quote(s, safe=_SAFE_SUGGEST) for s in segments)
         pieces.append(f"path=/{text}/*" if wildcard else f"path=/{text}")

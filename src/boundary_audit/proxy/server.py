@@ -9,50 +9,29 @@ back-pressure, so memory use does not grow with body size.
 This module is the flow only: what a request means and what headers travel
 on is in :mod:`.http`, upstream connections in :mod:`.upstream`, and every
 failure is a :class:`~.errors.ProxyFault`, turned into a counter, a log line
-and an answer in one place (:meth:`_ClientConnection._fail`).
+and an answer in one place (:meth:`.client.ClientConnection._fail`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-import time
 from collections.abc import Sequence
-from typing import Any
 
-import h11
-
-from boundary_audit.auditor.event import AuditEvent, Auditor
+from boundary_audit.auditor.event import Auditor
 from boundary_audit.logs import get_logger
 
 from .ca import ALPN_PROTOCOLS, CertificateAuthority
+from .client import ClientConnection
 from .config import (
-    DENIED_BODY_DRAIN_LIMIT,
-    MAX_HEADER_BYTES,
     READ_CHUNK,
+    WEBSOCKET_MAX_BYTES,
     ProxyTimeouts,
     SessionHeaders,
 )
-from .errors import CLIENT_BODY, CLIENT_WRITE, FaultKind, ProxyFault, Side
-from .http import (
-    VIA,
-    Target,
-    TargetError,
-    client_response_headers,
-    connect_target,
-    denied_text,
-    has_ambiguous_framing,
-    has_no_body,
-    request_target,
-    strip_hop_by_hop,
-    text_response,
-    upstream_request_headers,
-)
+from .errors import FaultKind
 from .metrics import ProxyMetrics
-from .rules import Decision, RuleSet
-from .streams import next_event, read_within, write_within
-from .upstream import UpstreamConnection, UpstreamSlot
+from .rules import RuleSet
 
 __all__ = ["ProxyServer"]
 
@@ -75,10 +54,16 @@ class ProxyServer:
         upstream_ca_file: str | None = None,
         session_header_domains: Sequence[str] = (),
         session_id: str | None = None,
+        session_headers: SessionHeaders | None = None,
         timeouts: ProxyTimeouts | None = None,
         metrics: ProxyMetrics | None = None,
+        websocket_max_bytes: int = WEBSOCKET_MAX_BYTES,
     ) -> None:
-        self.session_headers = SessionHeaders.of(session_header_domains, session_id)
+        # ``session_headers`` (inject targets, header names) or, shorter,
+        # whole ``session_header_domains`` under the default names.
+        self.session_headers = session_headers or SessionHeaders.of(
+            session_header_domains, session_id
+        )
         self.rules = rules
         self.auditor = auditor
         self.ca = ca
@@ -86,6 +71,7 @@ class ProxyServer:
         self._requested_port = port
         self.timeouts = timeouts or ProxyTimeouts()
         self.metrics = metrics or ProxyMetrics()
+        self.websocket_max_bytes = websocket_max_bytes
         self.upstream_ssl = ssl.create_default_context()
         if upstream_ca_file:
             self.upstream_ssl.load_verify_locations(upstream_ca_file)
@@ -139,7 +125,7 @@ class ProxyServer:
         self.metrics.active_connections.inc()
         peer = writer.get_extra_info("peername")
         try:
-            await _ClientConnection(self, reader, writer, peer).run()
+            await ClientConnection(self, reader, writer, peer).run()
         except asyncio.CancelledError:
             pass
         except Exception:
@@ -150,374 +136,3 @@ class ProxyServer:
             self.metrics.active_connections.dec()
             self._connections.discard(task)
             writer.close()
-
-
-class _ClientConnection:
-    """One client TCP connection: a sequence of requests, maybe a TLS tunnel."""
-
-    def __init__(
-        self,
-        proxy: ProxyServer,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        peer: Any,
-    ) -> None:
-        self.proxy = proxy
-        self.reader = reader
-        self.writer = writer
-        self.timeouts = proxy.timeouts
-        self.metrics = proxy.metrics
-        self.conn = self._new_h11()
-        self.tunnel: tuple[str, int] | None = None
-        self.log = proxy._log.bind(peer=str(peer))
-        self.upstream = UpstreamSlot(proxy.upstream_ssl, proxy.timeouts, self._stale_upstream)
-
-    @staticmethod
-    def _new_h11() -> h11.Connection:
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
-
-    async def run(self) -> None:
-        try:
-            await self._serve()
-        except ProxyFault as fault:
-            await self._fail(fault)
-        finally:
-            self.upstream.drop()
-
-    async def _serve(self) -> None:
-        while True:
-            request = await self._read_request_head()
-            if request is None:
-                return
-            if request.method == b"CONNECT":
-                await self._open_tunnel(request)
-                continue
-            await self._handle(request)
-            if not self._next_cycle():
-                return
-
-    # -- faults: the one place they become metrics, logs and answers ----------------
-
-    async def _fail(self, fault: ProxyFault, url: str | None = None) -> None:
-        """Count ``fault`` on its side, log it, and answer its status if the
-        response has not begun. An upstream fault leaves the client connection
-        usable when the answer could be given (and the request body drained);
-        otherwise the connection is cut, which counts as ``connection_cut``.
-        A client fault always ends the connection."""
-        if fault.side is Side.UPSTREAM:
-            self.metrics.upstream_errors.labels(kind=fault.kind).inc()
-            self.log.warning("upstream failed", kind=fault.kind, url=url, error=str(fault))
-            self.upstream.drop()
-            if self._can_answer():
-                assert fault.status is not None
-                await self._refuse(fault.status, f"boundary-audit: {fault}\n")
-                return
-            fault = ProxyFault.client(
-                FaultKind.CONNECTION_CUT, None, "upstream failed mid-response"
-            )
-        self.metrics.bad_clients.labels(kind=fault.kind).inc()
-        if fault.kind is FaultKind.CONNECTION_CUT:
-            self.log.info("client connection cut", reason=str(fault))
-        else:
-            self.log.warning("bad client", kind=fault.kind, status=fault.status, detail=str(fault))
-        if fault.status is not None:
-            with contextlib.suppress(ProxyFault):
-                await self._send_simple(fault.status, f"{fault}\n", close=True)
-
-    def _stale_upstream(self, fault: ProxyFault) -> None:
-        """A kept-alive upstream connection had been closed; the request is retried."""
-        self.metrics.upstream_errors.labels(kind=FaultKind.STALE_CONNECTION).inc()
-        self.log.info("kept-alive upstream connection was closed; reconnecting", error=str(fault))
-
-    def _can_answer(self) -> bool:
-        return self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE)
-
-    # -- client I/O ----------------------------------------------------------------
-
-    async def _write(self, data: bytes | list[bytes] | None) -> None:
-        with CLIENT_WRITE:
-            await write_within(self.writer, data, self.timeouts.read)
-
-    async def _send(self, event: h11.Event) -> None:
-        await self._write(self.conn.send(event))
-
-    async def _receive(self, seconds: float) -> None:
-        self.conn.receive_data(await read_within(self.reader, seconds))
-
-    async def _send_simple(self, status: int, text: str, *, close: bool = False) -> None:
-        """A small text/plain response, if the protocol state still allows one."""
-        if not self._can_answer():
-            return
-        response, body = text_response(status, text, close=close)
-        try:
-            await self._send(response)
-            await self._send(h11.Data(data=body))
-            await self._send(h11.EndOfMessage())
-        except h11.LocalProtocolError as exc:
-            self.log.warning("could not send error response", status=status, error=str(exc))
-
-    async def _read_request_head(self) -> h11.Request | None:
-        """The next request head, or None when the connection should end."""
-        started: float | None = time.monotonic() if self.conn.trailing_data[0] else None
-        while True:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                status = exc.error_status_hint
-                kind = FaultKind.OVERSIZED_HEAD if status == 431 else FaultKind.MALFORMED
-                raise ProxyFault.client(kind, status, f"bad request: {exc}") from exc
-            if event is h11.NEED_DATA:
-                if started is None:
-                    timeout = self.timeouts.idle
-                else:
-                    timeout = self.timeouts.header - (time.monotonic() - started)
-                try:
-                    await self._receive(max(timeout, 0.0))
-                except TimeoutError:
-                    if started is None:
-                        self.log.debug("idle client connection closed")
-                        return None
-                    raise ProxyFault.client(
-                        FaultKind.SLOW_HEAD, 408, "request head took too long"
-                    ) from None
-                except OSError as exc:
-                    self.log.debug("client connection lost", error=str(exc))
-                    return None
-                if started is None:
-                    started = time.monotonic()
-                continue
-            if isinstance(event, h11.Request):
-                return event
-            # ConnectionClosed (or PAUSED after a protocol switch): we are done.
-            return None
-
-    def _next_cycle(self) -> bool:
-        if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
-            self.conn.start_next_cycle()
-            return True
-        return False
-
-    # -- CONNECT ---------------------------------------------------------------------
-
-    async def _open_tunnel(self, request: h11.Request) -> None:
-        """Answer 200 and terminate TLS with a leaf for the CONNECT host."""
-        if self.tunnel is not None:
-            raise ProxyFault.client(
-                FaultKind.MALFORMED, 400, "CONNECT inside a tunnel is not supported"
-            )
-        try:
-            host, port = connect_target(request.target)
-        except TargetError as exc:
-            raise ProxyFault.client(FaultKind.MALFORMED, 400, str(exc)) from None
-        try:
-            context = self.proxy.ca.leaf_context(host)
-        except ValueError as exc:
-            self.log.warning("leaf certificate failed", host=host, error=str(exc))
-            raise ProxyFault.client(
-                FaultKind.MALFORMED, 400, f"cannot issue a certificate for {host}"
-            ) from exc
-        # From the 200 to start_tls nothing may yield to the event loop: bytes
-        # of the client's TLS hello arriving meanwhile would land in the plain
-        # stream buffer and be lost to the handshake.
-        self.writer.write(self.conn.send(h11.Response(status_code=200, headers=[(b"via", VIA)])))
-        leftover, _ = self.conn.trailing_data
-        if leftover:
-            # The client spoke TLS before our 200; those bytes are already out
-            # of the transport, so the handshake cannot be done correctly.
-            raise ProxyFault.client(
-                FaultKind.EARLY_TUNNEL_DATA, None, f"{host}: client sent data before the 200"
-            )
-        try:
-            await self.writer.start_tls(context, ssl_handshake_timeout=self.timeouts.tls_handshake)
-        except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
-            raise ProxyFault.client(
-                FaultKind.TLS_HANDSHAKE, None, f"TLS handshake with client for {host}: {exc!r}"
-            ) from exc
-        self.metrics.tunnels.inc()
-        self.tunnel = (host, port)
-        self.conn = self._new_h11()
-
-    # -- one request -----------------------------------------------------------------
-
-    async def _handle(self, request: h11.Request) -> None:
-        method = request.method.decode("ascii")
-        if has_ambiguous_framing(request.headers):
-            raise ProxyFault.client(
-                FaultKind.AMBIGUOUS_FRAMING, 400, "both Content-Length and Transfer-Encoding sent"
-            )
-        try:
-            target = request_target(request, self.tunnel)
-        except TargetError as exc:
-            raise ProxyFault.client(FaultKind.MALFORMED, 400, str(exc)) from None
-        decision = (
-            Decision(False) if target.misdirected else self.proxy.rules.evaluate(method, target.url)
-        )
-        sequence = self.proxy.auditor.audit(
-            AuditEvent(method, target.url, target.host, decision.allowed, decision.rule)
-        )
-        self.metrics.requests.labels(decision="allow" if decision.allowed else "deny").inc()
-        if not decision.allowed:
-            # The auditor records every decision; this line is for debugging only.
-            self.log.debug("request denied", method=method, url=target.url)
-            if target.misdirected:
-                await self._refuse(421, f"boundary-audit: {target.misdirected}\n")
-            else:
-                await self._refuse(403, denied_text(method, target.url))
-            return
-        self.log.debug("request allowed", method=method, url=target.url, rule=decision.rule)
-        try:
-            await self._forward(request, target, sequence)
-        except ProxyFault as fault:
-            if fault.side is Side.CLIENT:
-                raise
-            await self._fail(fault, target.url)
-
-    async def _refuse(self, status: int, text: str) -> None:
-        """Answer without forwarding; keep the connection if the body is small."""
-        drained = await self._drain_request_body()
-        await self._send_simple(status, text, close=not drained)
-
-    async def _drain_request_body(self) -> bool:
-        """Read (and drop) what is left of a refused request's body, if it is small."""
-        budget = DENIED_BODY_DRAIN_LIMIT
-        while self.conn.their_state is h11.SEND_BODY:
-            try:
-                event = self.conn.next_event()
-            except h11.RemoteProtocolError:
-                return False
-            if event is h11.NEED_DATA:
-                if self.conn.they_are_waiting_for_100_continue or budget <= 0:
-                    return False
-                try:
-                    await self._receive(self.timeouts.read)
-                except (TimeoutError, OSError):
-                    return False
-            elif isinstance(event, h11.Data):
-                budget -= len(event.data)
-            elif not isinstance(event, h11.EndOfMessage):
-                return False
-        return self.conn.their_state is h11.DONE
-
-    # -- forwarding ------------------------------------------------------------------
-
-    async def _forward(self, request: h11.Request, target: Target, sequence: int) -> None:
-        session_id = self.proxy.session_headers.id_for(target.host)
-        headers = upstream_request_headers(
-            request.headers, target, None if session_id is None else (session_id, sequence)
-        )
-        upstream_request = h11.Request(method=request.method, target=target.path, headers=headers)
-        if has_no_body(request.headers):
-            end = self.conn.next_event()
-            if not isinstance(end, h11.EndOfMessage):
-                raise ProxyFault.client(
-                    FaultKind.CONNECTION_CUT,
-                    None,
-                    f"expected the end of a body-less request, got {end!r}",
-                )
-            upstream, first = await self.upstream.send_bodyless(upstream_request, target)
-            await self._pump_response(upstream, first)
-        else:
-            upstream = await self.upstream.connect(target)
-            await upstream.write(upstream.conn.send(upstream_request), self.timeouts.read)
-            await self._relay_with_body(upstream)
-        self.upstream.finish_cycle()
-
-    async def _relay_with_body(self, upstream: UpstreamConnection) -> None:
-        """Stream the request body up while the response streams down.
-
-        The response may end first (an early 4xx, say): the rest of the body
-        has nowhere to go, so neither connection survives. A fault of the
-        client's body (malformed, stalled) is the client's: the response side
-        is stopped and the client answered 400/408 (or cut, if the response
-        has begun), and the upstream's reaction to the cut is not counted.
-        """
-        body = asyncio.create_task(self._relay_request_body(upstream))
-        response = asyncio.create_task(self._pump_response(upstream))
-        try:
-            await asyncio.wait((body, response), return_when=asyncio.FIRST_COMPLETED)
-            failed = body.exception() if body.done() and not body.cancelled() else None
-            if failed is not None:
-                self.upstream.drop()
-                raise failed
-            await response
-        finally:
-            if not body.done():
-                body.cancel()
-                self.upstream.drop()
-            response.cancel()
-            await asyncio.gather(body, response, return_exceptions=True)
-
-    async def _relay_request_body(self, upstream: UpstreamConnection) -> None:
-        """Copy the client's request body upstream; client faults propagate.
-
-        An upstream that stops taking the body is closed, which ends the
-        response side's wait too: whatever the server answered before (often
-        the reason it stopped reading) still reaches the client, and a
-        response cut short is counted there.
-        """
-        while True:
-            event = await self._next_body_event()
-            data: bytes | list[bytes] | None
-            if isinstance(event, h11.Data):
-                data = upstream.conn.send_with_data_passthrough(event)
-            else:
-                data = upstream.conn.send(h11.EndOfMessage())
-            try:
-                await upstream.write(data, self.timeouts.read)
-            except ProxyFault as fault:
-                self.log.debug("upstream stopped taking the request body", error=str(fault))
-                upstream.close()
-                return
-            if isinstance(event, h11.EndOfMessage):
-                return
-
-    async def _next_body_event(self) -> h11.Data | h11.EndOfMessage:
-        """The next piece of the client's request body, read within the body timeout."""
-        with CLIENT_BODY:
-            event = await next_event(self.conn, self.reader, self.timeouts.read)
-        if isinstance(event, h11.Data | h11.EndOfMessage):
-            return event
-        raise ProxyFault.client(
-            FaultKind.CONNECTION_CUT, None, f"client closed mid-body ({event!r})"
-        )
-
-    async def _pump_response(
-        self, upstream: UpstreamConnection, first: h11.Event | None = None
-    ) -> None:
-        while True:
-            if first is not None:
-                event, first = first, None
-            else:
-                event = await upstream.next_event(self.timeouts.response)
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101:
-                    raise ProxyFault.upstream(
-                        FaultKind.PROTOCOL, 502, "upstream switched protocols"
-                    )
-                await self._send(
-                    h11.InformationalResponse(
-                        status_code=event.status_code,
-                        headers=strip_hop_by_hop(event.headers),
-                        reason=event.reason,
-                    )
-                )
-                continue
-            if isinstance(event, h11.Response):
-                break
-            raise ProxyFault.upstream(FaultKind.PROTOCOL, 502, "upstream closed without a response")
-        await self._send(
-            h11.Response(
-                status_code=event.status_code,
-                headers=client_response_headers(event.headers),
-                reason=event.reason,
-            )
-        )
-        while True:
-            body_event = await upstream.next_event(self.timeouts.read)
-            if isinstance(body_event, h11.Data):
-                await self._write(self.conn.send_with_data_passthrough(body_event))
-            elif isinstance(body_event, h11.EndOfMessage):
-                await self._send(h11.EndOfMessage())
-                return
-            else:
-                raise ProxyFault.upstream(FaultKind.PROTOCOL, 502, "upstream closed mid-response")

@@ -8,6 +8,9 @@ upstream that stopped reading.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+from typing import cast
 
 import h11
 
@@ -53,4 +56,41 @@ async def next_event(
         conn.receive_data(await read_within(reader, seconds))
 
 
-__all__ = ["next_event", "read_within", "write_within"]
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def peek_first_byte(writer: asyncio.StreamWriter, seconds: float) -> bytes:
+    """The first byte the peer sends next, left unread in the socket (``b""`` at EOF).
+
+    The transport's reading is paused first and stays paused: the byte must
+    stay in the kernel, where a later ``start_tls`` finds it, not land in the
+    stream's buffer. The caller resumes reading (``transport.resume_reading()``)
+    right before it reads again, with no await in between. The wait uses a
+    duplicate of the socket's descriptor, since the event loop refuses to
+    watch a descriptor a transport owns. Raises TimeoutError or OSError.
+    """
+    transport = cast(asyncio.Transport, writer.transport)
+    transport.pause_reading()
+    raw = writer.get_extra_info("socket")
+    loop = asyncio.get_running_loop()
+    peer = socket.socket(fileno=os.dup(raw.fileno()))
+    try:
+        async with asyncio.timeout(seconds):
+            while True:
+                try:
+                    return peer.recv(1, socket.MSG_PEEK)
+                except BlockingIOError:
+                    pass
+                ready: asyncio.Future[None] = loop.create_future()
+                loop.add_reader(peer.fileno(), _wake, ready)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(peer.fileno())
+    finally:
+        peer.close()
+
+
+__all__ = ["next_event", "peek_first_byte", "read_within", "write_within"]
