@@ -169,7 +169,7 @@ async def test_a_frame_the_collector_would_refuse_is_refused_alone_by_the_agent(
     assert 400 not in collector_double.statuses()  # never reached the collector
     assert metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame") == 1
     dead = agent.config.dead_letter_path
-    await aeventually(dead.exists)
+    await aeventually(lambda: dead.exists() and dead.read_text().endswith("\n"))
     lines = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [(x["kind"], x["session_id"]) for x in lines] == [("refused_frame", "not-a-uuid")]
     assert "not a UUID" in lines[0]["detail"]

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from ..logs import get_logger
 from .config import AgentConfig
 from .deadletter import DeadLetterFile
+from .diskspace import DiskReserve
 from .drops import DropLedger
 from .forwarder import Forwarder
 from .http import MetricsServer
@@ -65,6 +66,7 @@ class Agent:
         self._receiver: Receiver | None = None
         self._metrics_server: MetricsServer | None = None
         self._spills: SpillScanner | None = None
+        self._reserve: DiskReserve | None = None
         self._spill_task: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
@@ -95,6 +97,10 @@ class Agent:
                 sock.close()
             await self._close_resources()
             raise
+        self._reserve = reserve = DiskReserve(cfg.spool_dir / "spool.reserve")
+        if not await asyncio.to_thread(reserve.ensure):
+            reserve.reason = "spool disk nearly full: no room for the reserve"
+            self._log.error("no room on the spool disk for its reserve", spool=str(cfg.spool_dir))
         self._writer = SpoolWriter(
             spool,
             self.metrics,
@@ -102,10 +108,17 @@ class Agent:
             forwarder_wake=self._wake,
             max_pending_bytes=cfg.max_pending_bytes,
             drop_report_interval=cfg.drop_report_interval,
+            reserve=reserve,
         )
         dead_letter = DeadLetterFile(cfg.dead_letter_path)
         self._forwarder = Forwarder(
-            cfg, spool, self.metrics, self._wake, self._http_client, dead_letter=dead_letter
+            cfg,
+            spool,
+            self.metrics,
+            self._wake,
+            self._http_client,
+            dead_letter=dead_letter,
+            reserve=reserve,
         )
         self._receiver = Receiver(cfg, self.metrics, self._writer, dead_letter)
         if cfg.spill_dir is not None:
@@ -288,12 +301,17 @@ class Agent:
         stats = self._spool.stats() if self._spool is not None else None
         refusing = self._writer.refusing if self._writer is not None else False
         last = self._forwarder.last_success if self._forwarder is not None else None
+        disk = self._reserve.reason if self._reserve is not None else None
         alive = not self._stopping and self.failure is None
-        status = "ok" if alive and not refusing else ("degraded" if alive else "stopping")
+        healthy = not refusing and disk is None
+        status = "ok" if alive and healthy else ("degraded" if alive else "stopping")
+        reason = disk or ("spool full: refusing new batches" if refusing else None)
         details: dict[str, Any] = {
             "status": status,
+            "reason": reason,
             "stopping": self._stopping,
             "spool_full": refusing,
+            "spool_disk": disk,
             "spool_batches": stats.batches if stats else None,
             "spool_events": stats.events if stats else None,
             "spool_bytes": stats.bytes if stats else None,

@@ -35,6 +35,7 @@ from ..logs import get_logger
 from ..wire import IngestRequest
 from .config import INGEST_CONTENT_TYPE, AgentConfig
 from .deadletter import DeadLetterFile, DeadLetters
+from .diskspace import DiskReserve, is_disk_full
 from .metrics import AgentMetrics
 from .spool import KIND_SESSION, AsyncSpool, SpooledBatch, SpooledDropReport
 
@@ -120,8 +121,10 @@ class Forwarder:
         client: httpx.AsyncClient | None = None,
         *,
         dead_letter: DeadLetterFile | None = None,
+        reserve: DiskReserve | None = None,
     ) -> None:
         self._config = config
+        self._reserve = reserve
         self._spool = spool
         self._metrics = metrics
         file = dead_letter or DeadLetterFile(config.dead_letter_path)
@@ -162,6 +165,8 @@ class Forwarder:
                 # The spool or the dead-letter file failed (disk full, I/O
                 # error): nothing was deleted, so retrying later is safe.
                 self._metrics.errors.labels("forward_spool").inc()
+                if self._reserve is not None and is_disk_full(exc):
+                    self._reserve.disk_full(exc)
                 delay = self._backoff.next_delay()
                 self._log.error(
                     "spool access failed while forwarding; will retry",
@@ -234,6 +239,9 @@ class Forwarder:
     ) -> None:
         batches, reports = _split(items)
         await self._spool.delete(batches, reports)
+        if self._reserve is not None and self._reserve.reason is not None:
+            await self._spool.reclaim()  # give the freed space back to the disk
+            self._reserve.wrote()
         events = sum(b.events for b in batches)
         self._metrics.batches_forwarded.inc(len(batches))
         self._metrics.events_forwarded.inc(events)

@@ -17,6 +17,7 @@ import os
 import socket
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 #: How long the start-up probe waits for an existing socket to answer. A live
@@ -55,8 +56,26 @@ class SocketLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, LOCK_FILE_MODE)
+        """Open (never through a symlink) and lock; the file must be ours and regular."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
+            fd = os.open(self.path, flags, LOCK_FILE_MODE)
+        except OSError as exc:
+            # ELOOP for a symlink; EACCES when the kernel's protected_symlinks /
+            # protected_regular refuse another user's file in a sticky dir.
+            # Say which, loudly; anything else is raised as it is.
+            try:
+                st = self.path.lstat()
+            except OSError:
+                raise SocketInUseError(f"cannot open {self.path}: {exc}") from exc
+            if stat.S_ISLNK(st.st_mode):
+                raise SocketInUseError(
+                    f"{self.path} is a symlink (planted by another user?); refusing to follow it"
+                ) from None
+            _check_ours(self.path, st, stat.S_ISREG, "a regular file")
+            raise
+        try:
+            _check_ours(self.path, os.fstat(fd), stat.S_ISREG, "a regular file")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
@@ -64,6 +83,9 @@ class SocketLock:
                 raise SocketInUseError(
                     f"another agent holds {self.path}; refusing to take its socket"
                 ) from None
+            raise
+        except BaseException:
+            os.close(fd)
             raise
         self._fd = fd
 
@@ -73,12 +95,32 @@ class SocketLock:
             self._fd = None
 
 
+def _check_ours(path: Path, st: os.stat_result, is_kind: Callable[[int], bool], kind: str) -> None:
+    """Refuse, loudly, a file of the wrong kind or another user's (e.g. in a shared /tmp)."""
+    if not is_kind(st.st_mode):
+        raise SocketInUseError(f"{path} is not {kind}; refusing to use it")
+    if st.st_uid != os.geteuid():
+        raise SocketInUseError(
+            f"{path} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()}); "
+            "another user may have planted it: refusing to use it"
+        )
+
+
 def _refuse_live_owner(path: Path) -> None:
-    """Remove ``path`` if it is a stale socket; raise if anything else holds it."""
+    """Remove ``path`` if it is a stale socket of ours; raise if anything else holds it."""
     with contextlib.suppress(FileNotFoundError):
         st = path.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            raise SocketInUseError(
+                f"{path} is a symlink (planted by another user?); refusing to follow or replace it"
+            )
         if not stat.S_ISSOCK(st.st_mode):
             raise SocketInUseError(f"{path} exists and is not a socket; refusing to replace it")
+        if st.st_uid != os.geteuid():
+            raise SocketInUseError(
+                f"{path} is a socket of uid {st.st_uid}, not ours; refusing to take it over "
+                "(another user may be squatting it: choose another --socket)"
+            )
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         probe.settimeout(PROBE_TIMEOUT)
         try:

@@ -119,6 +119,10 @@ class Spool:
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
             )
             os.chmod(path, 0o600)
+            # Takes effect only on a new file, and only before WAL mode is
+            # set: freed pages can then be given back to the file system
+            # (reclaim), which recovering from a full disk needs.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode != "wal":
                 raise SpoolError(f"{path}: cannot enable WAL mode (got {mode!r})")
@@ -265,6 +269,11 @@ class Spool:
         self._reports -= len(reports)
         self._report_bytes -= sum(len(r.payload) for r in reports)
 
+    def reclaim(self) -> None:
+        """Give freed pages and the WAL back to the file system (after a full disk)."""
+        self._db.execute("PRAGMA incremental_vacuum")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def close(self) -> None:
         try:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -373,6 +382,10 @@ class AsyncSpool:
             self._spool.delete(batches, reports)
 
         await self._run(keep_then_delete)
+
+    async def reclaim(self) -> None:
+        """:meth:`Spool.reclaim`: freed pages and the WAL back to the file system."""
+        await self._run(self._spool.reclaim)
 
     async def close(self) -> None:
         """Checkpoint and close the file, then end the spool thread."""

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from ..logs import get_logger
 from ..wire import DropReason, DropSource
+from .diskspace import DiskReserve, is_disk_full
 from .drops import DropLedger
 from .metrics import AgentMetrics
 from .spool import KIND_SESSION, AsyncSpool, NewBatch
@@ -38,8 +39,10 @@ class SpoolWriter:
         forwarder_wake: asyncio.Event,
         max_pending_bytes: int,
         drop_report_interval: float,
+        reserve: DiskReserve | None = None,
     ) -> None:
         self._spool = spool
+        self._reserve = reserve
         self._metrics = metrics
         self._ledger = ledger
         self._forwarder_wake = forwarder_wake
@@ -163,12 +166,20 @@ class SpoolWriter:
 
     async def _commit(self) -> bool:
         """Commit what is pending; False (kept for a retry) when the spool failed."""
+        reserve = self._reserve
+        if reserve is not None and not reserve.may_write():
+            # Disk full: the room left is for deleting what the collector has.
+            self._room.clear()
+            await asyncio.sleep(COMMIT_RETRY_DELAY)
+            return False
         items, self._pending = self._pending, []
         size, self._pending_bytes = self._pending_bytes, 0
         try:
             refused = await self._spool.append(items)
         except Exception as exc:
             self._metrics.errors.labels("spool_append").inc()
+            if reserve is not None and is_disk_full(exc):
+                reserve.disk_full(exc)
             self._log.error(
                 "spool commit failed; keeping the batches in memory and retrying",
                 batches=len(items),
@@ -233,6 +244,8 @@ class SpoolWriter:
             stored = await self._spool.add_drop_reports(reports)
         except Exception as exc:
             self._metrics.errors.labels("spool_drop_reports").inc()
+            if self._reserve is not None and is_disk_full(exc):
+                self._reserve.disk_full(exc)
             self._log.error("storing drop reports failed; keeping the counts", error=repr(exc))
             stored = 0
         if stored < len(reports):
