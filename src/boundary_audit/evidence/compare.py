@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import operator
+import struct
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from ..wire import chain
 from .leaves import (
+    EVENT_PREFIX,
     LeafKind,
     ParsedLeaf,
     StoredDrop,
@@ -19,54 +23,89 @@ from .leaves import (
     StoredSeal,
     drop_body,
     entry_digest,
-    entry_from_body,
     entry_sequence,
-    event_body,
     seal_body,
+    text,
 )
 from .report import FindingKind, VerifyReport
 
 _sha256 = hashlib.sha256
+_SEQ = operator.attrgetter("sequence_number")
+_pack_head = struct.Struct(">QqB").pack
+_pack_len = struct.Struct(">I").pack
+_pack_q = struct.Struct(">Q").pack
+_NO_CLAIM = b"\x00" + bytes(chain.DIGEST_SIZE)
 #: Bytes of an entry's sequence number and event hash (the rest is the digest).
 _CONTENT_END = 8 + 32
 
 
-def _seq(e: StoredEvent) -> int:
-    return e.sequence_number
+@dataclass(slots=True)
+class Scan:
+    """One pass over a session's stored events: their leaf entries and its chain check."""
+
+    entries: list[bytes]
+    #: wire.chain.check()'s verdict (None when there is no chain to check).
+    chain: chain.ChainCheck | None
+    #: Some event carried a chain digest.
+    any_digest: bool
 
 
-class _Chain:
-    """wire.chain.check(), computed in the same pass as the entries (one encoding per event)."""
+def scan(
+    session_id: str, stored: Sequence[StoredEvent], seal_head: bytes | None, seal_count: int
+) -> Scan:
+    """Entries (leaves.event_entry) and wire.chain.check() in one pass, one encoding per event.
 
-    __slots__ = ("bad", "checked", "count", "done", "head", "last", "limit")
-
-    def __init__(self, session_id: str, limit: int) -> None:
-        self.head = chain.genesis(session_id)
-        self.count = 0
-        self.last = -1
-        self.limit = limit
-        self.done = False
-        #: First bad sequence number once done (None: placed nowhere).
-        self.bad: int | None = None
-        self.checked = 0
-
-    def add(self, seq: int, body: bytes, claimed: bytes) -> None:
-        if seq <= self.last or self.count >= self.limit:
-            self.done, self.bad, self.checked = True, seq, self.count
-            return
-        self.last = seq
-        self.head = digest = _sha256(self.head + body).digest()
-        if claimed and claimed != digest:
-            self.done, self.bad, self.checked = True, seq, self.count + 1
-            return
-        self.count += 1
-
-    def result(self, seal_head: bytes) -> chain.ChainCheck:
-        if self.done:
-            return chain.ChainCheck(False, self.bad, self.checked)
-        if self.count != self.limit:
-            return chain.ChainCheck(False, self.last + 1, self.count)
-        return chain.ChainCheck(self.head == seal_head, None, self.count)
+    ``stored`` in increasing sequence order. With ``seal_head`` None the
+    chain is not checked. Inlined (no call per event): the verifier's hot loop.
+    """
+    entries: list[bytes] = []
+    append = entries.append
+    texts: dict[
+        str, bytes
+    ] = {}  # text(s) (never empty) of the few distinct methods, rules and names
+    checking = seal_head is not None
+    head = chain.genesis(session_id) if checking else b""
+    count = checked = 0
+    last = -1
+    bad: int | None = None
+    any_digest = False
+    for e in stored:
+        seq = e.sequence_number
+        m = texts.get(e.method) or texts.setdefault(e.method, text(e.method))
+        r = texts.get(e.matched_rule) or texts.setdefault(e.matched_rule, text(e.matched_rule))
+        n = texts.get(e.confined_process_name) or texts.setdefault(
+            e.confined_process_name, text(e.confined_process_name)
+        )
+        u = e.url.encode("utf-8", "surrogatepass")
+        body = b"".join(
+            (_pack_head(seq, e.time_ns, 1 if e.allowed else 0), m, _pack_len(len(u)), u, r, n)
+        )
+        digest = e.chain_digest
+        content = _pack_q(seq) + _sha256(EVENT_PREFIX + body).digest()
+        if digest:
+            any_digest = True
+            append(content + b"\x01" + digest)
+        else:
+            append(content + _NO_CLAIM)
+        if checking:
+            if seq <= last or count >= seal_count:
+                checking, bad, checked = False, seq, count
+                continue
+            last = seq
+            head = _sha256(head + body).digest()
+            if digest and digest != head:
+                checking, bad, checked = False, seq, count + 1
+                continue
+            count += 1
+    if seal_head is None:
+        return Scan(entries, None, any_digest)
+    if bad is not None:
+        verdict = chain.ChainCheck(False, bad, checked)
+    elif count != seal_count:
+        verdict = chain.ChainCheck(False, last + 1, count)
+    else:
+        verdict = chain.ChainCheck(head == seal_head, None, count)
+    return Scan(entries, verdict, any_digest)
 
 
 def latest_seal(seals: Sequence[StoredSeal]) -> StoredSeal | None:
@@ -84,29 +123,28 @@ def check_session(
     leaves: Sequence[tuple[int, ParsedLeaf]],
 ) -> None:
     """Add to ``report`` every difference between the stored records and ``leaves``."""
-    stored = sorted(events, key=_seq)
+    stored = sorted(events, key=_SEQ)
     seal = latest_seal(seals)
     use_chain = seal is not None and bool(seal.chain_head)
-    ch = _Chain(session_id, seal.chain_count if seal is not None and use_chain else 0)
-    entries: list[bytes] = []
-    append = entries.append
-    any_digest = False
-    for e in stored:
-        body = event_body(e)
-        digest = e.chain_digest
-        append(entry_from_body(e.sequence_number, body, digest))
-        if digest:
-            any_digest = True
-        if use_chain and not ch.done:
-            ch.add(e.sequence_number, body, digest)
+    result = scan(
+        session_id,
+        stored,
+        seal.chain_head if seal is not None and use_chain else None,
+        seal.chain_count if seal is not None else 0,
+    )
+    any_digest = result.any_digest
     report.events_checked += len(stored)
     report.sessions_checked += 1
-    logged = sorted(x for _, leaf in leaves if leaf.kind is LeafKind.BATCH for x in leaf.entries)
     has_records = bool(stored) or bool(seals) or bool(drops)
     if leaves and not has_records:
         report.add(FindingKind.SESSION_DELETED, session_id, None, "in the log, not in the store")
-    if b"".join(logged) != b"".join(entries):
-        _diff_events(report, session_id, logged, entries)
+    batches = [leaf.body for _, leaf in leaves if leaf.kind is LeafKind.BATCH]
+    mine = b"".join(result.entries)
+    # The common case in one comparison: batches logged in sequence order.
+    if b"".join(batches) != mine:
+        logged = sorted(e for _, leaf in leaves for e in leaf.entries)
+        if b"".join(logged) != mine:
+            _diff_events(report, session_id, logged, result.entries)
     _diff_seals(report, session_id, seals, leaves)
     _diff_drops(report, session_id, drops, leaves)
     if seal is None:
@@ -117,7 +155,8 @@ def check_session(
     if not use_chain:
         report.add(FindingKind.UNVERIFIED, session_id, None, "the sender does not chain")
         return
-    _report_chain(report, session_id, ch.result(seal.chain_head), seal)
+    assert result.chain is not None
+    _report_chain(report, session_id, result.chain, seal)
 
 
 def _report_chain(

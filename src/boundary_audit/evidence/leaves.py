@@ -33,7 +33,9 @@ chain), so events of a sender that does not chain are covered as well.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
+import operator
 import struct
 import uuid
 from collections.abc import Iterable, Mapping
@@ -47,6 +49,9 @@ EVENT_PREFIX = b"boundary-audit/event/v1\x00"
 ENTRY_SIZE = 8 + 32 + 1 + 32
 _NO_DIGEST = bytes(chain.DIGEST_SIZE)
 _HEADER_SIZE = len(LEAF_PREFIX) + 1 + 16
+#: Batch sizes whose number readers are kept: every size a collector makes
+#: (at most wire.MAX_EVENTS_PER_FRAME per frame, a few frames per batch).
+_NUMBERS_CACHE = 4096
 
 _u8 = struct.Struct(">B")
 _u32 = struct.Struct(">I")
@@ -119,7 +124,8 @@ class StoredDrop:
 # -- encodings ----------------------------------------------------------------------------------
 
 
-def _text(value: str) -> bytes:
+def text(value: str) -> bytes:
+    """``u32(len(utf8(s))) || utf8(s)``."""
     raw = value.encode("utf-8", errors="surrogatepass")
     return _pack_len(len(raw)) + raw
 
@@ -168,7 +174,7 @@ def batch_leaf(session_id: str, events: Iterable[StoredEvent]) -> bytes:
 
 
 def _counts(m: Mapping[str, int]) -> bytes:
-    return _u32.pack(len(m)) + b"".join(_text(k) + _u64.pack(m[k]) for k in sorted(m))
+    return _u32.pack(len(m)) + b"".join(text(k) + _u64.pack(m[k]) for k in sorted(m))
 
 
 def seal_body(s: StoredSeal) -> bytes:
@@ -190,7 +196,7 @@ def seal_leaf(session_id: str, seal: StoredSeal) -> bytes:
 
 
 def drop_body(d: StoredDrop) -> bytes:
-    return _text(d.report_id) + _text(d.source) + _i64.pack(d.time_ns) + _counts(d.dropped)
+    return text(d.report_id) + text(d.source) + _i64.pack(d.time_ns) + _counts(d.dropped)
 
 
 def drop_leaf(session_id: str, drop: StoredDrop) -> bytes:
@@ -204,20 +210,33 @@ def drop_leaf(session_id: str, drop: StoredDrop) -> bytes:
 class ParsedLeaf:
     kind: LeafKind
     session_id: str
-    #: kind BATCH: the entries (ENTRY_SIZE bytes each, increasing numbers).
-    entries: tuple[bytes, ...] = ()
+    #: kind BATCH: the entries, ENTRY_SIZE bytes each, one after another;
     #: kinds SEAL and DROP: the body (compared with the stored record's encoding).
     body: bytes = b""
     #: kind DROP: the report id (to pair it with the stored report).
     report_id: str = ""
 
+    @property
+    def entries(self) -> list[bytes]:
+        """kind BATCH: each entry (increasing sequence numbers in a canonical leaf)."""
+        if self.kind is not LeafKind.BATCH:
+            return []
+        body = self.body
+        return [body[i : i + ENTRY_SIZE] for i in range(0, len(body), ENTRY_SIZE)]
 
-def _read_text(data: bytes, at: int) -> tuple[str, int]:
+
+def _readtext(data: bytes, at: int) -> tuple[str, int]:
     (n,) = _u32.unpack_from(data, at)
     end = at + 4 + n
     if end > len(data):
         raise LeafError("text runs past the leaf")
     return data[at + 4 : end].decode("utf-8", errors="surrogatepass"), end
+
+
+@functools.lru_cache(maxsize=_NUMBERS_CACHE)
+def _numbers(n: int) -> struct.Struct:
+    """Reads the sequence numbers of ``n`` entries in one call (they are ENTRY_SIZE apart)."""
+    return struct.Struct(">" + f"Q{ENTRY_SIZE - 8}x" * n)
 
 
 def parse_leaf(data: bytes) -> ParsedLeaf:
@@ -235,12 +254,12 @@ def parse_leaf(data: bytes) -> ParsedLeaf:
             (n,) = _u32.unpack_from(body)
             if len(body) != 4 + n * ENTRY_SIZE:
                 raise LeafError(f"a batch of {n} events is {4 + n * ENTRY_SIZE} bytes")
-            entries = tuple(body[4 + i * ENTRY_SIZE : 4 + (i + 1) * ENTRY_SIZE] for i in range(n))
-            if list(entries) != sorted(set(entries)) or len({e[:8] for e in entries}) != n:
+            numbers = _numbers(n).unpack_from(body, 4)
+            if not all(map(operator.lt, numbers, numbers[1:])):
                 raise LeafError("batch entries are not in increasing sequence order")
-            return ParsedLeaf(kind, session, entries=entries)
+            return ParsedLeaf(kind, session, body=body[4:])
         if kind is LeafKind.DROP:
-            report_id, _ = _read_text(body, 0)
+            report_id, _ = _readtext(body, 0)
             return ParsedLeaf(kind, session, body=body, report_id=report_id)
     except struct.error as exc:
         raise LeafError(f"truncated leaf: {exc}") from None
@@ -277,4 +296,5 @@ __all__ = [
     "parse_leaf",
     "seal_body",
     "seal_leaf",
+    "text",
 ]
