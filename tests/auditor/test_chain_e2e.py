@@ -150,3 +150,24 @@ def test_a_flood_with_drops_still_checks(receiver: Receiver, queue_size: int) ->
     result = check_chain(receiver.messages, a.session_id)
     assert result.ok, result
     assert result.checked == a.stats.sent
+
+
+def test_an_invalid_event_in_a_frame_that_waited_for_room_is_counted_once(
+    receiver: Receiver,
+) -> None:
+    """A frame not written for lack of room is encoded again later: the invalid
+    event inside it is still one drop, not one per attempt."""
+    a = SocketAuditor(receiver.path, batch_size=4, batch_interval=3600, replay_window_bytes=1)
+    assert a.connect_now(timeout=10) is OpenResult.ACKNOWLEDGED
+    receiver.hold()  # reads, never acknowledges: the first frame fills the window
+    big = "https://github.com/" + "p" * 20_000
+    a.audit(ev(0, url=big))
+    a.audit(ev(1, url=big))  # a frame of its own, which must wait for room
+    a.audit(AuditEvent("GET", 12345, "a", True))  # type: ignore[arg-type]
+    a.audit(ev(3))  # the batch is full: due
+    eventually(lambda: a.stats.frames_sent >= 2, "the first frame written")
+    receiver.release()
+    a.close(timeout=10)
+    assert a.stats.dropped[DropReason.INVALID_EVENT] == 1
+    assert last_seal(receiver.messages).dropped[DropReason.INVALID_EVENT] == 1
+    assert check_chain(receiver.messages, a.session_id).ok
