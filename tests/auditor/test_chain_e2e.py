@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from boundary_audit.auditor import AuditEvent, OpenResult, SocketAuditor
 from boundary_audit.wire import DropReason, chain
@@ -150,3 +152,63 @@ def test_a_flood_with_drops_still_checks(receiver: Receiver, queue_size: int) ->
     result = check_chain(receiver.messages, a.session_id)
     assert result.ok, result
     assert result.checked == a.stats.sent
+
+
+def test_an_invalid_event_in_a_frame_that_waited_for_room_is_counted_once(
+    receiver: Receiver,
+) -> None:
+    """A frame not written for lack of room is encoded again later: the invalid
+    event inside it is still one drop, not one per attempt."""
+    a = SocketAuditor(receiver.path, batch_size=4, batch_interval=3600, replay_window_bytes=1)
+    assert a.connect_now(timeout=10) is OpenResult.ACKNOWLEDGED
+    receiver.hold()  # reads, never acknowledges: the first frame fills the window
+    big = "https://github.com/" + "p" * 20_000
+    a.audit(ev(0, url=big))
+    a.audit(ev(1, url=big))  # a frame of its own, which must wait for room
+    a.audit(AuditEvent("GET", 12345, "a", True))  # type: ignore[arg-type]
+    a.audit(ev(3))  # the batch is full: due
+    eventually(lambda: a.stats.frames_sent >= 2, "the first frame written")
+    receiver.release()
+    a.close(timeout=10)
+    assert a.stats.dropped[DropReason.INVALID_EVENT] == 1
+    assert last_seal(receiver.messages).dropped[DropReason.INVALID_EVENT] == 1
+    assert check_chain(receiver.messages, a.session_id).ok
+
+
+ops = st.lists(
+    st.one_of(
+        st.just("event"),
+        st.just("invalid"),
+        st.integers(0, 60).map(lambda n: f"own:{n}"),  # a number of its own, maybe repeated
+    ),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(ops=ops, batch=st.sampled_from([1, 3, 1000]))
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_any_drop_pattern_on_a_real_socket_leaves_a_chain_the_receiver_checks(
+    receiver: Receiver, ops: list[str], batch: int
+) -> None:
+    """Invalid events, and numbers brought out of order or twice, are gaps;
+    whatever went out, the receiver's recomputed chain matches the seal."""
+    a = SocketAuditor(receiver.path, batch_size=batch, batch_interval=0.005)
+    for i, op in enumerate(ops):
+        if op == "event":
+            a.audit(ev(i))
+        elif op == "invalid":
+            a.audit(AuditEvent("GET", 12345, "a", True))  # type: ignore[arg-type]
+        else:
+            own = int(op.split(":")[1])
+            a.audit(AuditEvent("GET", f"https://x/{i}", "x", True, "r", sequence_number=own))
+    a.close(timeout=10)
+    stats = a.stats
+    result = check_chain(receiver.messages, a.session_id)
+    assert result.ok, (result, ops)
+    assert result.checked == stats.sent
+    assert stats.sent + stats.dropped[DropReason.INVALID_EVENT] == len(ops)

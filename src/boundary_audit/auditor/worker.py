@@ -230,10 +230,14 @@ class SenderThread:
         while batch.records:
             written = 0
             result = Put.WROTE
+            # Invalid records are counted with the frame that consumes them:
+            # a frame not written is encoded again later, and its invalid
+            # records would otherwise count once per attempt.
+            invalid: list[tuple[Record, Exception]] = []
             for enc in encode_records(
                 batch.records,
                 self.cfg.process_name,
-                on_invalid=self.invalid,
+                on_invalid=_collect(invalid),
                 chain=self.chain_mark(),
             ):
                 if enc.frame:
@@ -242,6 +246,9 @@ class SenderThread:
                         break
                     self.encoded(enc)
                     self.chained(enc)
+                for rec, exc in invalid:
+                    self.invalid(rec, exc)
+                invalid.clear()
                 written += enc.consumed
             batch.written(written, self.clock())
             h.counters.pending = len(batch)
@@ -326,6 +333,15 @@ class SenderThread:
             status.delivered(total)
             c.status_reports_sent += 1
         return result is not Put.FAILED
+
+
+def _collect(into: list[tuple[Record, Exception]]) -> Callable[[Record, Exception], None]:
+    """An on_invalid handler that keeps the records for later."""
+
+    def keep(rec: Record, exc: Exception) -> None:
+        into.append((rec, exc))
+
+    return keep
 
 
 __all__ = ["Handoff", "SenderConfig", "SenderThread"]

@@ -1,0 +1,311 @@
+"""verify_store: every way to edit a store is caught and placed; an untouched one passes."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from boundary_audit.evidence import (
+    FindingKind,
+    StoredEvent,
+    StoredSeal,
+    VerifyReport,
+    batch_leaf,
+    sign,
+    verify_store,
+)
+from boundary_audit.evidence.compare import scan
+from boundary_audit.evidence.leaves import (
+    ENTRY_SIZE,
+    LeafError,
+    event_body,
+    event_entry,
+    parse_leaf,
+)
+from boundary_audit.wire import chain
+from tests.evidence.helpers import KEY, T0, build_store, rechain, seal_of, session_events
+
+K = FindingKind
+
+
+def kinds(report: VerifyReport) -> set[FindingKind]:
+    return {f.kind for f in report.failures()}
+
+
+def where(report: VerifyReport, kind: FindingKind) -> list[tuple[str | None, int | None]]:
+    return [(f.session, f.sequence_number) for f in report.of_kind(kind)]
+
+
+def test_an_untouched_store_passes() -> None:
+    store, _ = build_store()
+    report = store.verify()
+    assert report.ok, report.findings
+    assert report.findings == []
+    assert (report.sessions_checked, report.events_checked) == (3, 75)
+    assert report.checkpoint_size == len(store.leaves)
+
+
+def test_an_updated_url_is_named_and_breaks_the_chain() -> None:
+    store, ids = build_store()
+    evs = store.events[ids[1]]
+    evs[4] = dataclasses.replace(evs[4], url="https://evil.example/")
+    report = store.verify()
+    assert not report.ok
+    assert where(report, K.ALTERED) == [(ids[1], 4)]
+    assert where(report, K.CHAIN_BROKEN) == [(ids[1], 4)]
+    assert "content differs" in report.of_kind(K.ALTERED)[0].detail
+
+
+def test_an_edit_with_the_chain_and_seal_recomputed_is_still_named_by_the_log() -> None:
+    store, ids = build_store()
+    sid = ids[0]
+    evs = list(store.events[sid])
+    evs[10] = dataclasses.replace(evs[10], allowed=not evs[10].allowed)
+    store.events[sid] = rechain(sid, evs)
+    store.seals[sid] = [seal_of(store.events[sid], sid)]
+    report = store.verify()
+    assert report.of_kind(K.CHAIN_BROKEN) == []  # consistent forgery: the chain alone passes
+    altered = where(report, K.ALTERED)
+    assert altered[0] == (sid, 10)  # the edit itself, then every re-chained digest after it
+    assert {seq for _, seq in altered} == set(range(10, 25))
+    # The recomputed seal has a new head: not the logged seal.
+    assert kinds(report) == {K.ALTERED, K.SEAL_ALTERED}
+
+
+def test_a_deleted_event_is_named() -> None:
+    store, ids = build_store()
+    del store.events[ids[2]][7]
+    report = store.verify()
+    assert where(report, K.DELETED) == [(ids[2], 7)]
+    assert where(report, K.CHAIN_BROKEN) == [(ids[2], 8)]
+
+
+def test_an_inserted_fake_event_is_named() -> None:
+    store, ids = build_store()
+    store.events[ids[0]].append(StoredEvent(99, T0, True, "GET", "https://fake/", "r", "codex"))
+    report = store.verify()
+    assert where(report, K.INSERTED) == [(ids[0], 99)]
+    assert K.CHAIN_BROKEN in kinds(report)
+
+
+def test_a_whole_deleted_session_is_named_with_each_of_its_events() -> None:
+    store, ids = build_store()
+    sid = ids[1]
+    del store.events[sid]
+    del store.seals[sid]
+    del store.drops[sid]
+    report = store.verify()
+    assert where(report, K.SESSION_DELETED) == [(sid, None)]
+    assert where(report, K.DELETED) == [(sid, n) for n in range(25)]
+    assert where(report, K.SEAL_DELETED) == [(sid, None)]
+    assert K.DROP_DELETED in kinds(report)
+
+
+def test_edited_counters_are_caught() -> None:
+    store, ids = build_store()
+    seal = store.seals[ids[0]][0]
+    store.seals[ids[0]] = [dataclasses.replace(seal, dropped={"channel_full": 0})]
+    drop = store.drops[ids[1]][0]
+    store.drops[ids[1]] = [dataclasses.replace(drop, dropped={"channel_full": 0})]
+    report = store.verify()
+    assert where(report, K.SEAL_ALTERED) == [(ids[0], None)]
+    assert where(report, K.DROP_ALTERED) == [(ids[1], None)]
+
+
+def test_a_rewritten_or_truncated_log_fails_against_the_checkpoint() -> None:
+    store, ids = build_store()
+    sid = ids[0]
+    evs = store.events[sid]
+    evs[0] = dataclasses.replace(evs[0], url="https://evil/")
+    store.events[sid] = rechain(sid, evs)
+    store.leaves[0] = batch_leaf(sid, store.events[sid][:7])  # the log rewritten to match
+    report = store.verify()
+    assert K.LOG_MISMATCH in kinds(report)
+    truncated, _ = build_store()
+    truncated.leaves.pop()
+    assert K.LOG_TRUNCATED in kinds(truncated.verify())
+
+
+def test_a_checkpoint_from_another_key_or_none_fails() -> None:
+    store, _ = build_store()
+    other = Ed25519PrivateKey.generate()
+    assert store.checkpoint is not None
+    c = store.checkpoint.checkpoint
+    store.checkpoint = sign(
+        other, origin=c.origin, tree_size=c.tree_size, root_hash=c.root_hash, time_ns=1
+    )
+    assert kinds(store.verify()) == {K.CHECKPOINT_INVALID}
+    store.checkpoint = None
+    assert kinds(store.verify()) == {K.CHECKPOINT_MISSING}
+
+
+def test_leaves_after_the_checkpoint_and_unchained_sessions_only_inform() -> None:
+    store, _ = build_store()
+    coder = str(uuid.uuid4())
+    store.ingest(coder, session_events(coder, 5, chained=False), 5)
+    report = store.verify()
+    assert report.ok, report.failures()
+    assert {f.kind for f in report.findings} == {K.NOT_CHECKPOINTED, K.UNVERIFIED}
+    store.sign()
+    # ...and an unchained session's events are covered by the log all the same.
+    store.events[coder][2] = dataclasses.replace(store.events[coder][2], method="POST")
+    assert where(store.verify(), K.ALTERED) == [(coder, 2)]
+
+
+def test_a_malformed_leaf_is_named() -> None:
+    store, _ = build_store()
+    store.leaves.append(b"junk")
+    store.sign()
+    assert K.LEAF_MALFORMED in kinds(store.verify())
+
+
+def test_only_the_sessions_asked_for_are_checked_but_the_log_always() -> None:
+    store, ids = build_store()
+    store.events[ids[0]].pop()
+    seen: list[int] = []
+    report = verify_store(
+        store.events,
+        store.seals,
+        store.leaves,
+        store.checkpoint,
+        KEY.public_key(),
+        drops=store.drops,
+        sessions=[ids[1]],
+        progress=seen.append,
+    )
+    assert report.ok
+    assert (report.sessions_checked, seen) == (1, [25])
+
+
+# -- any single change, removal or insertion ------------------------------------------------
+
+FIELDS = [
+    "sequence_number",
+    "time_ns",
+    "allowed",
+    "method",
+    "url",
+    "matched_rule",
+    "name",
+    "digest",
+]
+
+
+def _changed(e: StoredEvent, field: str) -> StoredEvent:
+    r = dataclasses.replace
+    return {
+        "sequence_number": lambda: r(e, sequence_number=e.sequence_number + 1000),
+        "time_ns": lambda: r(e, time_ns=e.time_ns + 1),
+        "allowed": lambda: r(e, allowed=not e.allowed),
+        "method": lambda: r(e, method=e.method + "X"),
+        "url": lambda: r(e, url=e.url + "/"),
+        "matched_rule": lambda: r(e, matched_rule=e.matched_rule + "*"),
+        "name": lambda: r(e, confined_process_name=e.confined_process_name + "x"),
+        "digest": lambda: r(e, chain_digest=bytes(32)),
+    }[field]()
+
+
+SEAL_FIELDS = ["events_made", "events_sent", "undelivered", "spilled", "sealed_at_ns", "head"]
+
+
+def _seal_changed(s: StoredSeal, field: str) -> StoredSeal:
+    if field == "head":
+        return dataclasses.replace(s, chain_head=bytes(32))
+    return dataclasses.replace(s, **{field: getattr(s, field) + 1})
+
+
+@given(
+    data=st.data(),
+    what=st.sampled_from(["event", "remove", "insert", "seal"]),
+    rechained=st.booleans(),
+)
+@settings(max_examples=120, deadline=None)
+def test_any_single_change_removal_or_insertion_fails(
+    data: st.DataObject, what: str, rechained: bool
+) -> None:
+    store, ids = build_store(sessions=2, events=12, batch=5)
+    sid = data.draw(st.sampled_from(ids))
+    evs = store.events[sid]
+    k = data.draw(st.integers(0, len(evs) - 1))
+    if what == "event":
+        field = data.draw(st.sampled_from(FIELDS))
+        evs[k] = _changed(evs[k], field)
+        rechained = rechained and field != "digest"  # (re-chaining would undo that edit)
+    elif what == "remove":
+        del evs[k]
+    elif what == "insert":
+        evs.append(StoredEvent(500 + k, T0, True, "GET", "https://fake/", "", "codex"))
+    else:
+        seal = store.seals[sid][0]
+        store.seals[sid] = [_seal_changed(seal, data.draw(st.sampled_from(SEAL_FIELDS)))]
+    if rechained and what != "seal":
+        store.events[sid] = rechain(sid, store.events[sid])
+        store.seals[sid] = [seal_of(store.events[sid], sid)]
+    report = store.verify()
+    assert not report.ok
+    if what in ("event", "remove", "insert"):
+        # The log names the event (or, with the digests recomputed, the first one re-chained).
+        named = {seq for _, seq in where(report, K.ALTERED) + where(report, K.DELETED)}
+        named |= {seq for _, seq in where(report, K.INSERTED)}
+        assert named
+
+
+# -- the pieces --------------------------------------------------------------------------------
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.booleans(), st.text(max_size=8)), max_size=12),
+    st.integers(0, 14),
+    st.booleans(),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_inline_chain_check_agrees_with_wire_chain(
+    rows: list[tuple[int, bool, str]], count: int, bad_claims: bool
+) -> None:
+    sid = str(uuid.UUID(int=7))
+    events = [StoredEvent(n, n, a, "GET", u, "", "p") for n, a, u in sorted(rows)]
+    claims: list[bytes] = []
+    digest = chain.genesis(sid)
+    for e in events:
+        digest = chain.next_digest(digest, e.chained())
+        claims.append(bytes(32) if bad_claims and e.sequence_number % 2 else digest)
+    head = chain.head(sid, [e.chained() for e in events[:count]]) if not rows else digest
+    expected = chain.check(
+        sid, [(e.chained(), c) for e, c in zip(events, claims, strict=True)], head, count
+    )
+    stored = [dataclasses.replace(e, chain_digest=c) for e, c in zip(events, claims, strict=True)]
+    result = scan(sid, stored, head, count)
+    assert result.chain == expected
+    assert result.entries == [event_entry(e) for e in stored]
+
+
+@given(st.text(max_size=30), st.text(max_size=30), st.booleans(), st.integers(0, 2**62))
+def test_the_inline_event_encoding_is_wire_chains(
+    url: str, rule: str, allowed: bool, t: int
+) -> None:
+    e = StoredEvent(3, t, allowed, "GET", url, rule, "claude-code")
+    assert event_body(e) == chain.encode_event(e.chained())
+    assert len(event_entry(e)) == ENTRY_SIZE
+
+
+def test_a_leaf_that_is_not_canonical_is_refused() -> None:
+    sid = str(uuid.UUID(int=1))
+    leaf = batch_leaf(sid, session_events(sid, 3))
+    assert len(parse_leaf(leaf).entries) == 3
+    header = len(leaf) - 4 - 3 * ENTRY_SIZE
+    swapped = (
+        leaf[: header + 4]
+        + leaf[header + 4 + ENTRY_SIZE : header + 4 + 2 * ENTRY_SIZE]
+        + leaf[header + 4 : header + 4 + ENTRY_SIZE]
+        + leaf[header + 4 + 2 * ENTRY_SIZE :]
+    )
+    for bad in (leaf[:-1], swapped, b"boundary-audit/leaf/v1\x00\x09" + bytes(16)):
+        try:
+            parse_leaf(bad)
+        except LeafError:
+            continue
+        raise AssertionError(f"parsed {bad!r}")
