@@ -221,7 +221,8 @@ def test_gaps_and_upstream_drops_are_counted(
     listing = httpx.get(collector_server.url + "/api/v1/sessions").json()
     assert listing["unattributed_dropped_by_reason"] == {"spool_full": 7}
     assert "spool_full: 7" in httpx.get(collector_server.url + "/").text
-    assert "3 missing of 6" in page
+    assert "unsealed (the sender sends no seal): 3 stored, 3 lost (boundary_channel_full 3)" in page
+    assert "3 below the highest number seen (5)" in page
 
 
 def test_foreign_session_is_rejected(collector_server: CollectorServer, storage: Storage) -> None:

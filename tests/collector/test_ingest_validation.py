@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from boundary_audit.collector.ingest import (
+    MAX_DROP_COUNT,
     MAX_EVENT_TIME_NS,
     MAX_EVENTS_PER_REQUEST,
     MAX_METHOD_CHARS,
@@ -92,10 +93,14 @@ def test_request_level_limits() -> None:
     bad_drop.drops.add(report_id="r", source="agent", session_id="nope")
     with pytest.raises(InvalidRequestError, match=r"drops\[0\]\.session_id is not a UUID"):
         parse_ingest_request(bad_drop.SerializeToString())
-    negative = IngestRequest()
-    negative.drops.add(report_id="r", source="agent").dropped["spool_full"] = -1
-    with pytest.raises(InvalidRequestError, match="out of range"):
-        parse_ingest_request(negative.SerializeToString())
+    # Counts out of range are clamped and counted, never a reason to refuse.
+    odd = IngestRequest()
+    drop = odd.drops.add(report_id="r", source="agent")
+    drop.dropped["spool_full"] = -1
+    drop.dropped["rejected"] = (1 << 63) - 1
+    parsed = parse_ingest_request(odd.SerializeToString())
+    assert parsed.drops[0].dropped == {"spool_full": 0, "rejected": MAX_DROP_COUNT}
+    assert parsed.clamped == 2
 
 
 @pytest.mark.parametrize(

@@ -14,9 +14,19 @@ from urllib.parse import urlsplit
 
 from google.protobuf.message import DecodeError
 
-from boundary_audit.wire import BoundaryLog, DropReport, IngestRequest
+from boundary_audit.wire import BoundaryLog, DropReport, DropSource, IngestRequest, SessionRecord
 
-from .model import NS_PER_SECOND, DropIn, EventIn, IngestBatch, InvalidRequestError, SessionBatch
+from .model import (
+    NS_PER_SECOND,
+    DropIn,
+    EventIn,
+    IngestBatch,
+    InvalidRequestError,
+    OpenIn,
+    RecordIn,
+    SealIn,
+    SessionBatch,
+)
 
 #: Largest body the collector reads (the agent sends at most 1 MiB; 4x headroom
 #: for other senders, small enough that one request cannot exhaust memory).
@@ -26,6 +36,11 @@ MAX_INGEST_BODY_BYTES = 4 * 1024 * 1024
 MAX_EVENTS_PER_REQUEST = 20_000
 #: Drop reports per request; the agent forwards a handful per batch.
 MAX_DROP_REPORTS_PER_REQUEST = 1_000
+#: Session records per request: an open and up to two seals per session, for
+#: the sessions of one agent batch.
+MAX_SESSION_RECORDS_PER_REQUEST = 1_000
+#: Bytes of a chain digest (SHA-256); anything longer is not one.
+MAX_CHAIN_DIGEST_BYTES = 64
 #: Distinct reasons in one drop report (real reporters use two or three).
 MAX_DROP_REASONS = 32
 #: Browsers and servers commonly cap URLs near 8 KiB; longer is not a real request.
@@ -42,7 +57,7 @@ MIN_EVENT_TIME_NS = 946_684_800 * NS_PER_SECOND
 MAX_EVENT_TIME_NS = 7_258_118_400 * NS_PER_SECOND
 #: Drop counts above this are not events a single process could have made.
 MAX_DROP_COUNT = 1 << 40
-DROP_SOURCES = frozenset({"boundary", "agent"})
+DROP_SOURCES = frozenset(str(s) for s in DropSource)
 
 
 def canonical_uuid(value: str, where: str) -> str:
@@ -94,7 +109,7 @@ def _timestamp_ns(seconds: int, nanos: int, where: str) -> int:
     return ns
 
 
-def parse_ingest_request(body: bytes) -> IngestBatch:
+def parse_ingest_request(body: bytes) -> IngestBatch:  # noqa: PLR0912 - one check per field
     """Decode and validate one ``IngestRequest`` body."""
     request = IngestRequest()
     try:
@@ -125,6 +140,9 @@ def parse_ingest_request(body: bytes) -> IngestBatch:
         batch = sessions.setdefault(session_id, SessionBatch(session_id, name))
         if name and not batch.confined_process_name:
             batch.confined_process_name = name
+        # Kept per event (then cleared where it is the batch's), so a chain can
+        # be rebuilt exactly.
+        own_name = name
         append = batch.events.append
         for j, log in enumerate(report.logs):
             # Fast path: plain comparisons; the slow path names what failed.
@@ -140,14 +158,99 @@ def parse_ingest_request(body: bytes) -> IngestBatch:
                 or len(rule) > MAX_RULE_CHARS
             ):
                 _explain_event(f"{where}.logs[{j}]", log)
+            digest = log.chain_digest
+            if len(digest) > MAX_CHAIN_DIGEST_BYTES:
+                raise InvalidRequestError(
+                    f"{where}.logs[{j}].chain_digest is {len(digest)} bytes, not a digest"
+                )
             append(
-                EventIn(log.sequence_number, time_ns, log.allowed, method, url, host_of(url), rule)
+                EventIn(
+                    log.sequence_number,
+                    time_ns,
+                    log.allowed,
+                    method,
+                    url,
+                    host_of(url),
+                    rule,
+                    digest or None,
+                    own_name,
+                )
             )
     for batch in sessions.values():
         batch.events.sort(key=lambda e: e.sequence_number)
-    drops = [_drop(i, d) for i, d in enumerate(request.drops)]
+    for batch in sessions.values():
+        for event in batch.events:
+            if event.process_name == batch.confined_process_name:
+                event.process_name = None
+    if len(request.sessions) > MAX_SESSION_RECORDS_PER_REQUEST:
+        raise InvalidRequestError(
+            f"request carries {len(request.sessions)} session records, "
+            f"over the {MAX_SESSION_RECORDS_PER_REQUEST} limit"
+        )
+    clamps = _Clamps()
+    drops = [_drop(i, d, clamps) for i, d in enumerate(request.drops)]
+    records = [_record(i, r, clamps) for i, r in enumerate(request.sessions)]
     ordered = [sessions[k] for k in sorted(sessions)]
-    return IngestBatch(batch_id=batch_id, sessions=ordered, drops=drops)
+    return IngestBatch(
+        batch_id=batch_id, sessions=ordered, drops=drops, records=records, clamped=clamps.count
+    )
+
+
+class _Clamps:
+    """Counts clamped into range while parsing one request."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def clamp(self, value: int, high: int) -> int:
+        if 0 <= value <= high:
+            return value
+        self.count += 1
+        return 0 if value < 0 else high
+
+
+def _record(i: int, record: SessionRecord, clamps: _Clamps) -> RecordIn:
+    where = f"sessions[{i}]"
+    record_id = _text(record.record_id, MAX_ID_CHARS, f"{where}.record_id")
+    session_id = canonical_uuid(record.session_id, f"{where}.session_id")
+    name = _text(
+        record.confined_process_name,
+        MAX_NAME_CHARS,
+        f"{where}.confined_process_name",
+        required=False,
+    )
+    opened = None
+    if record.HasField("open"):
+        o = record.open
+        sender = _text(o.sender, MAX_NAME_CHARS, f"{where}.open.sender", required=False)
+        opened = OpenIn(sender, o.want_acks, max(0, o.first_sequence_number))
+    seal = None
+    if record.HasField("seal"):
+        s = record.seal
+        if len(s.dropped) > MAX_DROP_REASONS:
+            raise InvalidRequestError(
+                f"{where}.seal.dropped has more than {MAX_DROP_REASONS} reasons"
+            )
+        dropped = {}
+        for reason, count in s.dropped.items():
+            _text(reason, MAX_NAME_CHARS, f"{where}.seal.dropped reason")
+            dropped[reason] = clamps.clamp(count, MAX_DROP_COUNT)
+        if len(s.chain_head) > MAX_CHAIN_DIGEST_BYTES:
+            raise InvalidRequestError(f"{where}.seal.chain_head is not a digest")
+        sealed_at = s.sealed_at.seconds * NS_PER_SECOND + s.sealed_at.nanos
+        seal = SealIn(
+            events_made=clamps.clamp(s.events_made, MAX_DROP_COUNT),
+            events_sent=clamps.clamp(s.events_sent, MAX_DROP_COUNT),
+            dropped=dropped,
+            undelivered=clamps.clamp(s.undelivered, MAX_DROP_COUNT),
+            spilled=clamps.clamp(s.spilled, MAX_DROP_COUNT),
+            sealed_at_ns=clamps.clamp(sealed_at, MAX_EVENT_TIME_NS),
+            chain_head=s.chain_head,
+            chain_count=clamps.clamp(s.chain_count, MAX_DROP_COUNT),
+        )
+    observed = record.observed_at.seconds * NS_PER_SECOND + record.observed_at.nanos
+    observed_ns = observed if MIN_EVENT_TIME_NS <= observed < MAX_EVENT_TIME_NS else 0
+    return RecordIn(record_id, session_id, opened, seal, observed_ns, name)
 
 
 def _explain_event(at: str, log: BoundaryLog) -> NoReturn:
@@ -166,7 +269,7 @@ def _explain_event(at: str, log: BoundaryLog) -> NoReturn:
     raise AssertionError(f"{at} failed the fast checks but passes the detailed ones")
 
 
-def _drop(i: int, report: DropReport) -> DropIn:
+def _drop(i: int, report: DropReport, clamps: _Clamps) -> DropIn:
     where = f"drops[{i}]"
     report_id = _text(report.report_id, MAX_ID_CHARS, f"{where}.report_id")
     session_id = (
@@ -181,9 +284,9 @@ def _drop(i: int, report: DropReport) -> DropIn:
     dropped: dict[str, int] = {}
     for reason, count in report.dropped.items():
         _text(reason, MAX_NAME_CHARS, f"{where}.dropped reason")
-        if not 0 <= count <= MAX_DROP_COUNT:
-            raise InvalidRequestError(f"{where}.dropped[{reason!r}] is {count}, out of range")
-        dropped[reason] = count
+        # Out of range is clamped and counted, not refused: the report still says
+        # that events were lost.
+        dropped[reason] = clamps.clamp(count, MAX_DROP_COUNT)
     time_ns = (
         _timestamp_ns(report.time.seconds, report.time.nanos, f"{where}.time")
         if report.HasField("time")
