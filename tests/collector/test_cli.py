@@ -98,7 +98,10 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
                 (sid, 5),
             ]
             # The documented keys, spelled out here (not taken from the code under test).
-            keys = "session_id sequence_number time allowed method url host matched_rule"
+            keys = (
+                "session_id sequence_number time allowed method url host matched_rule"
+                " time_unix_ns altered"
+            )
             assert set(denied[0]) == set(keys.split())
             one = json_lines(
                 run_cli("logs", "--json", "--session", sid.upper(), "--since", "1h", *source).stdout

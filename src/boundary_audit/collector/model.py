@@ -93,8 +93,10 @@ class EventFlag(enum.IntFlag):
 
     #: A field was longer than its storage limit and was cut (ends in CUT_MARKER).
     CUT = 1
-    #: A field held a NUL or invalid UTF-8 and is stored escaped (see ingest.escape).
+    #: A field held a NUL or invalid UTF-8 and is stored escaped (see fields.escape).
     ESCAPED = 2
+    #: The time was outside what a 64-bit nanosecond count holds (1970-2262).
+    TIME_CLAMPED = 4
 
 
 @dataclass(slots=True)  # not frozen: frozen __init__ costs twice as much per event
@@ -175,6 +177,8 @@ class IngestBatch:
     records: list[RecordIn] = field(default_factory=list)
     #: Counts above their caps that were clamped (counted in a metric, not refused).
     clamped: int = 0
+    #: Events stored with a field cut, escaped or clamped: EventFlag name -> events.
+    flagged: dict[str, int] = field(default_factory=dict)
 
     @property
     def event_count(self) -> int:
@@ -265,6 +269,13 @@ class EventRecord:
     url: str
     host: str
     matched_rule: str
+    #: EventFlag bits: what the collector had to do to store it.
+    flags: int = 0
+
+    @property
+    def altered(self) -> list[str]:
+        """Names of the EventFlag bits set (``cut``, ``escaped``, ``time_clamped``)."""
+        return [str(f.name).lower() for f in EventFlag if self.flags & f]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -276,6 +287,9 @@ class EventRecord:
             "url": self.url,
             "host": self.host,
             "matched_rule": self.matched_rule,
+            # Exact: ``time`` shows microseconds, the wire carries nanoseconds.
+            "time_unix_ns": str(self.time_ns),
+            "altered": self.altered,
         }
 
 
@@ -289,6 +303,8 @@ EVENT_JSON_FIELDS = (
     "url",
     "host",
     "matched_rule",
+    "time_unix_ns",
+    "altered",
 )
 
 

@@ -117,6 +117,16 @@ _EVENT_PROPERTIES = {
     "url": _STRING,
     "host": _STRING,
     "matched_rule": _STRING,
+    "time_unix_ns": {
+        "type": "string",
+        "pattern": "^[0-9]+$",
+        "description": "the event time in Unix nanoseconds, exactly as sent",
+    },
+    "altered": {
+        "type": "array",
+        "items": {"type": "string", "enum": ["cut", "escaped", "time_clamped"]},
+        "description": "what the collector had to do to store the event (empty: nothing)",
+    },
 }
 
 _SCHEMAS: dict[str, Any] = {

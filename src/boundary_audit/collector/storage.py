@@ -541,13 +541,13 @@ class Storage(ABC):
 
 _EVENT_COLUMNS = (
     "SELECT id, session_id, sequence_number, time_ns, received_ns, allowed, method, url, host,"
-    " matched_rule FROM events"
+    " matched_rule, flags FROM events"
 )
 
 
 def _event(row: tuple[Any, ...]) -> EventRecord:
-    rid, sid, seq, t, r, allowed, method, url, host, rule = row
-    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule)
+    rid, sid, seq, t, r, allowed, method, url, host, rule, flags = row
+    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule, flags)
 
 
 def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
