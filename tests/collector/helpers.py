@@ -54,6 +54,38 @@ def make_request(
     return request
 
 
+#: A fixed wall-clock time (2026) for records whose times the test compares.
+T0 = 1_780_000_000 * 1_000_000_000
+
+
+def add_record(
+    request: IngestRequest,
+    session_id: str,
+    *,
+    record_id: str | None = None,
+    opened: bool = False,
+    seal: dict[str, object] | None = None,
+    sealed_at_ns: int = T0,
+) -> None:
+    record = request.sessions.add(
+        record_id=record_id or str(uuid.uuid4()),
+        session_id=session_id,
+        confined_process_name="claude-code",
+    )
+    record.observed_at.FromNanoseconds(T0)
+    if opened:
+        record.open.sender = "boundary-audit/test"
+        record.open.want_acks = True
+        record.open.first_sequence_number = 0
+    if seal is not None:
+        dropped = seal.pop("dropped", {})
+        for key, value in seal.items():
+            setattr(record.seal, key, value)
+        for reason, n in dict(dropped).items():  # type: ignore[call-overload]
+            record.seal.dropped[reason] = n
+        record.seal.sealed_at.FromNanoseconds(sealed_at_ns)
+
+
 def post_ingest(base_url: str, token: str | None, body: bytes | IngestRequest) -> httpx.Response:
     """POST one ingest body (a request, or raw bytes) with ``token`` (or none)."""
     data = body.SerializeToString() if isinstance(body, IngestRequest) else body

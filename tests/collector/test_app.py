@@ -10,6 +10,7 @@ from starlette.routing import Route
 from boundary_audit.collector import create_app, open_storage
 from boundary_audit.collector.api import OPERATIONS
 from boundary_audit.collector.auth import bearer_token, safe_next
+from boundary_audit.collector.completeness import Facts, assess
 from boundary_audit.collector.model import EVENT_JSON_FIELDS, EventRecord, SessionSummary
 from boundary_audit.collector.openapi import openapi_document
 
@@ -35,6 +36,8 @@ def test_the_documented_schemas_are_what_the_api_writes() -> None:
     session = SessionSummary("s", "a", "w", "p", 1, 2, 3, 4, 5, 6).to_json()
     assert set(schemas["Session"]["required"]) == set(session)
     assert set(schemas["Session"]["properties"]) == {*session, "dropped_by_reason"}
+    verdict = assess(Facts(1, 0, 0, {}, opened=False, seal=None)).to_json()
+    assert set(schemas["Completeness"]["properties"]) == set(verdict)
 
 
 @pytest.mark.parametrize(

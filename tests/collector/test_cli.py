@@ -22,6 +22,7 @@ from tests.support.processes import cli_argv, run_cli
 from .helpers import (
     HTTP_POLL_INTERVAL_S,
     CollectorProcess,
+    add_record,
     ingest_head,
     json_lines,
     make_request,
@@ -73,10 +74,21 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
         request = make_request(sid, range(6), url="https://pypi.example/{seq}")
         request.logs.extend(make_request(None, range(2), url="https://other.example/").logs)
         assert _post(proc.url, token, request).json()["stored"] == 8
+        sealed = IngestRequest()
+        add_record(sealed, sid, opened=True, seal={"events_made": 8, "undelivered": 2})
+        assert _post(proc.url, token, sealed).status_code == 200
+        verdict = "incomplete: 2 of 8 unaccounted for (undelivered 2), 6 stored"
         # Both ways of reading: through the collector and straight from the file.
         for source in (["--collector-url", proc.url], ["--db", db]):
             sessions = json_lines(run_cli("sessions", "--json", *source).stdout)
             assert {s["session_id"] for s in sessions} >= {sid}
+            (mine,) = [s for s in sessions if s["session_id"] == sid]
+            completeness = mine["completeness"]
+            assert isinstance(completeness, dict)
+            assert completeness["summary"] == verdict
+            assert verdict in run_cli("sessions", *source).stdout
+            followed = run_cli("logs", "--json", "--session", sid, *source)
+            assert f"session {sid}: {verdict}" in followed.stderr
             denied = json_lines(
                 run_cli("logs", "--json", "--denied", "--host", "pypi.example", *source).stdout
             )
@@ -86,7 +98,10 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
                 (sid, 5),
             ]
             # The documented keys, spelled out here (not taken from the code under test).
-            keys = "session_id sequence_number time allowed method url host matched_rule"
+            keys = (
+                "session_id sequence_number time allowed method url host matched_rule"
+                " time_unix_ns altered"
+            )
             assert set(denied[0]) == set(keys.split())
             one = json_lines(
                 run_cli("logs", "--json", "--session", sid.upper(), "--since", "1h", *source).stdout
@@ -95,6 +110,7 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
         table = run_cli("logs", "--db", db, "--session", sid).stdout
         assert "pypi.example" in table
         assert "Events" in table
+        assert f"session {sid}: {verdict}" in table
         lines = proc.log_lines()
         audit = [line for line in lines if line.get("event") == "boundary_event"]
         assert len(audit) == 8

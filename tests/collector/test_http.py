@@ -152,12 +152,10 @@ def test_body_cap_by_header_and_by_stream(
 @pytest.mark.parametrize(
     ("mutate", "detail"),
     [
-        (lambda r: setattr(r.logs[0], "session_id", "not-a-uuid"), "logs[0].session_id"),
-        (lambda r: r.logs[0].logs[2].ClearField("http_request"), "logs[0].logs[2].http_request"),
-        (lambda r: r.logs[0].logs[1].ClearField("time"), "logs[0].logs[1].time"),
-        (lambda r: setattr(r.logs[0].logs[0], "sequence_number", -4), "sequence_number"),
-        (lambda r: setattr(r.logs[0].logs[0].http_request, "url", "x" * 9000), "url"),
         (lambda r: r.drops.add(report_id="d", source="elsewhere"), "drops[0].source"),
+        (lambda r: r.drops.add(source="agent"), "drops[0].report_id is empty"),
+        (lambda r: r.sessions.add(record_id="x", session_id="nope"), "sessions[0].session_id"),
+        (lambda r: r.sessions.add(session_id=str(uuid.uuid4())), "sessions[0].record_id"),
     ],
 )
 def test_invalid_requests_get_400_naming_the_field(
@@ -175,6 +173,33 @@ def test_invalid_requests_get_400_naming_the_field(
     assert _count(storage) == 0
     # The server keeps serving others.
     assert _post(collector_server, token, make_request()).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("mutate", "stored"),
+    [
+        (lambda r: setattr(r.logs[0], "session_id", "not-a-uuid"), 3),
+        (lambda r: r.logs[0].logs[2].ClearField("http_request"), 6),
+        (lambda r: r.logs[0].logs[1].ClearField("time"), 6),
+        (lambda r: setattr(r.logs[0].logs[0], "sequence_number", -4), 5),
+        (lambda r: setattr(r.logs[0].logs[0].http_request, "url", "x" * 9000), 6),
+    ],
+)
+def test_odd_events_cost_at_most_themselves(
+    collector_server: CollectorServer, storage: Storage, mutate: object, stored: int
+) -> None:
+    """What a valid frame can carry is stored; what cannot be is refused alone, as a drop."""
+    token = storage.create_token("a")
+    request = make_request(None, range(3))
+    request.logs.extend(make_request(None, range(3)).logs)
+    assert callable(mutate)
+    mutate(request)
+    response = _post(collector_server, token, request)
+    assert response.status_code == 200, response.text
+    assert response.json()["stored"] == stored
+    assert _count(storage) == stored
+    refused = storage.query("SELECT SUM(count) FROM drop_counts")[0][0]
+    assert (refused or 0) == 6 - stored
 
 
 def test_garbage_body_and_wrong_content_type(
@@ -221,7 +246,8 @@ def test_gaps_and_upstream_drops_are_counted(
     listing = httpx.get(collector_server.url + "/api/v1/sessions").json()
     assert listing["unattributed_dropped_by_reason"] == {"spool_full": 7}
     assert "spool_full: 7" in httpx.get(collector_server.url + "/").text
-    assert "3 missing of 6" in page
+    assert "unsealed (the sender sends no seal): 3 stored, 3 lost (boundary_channel_full 3)" in page
+    assert "3 below the highest number seen (5)" in page
 
 
 def test_foreign_session_is_rejected(collector_server: CollectorServer, storage: Storage) -> None:

@@ -10,8 +10,9 @@ import httpx
 import pytest
 
 from boundary_audit.collector import AppSettings, CollectorServer, Storage, open_storage
+from boundary_audit.wire import IngestRequest
 
-from .helpers import make_request, post_ingest
+from .helpers import add_record, make_request, post_ingest
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -50,6 +51,10 @@ def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
             request.logs[0].logs[0].http_request.matched_rule = "<img src=x onerror=alert(7)>"
             request.logs[0].logs[0].allowed = True
             assert post_ingest(server.url, token, request).status_code == 200
+        # Sealed with more events made than stored: the UI must say so.
+        sealed = IngestRequest()
+        add_record(sealed, sid, opened=True, seal={"events_made": 6, "undelivered": 2})
+        assert post_ingest(server.url, token, sealed).status_code == 200
         dialogs: list[str] = []
         errors: list[str] = []
 
@@ -79,8 +84,14 @@ def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
                 assert page.locator("#sessions tbody td").nth(3).inner_text() == (
                     "<script>alert(6)</script>"
                 )
+                assert page.locator("#sessions td.completeness").inner_text() == (
+                    "incomplete (2 unaccounted)"
+                )
                 page.click(f"a[href='/sessions/{sid}']")
                 page.wait_for_selector("#events")
+                assert page.locator("#completeness").inner_text() == (
+                    "incomplete: 2 of 6 unaccounted for (undelivered 2), 4 stored"
+                )
                 urls = page.locator("#events td.url").all_inner_texts()
                 assert urls == PAYLOADS
                 rules = set(page.locator("#events tbody td:nth-child(7)").all_inner_texts())

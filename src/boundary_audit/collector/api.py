@@ -47,6 +47,7 @@ from .model import (
     SESSION_PATH,
     SESSIONS_PATH,
     Identity,
+    IngestBatch,
     IngestOutcome,
     InvalidRequestError,
     NotFoundError,
@@ -178,6 +179,7 @@ class Api:
         except Exception as exc:
             return self._refused(request, ident, exc)
         self._account(outcome, ident, batch.batch_id)
+        self._altered(batch, ident)
         return JSONResponse(
             {
                 "batch_id": batch.batch_id,
@@ -249,6 +251,17 @@ class Api:
             stored=outcome.stored,
             duplicates=outcome.duplicates,
         )
+
+    def _altered(self, batch: IngestBatch, ident: Identity) -> None:
+        """Count and log what ingest had to change to store (never silently)."""
+        for alteration, n in batch.flagged.items():
+            self.ctx.metrics.flagged.labels(alteration).inc(n)
+            self.ctx.log.warning(
+                "events_altered", alteration=alteration, events=n, agent=ident.agent
+            )
+        if batch.clamped:
+            self.ctx.metrics.clamped.inc(batch.clamped)
+            self.ctx.log.warning("counts_clamped", counts=batch.clamped, agent=ident.agent)
 
     # -- queries -------------------------------------------------------------------
     def reader(self, route: str, read: Reader) -> Handler:

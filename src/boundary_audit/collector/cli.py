@@ -279,6 +279,9 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         for row in rows:
             print(json.dumps(row))
         return 0
+    for row in rows:
+        verdict = row.get("completeness") or {}
+        row["completeness"] = verdict.get("summary", "")
     columns = [
         "session_id",
         "agent",
@@ -289,6 +292,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         "denied",
         "dropped",
         "gaps",
+        "completeness",
     ]
     _table("Sessions", columns, rows)
     return 0
@@ -332,6 +336,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             rows.extend(page)
             if cursor is None:
                 break
+        verdict = _completeness_line(source, query.session_id)
     except KeyboardInterrupt:
         return 0
     finally:
@@ -341,7 +346,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
             print(json.dumps({k: row[k] for k in EVENT_JSON_FIELDS}))
     else:
         _table("Events", list(EVENT_JSON_FIELDS), rows)
+    if verdict:
+        # On stderr with --json, so the JSON lines stay pure events for pipes.
+        print(verdict, file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def _completeness_line(source: QuerySource, session_id: str | None) -> str:
+    """``session ID: <completeness summary>`` for ``logs --session``; "" without one."""
+    if session_id is None:
+        return ""
+    summary = source.session(session_id).get("completeness") or {}
+    return f"session {session_id}: {summary.get('summary', 'unknown')}"
 
 
 def _with(query: EventQuery, cursor: str | None, limit: int) -> EventQuery:

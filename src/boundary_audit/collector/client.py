@@ -11,7 +11,14 @@ from typing import Any, Protocol
 import httpx
 
 from .filters import CURSOR, LIMIT, TAIL, event_query_params
-from .model import EVENTS_PATH, SESSION_EVENTS_PATH, SESSIONS_PATH, CollectorError, EventQuery
+from .model import (
+    EVENTS_PATH,
+    SESSION_EVENTS_PATH,
+    SESSION_PATH,
+    SESSIONS_PATH,
+    CollectorError,
+    EventQuery,
+)
 from .storage import Storage
 
 #: Seconds a query may take before the CLI gives up (a 1M-event filter answers in ms).
@@ -35,6 +42,10 @@ class QuerySource(Protocol):
         """A cursor after the newest matching event."""
         ...
 
+    def session(self, session_id: str) -> dict[str, Any]:
+        """One session (with its completeness)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -52,6 +63,12 @@ class StorageSource:
 
     def tail(self, query: EventQuery) -> str | None:
         return self.storage.tail_cursor(query)
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        summary = self.storage.get_session(session_id)
+        if summary is None:
+            raise QueryError(f"no session {session_id}")
+        return summary.to_json()
 
     def close(self) -> None:
         self.storage.close()
@@ -94,6 +111,9 @@ class HttpSource:
         path, params = event_request(query)
         cursor: str | None = self._get(path, {**params, TAIL.name: "true"}).get("resume_cursor")
         return cursor
+
+    def session(self, session_id: str) -> dict[str, Any]:
+        return self._get(SESSION_PATH.format(session_id=session_id), {})
 
     def close(self) -> None:
         self._http.close()

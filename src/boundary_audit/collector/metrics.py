@@ -55,6 +55,14 @@ class CollectorMetrics:
             "Database calls that failed, by operation and kind (unavailable, error).",
             ("operation", "kind"),
         )
+        self.flagged = c(
+            "events_altered_total",
+            "Events stored with a field cut past its limit, escaped or clamped, by what was done.",
+            ("alteration",),
+        )
+        self.clamped = c(
+            "counts_clamped_total", "Counts in drop reports or seals clamped into range."
+        )
         self.pruned = c("retention_pruned_events_total", "Events deleted by the retention task.")
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import enum
 import functools
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Literal, TypeVar
+
+from .completeness import Completeness, Facts, assess
 
 Scope = Literal["agent", "reader"]
 Decision = Literal["allowed", "denied"]
@@ -85,6 +88,17 @@ class TokenInfo:
     revoked_ns: int | None
 
 
+class EventFlag(enum.IntFlag):
+    """What the collector had to do to an event's fields to store it (``events.flags``)."""
+
+    #: A field was longer than its storage limit and was cut (ends in CUT_MARKER).
+    CUT = 1
+    #: A field held a NUL or invalid UTF-8 and is stored escaped (see fields.escape).
+    ESCAPED = 2
+    #: The time was outside what a 64-bit nanosecond count holds (1970-2262).
+    TIME_CLAMPED = 4
+
+
 @dataclass(slots=True)  # not frozen: frozen __init__ costs twice as much per event
 class EventIn:
     """One validated event of an ingest request."""
@@ -96,6 +110,43 @@ class EventIn:
     url: str
     host: str
     matched_rule: str
+    #: The sender's chain digest after this event, as sent (None when absent).
+    chain_digest: bytes | None = None
+    #: Its report's confined_process_name when that differs from the batch's.
+    process_name: str | None = None
+    #: EventFlag bits.
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SealIn:
+    events_made: int
+    events_sent: int
+    dropped: dict[str, int]
+    undelivered: int
+    spilled: int
+    sealed_at_ns: int
+    chain_head: bytes
+    chain_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class OpenIn:
+    sender: str
+    want_acks: bool
+    first_sequence_number: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordIn:
+    """A validated SessionRecord: what the sender said about the session as a whole."""
+
+    record_id: str
+    session_id: str
+    open: OpenIn | None
+    seal: SealIn | None
+    observed_ns: int
+    confined_process_name: str
 
 
 @dataclass(slots=True)
@@ -123,6 +174,11 @@ class IngestBatch:
     batch_id: str
     sessions: list[SessionBatch]
     drops: list[DropIn]
+    records: list[RecordIn] = field(default_factory=list)
+    #: Counts above their caps that were clamped (counted in a metric, not refused).
+    clamped: int = 0
+    #: Events stored with a field cut, escaped or clamped: EventFlag name -> events.
+    flagged: dict[str, int] = field(default_factory=dict)
 
     @property
     def event_count(self) -> int:
@@ -143,6 +199,8 @@ class IngestOutcome:
     duplicates: int = 0
     drop_reports: int = 0
     new_sessions: int = 0
+    #: Session records stored for the first time (opens, seals).
+    records: int = 0
     #: Sequence numbers newly found missing (may be negative when late events fill gaps).
     gap_delta: int = 0
     stored_events: list[StoredEvent] = field(default_factory=list)
@@ -161,13 +219,25 @@ class SessionSummary:
     denied: int
     max_sequence: int
     dropped: int
+    #: Events deleted by retention (they had arrived).
+    pruned: int = 0
+    #: Was anything lost? Computed from the seal, drops and gaps (completeness.py).
+    completeness: Completeness | None = None
+
+    @property
+    def verdict(self) -> Completeness:
+        """The completeness storage computed, else what the counters alone say (unsealed)."""
+        if self.completeness is not None:
+            return self.completeness
+        facts = Facts(self.allowed + self.denied, self.pruned, self.max_sequence, {}, False, None)
+        return assess(facts)
 
     @property
     def gaps(self) -> int:
         """Sequence numbers below the highest seen that never arrived."""
         if self.max_sequence < 0:
             return 0
-        return max(0, self.max_sequence + 1 - self.allowed - self.denied)
+        return max(0, self.max_sequence + 1 - self.allowed - self.denied - self.pruned)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -181,7 +251,9 @@ class SessionSummary:
             "denied": self.denied,
             "dropped": self.dropped,
             "gaps": self.gaps,
+            "pruned": self.pruned,
             "max_sequence_number": self.max_sequence,
+            "completeness": self.verdict.to_json(),
         }
 
 
@@ -197,6 +269,13 @@ class EventRecord:
     url: str
     host: str
     matched_rule: str
+    #: EventFlag bits: what the collector had to do to store it.
+    flags: int = 0
+
+    @property
+    def altered(self) -> list[str]:
+        """Names of the EventFlag bits set (``cut``, ``escaped``, ``time_clamped``)."""
+        return [str(f.name).lower() for f in EventFlag if self.flags & f]
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -208,6 +287,9 @@ class EventRecord:
             "url": self.url,
             "host": self.host,
             "matched_rule": self.matched_rule,
+            # Exact: ``time`` shows microseconds, the wire carries nanoseconds.
+            "time_unix_ns": str(self.time_ns),
+            "altered": self.altered,
         }
 
 
@@ -221,6 +303,8 @@ EVENT_JSON_FIELDS = (
     "url",
     "host",
     "matched_rule",
+    "time_unix_ns",
+    "altered",
 )
 
 

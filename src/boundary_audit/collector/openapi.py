@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .completeness import State
 from .errors import spec_for
 from .filters import QueryFilter, QueryParam
 
@@ -116,6 +117,16 @@ _EVENT_PROPERTIES = {
     "url": _STRING,
     "host": _STRING,
     "matched_rule": _STRING,
+    "time_unix_ns": {
+        "type": "string",
+        "pattern": "^[0-9]+$",
+        "description": "the event time in Unix nanoseconds, exactly as sent",
+    },
+    "altered": {
+        "type": "array",
+        "items": {"type": "string", "enum": ["cut", "escaped", "time_clamped"]},
+        "description": "what the collector had to do to store the event (empty: nothing)",
+    },
 }
 
 _SCHEMAS: dict[str, Any] = {
@@ -132,10 +143,25 @@ _SCHEMAS: dict[str, Any] = {
             "denied": _INTEGER,
             "dropped": _INTEGER,
             "gaps": _INTEGER,
+            "pruned": {**_INTEGER, "description": "events deleted by retention (they had arrived)"},
             "max_sequence_number": _INTEGER,
+            "completeness": {"$ref": "#/components/schemas/Completeness"},
             "dropped_by_reason": _COUNTS,
         },
         optional=("dropped_by_reason",),
+    ),
+    "Completeness": _object(
+        {
+            "state": {"type": "string", "enum": [str(s) for s in State]},
+            "events_made": _INTEGER,
+            "stored": _INTEGER,
+            "lost": {**_INTEGER, "description": "events reported dropped"},
+            "lost_by_reason": _COUNTS,
+            "unaccounted": {**_INTEGER, "description": "neither stored nor reported dropped"},
+            "unaccounted_by_reason": _COUNTS,
+            "idle_seconds": {"type": "number", "nullable": True},
+            "summary": _STRING,
+        }
     ),
     "SessionPage": _object(
         {

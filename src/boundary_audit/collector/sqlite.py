@@ -31,7 +31,7 @@ READER_CACHE_KIB = 8_192
 #: Bytes of the database file each connection maps: the shared page cache
 #: readers rely on; 256 MiB covers the indexes of a multi-million-event store.
 MMAP_BYTES = 256 * 1024 * 1024
-SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "bool": "INTEGER"}
+SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "bool": "INTEGER", "blob": "BLOB"}
 
 
 class _SqliteTx:

@@ -41,6 +41,8 @@ from .model import (
     decode_cursor,
     encode_cursor,
 )
+from .records import SESSION_COLUMNS, store_record, summaries
+from .schema import MIGRATIONS
 
 _T = TypeVar("_T")
 
@@ -97,8 +99,8 @@ class Storage(ABC):
 
     #: Reads a session row and, where the engine needs it, locks it until commit.
     select_session_sql = (
-        "SELECT agent, workspace, allowed_count, denied_count, max_seq FROM sessions"
-        " WHERE session_id = ?"
+        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name"
+        " FROM sessions WHERE session_id = ?"
     )
     #: Substring test that is case-sensitive in both engines.
     substring_fn = "instr"
@@ -212,7 +214,7 @@ class Storage(ABC):
     ) -> IngestOutcome:
         """Store a validated request in one transaction; duplicates are counted, not stored."""
         received = time.time_ns() if received_ns is None else received_ns
-        if not batch.sessions and not batch.drops:
+        if not batch.sessions and not batch.drops and not batch.records:
             return IngestOutcome()  # nothing to store: no transaction, no commit
         return self.write_grouped(lambda tx: self._ingest(tx, batch, identity, received))
 
@@ -222,18 +224,28 @@ class Storage(ABC):
         out = IngestOutcome()
         by_id = {s.session_id: s for s in batch.sessions}
         # Sorted, so concurrent replicas lock session rows in one order (no deadlock).
-        session_ids = sorted(set(by_id) | {d.session_id for d in batch.drops if d.session_id})
+        session_ids = sorted(
+            set(by_id)
+            | {d.session_id for d in batch.drops if d.session_id}
+            | {r.session_id for r in batch.records}
+        )
+        names = {r.session_id: r.confined_process_name for r in batch.records}
         for session_id in session_ids:
             self._store_session(
                 tx,
                 session_id=session_id,
                 batch=by_id.get(session_id),
+                name=by_id[session_id].confined_process_name
+                if session_id in by_id
+                else names.get(session_id, ""),
                 identity=identity,
                 received_ns=received_ns,
                 out=out,
             )
         for drop in batch.drops:
             self._store_drop(tx, drop, identity, received_ns, out)
+        for record in batch.records:
+            out.records += store_record(tx, record, received_ns)
         return out
 
     def _store_session(
@@ -242,15 +254,15 @@ class Storage(ABC):
         *,
         session_id: str,
         batch: SessionBatch | None,
+        name: str,
         identity: Identity,
         received_ns: int,
         out: IngestOutcome,
     ) -> None:
         """Create or lock the session row, store its new events, update its counters.
 
-        ``batch`` is ``None`` for a session known only from a drop report.
+        ``batch`` is ``None`` for a session known only from a drop report or a record.
         """
-        name = batch.confined_process_name if batch is not None else ""
         row = None
         # Twice at most: on PostgreSQL, retention may delete the row between
         # our INSERT (a no-op, the row existed) and our locking SELECT.
@@ -266,7 +278,7 @@ class Storage(ABC):
                 break
         if row is None:
             raise StorageUnavailableError(f"session {session_id} row keeps vanishing; retry")
-        agent, workspace, allowed_count, denied_count, max_seq = row
+        agent, workspace, allowed_count, denied_count, max_seq, stored_name = row
         if (agent, workspace) != (identity.agent, identity.workspace):
             raise SessionOwnershipError(
                 f"session_id {session_id} belongs to another agent or workspace"
@@ -274,7 +286,9 @@ class Storage(ABC):
         new: list[EventIn] = []
         if batch is not None and batch.events:
             new = self._new_events(tx, session_id, batch.events)
-            self._insert_events(tx, session_id, new, received_ns)
+            # The session's name once this request is stored (it is set once).
+            final_name = stored_name or name
+            self._insert_events(tx, session_id, new, received_ns, name, final_name)
             out.stored += len(new)
             out.duplicates += len(batch.events) - len(new)
             out.stored_events.extend(StoredEvent(session_id, e) for e in new)
@@ -322,17 +336,27 @@ class Storage(ABC):
                 new.append(event)
         return new
 
-    def _insert_events(
-        self, tx: Tx, session_id: str, events: list[EventIn], received_ns: int
+    def _insert_events(  # noqa: PLR0917 - a private helper of _store_session
+        self,
+        tx: Tx,
+        session_id: str,
+        events: list[EventIn],
+        received_ns: int,
+        batch_name: str,
+        session_name: str,
     ) -> None:
+        """Insert ``events``; each keeps its report's process name unless it is the session's.
+
+        NULL ``process_name`` means "the session's": only written once the
+        session's name is set for good (it never changes once non-empty).
+        """
         if not events:
             return
-        # ON CONFLICT stays as a safety net: the pre-check already removed duplicates.
-        tx.executemany(
-            "INSERT INTO events (session_id, sequence_number, time_ns, received_ns, allowed,"
-            " method, url, host, matched_rule) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (session_id, sequence_number) DO NOTHING",
-            [
+        rows = []
+        for e in events:
+            own = batch_name if e.process_name is None else e.process_name
+            kept = None if own == session_name and session_name else own
+            rows.append(
                 (
                     session_id,
                     e.sequence_number,
@@ -343,9 +367,18 @@ class Storage(ABC):
                     e.url,
                     e.host,
                     e.matched_rule,
+                    e.chain_digest,
+                    kept,
+                    e.flags,
                 )
-                for e in events
-            ],
+            )
+        # ON CONFLICT stays as a safety net: the pre-check already removed duplicates.
+        tx.executemany(
+            "INSERT INTO events (session_id, sequence_number, time_ns, received_ns, allowed,"
+            " method, url, host, matched_rule, chain_digest, process_name, flags)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (session_id, sequence_number) DO NOTHING",
+            rows,
         )
 
     def _store_drop(
@@ -391,10 +424,10 @@ class Storage(ABC):
             where = " WHERE first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?)"
             params = [first_seen, first_seen, session_id]
         rows = self.query(
-            _SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
+            SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
             (*params, limit + 1),
         )
-        items = [SessionSummary(*row) for row in rows[:limit]]
+        items = summaries(self.query, rows[:limit])
         next_cursor = None
         if len(rows) > limit:
             last = items[-1]
@@ -402,8 +435,8 @@ class Storage(ABC):
         return Page(items, next_cursor)
 
     def get_session(self, session_id: str) -> SessionSummary | None:
-        rows = self.query(_SESSION_COLUMNS + " WHERE session_id = ?", (session_id,))
-        return SessionSummary(*rows[0]) if rows else None
+        rows = self.query(SESSION_COLUMNS + " WHERE session_id = ?", (session_id,))
+        return summaries(self.query, rows)[0] if rows else None
 
     def session_drops(self, session_id: str) -> dict[str, int]:
         """Dropped events by reason for one session (``""``: the unattributed ones)."""
@@ -506,19 +539,15 @@ class Storage(ABC):
         return deleted
 
 
-_SESSION_COLUMNS = (
-    "SELECT session_id, agent, workspace, confined_process_name, first_seen_ns, last_seen_ns,"
-    " allowed_count, denied_count, max_seq, dropped_count FROM sessions"
-)
 _EVENT_COLUMNS = (
     "SELECT id, session_id, sequence_number, time_ns, received_ns, allowed, method, url, host,"
-    " matched_rule FROM events"
+    " matched_rule, flags FROM events"
 )
 
 
 def _event(row: tuple[Any, ...]) -> EventRecord:
-    rid, sid, seq, t, r, allowed, method, url, host, rule = row
-    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule)
+    rid, sid, seq, t, r, allowed, method, url, host, rule, flags = row
+    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule, flags)
 
 
 def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
@@ -538,39 +567,3 @@ def _missing(max_seq: int, count: int) -> int:
 
 def _clamp(limit: int) -> int:
     return max(1, min(limit, MAX_PAGE_SIZE))
-
-
-#: Schema versions, applied in order. ``{id}``, ``{int}`` and ``{bool}`` are
-#: filled in per engine; everything else is portable SQL.
-MIGRATIONS: list[tuple[int, list[str]]] = [
-    (
-        1,
-        [
-            "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,"
-            " agent TEXT NOT NULL, workspace TEXT NOT NULL, scope TEXT NOT NULL,"
-            " created_ns {int} NOT NULL, revoked_ns {int})",
-            "CREATE TABLE sessions (session_id TEXT PRIMARY KEY, agent TEXT NOT NULL,"
-            " workspace TEXT NOT NULL, confined_process_name TEXT NOT NULL,"
-            " first_seen_ns {int} NOT NULL, last_seen_ns {int} NOT NULL,"
-            " allowed_count {int} NOT NULL DEFAULT 0, denied_count {int} NOT NULL DEFAULT 0,"
-            " max_seq {int} NOT NULL DEFAULT -1, dropped_count {int} NOT NULL DEFAULT 0)",
-            "CREATE INDEX sessions_first_seen ON sessions (first_seen_ns, session_id)",
-            "CREATE INDEX sessions_last_seen ON sessions (last_seen_ns)",
-            "CREATE TABLE events (id {id}, session_id TEXT NOT NULL,"
-            " sequence_number {int} NOT NULL, time_ns {int} NOT NULL,"
-            " received_ns {int} NOT NULL, allowed {bool} NOT NULL, method TEXT NOT NULL,"
-            " url TEXT NOT NULL, host TEXT NOT NULL, matched_rule TEXT NOT NULL)",
-            "CREATE UNIQUE INDEX events_session_seq ON events (session_id, sequence_number)",
-            "CREATE INDEX events_host ON events (host, id)",
-            "CREATE INDEX events_allowed ON events (allowed, id)",
-            "CREATE INDEX events_time ON events (time_ns)",
-            "CREATE TABLE drop_reports (report_id TEXT PRIMARY KEY, session_id TEXT NOT NULL,"
-            " source TEXT NOT NULL, agent TEXT NOT NULL, workspace TEXT NOT NULL,"
-            " time_ns {int} NOT NULL, received_ns {int} NOT NULL)",
-            "CREATE INDEX drop_reports_session ON drop_reports (session_id)",
-            "CREATE INDEX drop_reports_received ON drop_reports (received_ns)",
-            "CREATE TABLE drop_counts (report_id TEXT NOT NULL, reason TEXT NOT NULL,"
-            " count {int} NOT NULL, PRIMARY KEY (report_id, reason))",
-        ],
-    ),
-]

@@ -1,0 +1,75 @@
+"""The schema: versioned migrations, applied in order at start (see :meth:`Storage.migrate`).
+
+``{id}``, ``{int}``, ``{bool}`` and ``{blob}`` are filled in per engine;
+everything else is portable SQL. A migration is never edited once released:
+a change is a new version.
+"""
+
+from __future__ import annotations
+
+#: Schema versions, applied in order.
+MIGRATIONS: list[tuple[int, list[str]]] = [
+    (
+        1,
+        [
+            "CREATE TABLE tokens (token_id TEXT PRIMARY KEY, token_hash TEXT NOT NULL UNIQUE,"
+            " agent TEXT NOT NULL, workspace TEXT NOT NULL, scope TEXT NOT NULL,"
+            " created_ns {int} NOT NULL, revoked_ns {int})",
+            "CREATE TABLE sessions (session_id TEXT PRIMARY KEY, agent TEXT NOT NULL,"
+            " workspace TEXT NOT NULL, confined_process_name TEXT NOT NULL,"
+            " first_seen_ns {int} NOT NULL, last_seen_ns {int} NOT NULL,"
+            " allowed_count {int} NOT NULL DEFAULT 0, denied_count {int} NOT NULL DEFAULT 0,"
+            " max_seq {int} NOT NULL DEFAULT -1, dropped_count {int} NOT NULL DEFAULT 0)",
+            "CREATE INDEX sessions_first_seen ON sessions (first_seen_ns, session_id)",
+            "CREATE INDEX sessions_last_seen ON sessions (last_seen_ns)",
+            "CREATE TABLE events (id {id}, session_id TEXT NOT NULL,"
+            " sequence_number {int} NOT NULL, time_ns {int} NOT NULL,"
+            " received_ns {int} NOT NULL, allowed {bool} NOT NULL, method TEXT NOT NULL,"
+            " url TEXT NOT NULL, host TEXT NOT NULL, matched_rule TEXT NOT NULL)",
+            "CREATE UNIQUE INDEX events_session_seq ON events (session_id, sequence_number)",
+            "CREATE INDEX events_host ON events (host, id)",
+            "CREATE INDEX events_allowed ON events (allowed, id)",
+            "CREATE INDEX events_time ON events (time_ns)",
+            "CREATE TABLE drop_reports (report_id TEXT PRIMARY KEY, session_id TEXT NOT NULL,"
+            " source TEXT NOT NULL, agent TEXT NOT NULL, workspace TEXT NOT NULL,"
+            " time_ns {int} NOT NULL, received_ns {int} NOT NULL)",
+            "CREATE INDEX drop_reports_session ON drop_reports (session_id)",
+            "CREATE INDEX drop_reports_received ON drop_reports (received_ns)",
+            "CREATE TABLE drop_counts (report_id TEXT NOT NULL, reason TEXT NOT NULL,"
+            " count {int} NOT NULL, PRIMARY KEY (report_id, reason))",
+        ],
+    ),
+    (
+        2,
+        [
+            # What the sender sent, kept exactly so that a chain can be rebuilt
+            # (wire/chain.py): its digest, its report's process name when it
+            # differs from the session's (NULL: the session's), and which
+            # fields were cut or escaped (EventFlag bits; 0 for none).
+            "ALTER TABLE events ADD COLUMN chain_digest {blob}",
+            "ALTER TABLE events ADD COLUMN process_name TEXT",
+            "ALTER TABLE events ADD COLUMN flags {int} NOT NULL DEFAULT 0",
+            # Retention prunes by arrival, not by the sender's clock.
+            "CREATE INDEX events_received ON events (received_ns)",
+            # The session's open (first one seen; lowest first number) and its
+            # seal (the latest sealed_at wins), from SessionRecords.
+            "ALTER TABLE sessions ADD COLUMN open_sender TEXT",
+            "ALTER TABLE sessions ADD COLUMN open_want_acks {bool}",
+            "ALTER TABLE sessions ADD COLUMN open_first_sequence {int}",
+            "ALTER TABLE sessions ADD COLUMN opened_ns {int}",
+            "ALTER TABLE sessions ADD COLUMN seal_events_made {int}",
+            "ALTER TABLE sessions ADD COLUMN seal_events_sent {int}",
+            "ALTER TABLE sessions ADD COLUMN seal_dropped TEXT",
+            "ALTER TABLE sessions ADD COLUMN seal_undelivered {int}",
+            "ALTER TABLE sessions ADD COLUMN seal_spilled {int}",
+            "ALTER TABLE sessions ADD COLUMN sealed_at_ns {int}",
+            "ALTER TABLE sessions ADD COLUMN seal_chain_head {blob}",
+            "ALTER TABLE sessions ADD COLUMN seal_chain_count {int}",
+            # Events deleted by retention: still accounted for.
+            "ALTER TABLE sessions ADD COLUMN pruned_count {int} NOT NULL DEFAULT 0",
+            "CREATE TABLE session_records (record_id TEXT PRIMARY KEY,"
+            " session_id TEXT NOT NULL, received_ns {int} NOT NULL)",
+            "CREATE INDEX session_records_received ON session_records (received_ns)",
+        ],
+    ),
+]
