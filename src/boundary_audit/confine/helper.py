@@ -45,7 +45,7 @@ from .mounts import (
     make_mounts_private,
 )
 from .netns import enter_network_namespace, open_isolated_listener
-from .seccomp import install_bypass_filter
+from .seccomp import install_bypass_filter, install_observer
 
 #: The file the child's interpreter runs (it loads this module; see its docstring).
 HELPER_SCRIPT = Path(os.path.abspath(__file__)).with_name("exec_helper.py")
@@ -54,6 +54,8 @@ HELPER_SCRIPT = Path(os.path.abspath(__file__)).with_name("exec_helper.py")
 EXEC_MARKER = b"exec\n"
 #: Status message that carries the in-namespace listener (SCM_RIGHTS).
 LISTENER_MESSAGE = b"listener\n"
+#: Status message that carries the seccomp notification listener (SCM_RIGHTS).
+OBSERVER_MESSAGE = b"observer\n"
 #: Start of a status line that carries a warning (one line, up to ``\n``).
 WARNING_PREFIX = b"warning: "
 #: Signals whose disposition Python sets to SIG_IGN at start-up and which an
@@ -82,12 +84,14 @@ def helper_argv(
     *,
     cover_dirs: Sequence[str] = (),
     cover_files: Sequence[str] = (),
+    observe: bool = False,
 ) -> list[str]:
     """The argv that runs ``command`` through the exec helper.
 
     ``isolate_port``: first enter a private network namespace and hand back a
     listener on that loopback port (the status fd must then be a Unix socket).
     ``cover_dirs``/``cover_files``: absolute paths hidden from the command.
+    ``observe``: hand back a seccomp listener for connect/sendto (:mod:`.supervisor`).
     """
     argv = [python, "-I", "-S", str(HELPER_SCRIPT), "--status-fd", str(status_fd)]
     for port in allowed_connect_ports:
@@ -99,6 +103,8 @@ def helper_argv(
             if not os.path.isabs(path):
                 raise ValueError(f"cover path must be absolute: {path!r}")
             argv += [flag, path]
+    if observe:
+        argv += ["--observe", "1"]
     return [*argv, "--", *command]
 
 
@@ -130,6 +136,24 @@ def _apply_covers(status_fd: int, args: _HelperArgs) -> None:
             cover_file(path)
         except ConfinementError as exc:
             _warn(status_fd, f"{path} is NOT hidden from the command: {exc}")
+
+
+def _observe(status_fd: int) -> None:
+    """Last step before exec: the observation filter, its listener sent to
+    the parent and closed here (the command must never hold it)."""
+    try:
+        listener = install_observer()
+    except ConfinementError as exc:
+        _warn(status_fd, f"attempts around the proxy are NOT recorded: {exc}")
+        return
+    try:
+        channel = socket.socket(fileno=status_fd)
+        try:
+            socket.send_fds(channel, [OBSERVER_MESSAGE], [listener])
+        finally:
+            channel.detach()
+    finally:
+        os.close(listener)
 
 
 def _enter_sandbox(status_fd: int, args: _HelperArgs) -> None:
@@ -173,6 +197,7 @@ class _HelperArgs:
     isolate_port: int | None = None
     cover_dirs: list[str] = field(default_factory=list)
     cover_files: list[str] = field(default_factory=list)
+    observe: bool = False
 
 
 def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
@@ -195,6 +220,8 @@ def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
             parsed.cover_dirs.append(value)
         elif flag == "--cover-file":
             parsed.cover_files.append(value)
+        elif flag == "--observe":
+            parsed.observe = value == "1"
         else:
             raise ValueError(f"unknown option {flag}")
     return parsed
@@ -218,6 +245,8 @@ def main(argv: Sequence[str]) -> NoReturn:
     try:
         _enter_sandbox(status_fd, args)
         restrict_network(args.ports)
+        if args.observe:
+            _observe(status_fd)
     except (ConfinementError, OSError, ValueError) as exc:
         _report(status_fd, f"confine: {exc}")
         os._exit(EXIT_CANNOT_EXECUTE)
@@ -240,6 +269,7 @@ __all__ = [
     "EXEC_MARKER",
     "HELPER_SCRIPT",
     "LISTENER_MESSAGE",
+    "OBSERVER_MESSAGE",
     "WARNING_PREFIX",
     "helper_argv",
     "main",

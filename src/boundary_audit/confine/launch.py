@@ -18,13 +18,14 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..logs import get_logger
 from . import landlock
+from .attempts import Attempt, Policy
 from .environment import ChildEnvironment
 from .errors import EXIT_CANNOT_EXECUTE, ConfinementError, ConfinementUnavailable, LaunchError
 from .landlock import MAX_PORT
@@ -34,6 +35,7 @@ from .protect import CoverPlan, prepare, protected_paths
 from .relay import Relay
 from .signals import SignalForwarder
 from .spawn import exit_code_from_returncode, spawn_confined, spawn_direct
+from .supervisor import Supervisor
 
 #: How long a cancelled run waits for the command to exit after SIGTERM
 #: before SIGKILL: long enough for a tool to save state, short enough that a
@@ -88,6 +90,7 @@ async def _start_command(
     isolate: bool,
     stack: contextlib.AsyncExitStack,
     covers: CoverPlan,
+    on_attempt: Callable[[Attempt], object] | None = None,
 ) -> asyncio.subprocess.Process:
     """Start COMMAND the way asked; a relay for an isolated command is
     registered on ``stack`` so it stops when the run ends."""
@@ -99,7 +102,7 @@ async def _start_command(
         )
     if not enforced:
         return await spawn_direct(command, env, cwd, metrics)
-    process, listener = await spawn_confined(
+    process, listener, observer = await spawn_confined(
         command,
         port=proxy[1],
         env=env,
@@ -108,7 +111,19 @@ async def _start_command(
         isolate=isolate,
         cover_dirs=covers.dirs,
         cover_files=covers.files,
+        observe=on_attempt is not None,
     )
+    if observer is not None and on_attempt is not None:
+        abi = landlock.landlock_status().abi or 0
+        policy = Policy(
+            proxy_port=proxy[1],
+            isolated=isolate,
+            hidden=(*covers.dirs, *covers.files),
+            abstract_scoped=landlock.missing_scopes(abi) is None,
+        )
+        supervisor = Supervisor(observer, policy, on_attempt, asyncio.get_running_loop(), metrics)
+        supervisor.start()
+        stack.callback(supervisor.close)
     if listener is not None:
         relay = Relay(listener, proxy[0], proxy[1], metrics)
         try:
@@ -156,6 +171,7 @@ async def run_confined(
     isolate_network: bool = False,
     protect: Sequence[str | os.PathLike[str]] = (),
     agent_sockets: Sequence[str | os.PathLike[str]] = (),
+    on_attempt: Callable[[Attempt], object] | None = None,
 ) -> int:
     """Run ``command`` with stdio passed through, its TCP connects confined to
     the proxy's port (when Landlock allows), signals forwarded; return its exit
@@ -176,7 +192,9 @@ async def run_confined(
 
     A confined command never sees boundary-audit's per-user directories,
     the directories in ``protect`` (the CA dir in use) or the agent sockets
-    in ``agent_sockets`` (:mod:`.protect`, :mod:`.mounts`).
+    in ``agent_sockets`` (:mod:`.protect`, :mod:`.mounts`). With
+    ``on_attempt``, each attempt of a confined command to get around the
+    proxy (:mod:`.attempts`) is passed to it, on this loop.
     """
     if not command:
         raise ValueError("no command to run")
@@ -220,6 +238,7 @@ async def run_confined(
                     isolate=isolate_network,
                     stack=stack,
                     covers=covers,
+                    on_attempt=on_attempt,
                 )
             except (LaunchError, ConfinementError) as exc:
                 log.error("command not started", error=str(exc))

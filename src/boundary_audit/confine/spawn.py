@@ -16,7 +16,14 @@ from collections.abc import Mapping, Sequence
 
 from ..logs import get_logger
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, LaunchError
-from .helper import EXEC_MARKER, HELPER_SCRIPT, LISTENER_MESSAGE, WARNING_PREFIX, helper_argv
+from .helper import (
+    EXEC_MARKER,
+    HELPER_SCRIPT,
+    LISTENER_MESSAGE,
+    OBSERVER_MESSAGE,
+    WARNING_PREFIX,
+    helper_argv,
+)
 from .metrics import LaunchMetrics
 
 #: Offset of the exit code reported for a child killed by a signal (shells).
@@ -103,6 +110,30 @@ async def spawn_direct(
     return await _create(command, command, env=env, cwd=cwd, metrics=metrics)
 
 
+def _take_status(
+    status: bytes, fds: list[int], metrics: LaunchMetrics, name: str
+) -> tuple[bytes, socket.socket | None, int | None]:
+    """Log the helper's warnings, take the descriptors it sent (in the order
+    of their messages) and return what is left of its status."""
+    while status.startswith(WARNING_PREFIX):
+        line, _, status = status.partition(b"\n")
+        metrics.confinement_warnings.inc()
+        get_logger("run").warning(
+            line.removeprefix(WARNING_PREFIX).decode("utf-8", "replace"), command=name
+        )
+    listener: socket.socket | None = None
+    if status.startswith(LISTENER_MESSAGE) and fds:
+        listener = socket.socket(fileno=fds.pop(0))
+        status = status.removeprefix(LISTENER_MESSAGE)
+    observer: int | None = None
+    if status.startswith(OBSERVER_MESSAGE) and fds:
+        observer = fds.pop(0)
+        status = status.removeprefix(OBSERVER_MESSAGE)
+    for fd in fds:  # nothing else is expected; do not leak it
+        os.close(fd)
+    return status, listener, observer
+
+
 async def spawn_confined(
     command: Sequence[str],
     *,
@@ -113,10 +144,13 @@ async def spawn_confined(
     isolate: bool = False,
     cover_dirs: Sequence[str] = (),
     cover_files: Sequence[str] = (),
-) -> tuple[asyncio.subprocess.Process, socket.socket | None]:
+    observe: bool = False,
+) -> tuple[asyncio.subprocess.Process, socket.socket | None, int | None]:
     """Start COMMAND through the exec helper; with ``isolate`` also return the
-    listener the helper made in the command's network namespace. The
-    ``cover_*`` paths are hidden from it (see :mod:`.mounts`)."""
+    listener the helper made in the command's network namespace, with
+    ``observe`` the seccomp notification listener (or None where the kernel
+    has none; the helper warned). The ``cover_*`` paths are hidden from it
+    (see :mod:`.mounts`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         argv = helper_argv(
@@ -127,6 +161,7 @@ async def spawn_confined(
             port if isolate else None,
             cover_dirs=cover_dirs,
             cover_files=cover_files,
+            observe=observe,
         )
         process = await _create(
             argv, command, env=env, cwd=cwd, metrics=metrics, pass_fds=(theirs.fileno(),)
@@ -145,22 +180,13 @@ async def spawn_confined(
             process.kill()
         await process.wait()
         raise
-    while status.startswith(WARNING_PREFIX):
-        line, _, status = status.partition(b"\n")
-        metrics.confinement_warnings.inc()
-        get_logger("run").warning(
-            line.removeprefix(WARNING_PREFIX).decode("utf-8", "replace"), command=command[0]
-        )
-    listener: socket.socket | None = None
-    if status.startswith(LISTENER_MESSAGE) and len(fds) == 1:
-        listener = socket.socket(fileno=fds.pop())
-        status = status.removeprefix(LISTENER_MESSAGE)
-    for fd in fds:  # nothing else is expected; do not leak it
-        os.close(fd)
+    status, listener, observer = _take_status(status, fds, metrics, command[0])
     if status == EXEC_MARKER and (listener is not None or not isolate):
-        return process, listener
+        return process, listener, observer
     if listener is not None:
         listener.close()
+    if observer is not None:
+        os.close(observer)
     returncode = await process.wait()
     exited = exit_code_from_returncode(returncode)
     if not status:
