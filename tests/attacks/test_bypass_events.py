@@ -168,3 +168,43 @@ def test_with_isolation_udp_is_refused_and_recorded_as_denied(
     )
     events = stored_events(collector_process.url, result.session_id)
     assert [(e["method"], e["url"], e["allowed"]) for e in events] == expected
+
+
+RESOLVE = r"""
+port = sys.argv[1]
+attempt("resolve", lambda: socket.getaddrinfo("example.org", 443, socket.AF_INET)[0][4][0])
+attempt("request", lambda: requests(int(port), "isolated"))
+print(json.dumps(out))
+"""
+
+
+def test_with_isolation_names_resolve_through_the_stub_and_each_query_is_an_event(
+    tmp_path: Path,
+    *,
+    upstream: int,
+    agent_process: AgentProcess,
+    collector_process: CollectorProcess,
+) -> None:
+    result = run_attack(
+        tmp_path,
+        RESOLVE,
+        [str(upstream)],
+        socket_path=agent_process.socket_path,
+        extra=("--isolate-network",),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.out["resolve"] == ["ok", "127.0.0.1"], result.out
+    assert result.out["request"] == ["ok", [200, 403]], result.out
+    expected = [
+        ("DNS", "dns://example.org?type=A", False),
+        ("GET", f"http://127.0.0.1:{upstream}/ok/isolated", True),
+        ("GET", f"http://127.0.0.1:{upstream}/no/isolated", False),
+    ]
+
+    def all_there() -> bool:
+        session = collector_process.session(result.session_id)
+        return session is not None and session["allowed"] + session["denied"] >= len(expected)
+
+    eventually(all_there, "the query and the requests", within=DELIVERY_TIMEOUT_S, interval=POLL_S)
+    events = stored_events(collector_process.url, result.session_id)
+    assert [(e["method"], e["url"], e["allowed"]) for e in events] == expected

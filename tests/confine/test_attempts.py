@@ -8,7 +8,7 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boundary_audit.confine.attempts import Attempt, Policy, classify
+from boundary_audit.confine.attempts import Attempt, Policy, classify, needs_socket_type
 from boundary_audit.confine.seccomp import SECCOMP_ARCHES, observe_program
 
 #: Classic BPF instruction class bits, and the class of jumps.
@@ -94,3 +94,11 @@ def test_the_observer_program_only_jumps_forward_within_itself() -> None:
                 continue
             assert i + 1 + jt < len(program)
             assert i + 1 + jf < len(program)
+
+
+def test_the_socket_type_is_only_asked_for_where_it_matters() -> None:
+    assert not needs_socket_type(_in4("127.0.0.1", 8080), POLICY)
+    assert needs_socket_type(_in4("127.0.0.1", 53), POLICY)
+    assert needs_socket_type(_in6("::1", 9), POLICY)
+    assert not needs_socket_type(_un(b"/x"), POLICY)
+    assert not needs_socket_type(b"", POLICY)

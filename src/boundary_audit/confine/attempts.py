@@ -60,6 +60,8 @@ class Policy:
     isolated: bool
     hidden: Sequence[str] = ()
     abstract_scoped: bool = True
+    #: The launcher's DNS stub answers (and records) loopback port 53.
+    dns_stub: bool = False
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -87,6 +89,20 @@ def _unix(addr: bytes, policy: Policy) -> Attempt | None:
     return Attempt(METHOD_CONNECT, f"unix://{path}", "", allowed=False)
 
 
+def needs_socket_type(addr: bytes, policy: Policy) -> bool:
+    """Whether :func:`classify` needs the socket's type for ``addr``: not for
+    Unix sockets, nor for the proxy on loopback (the common case, kept cheap;
+    a UDP datagram to the proxy's loopback port is then not recorded)."""
+    if len(addr) < _FAMILY.size:
+        return False
+    family = _FAMILY.unpack_from(addr)[0]
+    target = _inet(addr, family)
+    if target is None:
+        return False
+    host, port = target
+    return not (port == policy.proxy_port and ipaddress.ip_address(host).is_loopback)
+
+
 def classify(addr: bytes, sock_type: int | None, policy: Policy) -> Attempt | None:
     """The record for a connect()/sendto() to ``addr`` on a socket of
     ``sock_type`` (``None``: unknown), or ``None`` when it is not recorded."""
@@ -106,6 +122,8 @@ def _inet_attempt(
 ) -> Attempt | None:
     shown = f"[{host}]" if family == AF_INET6 else host
     if sock_type == SOCK_DGRAM:
+        if port == DNS_PORT and policy.dns_stub and ipaddress.ip_address(host).is_loopback:
+            return None  # the stub records the query itself, with its name
         method = METHOD_DNS if port == DNS_PORT else METHOD_UDP
         scheme = "dns" if port == DNS_PORT else "udp"
         return Attempt(method, f"{scheme}://{shown}:{port}", host, allowed=not policy.isolated)
@@ -120,4 +138,4 @@ def _inet_attempt(
     return Attempt(method, f"{scheme}://{shown}:{port}", host, allowed=False)
 
 
-__all__ = ["Attempt", "Policy", "classify"]
+__all__ = ["METHOD_DNS", "Attempt", "Policy", "classify", "needs_socket_type"]

@@ -25,17 +25,17 @@ from urllib.parse import urlsplit
 
 from ..logs import get_logger
 from . import landlock
-from .attempts import Attempt, Policy
+from .attempts import Attempt
 from .environment import ChildEnvironment
 from .errors import EXIT_CANNOT_EXECUTE, ConfinementError, ConfinementUnavailable, LaunchError
 from .landlock import MAX_PORT
 from .metrics import LaunchMetrics
 from .netns import LOOPBACK_ADDRESS
+from .observers import RESOLV_CONF_TEXT, start_observers
 from .protect import CoverPlan, prepare, protected_paths
 from .relay import Relay
 from .signals import SignalForwarder
 from .spawn import exit_code_from_returncode, spawn_confined, spawn_direct
-from .supervisor import Supervisor
 
 #: How long a cancelled run waits for the command to exit after SIGTERM
 #: before SIGKILL: long enough for a tool to save state, short enough that a
@@ -91,6 +91,7 @@ async def _start_command(
     stack: contextlib.AsyncExitStack,
     covers: CoverPlan,
     on_attempt: Callable[[Attempt], object] | None = None,
+    resolv_conf: str | None = None,
 ) -> asyncio.subprocess.Process:
     """Start COMMAND the way asked; a relay for an isolated command is
     registered on ``stack`` so it stops when the run ends."""
@@ -102,7 +103,7 @@ async def _start_command(
         )
     if not enforced:
         return await spawn_direct(command, env, cwd, metrics)
-    process, listener, observer = await spawn_confined(
+    process, handed = await spawn_confined(
         command,
         port=proxy[1],
         env=env,
@@ -112,18 +113,18 @@ async def _start_command(
         cover_dirs=covers.dirs,
         cover_files=covers.files,
         observe=on_attempt is not None,
+        resolv_conf=resolv_conf,
     )
-    if observer is not None and on_attempt is not None:
-        abi = landlock.landlock_status().abi or 0
-        policy = Policy(
-            proxy_port=proxy[1],
-            isolated=isolate,
-            hidden=(*covers.dirs, *covers.files),
-            abstract_scoped=landlock.missing_scopes(abi) is None,
-        )
-        supervisor = Supervisor(observer, policy, on_attempt, asyncio.get_running_loop(), metrics)
-        supervisor.start()
-        stack.callback(supervisor.close)
+    start_observers(
+        handed,
+        proxy_port=proxy[1],
+        isolate=isolate,
+        covers=covers,
+        on_attempt=on_attempt,
+        metrics=metrics,
+        stack=stack,
+    )
+    listener = handed.listener
     if listener is not None:
         relay = Relay(listener, proxy[0], proxy[1], metrics)
         try:
@@ -153,6 +154,30 @@ async def _stop_child(process: asyncio.subprocess.Process, log: Any, grace: floa
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
+
+
+def _prepare_sandbox(
+    child_env: ChildEnvironment,
+    *,
+    enforced: bool,
+    isolate: bool,
+    keep: str,
+    protect: Sequence[str | os.PathLike[str]],
+    agent_sockets: Sequence[str | os.PathLike[str]],
+    env: Mapping[str, str] | None,
+) -> tuple[CoverPlan, str | None]:
+    """The covers of a confined command, and the resolv.conf of an isolated one."""
+    if not enforced or child_env.bundle_path is None:
+        return CoverPlan(), None
+    private = child_env.bundle_path.parent
+    resolv_conf: str | None = None
+    if isolate:
+        resolv_conf = str(private / "resolv.conf")
+        Path(resolv_conf).write_text(RESOLV_CONF_TEXT, encoding="ascii")
+    covers = prepare(
+        protected_paths(protect, env), agent_sockets, keep_visible=[keep, str(private)], env=env
+    )
+    return covers, resolv_conf
 
 
 async def run_confined(
@@ -216,15 +241,15 @@ async def run_confined(
             metrics.launch_failures.labels(reason="environment").inc()
             log.error("cannot prepare the command's environment", error=str(exc))
             raise
-        covers = CoverPlan()
-        if enforced:
-            assert child_env.bundle_path is not None
-            covers = prepare(
-                protected_paths(protect, base_env),
-                agent_sockets,
-                keep_visible=[cwd or os.getcwd(), str(child_env.bundle_path.parent)],
-                env=base_env,
-            )
+        covers, resolv_conf = _prepare_sandbox(
+            child_env,
+            enforced=enforced,
+            isolate=isolate_network,
+            keep=cwd or os.getcwd(),
+            protect=protect,
+            agent_sockets=agent_sockets,
+            env=base_env,
+        )
         forwarder.install()
         try:
             try:
@@ -239,6 +264,7 @@ async def run_confined(
                     stack=stack,
                     covers=covers,
                     on_attempt=on_attempt,
+                    resolv_conf=resolv_conf,
                 )
             except (LaunchError, ConfinementError) as exc:
                 log.error("command not started", error=str(exc))

@@ -48,6 +48,11 @@ class LaunchMetrics:
             "Sandboxed connect/sendto calls whose address the supervisor could not read",
             registry=self.registry,
         )
+        self.dns_stub_malformed = Counter(
+            "boundary_audit_run_dns_stub_malformed",
+            "Datagrams to the isolated command's DNS stub that were not a query (dropped)",
+            registry=self.registry,
+        )
         self.signals_forwarded = Counter(
             "boundary_audit_run_signals_forwarded",
             "Signals forwarded to the confined command",

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 
 from ..logs import get_logger
-from .attempts import Attempt, Policy, classify
+from .attempts import Attempt, Policy, classify, needs_socket_type
 from .metrics import LaunchMetrics
 from .seccomp import SECCOMP_ARCHES
 
@@ -139,7 +139,7 @@ class Supervisor:
                 addr = self._read(pid, args[1], args[2])
             elif nr == self._nrs[1]:
                 addr = self._read(pid, args[4], args[5])
-            if addr:
+            if needs_socket_type(addr, self._policy):
                 sock_type = _socket_type(pid, args[0])
             fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_ID_VALID, struct.pack("=Q", notif_id))
         except OSError as exc:
