@@ -21,11 +21,13 @@ import pytest
 from boundary_audit.confine import landlock_status
 from boundary_audit.confine.landlock import LANDLOCK_SCOPE_MIN_ABI
 from tests.e2e.helpers import ALLOW_RULE
-from tests.support.processes import cli_argv
+from tests.support.processes import cli_argv, run_cli
 from tests.support.services import json_lines
 
 #: Seconds a whole attack run may take; it bounds a hang (a stopped launcher).
 RUN_TIMEOUT_S = 120.0
+#: Most events an attack's session is read back with (an attack makes a few).
+STORED_LIMIT = 1000
 #: Seconds ``run`` keeps delivering at exit: the agent is up, so it is quick.
 FLUSH_TIMEOUT_S = 30.0
 
@@ -62,6 +64,22 @@ def attempt(name, fn):
     except Exception as exc:
         out[name] = ["error", type(exc).__name__]
 """
+
+
+def stored_events(collector_url: str, session_id: str) -> list[dict[str, Any]]:
+    """Every event the collector holds for ``session_id``, by sequence number."""
+    out = run_cli(
+        "logs",
+        "--collector-url",
+        collector_url,
+        "--session",
+        session_id,
+        "--json",
+        "--limit",
+        str(STORED_LIMIT),
+    ).stdout
+    events = [json.loads(line) for line in out.splitlines() if line.strip()]
+    return sorted(events, key=lambda e: int(e["sequence_number"]))
 
 
 @dataclass
@@ -139,4 +157,5 @@ __all__ = [
     "requires_landlock",
     "requires_scopes",
     "run_attack",
+    "stored_events",
 ]

@@ -22,7 +22,7 @@ from tests.e2e.helpers import DELIVERY_TIMEOUT_S, POLL_S, CollectorProcess
 from tests.support import eventually
 from tests.support.services import AgentProcess
 
-from .helpers import requires_landlock, run_attack
+from .helpers import requires_landlock, run_attack, stored_events
 
 pytestmark = [pytest.mark.timeout(300), requires_landlock]
 
@@ -52,16 +52,29 @@ print(json.dumps(out))
 """
 
 
-def _stored_exactly(collector: CollectorProcess, session_id: str) -> None:
-    def two() -> bool:
-        session = collector.session(session_id)
-        return session is not None and session["allowed"] + session["denied"] >= 2
+#: Events the attack's session must hold: its try at the agent's socket (a
+#: refused Unix connect; the one through /proc is refused by Landlock too but
+#: is not to a hidden path, so not recorded) and its two real requests;
+#: nothing forged.
+EXPECTED_EVENTS = 3
 
-    eventually(two, "the real events at the collector", within=DELIVERY_TIMEOUT_S, interval=POLL_S)
-    session = collector.session(session_id)
-    assert session is not None
-    assert (session["allowed"], session["denied"]) == (1, 1), session
-    assert sorted(collector.sequence_numbers_cli(session_id, 100)) == [0, 1]
+
+def _stored_exactly(collector: CollectorProcess, session_id: str, agent_socket: str) -> None:
+    def all_there() -> bool:
+        session = collector.session(session_id)
+        return session is not None and session["allowed"] + session["denied"] >= EXPECTED_EVENTS
+
+    eventually(all_there, "the session's events", within=DELIVERY_TIMEOUT_S, interval=POLL_S)
+    events = stored_events(collector.url, session_id)
+    seen = [(e["sequence_number"], e["method"], e["url"], e["allowed"]) for e in events]
+    assert [s[0] for s in seen] == list(range(EXPECTED_EVENTS)), seen
+    assert not any("forged" in e["url"] for e in events), seen
+    assert seen[0][1:] == ("CONNECT", f"unix://{agent_socket}", False), seen
+    assert seen[1][1:] == ("GET", seen[1][2], True), seen
+    assert seen[1][2].endswith("/ok/forge"), seen
+    assert seen[2][1] == "GET", seen
+    assert seen[2][2].endswith("/no/forge"), seen
+    assert seen[2][3] is False, seen
 
 
 @pytest.mark.parametrize("where", ["private-dir", "shared-temp-dir"])
@@ -100,7 +113,7 @@ def test_forged_frames_never_reach_the_agent_and_the_real_events_are_stored(
     expected = errno.ENOENT if where == "private-dir" else errno.ECONNREFUSED
     assert result.out["forge"] == ["error", expected], result.out
     assert result.out["forge_via_proc"][0] == "error", result.out
-    _stored_exactly(collector_process, session_id)
+    _stored_exactly(collector_process, session_id, str(agent_process.socket_path))
 
 
 SECRETS = r"""

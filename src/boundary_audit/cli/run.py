@@ -25,6 +25,7 @@ from ..auditor import (
     OpenResult,
     SocketAuditor,
 )
+from ..auditor.event import AuditEvent
 from ..auditor.log import LogAuditFormat
 from ..confine import ConfinementUnavailable, LaunchError, check_enforcement, run_confined
 from ..logs import (
@@ -232,6 +233,7 @@ async def _serve_and_run(
             isolate_network=settings.isolate_network,
             protect=[ca.cert_path.parent],
             agent_sockets=socket_path_candidates(settings.socket_path),
+            on_attempt=lambda a: auditor.audit(AuditEvent(a.method, a.url, a.host, a.allowed)),
         )
     finally:
         await proxy.aclose()

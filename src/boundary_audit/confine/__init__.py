@@ -16,6 +16,7 @@ Knows nothing of the proxy but its URL: ``boundary_audit.cli.run`` joins the two
 
 from __future__ import annotations
 
+from .attempts import Attempt
 from .environment import (
     CA_ENV_VARS,
     CLEARED_ENV_VARS,
@@ -49,6 +50,7 @@ __all__ = [
     "EXIT_CANNOT_EXECUTE",
     "EXIT_NOT_FOUND",
     "PROXY_ENV_VARS",
+    "Attempt",
     "ChildEnvironment",
     "ConfinementError",
     "ConfinementUnavailable",

@@ -44,8 +44,8 @@ from .mounts import (
     lock_mounts,
     make_mounts_private,
 )
-from .netns import enter_network_namespace, open_isolated_listener
-from .seccomp import install_bypass_filter
+from .netns import LOOPBACK_ADDRESS, enter_network_namespace, open_isolated_listener
+from .seccomp import install_bypass_filter, install_observer
 
 #: The file the child's interpreter runs (it loads this module; see its docstring).
 HELPER_SCRIPT = Path(os.path.abspath(__file__)).with_name("exec_helper.py")
@@ -54,6 +54,13 @@ HELPER_SCRIPT = Path(os.path.abspath(__file__)).with_name("exec_helper.py")
 EXEC_MARKER = b"exec\n"
 #: Status message that carries the in-namespace listener (SCM_RIGHTS).
 LISTENER_MESSAGE = b"listener\n"
+#: Status message that carries the DNS stub's UDP socket (SCM_RIGHTS).
+DNS_MESSAGE = b"dns\n"
+#: Where resolvers look for their name server, and where the stub listens.
+RESOLV_CONF = "/etc/resolv.conf"
+DNS_STUB_PORT = 53
+#: Status message that carries the seccomp notification listener (SCM_RIGHTS).
+OBSERVER_MESSAGE = b"observer\n"
 #: Start of a status line that carries a warning (one line, up to ``\n``).
 WARNING_PREFIX = b"warning: "
 #: Signals whose disposition Python sets to SIG_IGN at start-up and which an
@@ -82,12 +89,18 @@ def helper_argv(
     *,
     cover_dirs: Sequence[str] = (),
     cover_files: Sequence[str] = (),
+    observe: bool = False,
+    resolv_conf: str | None = None,
 ) -> list[str]:
     """The argv that runs ``command`` through the exec helper.
 
     ``isolate_port``: first enter a private network namespace and hand back a
     listener on that loopback port (the status fd must then be a Unix socket).
     ``cover_dirs``/``cover_files``: absolute paths hidden from the command.
+    ``observe``: hand back a seccomp listener for connect/sendto (:mod:`.supervisor`).
+    ``resolv_conf`` (with ``isolate_port`` and covers): bind this file over
+    /etc/resolv.conf and hand back a UDP socket on the namespace's port 53
+    for the launcher's DNS stub (:mod:`.dnsstub`).
     """
     argv = [python, "-I", "-S", str(HELPER_SCRIPT), "--status-fd", str(status_fd)]
     for port in allowed_connect_ports:
@@ -99,16 +112,36 @@ def helper_argv(
             if not os.path.isabs(path):
                 raise ValueError(f"cover path must be absolute: {path!r}")
             argv += [flag, path]
+    if observe:
+        argv += ["--observe", "1"]
+    if resolv_conf is not None:
+        argv += ["--resolv-conf", resolv_conf]
     return [*argv, "--", *command]
 
 
-def _send_listener(status_fd: int, port: int) -> None:
-    with open_isolated_listener(port) as listener:
+def _send_socket(status_fd: int, message: bytes, sock: socket.socket) -> None:
+    with sock:
         channel = socket.socket(fileno=status_fd)
         try:
-            socket.send_fds(channel, [LISTENER_MESSAGE], [listener.fileno()])
+            socket.send_fds(channel, [message], [sock.fileno()])
         finally:
             channel.detach()
+
+
+def _send_dns_stub(status_fd: int, resolv_conf: str) -> None:
+    """Point the namespace's resolver at 127.0.0.1 and hand the stub's socket over."""
+    try:
+        cover_file(RESOLV_CONF, resolv_conf)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((LOOPBACK_ADDRESS, DNS_STUB_PORT))
+        except BaseException:
+            sock.close()
+            raise
+    except (ConfinementError, OSError) as exc:
+        _warn(status_fd, f"no DNS stub, names do not resolve: {exc}")
+        return
+    _send_socket(status_fd, DNS_MESSAGE, sock)
 
 
 def _warn(status_fd: int, message: str) -> None:
@@ -132,6 +165,24 @@ def _apply_covers(status_fd: int, args: _HelperArgs) -> None:
             _warn(status_fd, f"{path} is NOT hidden from the command: {exc}")
 
 
+def _observe(status_fd: int) -> None:
+    """Last step before exec: the observation filter, its listener sent to
+    the parent and closed here (the command must never hold it)."""
+    try:
+        listener = install_observer()
+    except ConfinementError as exc:
+        _warn(status_fd, f"attempts around the proxy are NOT recorded: {exc}")
+        return
+    try:
+        channel = socket.socket(fileno=status_fd)
+        try:
+            socket.send_fds(channel, [OBSERVER_MESSAGE], [listener])
+        finally:
+            channel.detach()
+    finally:
+        os.close(listener)
+
+
 def _enter_sandbox(status_fd: int, args: _HelperArgs) -> None:
     """Namespaces: the network one when isolating (its failure is fatal), the
     mount one with the covers (its absence a warning), locked before exec."""
@@ -151,7 +202,9 @@ def _enter_sandbox(status_fd: int, args: _HelperArgs) -> None:
     if covers:
         _apply_covers(status_fd, args)
     if args.isolate_port is not None:
-        _send_listener(status_fd, args.isolate_port)
+        _send_socket(status_fd, LISTENER_MESSAGE, open_isolated_listener(args.isolate_port))
+        if covers and args.resolv_conf is not None:
+            _send_dns_stub(status_fd, args.resolv_conf)
     if covers:
         lock_mounts()
 
@@ -173,6 +226,8 @@ class _HelperArgs:
     isolate_port: int | None = None
     cover_dirs: list[str] = field(default_factory=list)
     cover_files: list[str] = field(default_factory=list)
+    observe: bool = False
+    resolv_conf: str | None = None
 
 
 def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
@@ -195,6 +250,10 @@ def _parse_helper_args(argv: Sequence[str]) -> _HelperArgs:
             parsed.cover_dirs.append(value)
         elif flag == "--cover-file":
             parsed.cover_files.append(value)
+        elif flag == "--observe":
+            parsed.observe = value == "1"
+        elif flag == "--resolv-conf":
+            parsed.resolv_conf = value
         else:
             raise ValueError(f"unknown option {flag}")
     return parsed
@@ -218,6 +277,8 @@ def main(argv: Sequence[str]) -> NoReturn:
     try:
         _enter_sandbox(status_fd, args)
         restrict_network(args.ports)
+        if args.observe:
+            _observe(status_fd)
     except (ConfinementError, OSError, ValueError) as exc:
         _report(status_fd, f"confine: {exc}")
         os._exit(EXIT_CANNOT_EXECUTE)
@@ -237,9 +298,11 @@ def main(argv: Sequence[str]) -> NoReturn:
 
 
 __all__ = [
+    "DNS_MESSAGE",
     "EXEC_MARKER",
     "HELPER_SCRIPT",
     "LISTENER_MESSAGE",
+    "OBSERVER_MESSAGE",
     "WARNING_PREFIX",
     "helper_argv",
     "main",

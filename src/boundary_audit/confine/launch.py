@@ -18,18 +18,20 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..logs import get_logger
 from . import landlock
+from .attempts import Attempt
 from .environment import ChildEnvironment
 from .errors import EXIT_CANNOT_EXECUTE, ConfinementError, ConfinementUnavailable, LaunchError
 from .landlock import MAX_PORT
 from .metrics import LaunchMetrics
 from .netns import LOOPBACK_ADDRESS
+from .observers import RESOLV_CONF_TEXT, start_observers
 from .protect import CoverPlan, prepare, protected_paths
 from .relay import Relay
 from .signals import SignalForwarder
@@ -88,6 +90,8 @@ async def _start_command(
     isolate: bool,
     stack: contextlib.AsyncExitStack,
     covers: CoverPlan,
+    on_attempt: Callable[[Attempt], object] | None = None,
+    resolv_conf: str | None = None,
 ) -> asyncio.subprocess.Process:
     """Start COMMAND the way asked; a relay for an isolated command is
     registered on ``stack`` so it stops when the run ends."""
@@ -99,7 +103,7 @@ async def _start_command(
         )
     if not enforced:
         return await spawn_direct(command, env, cwd, metrics)
-    process, listener = await spawn_confined(
+    process, handed = await spawn_confined(
         command,
         port=proxy[1],
         env=env,
@@ -108,7 +112,19 @@ async def _start_command(
         isolate=isolate,
         cover_dirs=covers.dirs,
         cover_files=covers.files,
+        observe=on_attempt is not None,
+        resolv_conf=resolv_conf,
     )
+    start_observers(
+        handed,
+        proxy_port=proxy[1],
+        isolate=isolate,
+        covers=covers,
+        on_attempt=on_attempt,
+        metrics=metrics,
+        stack=stack,
+    )
+    listener = handed.listener
     if listener is not None:
         relay = Relay(listener, proxy[0], proxy[1], metrics)
         try:
@@ -140,6 +156,30 @@ async def _stop_child(process: asyncio.subprocess.Process, log: Any, grace: floa
         await process.wait()
 
 
+def _prepare_sandbox(
+    child_env: ChildEnvironment,
+    *,
+    enforced: bool,
+    isolate: bool,
+    keep: str,
+    protect: Sequence[str | os.PathLike[str]],
+    agent_sockets: Sequence[str | os.PathLike[str]],
+    env: Mapping[str, str] | None,
+) -> tuple[CoverPlan, str | None]:
+    """The covers of a confined command, and the resolv.conf of an isolated one."""
+    if not enforced or child_env.bundle_path is None:
+        return CoverPlan(), None
+    private = child_env.bundle_path.parent
+    resolv_conf: str | None = None
+    if isolate:
+        resolv_conf = str(private / "resolv.conf")
+        Path(resolv_conf).write_text(RESOLV_CONF_TEXT, encoding="ascii")
+    covers = prepare(
+        protected_paths(protect, env), agent_sockets, keep_visible=[keep, str(private)], env=env
+    )
+    return covers, resolv_conf
+
+
 async def run_confined(
     command: Sequence[str],
     *,
@@ -156,6 +196,7 @@ async def run_confined(
     isolate_network: bool = False,
     protect: Sequence[str | os.PathLike[str]] = (),
     agent_sockets: Sequence[str | os.PathLike[str]] = (),
+    on_attempt: Callable[[Attempt], object] | None = None,
 ) -> int:
     """Run ``command`` with stdio passed through, its TCP connects confined to
     the proxy's port (when Landlock allows), signals forwarded; return its exit
@@ -176,7 +217,9 @@ async def run_confined(
 
     A confined command never sees boundary-audit's per-user directories,
     the directories in ``protect`` (the CA dir in use) or the agent sockets
-    in ``agent_sockets`` (:mod:`.protect`, :mod:`.mounts`).
+    in ``agent_sockets`` (:mod:`.protect`, :mod:`.mounts`). With
+    ``on_attempt``, each attempt of a confined command to get around the
+    proxy (:mod:`.attempts`) is passed to it, on this loop.
     """
     if not command:
         raise ValueError("no command to run")
@@ -198,15 +241,15 @@ async def run_confined(
             metrics.launch_failures.labels(reason="environment").inc()
             log.error("cannot prepare the command's environment", error=str(exc))
             raise
-        covers = CoverPlan()
-        if enforced:
-            assert child_env.bundle_path is not None
-            covers = prepare(
-                protected_paths(protect, base_env),
-                agent_sockets,
-                keep_visible=[cwd or os.getcwd(), str(child_env.bundle_path.parent)],
-                env=base_env,
-            )
+        covers, resolv_conf = _prepare_sandbox(
+            child_env,
+            enforced=enforced,
+            isolate=isolate_network,
+            keep=cwd or os.getcwd(),
+            protect=protect,
+            agent_sockets=agent_sockets,
+            env=base_env,
+        )
         forwarder.install()
         try:
             try:
@@ -220,6 +263,8 @@ async def run_confined(
                     isolate=isolate_network,
                     stack=stack,
                     covers=covers,
+                    on_attempt=on_attempt,
+                    resolv_conf=resolv_conf,
                 )
             except (LaunchError, ConfinementError) as exc:
                 log.error("command not started", error=str(exc))

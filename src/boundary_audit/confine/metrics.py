@@ -37,6 +37,22 @@ class LaunchMetrics:
             "Protections the kernel could not give a started command (each also logged)",
             registry=self.registry,
         )
+        self.bypass_attempts = Counter(
+            "boundary_audit_run_bypass_attempts",
+            "Attempts of the confined command to get around the proxy, by recorded method",
+            ["method"],
+            registry=self.registry,
+        )
+        self.observation_failures = Counter(
+            "boundary_audit_run_observation_failures",
+            "Sandboxed connect/sendto calls whose address the supervisor could not read",
+            registry=self.registry,
+        )
+        self.dns_stub_malformed = Counter(
+            "boundary_audit_run_dns_stub_malformed",
+            "Datagrams to the isolated command's DNS stub that were not a query (dropped)",
+            registry=self.registry,
+        )
         self.signals_forwarded = Counter(
             "boundary_audit_run_signals_forwarded",
             "Signals forwarded to the confined command",

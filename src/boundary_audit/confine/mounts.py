@@ -150,9 +150,10 @@ def cover_directory(path: str) -> None:
         raise _fail(f"cannot cover {path}")
 
 
-def cover_file(path: str) -> None:
-    """Hide the file (or socket) ``path`` under a read-only bind of /dev/null."""
-    if _mount(FILE_COVER_SOURCE, path, None, MS_BIND, None) != 0:
+def cover_file(path: str, source: str = FILE_COVER_SOURCE) -> None:
+    """Hide the file (or socket) ``path`` under a read-only bind of ``source``
+    (/dev/null; another file to replace it, e.g. ``/etc/resolv.conf``)."""
+    if _mount(source, path, None, MS_BIND, None) != 0:
         raise _fail(f"cannot cover {path}")
     if _mount(None, path, None, MS_BIND | MS_REMOUNT | COVER_FLAGS, None) != 0:
         raise _fail(f"cannot make the cover of {path} read-only")

@@ -45,6 +45,9 @@ class SeccompArch:
     #: refused so a 32-bit program cannot bypass the argument checks.
     compat_arch: int
     compat_socket_syscalls: tuple[int, ...]
+    #: connect(2) and seccomp(2), for the observation filter.
+    connect: int
+    seccomp: int
 
 
 #: Per-machine numbers (arch/*/include/uapi/asm/unistd*.h, linux/audit.h).
@@ -59,6 +62,8 @@ SECCOMP_ARCHES: dict[str, SeccompArch] = {
         foreign_nr_bit=0x40000000,  # __X32_SYSCALL_BIT
         compat_arch=0x40000003,  # AUDIT_ARCH_I386
         compat_socket_syscalls=(102, 359),  # socketcall, socket
+        connect=42,
+        seccomp=317,
     ),
     "aarch64": SeccompArch(
         audit_arch=0xC00000B7,  # AUDIT_ARCH_AARCH64
@@ -70,6 +75,8 @@ SECCOMP_ARCHES: dict[str, SeccompArch] = {
         foreign_nr_bit=None,
         compat_arch=0x40000028,  # AUDIT_ARCH_ARM
         compat_socket_syscalls=(281,),  # socket (EABI has no socketcall)
+        connect=203,
+        seccomp=277,
     ),
 }
 #: linux/socket.h: the send flag that turns a send into connect + send.
@@ -93,6 +100,12 @@ SECCOMP_MODE_FILTER = 2
 #: low 16 bits.
 SECCOMP_RET_ALLOW = 0x7FFF0000
 SECCOMP_RET_ERRNO = 0x00050000
+#: Ask the filter's listener (the launcher's supervisor) what to do.
+SECCOMP_RET_USER_NOTIF = 0x7FC00000
+#: seccomp(2) operation and flag that install a filter and return its
+#: notification listener descriptor.
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_NEW_LISTENER = 1 << 3
 #: Offsets in struct seccomp_data: nr, arch, then 64-bit args from 16. Both
 #: supported machines are little-endian, so an argument's low 32 bits (all an
 #: int flag or protocol has) come first.
@@ -229,6 +242,59 @@ def bypass_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
     return [(code, offset(i, jt), offset(i, jf), k) for i, (code, jt, jf, k) in enumerate(flat)]
 
 
+def observe_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
+    """The observation filter: connect(), and sendto() with a destination
+    address, go to the listener; everything else (and other ABIs, which the
+    bypass filter already refuses sockets) is allowed."""
+    notify = SECCOMP_RET_USER_NOTIF
+    allow = SECCOMP_RET_ALLOW
+    dest = _arg_low(4)
+    return [
+        (_BPF_LD_W_ABS, 0, 0, _SECCOMP_ARCH_OFFSET),  # 0
+        (_BPF_JEQ_K, 0, 8, arch.audit_arch),  # 1: other ABI -> allow (10)
+        (_BPF_LD_W_ABS, 0, 0, _SECCOMP_NR_OFFSET),  # 2
+        (_BPF_JEQ_K, 5, 0, arch.connect),  # 3: connect -> notify (9)
+        (_BPF_JEQ_K, 0, 5, arch.sendto),  # 4: not sendto -> allow (10)
+        (_BPF_LD_W_ABS, 0, 0, dest),  # 5: dest_addr, low half
+        (_BPF_JEQ_K, 0, 2, 0),  # 6: non-zero -> notify (9)
+        (_BPF_LD_W_ABS, 0, 0, dest + 4),  # 7: high half
+        (_BPF_JEQ_K, 1, 0, 0),  # 8: zero -> allow (10), else notify (9)
+        (_BPF_RET_K, 0, 0, notify),  # 9
+        (_BPF_RET_K, 0, 0, allow),  # 10
+    ]
+
+
+def install_observer() -> int:
+    """Install :func:`observe_program` in the calling thread (inherited by
+    everything it execs) and return the notification listener's descriptor.
+
+    Observation only: the launcher's supervisor answers every notification
+    with "continue", so the call goes on into Landlock, which decides. A
+    supervisor that is gone makes these calls fail with ENOSYS.
+    """
+    arch = SECCOMP_ARCHES.get(platform.machine())
+    if arch is None:
+        raise ConfinementUnavailable(f"no seccomp syscall table for {platform.machine()}")
+    program = observe_program(arch)
+    filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
+    fprog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
+    lib = libc()
+    set_no_new_privs(lib)
+    ctypes.set_errno(0)
+    fd: int = lib.syscall(
+        ctypes.c_long(arch.seccomp),
+        ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
+        ctypes.c_uint(SECCOMP_FILTER_FLAG_NEW_LISTENER),
+        ctypes.byref(fprog),
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise ConfinementUnavailable(
+            f"seccomp user notification unavailable: {errno.errorcode.get(err, err)}"
+        )
+    return fd
+
+
 def install_bypass_filter() -> None:
     """Refuse TCP Fast Open sends, MPTCP, raw IP and packet sockets, and
     io_uring in the calling thread and everything it later executes (see the
@@ -248,4 +314,11 @@ def install_bypass_filter() -> None:
         raise os_failure("prctl(PR_SET_SECCOMP)")
 
 
-__all__ = ["SECCOMP_ARCHES", "SeccompArch", "bypass_program", "install_bypass_filter"]
+__all__ = [
+    "SECCOMP_ARCHES",
+    "SeccompArch",
+    "bypass_program",
+    "install_bypass_filter",
+    "install_observer",
+    "observe_program",
+]

@@ -13,10 +13,19 @@ import os
 import socket
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ..logs import get_logger
 from .errors import EXIT_CANNOT_EXECUTE, EXIT_NOT_FOUND, LaunchError
-from .helper import EXEC_MARKER, HELPER_SCRIPT, LISTENER_MESSAGE, WARNING_PREFIX, helper_argv
+from .helper import (
+    DNS_MESSAGE,
+    EXEC_MARKER,
+    HELPER_SCRIPT,
+    LISTENER_MESSAGE,
+    OBSERVER_MESSAGE,
+    WARNING_PREFIX,
+    helper_argv,
+)
 from .metrics import LaunchMetrics
 
 #: Offset of the exit code reported for a child killed by a signal (shells).
@@ -103,6 +112,52 @@ async def spawn_direct(
     return await _create(command, command, env=env, cwd=cwd, metrics=metrics)
 
 
+@dataclass(slots=True)
+class Handed:
+    """What the exec helper handed over: the isolated listener, the DNS
+    stub's socket, the seccomp notification listener (each when asked for
+    and available)."""
+
+    listener: socket.socket | None = None
+    dns: socket.socket | None = None
+    observer: int | None = None
+
+    def close(self) -> None:
+        for sock in (self.listener, self.dns):
+            if sock is not None:
+                sock.close()
+        if self.observer is not None:
+            os.close(self.observer)
+
+
+def _take_status(
+    status: bytes, fds: list[int], metrics: LaunchMetrics, name: str
+) -> tuple[bytes, Handed]:
+    """Log the helper's warnings, take the descriptors it sent (in the order
+    of their messages) and return what is left of its status."""
+    while status.startswith(WARNING_PREFIX):
+        line, _, status = status.partition(b"\n")
+        metrics.confinement_warnings.inc()
+        get_logger("run").warning(
+            line.removeprefix(WARNING_PREFIX).decode("utf-8", "replace"), command=name
+        )
+    listener: socket.socket | None = None
+    if status.startswith(LISTENER_MESSAGE) and fds:
+        listener = socket.socket(fileno=fds.pop(0))
+        status = status.removeprefix(LISTENER_MESSAGE)
+    dns: socket.socket | None = None
+    if status.startswith(DNS_MESSAGE) and fds:
+        dns = socket.socket(fileno=fds.pop(0))
+        status = status.removeprefix(DNS_MESSAGE)
+    observer: int | None = None
+    if status.startswith(OBSERVER_MESSAGE) and fds:
+        observer = fds.pop(0)
+        status = status.removeprefix(OBSERVER_MESSAGE)
+    for fd in fds:  # nothing else is expected; do not leak it
+        os.close(fd)
+    return status, Handed(listener, dns, observer)
+
+
 async def spawn_confined(
     command: Sequence[str],
     *,
@@ -113,10 +168,14 @@ async def spawn_confined(
     isolate: bool = False,
     cover_dirs: Sequence[str] = (),
     cover_files: Sequence[str] = (),
-) -> tuple[asyncio.subprocess.Process, socket.socket | None]:
+    observe: bool = False,
+    resolv_conf: str | None = None,
+) -> tuple[asyncio.subprocess.Process, Handed]:
     """Start COMMAND through the exec helper; with ``isolate`` also return the
-    listener the helper made in the command's network namespace. The
-    ``cover_*`` paths are hidden from it (see :mod:`.mounts`)."""
+    listener the helper made in the command's network namespace (and, with
+    ``resolv_conf``, the DNS stub's socket), with ``observe`` the seccomp
+    notification listener (each None where the kernel has none; the helper
+    warned). The ``cover_*`` paths are hidden from it (see :mod:`.mounts`)."""
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         argv = helper_argv(
@@ -127,6 +186,8 @@ async def spawn_confined(
             port if isolate else None,
             cover_dirs=cover_dirs,
             cover_files=cover_files,
+            observe=observe,
+            resolv_conf=resolv_conf if isolate else None,
         )
         process = await _create(
             argv, command, env=env, cwd=cwd, metrics=metrics, pass_fds=(theirs.fileno(),)
@@ -145,22 +206,10 @@ async def spawn_confined(
             process.kill()
         await process.wait()
         raise
-    while status.startswith(WARNING_PREFIX):
-        line, _, status = status.partition(b"\n")
-        metrics.confinement_warnings.inc()
-        get_logger("run").warning(
-            line.removeprefix(WARNING_PREFIX).decode("utf-8", "replace"), command=command[0]
-        )
-    listener: socket.socket | None = None
-    if status.startswith(LISTENER_MESSAGE) and len(fds) == 1:
-        listener = socket.socket(fileno=fds.pop())
-        status = status.removeprefix(LISTENER_MESSAGE)
-    for fd in fds:  # nothing else is expected; do not leak it
-        os.close(fd)
-    if status == EXEC_MARKER and (listener is not None or not isolate):
-        return process, listener
-    if listener is not None:
-        listener.close()
+    status, handed = _take_status(status, fds, metrics, command[0])
+    if status == EXEC_MARKER and (handed.listener is not None or not isolate):
+        return process, handed
+    handed.close()
     returncode = await process.wait()
     exited = exit_code_from_returncode(returncode)
     if not status:
@@ -183,4 +232,10 @@ async def spawn_confined(
     raise LaunchError(f"cannot execute {reason} (errno {errno_text})", exited)
 
 
-__all__ = ["SIGNAL_EXIT_BASE", "exit_code_from_returncode", "spawn_confined", "spawn_direct"]
+__all__ = [
+    "SIGNAL_EXIT_BASE",
+    "Handed",
+    "exit_code_from_returncode",
+    "spawn_confined",
+    "spawn_direct",
+]

@@ -1,0 +1,111 @@
+"""The covers hold for an ordinary user too: a throwaway user (``useradd``)
+runs the exec helper with a protected directory, and tries to read it, to
+unmount the cover, and to unmount it from a user namespace of its own.
+
+The helper needs only the standard library, so the system's Python runs it
+(the venv's interpreter may live where the user cannot read).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from boundary_audit.confine.helper import HELPER_SCRIPT
+
+from .helpers import requires_landlock
+
+pytestmark = [pytest.mark.timeout(120), requires_landlock]
+
+ATTACKER = "ba-attacker"
+SYSTEM_PYTHON = "/usr/bin/python3"
+SETPRIV = shutil.which("setpriv")
+USERADD = shutil.which("useradd")
+#: Seconds the confined shell may take; it bounds a hang.
+RUN_TIMEOUT_S = 60.0
+
+#: umount2(path, MNT_DETACH) straight, printing its result and errno.
+UMOUNT = (
+    "import ctypes, sys; lib = ctypes.CDLL(None, use_errno=True); "
+    "rc = lib.umount2(sys.argv[1].encode(), 2); print(f'umount={rc},{ctypes.get_errno()}')"
+)
+ATTACK = r"""
+key="$1/key"
+cat "$key" && echo "read=yes" || echo "read=no"
+python3 -c "$UMOUNT" "$1"
+unshare -rm sh -c "umount -l '$1' 2>/dev/null; cat '$key'" && echo "nested=yes" || echo "nested=no"
+"""
+
+
+@pytest.fixture
+def attacker() -> pwd.struct_passwd:
+    if os.geteuid() != 0 or SETPRIV is None or USERADD is None:
+        pytest.skip("needs root, setpriv and useradd to run as a throwaway user")
+    if not os.access(SYSTEM_PYTHON, os.X_OK) or shutil.which("unshare") is None:
+        pytest.skip(f"needs {SYSTEM_PYTHON} and unshare")
+    try:
+        user = pwd.getpwnam(ATTACKER)
+    except KeyError:
+        subprocess.run(
+            [USERADD, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACKER],
+            check=True,
+        )
+        user = pwd.getpwnam(ATTACKER)
+    return user
+
+
+def test_an_ordinary_user_can_neither_read_nor_uncover_a_protected_dir(
+    attacker: pwd.struct_passwd,
+) -> None:
+    # Not under pytest's tmp_path: its parents are private to root.
+    with tempfile.TemporaryDirectory(prefix="ba-unpriv-") as top:
+        _attack(Path(top), attacker)
+
+
+def _attack(tmp_path: Path, attacker: pwd.struct_passwd) -> None:
+    home = tmp_path / "home"
+    protected = home / "protected"
+    protected.mkdir(parents=True)
+    (protected / "key").write_text("secret\n")
+    for path in (tmp_path, home, protected, protected / "key"):
+        os.chown(path, attacker.pw_uid, attacker.pw_gid)
+    protected.chmod(0o700)
+    assert SETPRIV is not None
+    argv = [
+        SETPRIV,
+        f"--reuid={attacker.pw_uid}",
+        f"--regid={attacker.pw_gid}",
+        "--clear-groups",
+        SYSTEM_PYTHON,
+        "-I",
+        "-S",
+        str(HELPER_SCRIPT.with_name("exec_helper.py")),
+        "--status-fd",
+        "-1",
+        "--connect-port",
+        "9",
+        "--cover-dir",
+        str(protected),
+        "--",
+        "sh",
+        "-c",
+        ATTACK,
+        "attack",
+        str(protected),
+    ]
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "UMOUNT": UMOUNT}
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=home, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split()
+    assert "read=no" in lines, done.stdout
+    assert "umount=-1,1" in lines, done.stdout  # EPERM
+    assert "nested=no" in lines, done.stdout
+    assert "secret" not in done.stdout
