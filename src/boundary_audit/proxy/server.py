@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from boundary_audit.auditor.event import Auditor
 from boundary_audit.logs import get_logger
 
-from .ca import ALPN_PROTOCOLS, CertificateAuthority
+from .ca import ALPN_HTTP1, ALPN_PROTOCOLS, CertificateAuthority
 from .client import ClientConnection
 from .config import (
     READ_CHUNK,
@@ -75,7 +75,12 @@ class ProxyServer:
         self.upstream_ssl = ssl.create_default_context()
         if upstream_ca_file:
             self.upstream_ssl.load_verify_locations(upstream_ca_file)
-        self.upstream_ssl.set_alpn_protocols(ALPN_PROTOCOLS)
+        self.upstream_ssl.set_alpn_protocols(ALPN_HTTP1)
+        # For a client speaking HTTP/2: the upstream may answer h2 or HTTP/1.1.
+        self.upstream_ssl_h2 = ssl.create_default_context()
+        if upstream_ca_file:
+            self.upstream_ssl_h2.load_verify_locations(upstream_ca_file)
+        self.upstream_ssl_h2.set_alpn_protocols(ALPN_PROTOCOLS)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._log = get_logger("proxy")
