@@ -9,19 +9,15 @@ idle or its size limit is reached.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import socket
 import ssl
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import trustme
-from websockets.asyncio.server import ServerConnection, serve
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.frames import Frame, Opcode
@@ -33,6 +29,7 @@ from boundary_audit.proxy import CertificateAuthority, ProxyTimeouts
 from tests.support import eventually
 
 from .helpers import ProxyFactory, Upstream
+from .ws_echo import EchoServer, serve_ws
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,54 +37,10 @@ pytestmark = pytest.mark.timeout(60)
 CLIENT_TIMEOUT = 10.0
 
 
-@dataclass
-class EchoServer:
-    """A websockets echo server on its own loop thread; ``paths`` are the
-    handshakes it received."""
-
-    port: int
-    scheme: str
-    paths: list[str] = field(default_factory=list)
-    headers: list[dict[str, str]] = field(default_factory=list)
-
-    def uri(self, path: str = "/echo") -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
-
-
 @pytest.fixture(scope="module", params=["ws", "wss"])
-def echo_server(
-    request: pytest.FixtureRequest,
-    upstream_ca: trustme.CA,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[EchoServer]:
-    scheme: str = request.param
-    tls: ssl.SSLContext | None = None
-    if scheme == "wss":
-        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        upstream_ca.issue_cert("127.0.0.1").configure_cert(tls)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = EchoServer(sock.getsockname()[1], scheme)
-
-    async def echo(connection: ServerConnection) -> None:
-        server.paths.append(connection.request.path if connection.request else "")
-        if connection.request is not None:
-            server.headers.append({k.lower(): v for k, v in connection.request.headers.raw_items()})
-        async for message in connection:
-            await connection.send(message)
-
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-
-    async def main() -> None:
-        async with serve(echo, sock=sock, ssl=tls, max_size=None, compression=None):
-            await stop.wait()
-
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    yield server
-    loop.call_soon_threadsafe(stop.set)
-    thread.join(CLIENT_TIMEOUT)
+def echo_server(request: pytest.FixtureRequest, upstream_ca: trustme.CA) -> Iterator[EchoServer]:
+    with serve_ws(request.param, upstream_ca) as server:
+        yield server
 
 
 def _client_tls(ca: CertificateAuthority) -> ssl.SSLContext:

@@ -205,6 +205,7 @@ async def _serve_and_run(
         port=settings.proxy_port,
         upstream_ca_file=upstream_ca_file,
         session_headers=proxy_session_headers(settings.correlation, settings.session_id),
+        allowed_uids={os.getuid()},  # only this user's processes (issue 10 item 6)
     )
     try:
         await proxy.start()

@@ -9,10 +9,12 @@
   the proxy when Landlock is unavailable.
 * CA trust: ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
   ``NODE_EXTRA_CA_CERTS``, ``GIT_SSL_CAINFO`` (and ``CARGO_HTTP_CAINFO``,
-  ``DENO_CERT``) point at one bundle: the system CA store plus our CA,
+  ``DENO_CERT``, ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``, ``PIP_CERT``) point
+  at one bundle: the system CA store plus our CA,
   written 0600 into a private 0700 temp dir that is removed when the run
   ends. Only certificates are copied (re-encoded), so a CA file that also
   holds the private key never leaks it to the child.
+* ``NODE_USE_ENV_PROXY=1`` so Node.js's fetch uses the proxy variables.
 """
 
 from __future__ import annotations
@@ -45,7 +47,14 @@ CA_ENV_VARS = (
     "GIT_SSL_CAINFO",
     "CARGO_HTTP_CAINFO",
     "DENO_CERT",
+    # h-proxy (issue 13 item 3): grpcio and pip read neither SSL_CERT_FILE
+    # nor REQUESTS_CA_BUNDLE.
+    "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+    "PIP_CERT",
 )
+#: Set in the child (h-proxy, issue 13 item 3): Node.js >= 22.21 / 24 lets
+#: fetch and http use the proxy variables only with this.
+FIXED_ENV = {"NODE_USE_ENV_PROXY": "1"}
 #: System CA bundles of common distributions, tried after what Python's
 #: OpenSSL reports: Debian/Ubuntu/Alpine, Fedora/RHEL, openSUSE, RHEL's
 #: extracted store, BSD/macOS-style.
@@ -144,6 +153,7 @@ def build_child_env(
         env[name] = proxy_url
     for name in CA_ENV_VARS:
         env[name] = os.fspath(ca_bundle)
+    env.update(FIXED_ENV)
     return env
 
 

@@ -46,8 +46,11 @@ CLOCK_SKEW = dt.timedelta(days=1)
 LEAF_CACHE_SIZE = 512
 #: RFC 5280 ub-common-name: longer names live only in the SAN.
 MAX_COMMON_NAME = 64
-#: Only HTTP/1.1 is spoken inside the tunnel (h11), so offer only it in ALPN.
-ALPN_PROTOCOLS = ["http/1.1"]
+#: Offered to clients inside a TLS tunnel: HTTP/2 first (proxy.h2tunnel),
+#: HTTP/1.1 for the rest (h11).
+ALPN_PROTOCOLS = ["h2", "http/1.1"]
+#: Offered to an upstream when the client speaks HTTP/1.1: h11 forwards it.
+ALPN_HTTP1 = ["http/1.1"]
 
 
 class CAError(RuntimeError):

@@ -20,6 +20,7 @@ from .config import (
     MAX_HEADER_BYTES,
 )
 from .errors import CLIENT_BODY, CLIENT_WRITE, FaultKind, ProxyFault, Side
+from .h2tunnel import H2_PREFACE, H2Tunnel
 from .http import (
     TLS_HANDSHAKE_RECORD,
     VIA,
@@ -246,7 +247,47 @@ class ClientConnection:
             self.tunnel_scheme = "http"
         self.tunnel = (host, port)
         self.conn = self._new_h11()
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+            await self._serve_h2(b"")
+            return False
+        if self.tunnel_scheme == "http":
+            initial = await self._read_h2c_preface()
+            if initial is not None:
+                await self._serve_h2(initial)
+                return False
         return True
+
+    async def _read_h2c_preface(self) -> bytes | None:
+        """In a plain tunnel: the bytes read so far if they begin HTTP/2's
+        preface (h2c with prior knowledge), else None with them fed to h11."""
+        seen = b""
+        while len(seen) < len(H2_PREFACE) and H2_PREFACE.startswith(seen):
+            try:
+                chunk = await read_within(self.reader, self.timeouts.header)
+            except (TimeoutError, OSError):
+                chunk = b""
+            if not chunk:
+                break
+            seen += chunk
+        if seen.startswith(H2_PREFACE):
+            return seen
+        self.conn.receive_data(seen)
+        if not seen:
+            self.conn.receive_data(b"")
+        return None
+
+    async def _serve_h2(self, initial: bytes) -> None:
+        assert self.tunnel is not None
+        await H2Tunnel(
+            self.proxy,
+            self.reader,
+            self.writer,
+            tunnel=self.tunnel,
+            scheme=self.tunnel_scheme,
+            log=self.log,
+            initial=initial,
+        ).run()
 
     async def _start_tls(self, host: str) -> None:
         try:

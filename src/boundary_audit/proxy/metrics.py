@@ -43,6 +43,12 @@ class ProxyMetrics:
             "CONNECT tunnels that carried plain HTTP (no TLS)",
             registry=self.registry,
         )
+        self.refused_peers = Counter(
+            "boundary_audit_proxy_refused_peers",
+            "Client connections refused because another user owns them, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
         self.websockets = Counter(
             "boundary_audit_proxy_websockets",
             "WebSocket connections relayed after a 101, by how they ended",

@@ -15,13 +15,14 @@ and an answer in one place (:meth:`.client.ClientConnection._fail`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from boundary_audit.auditor.event import Auditor
 from boundary_audit.logs import get_logger
 
-from .ca import ALPN_PROTOCOLS, CertificateAuthority
+from .ca import ALPN_HTTP1, ALPN_PROTOCOLS, CertificateAuthority
 from .client import ClientConnection
 from .config import (
     READ_CHUNK,
@@ -31,9 +32,36 @@ from .config import (
 )
 from .errors import FaultKind
 from .metrics import ProxyMetrics
+from .peer import peer_uid, tables_readable
 from .rules import RuleSet
 
 __all__ = ["ProxyServer"]
+
+
+#: What a client of another user gets before the connection is closed.
+REFUSED_PEER = (
+    b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"connection: close\r\ncontent-length: 52\r\n\r\n"
+    b"boundary-audit: this proxy serves another user only\n"
+)
+
+
+#: How long a refused client may take to send its request and read the
+#: refusal: closing with its bytes unread would reset the connection, and
+#: the client would see a reset instead of the reason.
+REFUSED_LINGER = 1.0
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Send what was written, then read and drop what the client sends until
+    it closes or :data:`REFUSED_LINGER` passes."""
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(REFUSED_LINGER):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            while await reader.read(READ_CHUNK):
+                pass
 
 
 class ProxyServer:
@@ -58,6 +86,7 @@ class ProxyServer:
         timeouts: ProxyTimeouts | None = None,
         metrics: ProxyMetrics | None = None,
         websocket_max_bytes: int = WEBSOCKET_MAX_BYTES,
+        allowed_uids: Collection[int] | None = None,
     ) -> None:
         # ``session_headers`` (inject targets, header names) or, shorter,
         # whole ``session_header_domains`` under the default names.
@@ -72,10 +101,18 @@ class ProxyServer:
         self.timeouts = timeouts or ProxyTimeouts()
         self.metrics = metrics or ProxyMetrics()
         self.websocket_max_bytes = websocket_max_bytes
+        #: Users whose loopback clients may use the proxy (None: anyone who
+        #: can connect). Checked per connection against the kernel's tables.
+        self.allowed_uids = None if allowed_uids is None else frozenset(allowed_uids)
         self.upstream_ssl = ssl.create_default_context()
         if upstream_ca_file:
             self.upstream_ssl.load_verify_locations(upstream_ca_file)
-        self.upstream_ssl.set_alpn_protocols(ALPN_PROTOCOLS)
+        self.upstream_ssl.set_alpn_protocols(ALPN_HTTP1)
+        # For a client speaking HTTP/2: the upstream may answer h2 or HTTP/1.1.
+        self.upstream_ssl_h2 = ssl.create_default_context()
+        if upstream_ca_file:
+            self.upstream_ssl_h2.load_verify_locations(upstream_ca_file)
+        self.upstream_ssl_h2.set_alpn_protocols(ALPN_PROTOCOLS)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._log = get_logger("proxy")
@@ -95,6 +132,12 @@ class ProxyServer:
     async def start(self) -> None:
         if self._server is not None:
             raise RuntimeError("ProxyServer already started")
+        if self.allowed_uids is not None and not tables_readable():
+            self._log.warning(
+                "cannot tell which user a client is (no /proc/net/tcp): "
+                "the proxy serves every local user"
+            )
+            self.allowed_uids = None
         self._server = await asyncio.start_server(
             self._on_client, self.host, self._requested_port, limit=READ_CHUNK
         )
@@ -111,6 +154,22 @@ class ProxyServer:
         await self._server.wait_closed()
         self._server = None
 
+    def _peer_allowed(self, writer: asyncio.StreamWriter, peer: object) -> bool:
+        """Whether the client's socket belongs to an allowed user; a refusal
+        is answered 403, logged and counted (it is no request of this run)."""
+        assert self.allowed_uids is not None
+        try:
+            uid = peer_uid(writer.get_extra_info("socket"))
+        except OSError:
+            uid = None
+        if uid is not None and uid in self.allowed_uids:
+            return True
+        reason = "unknown_user" if uid is None else "other_user"
+        self.metrics.refused_peers.labels(reason=reason).inc()
+        self._log.warning("client of another user refused", peer=str(peer), uid=uid)
+        writer.write(REFUSED_PEER)
+        return False
+
     async def __aenter__(self) -> ProxyServer:
         await self.start()
         return self
@@ -124,6 +183,14 @@ class ProxyServer:
         self._connections.add(task)
         self.metrics.active_connections.inc()
         peer = writer.get_extra_info("peername")
+        if self.allowed_uids is not None and not self._peer_allowed(writer, peer):
+            try:
+                await _linger(reader, writer)
+            finally:
+                self.metrics.active_connections.dec()
+                self._connections.discard(task)
+                writer.close()
+            return
         try:
             await ClientConnection(self, reader, writer, peer).run()
         except asyncio.CancelledError:
