@@ -135,6 +135,10 @@ class Storage(ABC):
     @abstractmethod
     def close(self) -> None: ...
 
+    def health(self) -> None:
+        """Raise :class:`StorageUnavailableError` (with the reason) unless the store can serve."""
+        self.query("SELECT 1")
+
     def __enter__(self) -> Storage:
         return self
 
