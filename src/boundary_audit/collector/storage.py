@@ -58,6 +58,10 @@ TOKEN_ID_CHARS = 12
 PRUNE_CHUNK_ROWS = 5_000
 #: One bar per minute in the session timeline.
 TIMELINE_BUCKET_NS = 60 * 1_000_000_000
+#: Events stamped further ahead of their arrival than this are left out of the
+#: chart (a sender clock in 2199 would squash every real minute into one bar);
+#: an hour allows for any honest clock drift. They stay stored and listed.
+CHART_FUTURE_SKEW_NS = 3600 * 1_000_000_000
 #: Bars shown at most (the latest two hours of activity keep the chart readable).
 MAX_TIMELINE_BUCKETS = 120
 #: Sequence numbers further apart than this are probed for duplicates with
@@ -99,8 +103,8 @@ class Storage(ABC):
 
     #: Reads a session row and, where the engine needs it, locks it until commit.
     select_session_sql = (
-        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name"
-        " FROM sessions WHERE session_id = ?"
+        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name,"
+        " pruned_count FROM sessions WHERE session_id = ?"
     )
     #: Substring test that is case-sensitive in both engines.
     substring_fn = "instr"
@@ -282,7 +286,7 @@ class Storage(ABC):
                 break
         if row is None:
             raise StorageUnavailableError(f"session {session_id} row keeps vanishing; retry")
-        agent, workspace, allowed_count, denied_count, max_seq, stored_name = row
+        agent, workspace, allowed_count, denied_count, max_seq, stored_name, pruned = row
         if (agent, workspace) != (identity.agent, identity.workspace):
             raise SessionOwnershipError(
                 f"session_id {session_id} belongs to another agent or workspace"
@@ -297,9 +301,9 @@ class Storage(ABC):
             out.duplicates += len(batch.events) - len(new)
             out.stored_events.extend(StoredEvent(session_id, e) for e in new)
         allowed_new = sum(1 for e in new if e.allowed)
-        before = _missing(max_seq, allowed_count + denied_count)
+        before = _missing(max_seq, allowed_count + denied_count + pruned)
         new_max = max(max_seq, new[-1].sequence_number) if new else max_seq
-        after = _missing(new_max, allowed_count + denied_count + len(new))
+        after = _missing(new_max, allowed_count + denied_count + pruned + len(new))
         out.gap_delta += after - before
         tx.execute(
             "UPDATE sessions SET allowed_count = allowed_count + ?,"
@@ -498,8 +502,9 @@ class Storage(ABC):
         rows = self.query(
             "SELECT time_ns / ? AS minute,"
             " SUM(CASE WHEN allowed THEN 1 ELSE 0 END), SUM(CASE WHEN allowed THEN 0 ELSE 1 END)"
-            " FROM events WHERE session_id = ? GROUP BY minute ORDER BY minute DESC LIMIT ?",
-            (TIMELINE_BUCKET_NS, session_id, MAX_TIMELINE_BUCKETS),
+            " FROM events WHERE session_id = ? AND time_ns <= received_ns + ?"
+            " GROUP BY minute ORDER BY minute DESC LIMIT ?",
+            (TIMELINE_BUCKET_NS, session_id, CHART_FUTURE_SKEW_NS, MAX_TIMELINE_BUCKETS),
         )
         return [
             TimelineBucket(int(m) * TIMELINE_BUCKET_NS, int(a), int(d))
@@ -511,21 +516,36 @@ class Storage(ABC):
 
     # -- retention -------------------------------------------------------------------
     def prune(self, cutoff_ns: int) -> int:
-        """Delete events older than ``cutoff_ns`` (event time) in short transactions.
+        """Delete events the collector received before ``cutoff_ns``, in short transactions.
 
-        Sessions and drop reports last seen before the cutoff go too. Returns
-        the number of events deleted.
+        By arrival, not by the sender's clock: an event stamped 2001 is kept as
+        long as any other. Each session's counters move the pruned events from
+        allowed/denied to ``pruned_count``, so completeness still counts them
+        as arrived. Drop reports, records and sessions idle since the cutoff go
+        too (a session never before its last event). Returns the events deleted.
         """
         deleted = 0
         while True:
             with self.transaction() as tx:
-                n = tx.execute(
+                gone = tx.all(
                     "DELETE FROM events WHERE id IN"
-                    " (SELECT id FROM events WHERE time_ns < ? LIMIT ?)",
+                    " (SELECT id FROM events WHERE received_ns < ? LIMIT ?)"
+                    " RETURNING session_id, allowed",
                     (cutoff_ns, PRUNE_CHUNK_ROWS),
                 )
-            deleted += n
-            if n < PRUNE_CHUNK_ROWS:
+                per_session: dict[str, list[int]] = {}
+                for session_id, allowed in gone:
+                    counts = per_session.setdefault(session_id, [0, 0])
+                    counts[0 if allowed else 1] += 1
+                if per_session:
+                    tx.executemany(
+                        "UPDATE sessions SET allowed_count = allowed_count - ?,"
+                        " denied_count = denied_count - ?, pruned_count = pruned_count + ?"
+                        " WHERE session_id = ?",
+                        [(a, d, a + d, sid) for sid, (a, d) in sorted(per_session.items())],
+                    )
+            deleted += len(gone)
+            if len(gone) < PRUNE_CHUNK_ROWS:
                 break
         with self.transaction() as tx:
             tx.execute(
@@ -538,6 +558,11 @@ class Storage(ABC):
             tx.execute(
                 "DELETE FROM sessions WHERE last_seen_ns < ? AND NOT EXISTS"
                 " (SELECT 1 FROM events e WHERE e.session_id = sessions.session_id)",
+                (cutoff_ns,),
+            )
+            tx.execute(
+                "DELETE FROM session_records WHERE received_ns < ? AND NOT EXISTS"
+                " (SELECT 1 FROM sessions s WHERE s.session_id = session_records.session_id)",
                 (cutoff_ns,),
             )
         return deleted
