@@ -19,29 +19,21 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import platformdirs
 
-from .filters import sql_clauses
 from .model import (
-    MAX_PAGE_SIZE,
     DropIn,
     EventIn,
-    EventQuery,
-    EventRecord,
     Identity,
     IngestBatch,
     IngestOutcome,
-    Page,
     Scope,
     SessionBatch,
     SessionOwnershipError,
-    SessionSummary,
     StorageUnavailableError,
     StoredEvent,
-    TimelineBucket,
     TokenInfo,
-    decode_cursor,
-    encode_cursor,
 )
-from .records import SESSION_COLUMNS, store_record, summaries
+from .reads import Reads
+from .records import store_record
 from .schema import MIGRATIONS
 
 _T = TypeVar("_T")
@@ -53,17 +45,6 @@ TOKEN_RANDOM_BYTES = 32
 #: Hex chars of the token hash shown as the token's id (list/revoke); 48 bits
 #: makes collisions between a deployment's tokens practically impossible.
 TOKEN_ID_CHARS = 12
-#: Rows deleted per retention transaction, so pruning never holds the write
-#: lock long enough to stall ingestion (SQLite has a single writer).
-PRUNE_CHUNK_ROWS = 5_000
-#: One bar per minute in the session timeline.
-TIMELINE_BUCKET_NS = 60 * 1_000_000_000
-#: Events stamped further ahead of their arrival than this are left out of the
-#: chart (a sender clock in 2199 would squash every real minute into one bar);
-#: an hour allows for any honest clock drift. They stay stored and listed.
-CHART_FUTURE_SKEW_NS = 3600 * 1_000_000_000
-#: Bars shown at most (the latest two hours of activity keep the chart readable).
-MAX_TIMELINE_BUCKETS = 120
 #: Sequence numbers further apart than this are probed for duplicates with
 #: separate range reads, so a batch mixing old stragglers and new events never
 #: scans a long session's whole index; closer ones share one read.
@@ -98,7 +79,7 @@ class Tx(Protocol):
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
-class Storage(ABC):
+class Storage(Reads, ABC):
     """Durable, idempotent storage of events, sessions, drop reports and tokens."""
 
     #: Reads a session row and, where the engine needs it, locks it until commit.
@@ -422,162 +403,6 @@ class Storage(ABC):
                 (sum(drop.dropped.values()), drop.session_id),
             )
 
-    # -- queries ---------------------------------------------------------------------
-    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> Page[SessionSummary]:
-        """Newest first (by first sight), keyset-paginated on (first_seen, session_id)."""
-        limit = _clamp(limit)
-        where, params = "", []
-        if cursor:
-            first_seen, session_id = decode_cursor(cursor, "sessions", 2)
-            where = " WHERE first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?)"
-            params = [first_seen, first_seen, session_id]
-        rows = self.query(
-            SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
-            (*params, limit + 1),
-        )
-        items = summaries(self.query, rows[:limit])
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = encode_cursor("sessions", [last.first_seen_ns, last.session_id])
-        return Page(items, next_cursor)
-
-    def get_session(self, session_id: str) -> SessionSummary | None:
-        rows = self.query(SESSION_COLUMNS + " WHERE session_id = ?", (session_id,))
-        return summaries(self.query, rows)[0] if rows else None
-
-    def session_drops(self, session_id: str) -> dict[str, int]:
-        """Dropped events by reason for one session (``""``: the unattributed ones)."""
-        rows = self.query(
-            "SELECT c.reason, SUM(c.count) FROM drop_counts c"
-            " JOIN drop_reports r ON r.report_id = c.report_id"
-            " WHERE r.session_id = ? GROUP BY c.reason ORDER BY c.reason",
-            (session_id,),
-        )
-        return {reason: int(total) for reason, total in rows}
-
-    def query_events(self, q: EventQuery) -> Page[EventRecord]:
-        """Filtered events; within a session by sequence number, otherwise by arrival."""
-        kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.session_id:
-            clauses.append("session_id = ?")
-            params.append(q.session_id)
-        filter_clauses, filter_params = sql_clauses(q, self.substring_fn)
-        clauses += filter_clauses
-        params += filter_params
-        if q.cursor:
-            (after,) = decode_cursor(q.cursor, kind, 1)
-            clauses.append(f"{order} > ?")
-            params.append(after)
-        limit = _clamp(q.limit)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = self.query(
-            _EVENT_COLUMNS + where + f" ORDER BY {order} LIMIT ?",
-            (*params, limit + 1),
-        )
-        items = [_event(row) for row in rows[:limit]]
-        resume = q.cursor
-        if items:
-            last = items[-1]
-            resume = encode_cursor(kind, [last.sequence_number if q.session_id else last.id])
-        return Page(items, resume if len(rows) > limit else None, resume)
-
-    def tail_cursor(self, q: EventQuery) -> str | None:
-        """A cursor positioned after the newest matching event (for ``--follow``)."""
-        if q.session_id:
-            kind = "session"
-            rows = self.query(
-                "SELECT MAX(sequence_number) FROM events WHERE session_id = ?", (q.session_id,)
-            )
-        else:
-            kind = "all"
-            rows = self.query("SELECT MAX(id) FROM events")
-        top = rows[0][0] if rows else None
-        return None if top is None else encode_cursor(kind, [int(top)])
-
-    def timeline(self, session_id: str) -> list[TimelineBucket]:
-        """Allowed/denied per minute over the session's latest active minutes."""
-        rows = self.query(
-            "SELECT time_ns / ? AS minute,"
-            " SUM(CASE WHEN allowed THEN 1 ELSE 0 END), SUM(CASE WHEN allowed THEN 0 ELSE 1 END)"
-            " FROM events WHERE session_id = ? AND time_ns <= received_ns + ?"
-            " GROUP BY minute ORDER BY minute DESC LIMIT ?",
-            (TIMELINE_BUCKET_NS, session_id, CHART_FUTURE_SKEW_NS, MAX_TIMELINE_BUCKETS),
-        )
-        return [
-            TimelineBucket(int(m) * TIMELINE_BUCKET_NS, int(a), int(d))
-            for m, a, d in reversed(rows)
-        ]
-
-    def unattributed_drops(self) -> dict[str, int]:
-        return self.session_drops("")
-
-    # -- retention -------------------------------------------------------------------
-    def prune(self, cutoff_ns: int) -> int:
-        """Delete events the collector received before ``cutoff_ns``, in short transactions.
-
-        By arrival, not by the sender's clock: an event stamped 2001 is kept as
-        long as any other. Each session's counters move the pruned events from
-        allowed/denied to ``pruned_count``, so completeness still counts them
-        as arrived. Drop reports, records and sessions idle since the cutoff go
-        too (a session never before its last event). Returns the events deleted.
-        """
-        deleted = 0
-        while True:
-            with self.transaction() as tx:
-                gone = tx.all(
-                    "DELETE FROM events WHERE id IN"
-                    " (SELECT id FROM events WHERE received_ns < ? LIMIT ?)"
-                    " RETURNING session_id, allowed",
-                    (cutoff_ns, PRUNE_CHUNK_ROWS),
-                )
-                per_session: dict[str, list[int]] = {}
-                for session_id, allowed in gone:
-                    counts = per_session.setdefault(session_id, [0, 0])
-                    counts[0 if allowed else 1] += 1
-                if per_session:
-                    tx.executemany(
-                        "UPDATE sessions SET allowed_count = allowed_count - ?,"
-                        " denied_count = denied_count - ?, pruned_count = pruned_count + ?"
-                        " WHERE session_id = ?",
-                        [(a, d, a + d, sid) for sid, (a, d) in sorted(per_session.items())],
-                    )
-            deleted += len(gone)
-            if len(gone) < PRUNE_CHUNK_ROWS:
-                break
-        with self.transaction() as tx:
-            tx.execute(
-                "DELETE FROM drop_counts WHERE report_id IN"
-                " (SELECT report_id FROM drop_reports WHERE received_ns < ?)",
-                (cutoff_ns,),
-            )
-            tx.execute("DELETE FROM drop_reports WHERE received_ns < ?", (cutoff_ns,))
-            # Only sessions with no event left: a row never disappears under its events.
-            tx.execute(
-                "DELETE FROM sessions WHERE last_seen_ns < ? AND NOT EXISTS"
-                " (SELECT 1 FROM events e WHERE e.session_id = sessions.session_id)",
-                (cutoff_ns,),
-            )
-            tx.execute(
-                "DELETE FROM session_records WHERE received_ns < ? AND NOT EXISTS"
-                " (SELECT 1 FROM sessions s WHERE s.session_id = session_records.session_id)",
-                (cutoff_ns,),
-            )
-        return deleted
-
-
-_EVENT_COLUMNS = (
-    "SELECT id, session_id, sequence_number, time_ns, received_ns, allowed, method, url, host,"
-    " matched_rule, flags FROM events"
-)
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    rid, sid, seq, t, r, allowed, method, url, host, rule, flags = row
-    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule, flags)
-
 
 def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
     """(low, high) ranges covering sorted ``seqs``, split where they are far apart."""
@@ -592,7 +417,3 @@ def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
 
 def _missing(max_seq: int, count: int) -> int:
     return 0 if max_seq < 0 else max(0, max_seq + 1 - count)
-
-
-def _clamp(limit: int) -> int:
-    return max(1, min(limit, MAX_PAGE_SIZE))
