@@ -2,7 +2,8 @@
 
 The confined command makes one real request, then tries a direct TCP
 connect, a UDP datagram, a DNS query, a connect to the hidden agent socket
-and to an abstract Unix socket of the host, and one more real request. The
+and to an abstract Unix socket of the host, a raw IP and a packet socket,
+and one more real request. The
 collector must hold all of them in the run's session, in the order they
 were made, with what was tried (see docs/security.md for the format).
 """
@@ -55,6 +56,8 @@ attempt("udp", udp)
 attempt("dns", dns)
 attempt("agent", unix(agent_socket))
 attempt("abstract", unix("\0" + abstract))
+attempt("raw", lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP).close())
+attempt("packet", lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close())
 attempt("last", lambda: get("/ok/last"))
 print(json.dumps(out))
 """
@@ -100,6 +103,8 @@ def test_every_attempt_around_the_proxy_is_an_event_of_the_session_in_order(
     assert out["udp"] == ["ok", 5], out
     assert out["agent"] == ["error", errno.ENOENT], out
     assert out["abstract"] == ["error", errno.EPERM], out
+    assert out["raw"] == ["error", errno.EACCES], out
+    assert out["packet"] == ["error", errno.EACCES], out
     expected = [
         ("GET", f"http://127.0.0.1:{upstream}/ok/first", True),
         ("CONNECT", f"tcp://127.0.0.1:{tcp_port}", False),
@@ -107,6 +112,8 @@ def test_every_attempt_around_the_proxy_is_an_event_of_the_session_in_order(
         ("DNS", "dns://127.0.0.1:53", True),
         ("CONNECT", f"unix://{agent_socket}", False),
         ("CONNECT", f"unix://@{abstract}", False),
+        ("RAW", "raw://inet?type=3&protocol=1", False),
+        ("RAW", "raw://packet?type=3&protocol=0", False),
         ("GET", f"http://127.0.0.1:{upstream}/ok/last", True),
     ]
 

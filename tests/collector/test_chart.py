@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from boundary_audit.collector.model import TimelineBucket
-from boundary_audit.collector.storage import MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS
+from boundary_audit.collector.reads import MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS
 from boundary_audit.collector.ui import CHART_BAR_WIDTH, CHART_HEIGHT, chart_layout
 
 #: What Storage.timeline returns: up to its limit of active minutes, in time

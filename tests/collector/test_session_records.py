@@ -140,3 +140,18 @@ def test_chain_digests_and_names_are_stored_as_sent(
     assert [e for e, _ in rebuilt] == events
     ((head, count),) = storage.query("SELECT seal_chain_head, seal_chain_count FROM sessions")
     assert chain.check(sid, rebuilt, bytes(head), count).ok
+
+
+def test_nanosecond_times_round_trip_exactly(
+    collector_server: CollectorServer, storage: Storage
+) -> None:
+    token = storage.create_token("agent-1")
+    sid = str(uuid.uuid4())
+    exact = T0 + 123_456_789  # nanoseconds that microseconds would lose
+    request = make_request(sid, [0], time_ns=exact)
+    assert post_ingest(collector_server.url, token, request).status_code == 200
+    body = httpx.get(f"{collector_server.url}/api/v1/sessions/{sid}/events").json()
+    (event,) = body["events"]
+    assert event["time_unix_ns"] == str(exact)
+    assert event["time"].endswith(".123456Z")
+    assert storage.query("SELECT time_ns FROM events")[0][0] == exact

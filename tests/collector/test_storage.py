@@ -21,7 +21,7 @@ from boundary_audit.collector.model import InvalidCursorError
 from boundary_audit.collector.storage import Tx
 from boundary_audit.wire import IngestRequest
 
-from .helpers import make_request
+from .helpers import add_record, make_request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -214,16 +214,44 @@ def test_session_listing_pages(storage: Storage) -> None:
     assert set(listed) == ids
 
 
-def test_retention_prunes_old_events_only(storage: Storage) -> None:
+def test_retention_prunes_by_arrival_and_keeps_counters_true(storage: Storage) -> None:
     token = storage.create_token("a")
+    ident = storage.authenticate(token)
+    assert ident is not None
     hour = 3600 * 10**9
     now = time.time_ns()
-    _ingest(storage, make_request(None, range(12), time_ns=now - 48 * hour), token)
-    sid = str(uuid.uuid4())
-    _ingest(storage, make_request(sid, range(4), time_ns=now), token)
+    old_sid, fresh_sid = str(uuid.uuid4()), str(uuid.uuid4())
+    old = make_request(old_sid, range(12), time_ns=now)
+    add_record(old, old_sid, opened=True, seal={"events_made": 12})
+    storage.ingest(parse_ingest_request(old.SerializeToString()), ident, now - 48 * hour)
+    # Stamped 2001 by a wrong clock, but received now: kept like any other.
+    wrong_clock = make_request(fresh_sid, range(4), time_ns=1_000_000_000 * 10**9)
+    storage.ingest(parse_ingest_request(wrong_clock.SerializeToString()), ident, now)
     assert storage.prune(now - 24 * hour) == 12
     remaining = storage.query_events(EventQuery(limit=100)).items
-    assert [e.session_id for e in remaining] == [sid] * 4
+    assert [e.session_id for e in remaining] == [fresh_sid] * 4
+    # No event left and last seen before the cutoff: the session goes too.
+    assert storage.get_session(old_sid) is None
+
+
+def test_pruned_events_still_count_as_arrived(storage: Storage) -> None:
+    token = storage.create_token("a")
+    ident = storage.authenticate(token)
+    assert ident is not None
+    hour = 3600 * 10**9
+    now = time.time_ns()
+    sid = str(uuid.uuid4())
+    first = make_request(sid, range(6), time_ns=now)
+    add_record(first, sid, opened=True)
+    storage.ingest(parse_ingest_request(first.SerializeToString()), ident, now - 48 * hour)
+    later = make_request(sid, range(6, 10), time_ns=now)
+    add_record(later, sid, seal={"events_made": 10})
+    storage.ingest(parse_ingest_request(later.SerializeToString()), ident, now)
+    assert storage.prune(now - 24 * hour) == 6
+    summary = storage.get_session(sid)
+    assert summary is not None
+    assert (summary.allowed + summary.denied, summary.pruned, summary.gaps) == (4, 6, 0)
+    assert summary.verdict.state == "complete"
 
 
 def test_timeline_buckets_per_minute(storage: Storage) -> None:
@@ -247,18 +275,30 @@ def test_retention_drops_idle_sessions_but_never_under_their_events(storage: Sto
     hour = 3600 * 10**9
     now = time.time_ns()
     idle, skewed = str(uuid.uuid4()), str(uuid.uuid4())
-    old = parse_ingest_request(
-        make_request(idle, range(3), time_ns=now - 48 * hour).SerializeToString()
+    old = parse_ingest_request(make_request(idle, range(3), time_ns=now).SerializeToString())
+    # Received now, yet its events claim to be old (a sender's clock behind).
+    behind = parse_ingest_request(
+        make_request(skewed, range(2), time_ns=now - 48 * hour).SerializeToString()
     )
-    # Received long ago, yet its events claim to be recent (a sender's clock ahead).
-    ahead = parse_ingest_request(make_request(skewed, range(2), time_ns=now).SerializeToString())
     storage.ingest(old, ident, received_ns=now - 48 * hour)
-    storage.ingest(ahead, ident, received_ns=now - 48 * hour)
+    storage.ingest(behind, ident, received_ns=now)
     assert storage.prune(now - 24 * hour) == 3
     assert storage.get_session(idle) is None
     summary = storage.get_session(skewed)
     assert summary is not None
     assert summary.allowed + summary.denied == 2
+
+
+def test_an_event_from_2199_does_not_squash_the_chart(storage: Storage) -> None:
+    token = storage.create_token("a")
+    sid = str(uuid.uuid4())
+    minute = 60 * 10**9
+    base = (time.time_ns() // minute) * minute
+    _ingest(storage, make_request(sid, range(3), time_ns=base), token)
+    _ingest(storage, make_request(sid, [3], time_ns=7_000_000_000 * 10**9), token)
+    buckets = storage.timeline(sid)
+    assert [(b.minute_ns - base, b.allowed + b.denied) for b in buckets] == [(0, 3)]
+    assert len(storage.query_events(EventQuery(session_id=sid)).items) == 4
 
 
 def test_concurrent_requests_are_each_all_or_nothing(storage: Storage) -> None:

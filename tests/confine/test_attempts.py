@@ -8,7 +8,13 @@ import struct
 from hypothesis import given
 from hypothesis import strategies as st
 
-from boundary_audit.confine.attempts import Attempt, Policy, classify, needs_socket_type
+from boundary_audit.confine.attempts import (
+    Attempt,
+    Policy,
+    classify,
+    needs_socket_type,
+    raw_attempt,
+)
 from boundary_audit.confine.seccomp import SECCOMP_ARCHES, observe_program
 
 #: Classic BPF instruction class bits, and the class of jumps.
@@ -102,3 +108,9 @@ def test_the_socket_type_is_only_asked_for_where_it_matters() -> None:
     assert needs_socket_type(_in6("::1", 9), POLICY)
     assert not needs_socket_type(_un(b"/x"), POLICY)
     assert not needs_socket_type(b"", POLICY)
+
+
+def test_raw_sockets_are_recorded_as_refused_with_what_was_asked() -> None:
+    assert raw_attempt(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 58) == Attempt(
+        "RAW", "raw://inet6?type=3&protocol=58", "", allowed=False
+    )

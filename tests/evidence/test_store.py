@@ -15,6 +15,7 @@ from boundary_audit.evidence import (
     StoredSeal,
     VerifyReport,
     batch_leaf,
+    seal_leaf,
     sign,
     verify_store,
 )
@@ -22,12 +23,14 @@ from boundary_audit.evidence.compare import scan
 from boundary_audit.evidence.leaves import (
     ENTRY_SIZE,
     LeafError,
+    LeafKind,
+    entry_sequence,
     event_body,
     event_entry,
     parse_leaf,
 )
 from boundary_audit.wire import chain
-from tests.evidence.helpers import KEY, T0, build_store, rechain, seal_of, session_events
+from tests.evidence.helpers import KEY, T0, Store, build_store, rechain, seal_of, session_events
 
 K = FindingKind
 
@@ -309,3 +312,74 @@ def test_a_leaf_that_is_not_canonical_is_refused() -> None:
         except LeafError:
             continue
         raise AssertionError(f"parsed {bad!r}")
+
+
+def test_earlier_checkpoints_expose_a_rewrite_the_latest_was_re_signed_over() -> None:
+    """With the key stolen, the latest checkpoint can be re-signed over a rewritten
+    log; an older checkpoint kept since still names the rewrite."""
+    store, ids = build_store()
+    assert store.checkpoint is not None
+    old = store.checkpoint
+    sid = ids[0]
+    store.ingest(sid, [], 1)
+    store.sign()  # a later, honest checkpoint of the same leaves
+    honest = store.checkpoint
+    assert honest is not None
+    report = verify_store(
+        store.events,
+        store.seals,
+        store.leaves,
+        honest,
+        KEY.public_key(),
+        drops=store.drops,
+        earlier=[old.to_text()],
+    )
+    assert report.ok, report.findings
+    evs = store.events[sid]
+    evs[0] = dataclasses.replace(evs[0], url="https://evil/")
+    store.events[sid] = rechain(sid, evs)
+    store.seals[sid] = [seal_of(store.events[sid], sid)]
+    store.leaves = [_rewritten(leaf, sid, store) for leaf in store.leaves]
+    store.sign()  # re-signed with the stolen key over the rewritten log
+    forged = verify_store(
+        store.events,
+        store.seals,
+        store.leaves,
+        store.checkpoint,
+        KEY.public_key(),
+        drops=store.drops,
+    )
+    assert forged.ok  # the latest alone cannot tell
+    caught = verify_store(
+        store.events,
+        store.seals,
+        store.leaves,
+        store.checkpoint,
+        KEY.public_key(),
+        drops=store.drops,
+        earlier=[old],
+    )
+    assert kinds(caught) == {K.LOG_MISMATCH}
+    bad = verify_store(
+        store.events,
+        store.seals,
+        store.leaves,
+        store.checkpoint,
+        KEY.public_key(),
+        drops=store.drops,
+        earlier=["garbage"],
+    )
+    assert kinds(bad) == {K.CHECKPOINT_INVALID}
+
+
+def _rewritten(leaf: bytes, sid: str, store: Store) -> bytes:
+    """The leaf an attacker with the key writes to match the edited rows."""
+    parsed = parse_leaf(leaf)
+    if parsed.session_id != sid:
+        return leaf
+    if parsed.kind is LeafKind.BATCH:
+        numbers = {entry_sequence(e) for e in parsed.entries}
+        return batch_leaf(sid, [e for e in store.events[sid] if e.sequence_number in numbers])
+    if parsed.kind is LeafKind.SEAL:
+        return seal_leaf(sid, store.seals[sid][0])
+    return leaf

@@ -14,7 +14,6 @@ import json
 import socket
 import ssl
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trustme
@@ -141,12 +140,15 @@ def test_a_client_close_ends_the_relay(
     )
 
 
-def test_absolute_form_ws_upgrade(
-    make_proxy: ProxyFactory, echo_server: EchoServer, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def ws_echo(upstream_ca: trustme.CA) -> Iterator[EchoServer]:
+    with serve_ws("ws", upstream_ca) as server:
+        yield server
+
+
+def test_absolute_form_ws_upgrade(make_proxy: ProxyFactory, ws_echo: EchoServer) -> None:
     """A plain ``GET http://host/path`` upgrade sent to the proxy itself."""
-    if echo_server.scheme != "ws":
-        pytest.skip("absolute-form is for plain ws://; wss goes through CONNECT")
+    echo_server = ws_echo
     proxy = make_proxy("domain=127.0.0.1 path=/echo")
     protocol = ClientProtocol(parse_uri(echo_server.uri()))
     handshake = protocol.connect()

@@ -318,7 +318,7 @@ class Api:
 
     async def health(self, request: Request) -> Response:
         try:
-            await self.ctx.db("health", self.ctx.storage.query, "SELECT 1")
+            await self.ctx.db("health", self.ctx.storage.health)
         except StorageUnavailableError as exc:
             # Operators, not clients, read this: the database's own words help them.
             return json_error(exc, detail=str(exc))

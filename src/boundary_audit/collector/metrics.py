@@ -64,6 +64,7 @@ class CollectorMetrics:
             "counts_clamped_total", "Counts in drop reports or seals clamped into range."
         )
         self.pruned = c("retention_pruned_events_total", "Events deleted by the retention task.")
+        self.prune_runs = c("retention_runs_total", "Retention passes completed.")
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(PREFIX + name, documentation, labels, registry=self.registry)

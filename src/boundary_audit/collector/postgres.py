@@ -66,8 +66,8 @@ class PostgresStorage(Storage):
 
     backend = "postgresql"
     select_session_sql = (
-        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name"
-        " FROM sessions WHERE session_id = ? FOR UPDATE"
+        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name,"
+        " pruned_count FROM sessions WHERE session_id = ? FOR UPDATE"
     )
     substring_fn = "strpos"
     column_types = POSTGRES_TYPES

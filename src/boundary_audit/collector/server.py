@@ -130,6 +130,7 @@ async def retention_loop(
             metrics.db_errors.labels("prune", "error").inc()
             log.exception("prune_failed")
         else:
+            metrics.prune_runs.inc()
             metrics.pruned.inc(deleted)
             if deleted:
                 log.info("pruned", events=deleted, retention_seconds=retention_seconds)

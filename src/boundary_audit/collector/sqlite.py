@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -9,6 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
+
+from boundary_audit.logs import get_logger
 
 from .model import StorageUnavailableError
 from .storage import Storage, Tx
@@ -31,7 +35,45 @@ READER_CACHE_KIB = 8_192
 #: Bytes of the database file each connection maps: the shared page cache
 #: readers rely on; 256 MiB covers the indexes of a multi-million-event store.
 MMAP_BYTES = 256 * 1024 * 1024
+#: The database and its WAL hold audit data: readable by the collector's user only.
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+#: Files SQLite keeps beside the database in WAL mode.
+SIDE_FILES = ("-wal", "-shm")
 SQLITE_TYPES = {"id": "INTEGER PRIMARY KEY", "int": "INTEGER", "bool": "INTEGER", "blob": "BLOB"}
+
+
+_log = get_logger("collector", backend="sqlite")
+
+
+def _identity(path: Path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def _private_file(path: Path) -> None:
+    """Create the database file 0600 (and its directory 0700 when we create it), whatever
+    the umask; SQLite gives its WAL and shared-memory files the database file's mode."""
+    missing = []
+    parent = path.parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    for created in missing:
+        os.chmod(created, PRIVATE_DIR_MODE)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE)
+    try:
+        if os.fstat(fd).st_uid == os.geteuid():
+            os.fchmod(fd, PRIVATE_FILE_MODE)
+    finally:
+        os.close(fd)
+
+
+def _unavailable(what: str, exc: sqlite3.Error) -> StorageUnavailableError:
+    """A 503 naming SQLite's own cause (e.g. SQLITE_FULL: the disk is full)."""
+    code = getattr(exc, "sqlite_errorname", type(exc).__name__)
+    return StorageUnavailableError(f"SQLite {what} failed: {exc} ({code})")
 
 
 class _SqliteTx:
@@ -71,7 +113,10 @@ class SQLiteStorage(Storage):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> None:
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private_file(self.path)
+        #: The file this storage opened: a file deleted or replaced under it
+        #: must not be written (and acknowledged) any more.
+        self._identity = _identity(self.path)
         self._write_lock = threading.Lock()
         # Write work queued for the next group commit (see write_grouped).
         self._group_lock = threading.Lock()
@@ -82,6 +127,28 @@ class SQLiteStorage(Storage):
         self._closed = False
         self._writer = self._connect()
         self._writer.execute("PRAGMA journal_mode=WAL")
+        for suffix in SIDE_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", PRIVATE_FILE_MODE)
+
+    def check_file(self) -> None:
+        """Raise :class:`StorageUnavailableError` when the database file is not the one opened."""
+        try:
+            now = _identity(self.path)
+        except FileNotFoundError:
+            raise StorageUnavailableError(
+                f"SQLite database {self.path} was deleted while the collector ran; "
+                "restart the collector (nothing more is written to the unlinked file)"
+            ) from None
+        if now != self._identity:
+            raise StorageUnavailableError(
+                f"SQLite database {self.path} was replaced by another file while the collector "
+                "ran; restart the collector"
+            )
+
+    def health(self) -> None:
+        self.check_file()
+        super().health()
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -121,14 +188,28 @@ class SQLiteStorage(Storage):
             raise StorageUnavailableError(f"SQLite is busy: {exc}") from exc
         try:
             yield _SqliteTx(self._writer)
+            # Checked last, inside the transaction: nothing is acknowledged
+            # into a file that is no longer the database.
+            self.check_file()
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise _unavailable("write", exc) from exc
         except BaseException:
-            self._writer.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self._writer.execute("COMMIT")
-        except sqlite3.OperationalError as exc:
-            self._writer.execute("ROLLBACK")
-            raise StorageUnavailableError(f"SQLite commit failed: {exc}") from exc
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise _unavailable("commit", exc) from exc
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite ends one itself on a full disk)."""
+        if self._writer.in_transaction:
+            try:
+                self._writer.execute("ROLLBACK")
+            except sqlite3.Error as exc:  # the original error is what the caller reports
+                _log.warning("sqlite_rollback_failed", path=str(self.path), error=str(exc))
 
     def write_grouped(self, work: Callable[[Tx], _T]) -> _T:
         """Group commit: callers that queue while a commit runs share the next one.
@@ -160,6 +241,10 @@ class SQLiteStorage(Storage):
                     self._writer.execute("SAVEPOINT request")
                     try:
                         item.result = item.work(tx)
+                    except sqlite3.Error as exc:
+                        # An engine failure (a full disk, an I/O error) fails the
+                        # whole group, named by its real cause.
+                        raise _unavailable("write", exc) from exc
                     except Exception as exc:
                         self._writer.execute("ROLLBACK TO request")
                         item.error = exc
@@ -167,8 +252,8 @@ class SQLiteStorage(Storage):
         except BaseException as exc:
             # Nothing of the group was committed: every member fails alike.
             failure: BaseException = exc
-            if isinstance(exc, sqlite3.OperationalError):  # a savepoint statement failed
-                failure = StorageUnavailableError(f"SQLite commit failed: {exc}")
+            if isinstance(exc, sqlite3.Error):  # a savepoint statement failed
+                failure = _unavailable("commit", exc)
             for item in batch:
                 item.error = failure
         finally:

@@ -19,29 +19,21 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import platformdirs
 
-from .filters import sql_clauses
 from .model import (
-    MAX_PAGE_SIZE,
     DropIn,
     EventIn,
-    EventQuery,
-    EventRecord,
     Identity,
     IngestBatch,
     IngestOutcome,
-    Page,
     Scope,
     SessionBatch,
     SessionOwnershipError,
-    SessionSummary,
     StorageUnavailableError,
     StoredEvent,
-    TimelineBucket,
     TokenInfo,
-    decode_cursor,
-    encode_cursor,
 )
-from .records import SESSION_COLUMNS, store_record, summaries
+from .reads import Reads
+from .records import store_record
 from .schema import MIGRATIONS
 
 _T = TypeVar("_T")
@@ -53,13 +45,6 @@ TOKEN_RANDOM_BYTES = 32
 #: Hex chars of the token hash shown as the token's id (list/revoke); 48 bits
 #: makes collisions between a deployment's tokens practically impossible.
 TOKEN_ID_CHARS = 12
-#: Rows deleted per retention transaction, so pruning never holds the write
-#: lock long enough to stall ingestion (SQLite has a single writer).
-PRUNE_CHUNK_ROWS = 5_000
-#: One bar per minute in the session timeline.
-TIMELINE_BUCKET_NS = 60 * 1_000_000_000
-#: Bars shown at most (the latest two hours of activity keep the chart readable).
-MAX_TIMELINE_BUCKETS = 120
 #: Sequence numbers further apart than this are probed for duplicates with
 #: separate range reads, so a batch mixing old stragglers and new events never
 #: scans a long session's whole index; closer ones share one read.
@@ -94,13 +79,13 @@ class Tx(Protocol):
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
-class Storage(ABC):
+class Storage(Reads, ABC):
     """Durable, idempotent storage of events, sessions, drop reports and tokens."""
 
     #: Reads a session row and, where the engine needs it, locks it until commit.
     select_session_sql = (
-        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name"
-        " FROM sessions WHERE session_id = ?"
+        "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name,"
+        " pruned_count FROM sessions WHERE session_id = ?"
     )
     #: Substring test that is case-sensitive in both engines.
     substring_fn = "instr"
@@ -134,6 +119,10 @@ class Storage(ABC):
 
     @abstractmethod
     def close(self) -> None: ...
+
+    def health(self) -> None:
+        """Raise :class:`StorageUnavailableError` (with the reason) unless the store can serve."""
+        self.query("SELECT 1")
 
     def __enter__(self) -> Storage:
         return self
@@ -278,7 +267,7 @@ class Storage(ABC):
                 break
         if row is None:
             raise StorageUnavailableError(f"session {session_id} row keeps vanishing; retry")
-        agent, workspace, allowed_count, denied_count, max_seq, stored_name = row
+        agent, workspace, allowed_count, denied_count, max_seq, stored_name, pruned = row
         if (agent, workspace) != (identity.agent, identity.workspace):
             raise SessionOwnershipError(
                 f"session_id {session_id} belongs to another agent or workspace"
@@ -293,9 +282,9 @@ class Storage(ABC):
             out.duplicates += len(batch.events) - len(new)
             out.stored_events.extend(StoredEvent(session_id, e) for e in new)
         allowed_new = sum(1 for e in new if e.allowed)
-        before = _missing(max_seq, allowed_count + denied_count)
+        before = _missing(max_seq, allowed_count + denied_count + pruned)
         new_max = max(max_seq, new[-1].sequence_number) if new else max_seq
-        after = _missing(new_max, allowed_count + denied_count + len(new))
+        after = _missing(new_max, allowed_count + denied_count + pruned + len(new))
         out.gap_delta += after - before
         tx.execute(
             "UPDATE sessions SET allowed_count = allowed_count + ?,"
@@ -414,141 +403,6 @@ class Storage(ABC):
                 (sum(drop.dropped.values()), drop.session_id),
             )
 
-    # -- queries ---------------------------------------------------------------------
-    def list_sessions(self, limit: int = 100, cursor: str | None = None) -> Page[SessionSummary]:
-        """Newest first (by first sight), keyset-paginated on (first_seen, session_id)."""
-        limit = _clamp(limit)
-        where, params = "", []
-        if cursor:
-            first_seen, session_id = decode_cursor(cursor, "sessions", 2)
-            where = " WHERE first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?)"
-            params = [first_seen, first_seen, session_id]
-        rows = self.query(
-            SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
-            (*params, limit + 1),
-        )
-        items = summaries(self.query, rows[:limit])
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = encode_cursor("sessions", [last.first_seen_ns, last.session_id])
-        return Page(items, next_cursor)
-
-    def get_session(self, session_id: str) -> SessionSummary | None:
-        rows = self.query(SESSION_COLUMNS + " WHERE session_id = ?", (session_id,))
-        return summaries(self.query, rows)[0] if rows else None
-
-    def session_drops(self, session_id: str) -> dict[str, int]:
-        """Dropped events by reason for one session (``""``: the unattributed ones)."""
-        rows = self.query(
-            "SELECT c.reason, SUM(c.count) FROM drop_counts c"
-            " JOIN drop_reports r ON r.report_id = c.report_id"
-            " WHERE r.session_id = ? GROUP BY c.reason ORDER BY c.reason",
-            (session_id,),
-        )
-        return {reason: int(total) for reason, total in rows}
-
-    def query_events(self, q: EventQuery) -> Page[EventRecord]:
-        """Filtered events; within a session by sequence number, otherwise by arrival."""
-        kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.session_id:
-            clauses.append("session_id = ?")
-            params.append(q.session_id)
-        filter_clauses, filter_params = sql_clauses(q, self.substring_fn)
-        clauses += filter_clauses
-        params += filter_params
-        if q.cursor:
-            (after,) = decode_cursor(q.cursor, kind, 1)
-            clauses.append(f"{order} > ?")
-            params.append(after)
-        limit = _clamp(q.limit)
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = self.query(
-            _EVENT_COLUMNS + where + f" ORDER BY {order} LIMIT ?",
-            (*params, limit + 1),
-        )
-        items = [_event(row) for row in rows[:limit]]
-        resume = q.cursor
-        if items:
-            last = items[-1]
-            resume = encode_cursor(kind, [last.sequence_number if q.session_id else last.id])
-        return Page(items, resume if len(rows) > limit else None, resume)
-
-    def tail_cursor(self, q: EventQuery) -> str | None:
-        """A cursor positioned after the newest matching event (for ``--follow``)."""
-        if q.session_id:
-            kind = "session"
-            rows = self.query(
-                "SELECT MAX(sequence_number) FROM events WHERE session_id = ?", (q.session_id,)
-            )
-        else:
-            kind = "all"
-            rows = self.query("SELECT MAX(id) FROM events")
-        top = rows[0][0] if rows else None
-        return None if top is None else encode_cursor(kind, [int(top)])
-
-    def timeline(self, session_id: str) -> list[TimelineBucket]:
-        """Allowed/denied per minute over the session's latest active minutes."""
-        rows = self.query(
-            "SELECT time_ns / ? AS minute,"
-            " SUM(CASE WHEN allowed THEN 1 ELSE 0 END), SUM(CASE WHEN allowed THEN 0 ELSE 1 END)"
-            " FROM events WHERE session_id = ? GROUP BY minute ORDER BY minute DESC LIMIT ?",
-            (TIMELINE_BUCKET_NS, session_id, MAX_TIMELINE_BUCKETS),
-        )
-        return [
-            TimelineBucket(int(m) * TIMELINE_BUCKET_NS, int(a), int(d))
-            for m, a, d in reversed(rows)
-        ]
-
-    def unattributed_drops(self) -> dict[str, int]:
-        return self.session_drops("")
-
-    # -- retention -------------------------------------------------------------------
-    def prune(self, cutoff_ns: int) -> int:
-        """Delete events older than ``cutoff_ns`` (event time) in short transactions.
-
-        Sessions and drop reports last seen before the cutoff go too. Returns
-        the number of events deleted.
-        """
-        deleted = 0
-        while True:
-            with self.transaction() as tx:
-                n = tx.execute(
-                    "DELETE FROM events WHERE id IN"
-                    " (SELECT id FROM events WHERE time_ns < ? LIMIT ?)",
-                    (cutoff_ns, PRUNE_CHUNK_ROWS),
-                )
-            deleted += n
-            if n < PRUNE_CHUNK_ROWS:
-                break
-        with self.transaction() as tx:
-            tx.execute(
-                "DELETE FROM drop_counts WHERE report_id IN"
-                " (SELECT report_id FROM drop_reports WHERE received_ns < ?)",
-                (cutoff_ns,),
-            )
-            tx.execute("DELETE FROM drop_reports WHERE received_ns < ?", (cutoff_ns,))
-            # Only sessions with no event left: a row never disappears under its events.
-            tx.execute(
-                "DELETE FROM sessions WHERE last_seen_ns < ? AND NOT EXISTS"
-                " (SELECT 1 FROM events e WHERE e.session_id = sessions.session_id)",
-                (cutoff_ns,),
-            )
-        return deleted
-
-
-_EVENT_COLUMNS = (
-    "SELECT id, session_id, sequence_number, time_ns, received_ns, allowed, method, url, host,"
-    " matched_rule, flags FROM events"
-)
-
-
-def _event(row: tuple[Any, ...]) -> EventRecord:
-    rid, sid, seq, t, r, allowed, method, url, host, rule, flags = row
-    return EventRecord(rid, sid, seq, t, r, bool(allowed), method, url, host, rule, flags)
-
 
 def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
     """(low, high) ranges covering sorted ``seqs``, split where they are far apart."""
@@ -563,7 +417,3 @@ def _clusters(seqs: list[int]) -> Iterator[tuple[int, int]]:
 
 def _missing(max_seq: int, count: int) -> int:
     return 0 if max_seq < 0 else max(0, max_seq + 1 - count)
-
-
-def _clamp(limit: int) -> int:
-    return max(1, min(limit, MAX_PAGE_SIZE))

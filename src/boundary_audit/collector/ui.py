@@ -23,7 +23,7 @@ from .context import Context, Handler, client_of, session_param
 from .errors import BodyTooLargeError, detail_of, json_error, spec_for
 from .filters import CURSOR, EVENT_FILTERS, filter_values, parse_event_query
 from .model import TimelineBucket, format_ns
-from .storage import MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS
+from .reads import MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS
 
 #: Rows per web page: twice the API default, still quick for a browser to render.
 UI_PAGE_SIZE = 200

@@ -36,6 +36,13 @@ DNS_PORT = 53
 METHOD_CONNECT = "CONNECT"
 METHOD_UDP = "UDP"
 METHOD_DNS = "DNS"
+METHOD_RAW = "RAW"
+#: Families a raw socket can be asked for in (the observation filter
+#: notifies only these), by name for the record.
+AF_PACKET = 17
+RAW_FAMILIES = {AF_INET: "inet", AF_INET6: "inet6", AF_PACKET: "packet"}
+#: The socket type without SOCK_NONBLOCK/SOCK_CLOEXEC.
+SOCK_TYPE_MASK = 0xF
 #: Offsets in struct sockaddr_in / sockaddr_in6 / sockaddr_un.
 _FAMILY = struct.Struct("=H")
 _PORT = struct.Struct("!H")
@@ -89,6 +96,13 @@ def _unix(addr: bytes, policy: Policy) -> Attempt | None:
     return Attempt(METHOD_CONNECT, f"unix://{path}", "", allowed=False)
 
 
+def raw_attempt(family: int, sock_type: int, protocol: int) -> Attempt:
+    """The record of a raw IP or packet socket() (always refused)."""
+    name = RAW_FAMILIES.get(family, str(family))
+    url = f"raw://{name}?type={sock_type & SOCK_TYPE_MASK}&protocol={protocol}"
+    return Attempt(METHOD_RAW, url, "", allowed=False)
+
+
 def needs_socket_type(addr: bytes, policy: Policy) -> bool:
     """Whether :func:`classify` needs the socket's type for ``addr``: not for
     Unix sockets, nor for the proxy on loopback (the common case, kept cheap;
@@ -138,4 +152,4 @@ def _inet_attempt(
     return Attempt(method, f"{scheme}://{shown}:{port}", host, allowed=False)
 
 
-__all__ = ["METHOD_DNS", "Attempt", "Policy", "classify", "needs_socket_type"]
+__all__ = ["METHOD_DNS", "Attempt", "Policy", "classify", "needs_socket_type", "raw_attempt"]

@@ -69,7 +69,7 @@ WARNING_PREFIX = b"warning: "
 _SIGNALS_TO_RESET = ("SIGPIPE", "SIGXFSZ", "SIGXFZ", "SIGINT")
 
 
-def restrict_network(allowed_connect_ports: Iterable[int]) -> None:
+def restrict_network(allowed_connect_ports: Iterable[int], refuse_raw: bool = True) -> None:
     """Restrict the calling thread, and everything it later executes, so that
     TCP connections can only be opened to ``allowed_connect_ports``: Landlock
     for ``connect()``, then the seccomp filter for the ways around it.
@@ -77,7 +77,7 @@ def restrict_network(allowed_connect_ports: Iterable[int]) -> None:
     Irreversible: call it only in a child about to exec (see :func:`main`).
     """
     restrict_connect(allowed_connect_ports)
-    install_bypass_filter()
+    install_bypass_filter(refuse_raw)
 
 
 def helper_argv(
@@ -165,14 +165,19 @@ def _apply_covers(status_fd: int, args: _HelperArgs) -> None:
             _warn(status_fd, f"{path} is NOT hidden from the command: {exc}")
 
 
-def _observe(status_fd: int) -> None:
-    """Last step before exec: the observation filter, its listener sent to
-    the parent and closed here (the command must never hold it)."""
+def _install_observer(status_fd: int) -> int | None:
+    """The observation filter's listener, or None (with a warning) where the
+    kernel has none."""
     try:
-        listener = install_observer()
+        return install_observer()
     except ConfinementError as exc:
         _warn(status_fd, f"attempts around the proxy are NOT recorded: {exc}")
-        return
+        return None
+
+
+def _send_observer(status_fd: int, listener: int) -> None:
+    """Last step before exec: the listener goes to the parent and is closed
+    here (the command must never hold it)."""
     try:
         channel = socket.socket(fileno=status_fd)
         try:
@@ -276,9 +281,12 @@ def main(argv: Sequence[str]) -> NoReturn:
         os.set_inheritable(status_fd, False)
     try:
         _enter_sandbox(status_fd, args)
-        restrict_network(args.ports)
-        if args.observe:
-            _observe(status_fd)
+        # The observer first: with it, raw sockets are refused (and
+        # recorded) through the launcher instead of by the bypass filter.
+        observer = _install_observer(status_fd) if args.observe else None
+        restrict_network(args.ports, refuse_raw=observer is None)
+        if observer is not None:
+            _send_observer(status_fd, observer)
     except (ConfinementError, OSError, ValueError) as exc:
         _report(status_fd, f"confine: {exc}")
         os._exit(EXIT_CANNOT_EXECUTE)

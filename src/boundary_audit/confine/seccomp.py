@@ -150,9 +150,14 @@ def _errno_ret(err: int) -> _Insn:
     return (_BPF_RET_K, None, None, SECCOMP_RET_ERRNO | err)
 
 
-def bypass_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
-    """The filter as (code, jt, jf, k) tuples, jumps resolved from labels."""
+def bypass_program(arch: SeccompArch, refuse_raw: bool = True) -> list[tuple[int, int, int, int]]:
+    """The filter as (code, jt, jf, k) tuples, jumps resolved from labels.
+
+    ``refuse_raw=False`` leaves raw IP and packet sockets to the observation
+    filter, which refuses them through the launcher and records them.
+    """
     allow: _Insn = (_BPF_RET_K, None, None, SECCOMP_RET_ALLOW)
+    raw = "eacces" if refuse_raw else "allow"
     blocks: list[tuple[str, list[_Insn]]] = [
         (
             "start",
@@ -177,7 +182,7 @@ def bypass_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
             "socket",
             [
                 (_BPF_LD_W_ABS, None, None, _arg_low(0)),
-                (_BPF_JEQ_K, "eacces", None, AF_PACKET),
+                (_BPF_JEQ_K, raw, None, AF_PACKET),
                 (_BPF_JEQ_K, "inet", None, AF_INET),
                 (_BPF_JEQ_K, "inet", None, AF_INET6),
                 allow,
@@ -190,7 +195,7 @@ def bypass_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
                 (_BPF_JEQ_K, "noproto", None, IPPROTO_MPTCP),
                 (_BPF_LD_W_ABS, None, None, _arg_low(1)),
                 (_BPF_AND_K, None, None, SOCK_TYPE_MASK),
-                (_BPF_JEQ_K, "eacces", None, SOCK_RAW),
+                (_BPF_JEQ_K, raw, None, SOCK_RAW),
                 allow,
             ],
         ),
@@ -219,12 +224,18 @@ def bypass_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
                 allow,
             ],
         ),
+        ("allow", [allow]),
         # What programs get where the kernel lacks a feature, so they fall back.
         ("noproto", [_errno_ret(errno.EPROTONOSUPPORT)]),
         ("enosys", [_errno_ret(errno.ENOSYS)]),
         # Same errno as a connect() that Landlock refuses.
         ("eacces", [_errno_ret(errno.EACCES)]),
     ]
+    return _assemble(blocks)
+
+
+def _assemble(blocks: list[tuple[str, list[_Insn]]]) -> list[tuple[int, int, int, int]]:
+    """Lay out labelled blocks and resolve their jumps to offsets."""
     labels: dict[str, int] = {}
     flat: list[_Insn] = []
     for label, insns in blocks:
@@ -243,25 +254,50 @@ def bypass_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
 
 
 def observe_program(arch: SeccompArch) -> list[tuple[int, int, int, int]]:
-    """The observation filter: connect(), and sendto() with a destination
-    address, go to the listener; everything else (and other ABIs, which the
-    bypass filter already refuses sockets) is allowed."""
-    notify = SECCOMP_RET_USER_NOTIF
-    allow = SECCOMP_RET_ALLOW
+    """The observation filter: connect(), sendto() with a destination
+    address, and raw IP or packet socket() calls go to the listener;
+    everything else (and other ABIs, whose sockets the bypass filter
+    refuses) is allowed."""
+    notify: _Insn = (_BPF_RET_K, None, None, SECCOMP_RET_USER_NOTIF)
+    allow: _Insn = (_BPF_RET_K, None, None, SECCOMP_RET_ALLOW)
     dest = _arg_low(4)
-    return [
-        (_BPF_LD_W_ABS, 0, 0, _SECCOMP_ARCH_OFFSET),  # 0
-        (_BPF_JEQ_K, 0, 8, arch.audit_arch),  # 1: other ABI -> allow (10)
-        (_BPF_LD_W_ABS, 0, 0, _SECCOMP_NR_OFFSET),  # 2
-        (_BPF_JEQ_K, 5, 0, arch.connect),  # 3: connect -> notify (9)
-        (_BPF_JEQ_K, 0, 5, arch.sendto),  # 4: not sendto -> allow (10)
-        (_BPF_LD_W_ABS, 0, 0, dest),  # 5: dest_addr, low half
-        (_BPF_JEQ_K, 0, 2, 0),  # 6: non-zero -> notify (9)
-        (_BPF_LD_W_ABS, 0, 0, dest + 4),  # 7: high half
-        (_BPF_JEQ_K, 1, 0, 0),  # 8: zero -> allow (10), else notify (9)
-        (_BPF_RET_K, 0, 0, notify),  # 9
-        (_BPF_RET_K, 0, 0, allow),  # 10
+    blocks: list[tuple[str, list[_Insn]]] = [
+        (
+            "start",
+            [
+                (_BPF_LD_W_ABS, None, None, _SECCOMP_ARCH_OFFSET),
+                (_BPF_JEQ_K, None, "allow", arch.audit_arch),
+                (_BPF_LD_W_ABS, None, None, _SECCOMP_NR_OFFSET),
+                (_BPF_JEQ_K, "notify", None, arch.connect),
+                (_BPF_JEQ_K, "socket", None, arch.socket),
+                (_BPF_JEQ_K, None, "allow", arch.sendto),
+                (_BPF_LD_W_ABS, None, None, dest),
+                (_BPF_JEQ_K, None, "notify", 0),
+                (_BPF_LD_W_ABS, None, None, dest + 4),
+                (_BPF_JEQ_K, "allow", "notify", 0),
+            ],
+        ),
+        (
+            "socket",
+            [
+                (_BPF_LD_W_ABS, None, None, _arg_low(0)),
+                (_BPF_JEQ_K, "notify", None, AF_PACKET),
+                (_BPF_JEQ_K, "inet", None, AF_INET),
+                (_BPF_JEQ_K, "inet", "allow", AF_INET6),
+            ],
+        ),
+        (
+            "inet",
+            [
+                (_BPF_LD_W_ABS, None, None, _arg_low(1)),
+                (_BPF_AND_K, None, None, SOCK_TYPE_MASK),
+                (_BPF_JEQ_K, "notify", "allow", SOCK_RAW),
+            ],
+        ),
+        ("notify", [notify]),
+        ("allow", [allow]),
     ]
+    return _assemble(blocks)
 
 
 def install_observer() -> int:
@@ -295,17 +331,18 @@ def install_observer() -> int:
     return fd
 
 
-def install_bypass_filter() -> None:
-    """Refuse TCP Fast Open sends, MPTCP, raw IP and packet sockets, and
-    io_uring in the calling thread and everything it later executes (see the
-    module docstring).
+def install_bypass_filter(refuse_raw: bool = True) -> None:
+    """Refuse TCP Fast Open sends, MPTCP, raw IP and packet sockets (unless
+    ``refuse_raw`` is false: the observation filter then refuses and records
+    them), and io_uring in the calling thread and everything it later
+    executes (see the module docstring).
 
     Irreversible, like Landlock's :func:`.landlock.restrict_connect`.
     """
     arch = SECCOMP_ARCHES.get(platform.machine())
     if arch is None:
         raise ConfinementUnavailable(f"no seccomp syscall table for {platform.machine()}")
-    program = bypass_program(arch)
+    program = bypass_program(arch, refuse_raw)
     filters = (_SockFilter * len(program))(*(_SockFilter(*insn) for insn in program))
     fprog = _SockFprog(len(program), ctypes.cast(filters, ctypes.POINTER(_SockFilter)))
     lib = libc()

@@ -31,7 +31,7 @@ import threading
 from collections.abc import Callable
 
 from ..logs import get_logger
-from .attempts import Attempt, Policy, classify, needs_socket_type
+from .attempts import Attempt, Policy, classify, needs_socket_type, raw_attempt
 from .metrics import LaunchMetrics
 from .seccomp import SECCOMP_ARCHES
 
@@ -90,7 +90,7 @@ class Supervisor:
         metrics: LaunchMetrics,
     ) -> None:
         arch = SECCOMP_ARCHES.get(os.uname().machine)
-        self._nrs = (arch.connect, arch.sendto) if arch is not None else (-1, -1)
+        self._nrs = (arch.connect, arch.sendto, arch.socket) if arch is not None else (-1, -1, -1)
         self._fd = listener_fd
         self._policy = policy
         self._on_attempt = on_attempt
@@ -133,6 +133,12 @@ class Supervisor:
                 self._log.warning("seccomp notification not received", error=str(exc))
             return
         notif_id, pid, _flags, nr, _arch, _ip, *args = _NOTIF.unpack(buf)
+        if nr == self._nrs[2]:
+            # A raw IP or packet socket: refused here, as the bypass filter
+            # would without the observer (same errno).
+            self._answer(notif_id, -errno.EACCES, 0)
+            self._report(raw_attempt(args[0], args[1], args[2]))
+            return
         addr, sock_type = b"", None
         try:
             if nr == self._nrs[0]:
@@ -148,11 +154,14 @@ class Supervisor:
                 self._metrics.observation_failures.inc()
                 self._log.warning("cannot read a sandboxed call's address", pid=pid, error=str(exc))
         finally:
-            self._continue(notif_id)
+            self._answer(notif_id, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE)
         attempt = classify(addr, sock_type, self._policy)
         if attempt is not None:
-            self._metrics.bypass_attempts.labels(method=attempt.method).inc()
-            self._loop.call_soon_threadsafe(self._on_attempt, attempt)
+            self._report(attempt)
+
+    def _report(self, attempt: Attempt) -> None:
+        self._metrics.bypass_attempts.labels(method=attempt.method).inc()
+        self._loop.call_soon_threadsafe(self._on_attempt, attempt)
 
     def _read(self, pid: int, address: int, length: int) -> bytes:
         if address == 0 or length <= 0:
@@ -160,8 +169,8 @@ class Supervisor:
         with open(f"/proc/{pid}/mem", "rb", buffering=0) as mem:
             return os.pread(mem.fileno(), min(length, MAX_SOCKADDR), address)
 
-    def _continue(self, notif_id: int) -> None:
-        resp = bytearray(_RESP.pack(notif_id, 0, 0, SECCOMP_USER_NOTIF_FLAG_CONTINUE))
+    def _answer(self, notif_id: int, error: int, flags: int) -> None:
+        resp = bytearray(_RESP.pack(notif_id, 0, error, flags))
         try:
             fcntl.ioctl(self._fd, SECCOMP_IOCTL_NOTIF_SEND, resp, True)
         except OSError as exc:

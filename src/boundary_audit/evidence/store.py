@@ -59,6 +59,7 @@ def verify_store(
     drops: Mapping[str, Sequence[StoredDrop]] | None = None,
     sessions: Collection[str] | None = None,
     progress: Progress | None = None,
+    earlier: Sequence[SignedCheckpoint | str | bytes] = (),
 ) -> VerifyReport:
     """Check a store against its log and the latest signed checkpoint.
 
@@ -67,12 +68,16 @@ def verify_store(
     the stored log, leaf bytes in index order. ``sessions`` limits the
     per-session checks (the log is always checked whole). ``progress`` is
     called with the number of events checked after each session.
+    ``earlier``: older checkpoints kept by the collector; each must verify
+    and still match the first leaves of the log (one that does not names a
+    rewrite of the history it covered, even if the latest was re-signed).
     """
     report = VerifyReport()
     drops = drops or {}
     signed = authenticate_checkpoint(report, checkpoint, public_key)
     if signed is not None:
         _check_log(report, leaves, signed)
+        _check_earlier(report, leaves, signed, earlier, public_key)
     by_session: dict[str, list[tuple[int, ParsedLeaf]]] = {}
     for index, data in enumerate(leaves):
         try:
@@ -96,6 +101,55 @@ def verify_store(
         if progress is not None:
             progress(report.events_checked)
     return report
+
+
+def _check_earlier(
+    report: VerifyReport,
+    leaves: Sequence[bytes],
+    latest: SignedCheckpoint,
+    earlier: Sequence[SignedCheckpoint | str | bytes],
+    public_key: Ed25519PublicKey,
+) -> None:
+    """Each older checkpoint verifies, precedes the latest, and still matches the log."""
+    good: list[SignedCheckpoint] = []
+    for i, text in enumerate(earlier):
+        try:
+            c = text if isinstance(text, SignedCheckpoint) else parse(text)
+            verify(c, public_key)
+        except CheckpointError as exc:
+            report.add(FindingKind.CHECKPOINT_INVALID, detail=f"earlier checkpoint {i}: {exc}")
+            continue
+        cp, last = c.checkpoint, latest.checkpoint
+        if cp.tree_size > last.tree_size or cp.timestamp_ns > last.timestamp_ns:
+            report.add(
+                FindingKind.CHECKPOINT_INVALID,
+                detail=f"earlier checkpoint {i} (size {cp.tree_size}) is not before the latest",
+            )
+            continue
+        good.append(c)
+    heads = _heads(leaves, {c.checkpoint.tree_size for c in good})
+    for c in good:
+        cp = c.checkpoint
+        if heads.get(cp.tree_size) != cp.root_hash:
+            report.add(
+                FindingKind.LOG_MISMATCH,
+                detail=f"the first {cp.tree_size} leaves no longer have the head signed at "
+                f"{cp.timestamp_ns} ns: the history it covered was rewritten",
+            )
+
+
+def _heads(leaves: Sequence[bytes], sizes: set[int]) -> dict[int, bytes]:
+    """The tree head at each of ``sizes`` (those the log reaches), in one pass."""
+    heads: dict[int, bytes] = {}
+    frontier = Frontier()
+    if 0 in sizes:
+        heads[0] = frontier.root()
+    top = min(max(sizes, default=0), len(leaves))
+    for data in leaves[:top]:
+        frontier.append_hash(leaf_hash(data))
+        if frontier.size in sizes:
+            heads[frontier.size] = frontier.root()
+    return heads
 
 
 def _check_log(report: VerifyReport, leaves: Sequence[bytes], signed: SignedCheckpoint) -> None:
