@@ -119,6 +119,8 @@ PROXY_ALLOW_RULE = "domain=127.0.0.1 path=/allowed/*"
 UPSTREAM_BODY = b'{"ok":true}\n'
 #: Percentiles of end-to-end latency shown.
 PERCENTILES = (50.0, 90.0, 99.0)
+#: Sessions asked for per page of the collector's session list (its page cap).
+SESSIONS_PAGE = 1000
 #: Nanoseconds per millisecond, for latency display.
 NS_PER_MS = 1_000_000
 #: Poll interval while a process starts listening: prompt, and cheap.
@@ -710,6 +712,8 @@ class Outcome:
     drained: bool
     stored: Stored
     sampler: Sampler
+    #: The collector's completeness verdict of each session, by session id.
+    completeness: dict[str, dict[str, Any]]
 
 
 def stages_table(o: Outcome) -> Table:
@@ -854,6 +858,37 @@ def timeline_table(sampler: Sampler, seconds: float) -> Table:
     return table
 
 
+def session_completeness(collector: httpx.Client) -> dict[str, dict[str, Any]]:
+    """Every session's completeness as the collector's API reports it."""
+    verdicts: dict[str, dict[str, Any]] = {}
+    cursor: str | None = None
+    while True:
+        params = {"limit": str(SESSIONS_PAGE)} | ({"cursor": cursor} if cursor else {})
+        page = collector.get("/api/v1/sessions", params=params).raise_for_status().json()
+        for row in page["sessions"]:
+            verdicts[row["session_id"]] = row.get("completeness") or {"state": "missing"}
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return verdicts
+
+
+def completeness_table(o: Outcome) -> Table:
+    table = Table(title="completeness per session (the collector's verdict)")
+    for col in ("session", "state", "made", "stored", "lost", "unaccounted", "summary"):
+        table.add_column(col, justify="left" if col in ("session", "state", "summary") else "right")
+    for sid, v in sorted(o.completeness.items()):
+        table.add_row(
+            sid[:8],
+            str(v.get("state")),
+            f"{v.get('events_made', 0):,}",
+            f"{v.get('stored', 0):,}",
+            f"{v.get('lost', 0):,}",
+            f"{v.get('unaccounted', 0):,}",
+            str(v.get("summary", "")),
+        )
+    return table
+
+
 def report(console: Console, o: Outcome) -> bool:
     """Print every table and the verdict; True when the books balance."""
     console.print(stages_table(o))
@@ -862,6 +897,7 @@ def report(console: Console, o: Outcome) -> bool:
     console.print(processes_table(o.sampler))
     console.print(senders_table(o.result.senders))
     console.print(timeline_table(o.sampler, o.result.seconds + o.drain_s))
+    console.print(completeness_table(o))
     generated = o.result.generated
     reported = sum(o.stored.drops.values())
     undelivered = o.result.undelivered
@@ -869,13 +905,20 @@ def report(console: Console, o: Outcome) -> bool:
     # A dropped event keeps its sequence number, so it leaves a gap; every gap
     # must be covered by a reported drop, or something vanished unreported.
     gaps_explained = o.stored.gaps <= reported
-    ok = generated == accounted and gaps_explained and o.drained
+    # Every sender closed: each session must be sealed and fully accounted for.
+    not_complete = sorted(sid for sid, v in o.completeness.items() if v.get("state") != "complete")
+    ok = generated == accounted and gaps_explained and o.drained and not not_complete
     console.print(
         f"verdict: generated {generated:,} == stored {o.stored.events:,} + reported drops "
         f"{reported:,} + undelivered at sender close {undelivered:,} = {accounted:,}; "
         f"sequence gaps {o.stored.gaps:,} <= reported drops: "
         + ("[bold green]OK, nothing lost silently[/]" if ok else "[bold red]MISMATCH[/]")
         + ("" if o.drained else " (the pipeline did not drain in time)")
+    )
+    console.print(
+        f"completeness: {len(o.completeness) - len(not_complete)} of {len(o.completeness)} "
+        "sessions complete"
+        + (f"; not complete: {', '.join(s[:8] for s in not_complete)}" if not_complete else "")
     )
     return ok
 
@@ -933,6 +976,7 @@ def main() -> int:
         console.print(f"load done in {result.seconds:.1f} s; draining ...")
         drain_s, drained = drain(pipe, result.expected_stored)
         agent, collector = scrape(pipe.agent_http), scrape(pipe.collector_http)
+        verdicts = session_completeness(pipe.collector_http)
         sampler.close()
         stop_process(pipe.agent, STOP_TIMEOUT_S)
         stop_process(pipe.collector, STOP_TIMEOUT_S)
@@ -948,6 +992,7 @@ def main() -> int:
             drained,
             stored,
             sampler,
+            verdicts,
         )
         return 0 if report(console, outcome) else 1
     finally:

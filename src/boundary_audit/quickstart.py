@@ -36,6 +36,7 @@ from rich.console import Console
 
 from ._process import stop_process
 from .proxy.ca import CertificateAuthority
+from .wire.private import open_private_dir
 
 #: How long each service may take to come up before quickstart gives up:
 #: generous, since first start-up compiles bytecode and creates databases.
@@ -397,7 +398,9 @@ def _serve_until_stopped(stack: Stack) -> None:
 
 def run_quickstart(args: argparse.Namespace, console: Console) -> int:
     data_dir = Path(args.data_dir or platformdirs.user_data_dir("boundary-audit")) / "quickstart"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # The database is the trail: 0700 whatever the umask (the collector
+    # makes its files 0600 inside it).
+    os.close(open_private_dir(data_dir))
     db_path = data_dir / "collector.db"
     runtime_dir = _private_runtime_dir()
     stack = Stack(runtime_dir=runtime_dir, db_path=db_path)

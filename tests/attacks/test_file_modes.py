@@ -1,10 +1,8 @@
 """Issue 10 item 4 (file modes): the trail's files are private whatever the umask.
 
 quickstart runs under ``umask 000`` with its default (per-user) paths; every
-directory it leaves behind must be 0700 and every file 0600. The CA's files
-already are; the database and its directories are not yet (the collector's
-and quickstart's own code: see the xfail reason), so the test is a strict
-xfail that turns into a failure the day they are fixed, to be unmarked then.
+directory it leaves behind must be 0700 and every file 0600: the CA's, and
+the database's (its directory, the SQLite file, its WAL and shared memory).
 """
 
 from __future__ import annotations
@@ -62,11 +60,6 @@ def test_the_ca_is_private_under_umask_000(tmp_path: Path) -> None:
     assert stat.S_IMODE((ca / "ca-key.pem").stat().st_mode) == PRIVATE_FILE
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="quickstart's data dir is made 0777 and the collector's SQLite file 0644 under "
-    "umask 000 (quickstart.py and collector/storage.py, not the confinement's files)",
-)
 def test_the_quickstart_database_is_private_under_umask_000(tmp_path: Path) -> None:
     _quickstart_with_umask_000(tmp_path)
     data = tmp_path / "data" / "boundary-audit"

@@ -53,6 +53,15 @@ def test_the_proxy_is_not_recorded_but_other_tcp_is_denied() -> None:
     )
 
 
+def test_the_proxy_through_a_dual_stack_socket_is_not_recorded() -> None:
+    # gRPC's sockets are dual-stack: the proxy is ::ffff:127.0.0.1 to them.
+    assert classify(_in6("::ffff:127.0.0.1", 8080), socket.SOCK_STREAM, POLICY) is None
+    assert not needs_socket_type(_in6("::ffff:127.0.0.1", 8080), POLICY)
+    assert classify(_in6("::ffff:10.0.0.5", 8080), socket.SOCK_STREAM, POLICY) == Attempt(
+        "CONNECT", "tcp://[::ffff:a00:5]:8080", "::ffff:a00:5", allowed=True
+    )
+
+
 def test_another_host_on_the_proxy_port_passes_landlock_and_is_recorded_as_allowed() -> None:
     got = classify(_in4("192.0.2.7", 8080), socket.SOCK_STREAM, POLICY)
     assert got == Attempt("CONNECT", "tcp://192.0.2.7:8080", "192.0.2.7", allowed=True)

@@ -103,6 +103,16 @@ def raw_attempt(family: int, sock_type: int, protocol: int) -> Attempt:
     return Attempt(METHOD_RAW, url, "", allowed=False)
 
 
+def _loopback(host: str) -> bool:
+    """Loopback, IPv4-mapped IPv6 included (``::ffff:127.0.0.1``: how a
+    dual-stack socket, gRPC's for one, reaches the proxy); Python 3.11's
+    ``is_loopback`` says no to the mapped form."""
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def needs_socket_type(addr: bytes, policy: Policy) -> bool:
     """Whether :func:`classify` needs the socket's type for ``addr``: not for
     Unix sockets, nor for the proxy on loopback (the common case, kept cheap;
@@ -114,7 +124,7 @@ def needs_socket_type(addr: bytes, policy: Policy) -> bool:
     if target is None:
         return False
     host, port = target
-    return not (port == policy.proxy_port and ipaddress.ip_address(host).is_loopback)
+    return not (port == policy.proxy_port and _loopback(host))
 
 
 def classify(addr: bytes, sock_type: int | None, policy: Policy) -> Attempt | None:
@@ -136,13 +146,13 @@ def _inet_attempt(
 ) -> Attempt | None:
     shown = f"[{host}]" if family == AF_INET6 else host
     if sock_type == SOCK_DGRAM:
-        if port == DNS_PORT and policy.dns_stub and ipaddress.ip_address(host).is_loopback:
+        if port == DNS_PORT and policy.dns_stub and _loopback(host):
             return None  # the stub records the query itself, with its name
         method = METHOD_DNS if port == DNS_PORT else METHOD_UDP
         scheme = "dns" if port == DNS_PORT else "udp"
         return Attempt(method, f"{scheme}://{shown}:{port}", host, allowed=not policy.isolated)
     if port == policy.proxy_port:
-        if ipaddress.ip_address(host).is_loopback:
+        if _loopback(host):
             return None  # the proxy: the normal path
         # Landlock's rules are port-only: this one goes through, unless the
         # network namespace has nowhere to route it.
