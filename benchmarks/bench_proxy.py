@@ -12,6 +12,12 @@ dependency: it pins an old h11). ``--no-mitmproxy`` skips it.
 
     .venv/bin/python benchmarks/bench_proxy.py [--requests N] [--large-mb M]
         [--grpc-calls N] [--ws-messages N] [--mitmproxy-venv DIR | --no-mitmproxy]
+        [--run [--run-before SRC]]
+
+``--run`` adds the latency a request gets through the whole ``boundary-audit
+run`` (confinement, observer, proxy, SocketAuditor), and ``--run-before SRC``
+the same from another checkout's ``src`` (e.g. a worktree of an older
+commit), side by side with this one in interleaved rounds.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ from rich.table import Table
 
 from boundary_audit.auditor.event import AuditEvent
 from boundary_audit.proxy import CertificateAuthority, ProxyServer, parse_rules
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks.run_latency import ROUNDS, RunLatency, measure_run
 
 #: Small response size: typical API/JSON reply, so per-request cost dominates.
 SMALL_BODY = b"x" * 256
@@ -409,6 +418,10 @@ def main() -> None:
     parser.add_argument("--ws-messages", type=int, default=3000, help="small WebSocket echoes")
     parser.add_argument("--mitmproxy-venv", type=Path, default=DEFAULT_MITMPROXY_VENV)
     parser.add_argument("--no-mitmproxy", action="store_true", help="skip the contender")
+    parser.add_argument("--run", action="store_true", help="add the through-`run` latency rows")
+    parser.add_argument(
+        "--run-before", metavar="SRC", help="also measure `run` from this checkout's src dir"
+    )
     args = parser.parse_args()
     console = Console(width=140)
     mitmdump = None if args.no_mitmproxy else ensure_mitmproxy(args.mitmproxy_venv, console)
@@ -459,11 +472,42 @@ def main() -> None:
                     grpc_ports=(grpc_tls, grpc_plain),
                     ws_ports=(ws_plain, ws_tls),
                 )
+                if args.run or args.run_before:
+                    variants: dict[str, str | None] = {}
+                    if args.run_before:
+                        variants["run (before)"] = str(Path(args.run_before).resolve())
+                    variants["run (this checkout)"] = None
+                    run_rows = measure_run(http_port, args.requests, variants)
             finally:
                 for process in processes:
                     process.terminate()
                     process.join(5)
     _print_tables(console, args, contenders, results)
+    if args.run or args.run_before:
+        _print_run(console, args, run_rows)
+
+
+def _print_run(console: Console, args: argparse.Namespace, rows: list[RunLatency]) -> None:
+    table = Table(
+        title=f"Through `boundary-audit run` (HTTP keep-alive, {args.requests} requests, "
+        f"median of {ROUNDS} interleaved rounds)"
+    )
+    for column in ("variant", "p50", "added p50", "p99", "added p50 vs first run"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    direct = rows[0]
+    runs = [r for r in rows if r.label != "direct"]
+    first_added = runs[0].p50 - direct.p50 if runs else 0.0
+    for r in rows:
+        added = r.p50 - direct.p50
+        ratio = f"{added / first_added:.2f}x" if r in runs and first_added > 0 else "-"
+        table.add_row(
+            r.label,
+            f"{r.p50 * 1e3:.3f} ms",
+            "-" if r is direct else f"{added * 1e3:.3f} ms",
+            f"{r.p99 * 1e3:.3f} ms",
+            ratio,
+        )
+    console.print(table)
 
 
 Results = dict[str, dict[str, Any]]
