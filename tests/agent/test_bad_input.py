@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from boundary_audit.agent import Agent, SocketInUseError
+from boundary_audit.agent.deadletter import REFUSED_FRAMES_PER_PEER
 from boundary_audit.agent.frames import MAX_STATUS_DROP_COUNT
 from boundary_audit.wire import MAX_PAYLOAD_SIZE, Tag, encode_frame
 from tests.support import aeventually
@@ -336,7 +338,7 @@ async def test_unknown_socket_group_is_a_clear_error(make_config: ConfigFactory)
 
 
 def test_peer_credentials_come_from_so_peercred() -> None:
-    from boundary_audit.agent.receiver import peer_credentials
+    from boundary_audit.agent.sessions import peer_credentials
 
     a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -363,3 +365,32 @@ async def test_metrics_port_in_use_fails_start_cleanly(
             pass
     finally:
         taken.close()
+
+
+#: Frames with an invalid session id in the poison test (the issue's number).
+POISON_FRAMES = 2000
+
+
+async def test_thousands_of_invalid_frames_cost_a_few_evidence_lines_and_no_requests(
+    agent: Agent, collector_double: CollectorDouble
+) -> None:
+    """The first evidence stays, the flood is only counted, the collector never sees it."""
+    good = new_session()
+    first = logs_frame("first-bad-one", 0, 1)
+    flood = [logs_frame(f"bad-{i}", 0, 1) for i in range(POISON_FRAMES)]
+    await send(agent.socket_path, first, *flood, logs_frame(good, 0, 3))
+    await aeventually(lambda: collector_double.order(good) == [0, 1, 2])
+    await aeventually(
+        lambda: (
+            metric(agent, "boundary_audit_agent_dropped_frames_total", reason="bad_frame")
+            == POISON_FRAMES + 1
+        )
+    )
+    dead = agent.config.dead_letter_path
+    await aeventually(
+        lambda: dead.exists() and len(dead.read_text().splitlines()) == REFUSED_FRAMES_PER_PEER
+    )
+    lines = [json.loads(x) for x in dead.read_text().splitlines()]
+    assert lines[0]["session_id"] == "first-bad-one"  # the oldest evidence is kept
+    assert 400 not in collector_double.statuses()
+    assert len(collector_double.requests()) <= 2  # the good batch (and nothing else)

@@ -213,3 +213,21 @@ def test_exactly_once_across_agent_sigkills_with_acks(
         assert proc.stop() == 0
     finally:
         proc.ensure_stopped()
+
+
+async def test_a_connection_the_agent_closes_is_not_acknowledged(
+    agent: Agent, collector_double: CollectorDouble
+) -> None:
+    """Frames, then a header no frame can have, in one write: closed, and no ack at all."""
+    session = new_session()
+    reader, writer = await connect(agent.socket_path)
+    bad_header = (0x7F << 24 | 4).to_bytes(4, "big") + b"xxxx"  # unknown tag
+    writer.write(open_frame(session) + logs_frame(session, 0, 2) + bad_header)
+    await writer.drain()
+    received = b""
+    async with asyncio.timeout(EVENTUALLY_TIMEOUT_S):
+        while chunk := await reader.read(4096):
+            received += chunk
+    assert received == b""  # closed without a word
+    # The frames before the bad header were still kept (nothing accepted is lost).
+    await aeventually(lambda: collector_double.order(session) == [0, 1])

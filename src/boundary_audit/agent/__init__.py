@@ -18,7 +18,7 @@ from .agent import Agent, ShutdownReport
 from .config import AgentConfig
 from .forwarder import parse_retry_after, retry_delay
 from .metrics import AgentMetrics
-from .receiver import PeerCredentials
+from .sessions import PeerCredentials
 from .socketfile import SocketInUseError
 from .spool import AsyncSpool, Spool, SpoolError, SpoolStats
 

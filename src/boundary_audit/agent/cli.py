@@ -16,9 +16,12 @@ from .agent import Agent
 from .config import (
     COLLECTOR_URL_ENV,
     CREDENTIAL_ENV,
+    DEFAULT_FIRST_FRAME_TIMEOUT,
     DEFAULT_FLUSH_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_PID,
+    DEFAULT_MAX_CONNECTIONS_PER_UID,
     DEFAULT_SPILL_SCAN_INTERVAL,
     DEFAULT_SPOOL_MAX_BYTES,
     METRICS_LISTEN_ENV,
@@ -104,6 +107,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="concurrent sender connections; more are refused and counted",
     )
     p.add_argument(
+        "--max-connections-per-process",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_PID,
+        help="connections one process (SO_PEERCRED pid) may hold; more are refused",
+    )
+    p.add_argument(
+        "--max-connections-per-uid",
+        type=int,
+        default=DEFAULT_MAX_CONNECTIONS_PER_UID,
+        help="connections one uid may hold; more are refused",
+    )
+    p.add_argument(
+        "--first-frame-timeout",
+        type=float,
+        default=DEFAULT_FIRST_FRAME_TIMEOUT,
+        help="seconds a new connection may take to send its first frame before it is closed",
+    )
+    p.add_argument(
         "--idle-timeout",
         type=float,
         default=DEFAULT_IDLE_TIMEOUT,
@@ -155,6 +176,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         socket_group=args.socket_group,
         allowed_uids=frozenset(args.allow_uid) if args.allow_uid else None,
         max_connections=args.max_connections,
+        max_connections_per_pid=args.max_connections_per_process,
+        max_connections_per_uid=args.max_connections_per_uid,
+        first_frame_timeout=args.first_frame_timeout,
         idle_timeout=args.idle_timeout,
         flush_timeout=args.flush_timeout,
         spill_dir=resolve_spill_dir(args.spill_dir),

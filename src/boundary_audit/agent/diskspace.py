@@ -22,9 +22,11 @@ from pathlib import Path
 
 from ..logs import get_logger
 
-#: Size of the reserve: room for the WAL pages of deleting one forwarded
-#: request's rows (1 MiB of payload) several times over, plus checkpoints.
-RESERVE_BYTES = 4 * 1024 * 1024
+#: Size of the reserve. A checkpoint copies what the WAL holds into the
+#: spool file, which may need as much space again as the WAL: up to SQLite's
+#: autocheckpoint of 1000 pages (4 MiB). Twice that leaves room for the
+#: deletes of forwarded requests (1 MiB each) and the reclaiming on top.
+RESERVE_BYTES = 8 * 1024 * 1024
 #: Free space the disk must have beyond the reserve before it is put back
 #: and new batches are taken again: as much again as the reserve, so that
 #: giving the reserve up (which frees exactly its size) is never by itself

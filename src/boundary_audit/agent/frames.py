@@ -9,6 +9,7 @@ without sockets.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -91,6 +92,12 @@ def clamp_count(n: int) -> int:
     return min(max(n, 0), MAX_STATUS_DROP_COUNT)
 
 
+#: Session ids whose verdict is remembered: a busy agent sees a handful of
+#: sessions, each in thousands of frames, so parsing each id once is enough.
+SESSION_ID_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=SESSION_ID_CACHE_SIZE)
 def valid_session_id(value: str) -> bool:
     """True for a UUID (what the collector stores sessions by)."""
     try:

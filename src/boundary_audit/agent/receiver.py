@@ -14,7 +14,6 @@ import contextlib
 import itertools
 import os
 import socket
-import struct
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,7 +33,7 @@ from .frames import (
     session_record,
 )
 from .metrics import AgentMetrics
-from .sessions import PeerCounts, SessionOwners
+from .sessions import PeerCounts, PeerCredentials, SessionOwners, peer_credentials
 from .writer import SpoolWriter
 
 #: Undecodable payloads logged per connection before the rest are only
@@ -53,27 +52,6 @@ ACK_MAX_BUFFERED_BYTES = 4096
 #: Forged frames and clamped statuses logged per connection before the rest
 #: are only counted.
 MAX_ATTACK_WARNINGS = 3
-#: Size of ``struct ucred`` (pid, uid, gid as C ints) for SO_PEERCRED.
-_UCRED = struct.Struct("3i")
-
-
-@dataclass(frozen=True, slots=True)
-class PeerCredentials:
-    pid: int | None
-    uid: int | None
-    gid: int | None
-
-
-def peer_credentials(sock: Any) -> PeerCredentials:
-    """SO_PEERCRED of a connected Unix socket (Linux); all None where unsupported."""
-    opt = getattr(socket, "SO_PEERCRED", None)
-    if opt is None or sock is None:
-        return PeerCredentials(None, None, None)
-    try:
-        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size))
-    except OSError:
-        return PeerCredentials(None, None, None)
-    return PeerCredentials(pid, uid, gid)
 
 
 @dataclass(eq=False)

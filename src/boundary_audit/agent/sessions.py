@@ -1,4 +1,5 @@
-"""Which live peer a session belongs to, and per-peer connection counts: pure state.
+"""Peers: who is connected (SO_PEERCRED), which live peer a session belongs to, how many
+connections each peer holds. All but :func:`peer_credentials` is pure state.
 
 A sender's ``open`` binds its session to the peer of that connection (the
 pid and uid from SO_PEERCRED) for as long as one of that peer's connections
@@ -11,8 +12,34 @@ sends no opens) are not bound and flow as they always did.
 
 from __future__ import annotations
 
+import socket
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
+
+#: Size of ``struct ucred`` (pid, uid, gid as C ints) for SO_PEERCRED.
+_UCRED = struct.Struct("3i")
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCredentials:
+    pid: int | None
+    uid: int | None
+    gid: int | None
+
+
+def peer_credentials(sock: Any) -> PeerCredentials:
+    """SO_PEERCRED of a connected Unix socket (Linux); all None where unsupported."""
+    opt = getattr(socket, "SO_PEERCRED", None)
+    if opt is None or sock is None:
+        return PeerCredentials(None, None, None)
+    try:
+        pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, opt, _UCRED.size))
+    except OSError:
+        return PeerCredentials(None, None, None)
+    return PeerCredentials(pid, uid, gid)
+
 
 #: A peer as SO_PEERCRED names it: (pid, uid); (None, None) where unknown.
 Peer = tuple[int | None, int | None]
@@ -98,4 +125,4 @@ class PeerCounts:
                 del counter[key]
 
 
-__all__ = ["Peer", "PeerCounts", "SessionOwners"]
+__all__ = ["Peer", "PeerCounts", "PeerCredentials", "SessionOwners", "peer_credentials"]

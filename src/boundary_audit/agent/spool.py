@@ -48,6 +48,9 @@ KIND_SESSION = 1
 #: How long a statement waits for a lock held by another process (someone
 #: inspecting the spool with the sqlite3 shell) before failing.
 BUSY_TIMEOUT_MS = 5000
+#: Pages one :meth:`Spool.reclaim` gives back: 1 MiB of 4 KiB pages, about
+#: what one forwarded request frees, and little enough WAL to fit the reserve.
+RECLAIM_PAGES = 256
 #: Most rows one :meth:`Spool.peek` reads, bounding memory per request even
 #: when rows are tiny.
 PEEK_MAX_ROWS = 10_000
@@ -269,10 +272,17 @@ class Spool:
         self._reports -= len(reports)
         self._report_bytes -= sum(len(r.payload) for r in reports)
 
-    def reclaim(self) -> None:
-        """Give freed pages and the WAL back to the file system (after a full disk)."""
-        self._db.execute("PRAGMA incremental_vacuum")
-        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    def reclaim(self) -> int:
+        """Give freed pages and the WAL back to the file system (after a full disk).
+
+        Returns the free pages still in the file (call again to give back more).
+        """
+        # A few pages at a time: vacuuming writes the moved pages to the WAL
+        # first, so freeing everything at once could need the space it frees.
+        # (executescript steps the pragma to its end; execute frees one page.)
+        self._db.executescript(f"PRAGMA incremental_vacuum({RECLAIM_PAGES});")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
 
     def close(self) -> None:
         try:
@@ -287,7 +297,13 @@ class Spool:
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error)."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (or ``ROLLBACK`` on error).
+
+    The error that ended the transaction is the one raised: SQLite rolls a
+    transaction back by itself after some errors (a full disk), and a
+    ROLLBACK then would fail with "no transaction is active", hiding the
+    real cause.
+    """
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -297,9 +313,20 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._rollback()
+                raise
         else:
-            self._db.execute("ROLLBACK")
+            self._rollback()
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error as exc:
+                _log.warning("spool rollback failed", error=repr(exc))
 
 
 #: Told the spool's new figures after every :class:`AsyncSpool` call (gauges).
@@ -383,9 +410,9 @@ class AsyncSpool:
 
         await self._run(keep_then_delete)
 
-    async def reclaim(self) -> None:
-        """:meth:`Spool.reclaim`: freed pages and the WAL back to the file system."""
-        await self._run(self._spool.reclaim)
+    async def reclaim(self) -> int:
+        """:meth:`Spool.reclaim`: freed pages and the WAL back; free pages left."""
+        return await self._run(self._spool.reclaim)
 
     async def close(self) -> None:
         """Checkpoint and close the file, then end the spool thread."""

@@ -25,6 +25,10 @@ from .spool import KIND_SESSION, AsyncSpool, NewBatch
 #: Wait after a failed commit (disk full, I/O error) before trying again; the
 #: pending batches are kept and readers are held back meanwhile.
 COMMIT_RETRY_DELAY = 1.0
+#: Reclaim steps (1 MiB each, see the spool) per retry while the disk is
+#: full: up to 64 MiB a second given back, without holding the spool thread
+#: from the forwarder for long.
+MAX_RECLAIM_STEPS = 64
 
 
 class SpoolWriter:
@@ -168,10 +172,13 @@ class SpoolWriter:
         """Commit what is pending; False (kept for a retry) when the spool failed."""
         reserve = self._reserve
         if reserve is not None and not reserve.may_write():
-            # Disk full: the room left is for deleting what the collector has.
+            # Disk full: the room left is for deleting what the collector has;
+            # give what the deletes freed back to the disk, then look again.
             self._room.clear()
-            await asyncio.sleep(COMMIT_RETRY_DELAY)
-            return False
+            await self._reclaim()
+            if not reserve.may_write():
+                await asyncio.sleep(COMMIT_RETRY_DELAY)
+                return False
         items, self._pending = self._pending, []
         size, self._pending_bytes = self._pending_bytes, 0
         try:
@@ -210,6 +217,16 @@ class SpoolWriter:
         if stored_events or len(refused) < len(items):
             self._forwarder_wake.set()
         return True
+
+    async def _reclaim(self) -> None:
+        """Free pages of the spool file back to the disk, a step at a time."""
+        try:
+            for _ in range(MAX_RECLAIM_STEPS):
+                if not await self._spool.reclaim():
+                    return
+        except Exception as exc:
+            self._metrics.errors.labels("spool_reclaim").inc()
+            self._log.warning("could not give spool pages back to the disk", error=repr(exc))
 
     def _refuse(self, refused: list[NewBatch]) -> None:
         events = 0
