@@ -19,10 +19,10 @@ from boundary_audit.agent import Agent, SocketInUseError
 from boundary_audit.auditor import SocketAuditor
 from tests.support import aeventually
 from tests.support.doubles import CollectorDouble
+from tests.support.users import cannot_make_users, run_as, throwaway_user
 
 from .helpers import ConfigFactory, connect, metric
 from .test_interop import event
-from .users import cannot_make_users, run_as, throwaway_user
 
 pytestmark = pytest.mark.timeout(120)
 

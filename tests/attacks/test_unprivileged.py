@@ -13,11 +13,13 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from boundary_audit.confine.helper import HELPER_SCRIPT
+from tests.support.users import cannot_make_users, throwaway_user
 
 from .helpers import requires_landlock
 
@@ -26,7 +28,6 @@ pytestmark = [pytest.mark.timeout(120), requires_landlock]
 ATTACKER = "ba-attacker"
 SYSTEM_PYTHON = "/usr/bin/python3"
 SETPRIV = shutil.which("setpriv")
-USERADD = shutil.which("useradd")
 #: Seconds the confined shell may take; it bounds a hang.
 RUN_TIMEOUT_S = 60.0
 
@@ -44,20 +45,13 @@ unshare -rm sh -c "umount -l '$1' 2>/dev/null; cat '$key'" && echo "nested=yes" 
 
 
 @pytest.fixture
-def attacker() -> pwd.struct_passwd:
-    if os.geteuid() != 0 or SETPRIV is None or USERADD is None:
-        pytest.skip("needs root, setpriv and useradd to run as a throwaway user")
+def attacker() -> Iterator[pwd.struct_passwd]:
+    if (why := cannot_make_users()) is not None:
+        pytest.skip(why)
     if not os.access(SYSTEM_PYTHON, os.X_OK) or shutil.which("unshare") is None:
         pytest.skip(f"needs {SYSTEM_PYTHON} and unshare")
-    try:
-        user = pwd.getpwnam(ATTACKER)
-    except KeyError:
-        subprocess.run(
-            [USERADD, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", ATTACKER],
-            check=True,
-        )
-        user = pwd.getpwnam(ATTACKER)
-    return user
+    with throwaway_user(ATTACKER) as user:
+        yield user
 
 
 def test_an_ordinary_user_can_neither_read_nor_uncover_a_protected_dir(

@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import pwd
-import shutil
-import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 from boundary_audit.auditor import AuditEvent
@@ -53,55 +47,7 @@ def last_seal(messages: list[BoundaryMessage]) -> SessionSeal:
 
 # -- throwaway users (tests run as root; the attacks need a second user) -----------
 
-USERADD = shutil.which("useradd")
-USERDEL = shutil.which("userdel")
-SETPRIV = shutil.which("setpriv")
-#: Python the throwaway users can run: root's own interpreter may sit in a
-#: directory they cannot enter. The system one has the same minor version.
-SYSTEM_PYTHON = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def can_make_users() -> str | None:
-    """Why throwaway users cannot be made here, or None when they can."""
-    if os.geteuid() != 0:
-        return "needs root to create users"
-    if not (USERADD and USERDEL and SETPRIV):
-        return "useradd, userdel or setpriv is missing"
-    if not os.access(SYSTEM_PYTHON, os.X_OK):
-        return f"{SYSTEM_PYTHON} is missing"
-    return None
-
-
-@contextlib.contextmanager
-def throwaway_user(name: str) -> Iterator[pwd.struct_passwd]:
-    """A system user without a home or a login shell, removed afterwards."""
-    assert USERADD
-    assert USERDEL
-    with contextlib.suppress(KeyError):
-        pwd.getpwnam(name)
-        subprocess.run([USERDEL, name], check=True, timeout=60)  # left by a crashed run
-    subprocess.run(
-        [USERADD, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "-U", name],
-        check=True,
-        timeout=60,
-    )
-    try:
-        yield pwd.getpwnam(name)
-    finally:
-        subprocess.run([USERDEL, name], check=False, timeout=60)
-
-
-def as_user(user: pwd.struct_passwd, argv: list[str]) -> list[str]:
-    """``argv`` run as ``user`` (its uid, its group, no others)."""
-    assert SETPRIV
-    return [
-        SETPRIV,
-        f"--reuid={user.pw_uid}",
-        f"--regid={user.pw_gid}",
-        "--clear-groups",
-        *argv,
-    ]
 
 
 def project_python_env() -> dict[str, str]:

@@ -19,22 +19,16 @@ import pytest
 
 from boundary_audit.auditor import OpenResult, SocketAuditor
 from boundary_audit.wire import DEFAULT_SOCKET_NAME
-from tests.auditor.helpers import (
-    SYSTEM_PYTHON,
-    as_user,
-    can_make_users,
-    ev,
-    project_python_env,
-    throwaway_user,
-)
+from tests.auditor.helpers import ev, project_python_env
 from tests.receiver import Receiver
 from tests.support import eventually, stop_process
+from tests.support.users import SYSTEM_PYTHON, as_user, cannot_make_users, throwaway_user
 
 pytestmark = pytest.mark.timeout(120)
 
 #: A uid no account has: a socket file owned by it belongs to "someone else".
 STRANGER_UID = 54_321
-NO_USERS = can_make_users()
+NO_USERS = cannot_make_users(python=True)
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from boundary_audit.proxy.peer import find_uid, peer_uid, proc_address
-from tests.auditor.helpers import SYSTEM_PYTHON, as_user, can_make_users, throwaway_user
 from tests.cli.helpers import run_boundary
 from tests.proxy.helpers import Upstream
 from tests.support import eventually, free_port
+from tests.support.users import SYSTEM_PYTHON, as_user, cannot_make_users, throwaway_user
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -71,7 +71,9 @@ print(data.rsplit(b"\\r\\n\\r\\n", 1)[-1].decode().strip())
 """
 
 
-@pytest.mark.skipif(can_make_users() is not None, reason=str(can_make_users()))
+@pytest.mark.skipif(
+    cannot_make_users(python=True) is not None, reason=str(cannot_make_users(python=True))
+)
 def test_another_user_cannot_use_a_runs_proxy(http_upstream: Upstream, tmp_path: Path) -> None:
     port = free_port()
     ready, done = tmp_path / "ready", tmp_path / "done"
