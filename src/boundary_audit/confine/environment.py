@@ -9,7 +9,8 @@
   the proxy when Landlock is unavailable.
 * CA trust: ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
   ``NODE_EXTRA_CA_CERTS``, ``GIT_SSL_CAINFO`` (and ``CARGO_HTTP_CAINFO``,
-  ``DENO_CERT``, ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``, ``PIP_CERT``) point
+  ``DENO_CERT``, ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``, ``PIP_CERT``,
+  npm's ``npm_config_cafile``) point
   at one bundle: the system CA store plus our CA,
   written 0600 into a private 0700 temp dir that is removed when the run
   ends. Only certificates are copied (re-encoded), so a CA file that also
@@ -51,6 +52,10 @@ CA_ENV_VARS = (
     # nor REQUESTS_CA_BUNDLE.
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
     "PIP_CERT",
+    # h-node (issue 13 item 3): npm (11, on Node 20) passes its own `ca` to
+    # every TLS connection, so NODE_EXTRA_CA_CERTS does not reach it; its
+    # `cafile` setting, read from this variable, does.
+    "npm_config_cafile",
 )
 #: Set in the child (h-proxy, issue 13 item 3): Node.js >= 22.21 / 24 lets
 #: fetch and http use the proxy variables only with this.
