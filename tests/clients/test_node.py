@@ -42,6 +42,9 @@ NODE_DEPS = ("ws", "https-proxy-agent", "undici")
 #: at once instead of after npm's back-off of about a minute.
 NPM_FLAGS = ("--no-audit", "--no-fund", "--no-update-notifier", "--fetch-retries=0")
 
+#: A proxy nothing listens on (the discard port), in the user's npmrc.
+DEAD_PROXY = "http://127.0.0.1:9/"
+
 
 def node_deps_dir() -> Path:
     if os.environ.get(NODE_DEPS_ENV):
@@ -87,6 +90,9 @@ def _npm_install(
     """``npm install ba-probe`` into a fresh project under ``tmp`` (npm's
     cache is under the run's own HOME there, so nothing is cached across runs)."""
     tmp.mkdir()
+    # A user's npmrc naming another proxy: the run's settings outrank it.
+    (tmp / "home").mkdir()
+    (tmp / "home" / ".npmrc").write_text(f"proxy={DEAD_PROXY}\nhttps-proxy={DEAD_PROXY}\n")
     project = tmp / "project"
     project.mkdir()
     (project / "package.json").write_text(json.dumps({"name": "p", "version": "1.0.0"}))
