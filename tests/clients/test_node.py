@@ -2,7 +2,8 @@
 (Debian's ``nodejs``) and npm 11 offer: ``npm install`` from a local HTTPS
 registry, ``ws`` through ``https-proxy-agent``, and ``fetch`` through
 undici's ``EnvHttpProxyAgent`` / ``ProxyAgent``; the built-in ``fetch``
-with ``NODE_USE_ENV_PROXY`` alone on Node >= 22.21.
+with ``NODE_USE_ENV_PROXY`` alone on Node >= 22.21, and on older Node the
+same fetch refused by Landlock (its attempt audited, nothing sent).
 
 The npm packages come from ``scripts/node-deps.sh`` (run once at set-up
 time, into :func:`node_deps_dir`); the tests never reach the network. Each
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.confine.helpers import requires_landlock
 from tests.proxy.helpers import Upstream
 from tests.proxy.ws_echo import EchoServer
 
@@ -221,3 +223,33 @@ def test_builtin_fetch_with_node_use_env_proxy(
     )
     assert result.stdout == "200\n403\n", result.stderr
     assert audited == [("allow", "GET", ok), ("deny", "GET", denied)]
+
+
+@requires_landlock
+def test_builtin_fetch_without_a_dispatcher_goes_nowhere(
+    tmp_path: Path, https_upstream: Upstream, upstream_ca_file: str
+) -> None:
+    """Node 20's fetch ignores the proxy variables: under Landlock its direct
+    connect is refused, nothing reaches the server, and the attempt is
+    audited as a denied ``CONNECT`` (docs/security.md)."""
+    version = _node_version()
+    if version is None or version >= NODE_ENV_PROXY_SINCE:
+        pytest.skip(
+            f"Node.js {version or 'absent'}: with NODE_USE_ENV_PROXY the built-in fetch "
+            "goes through the proxy (test_builtin_fetch_with_node_use_env_proxy)"
+        )
+    ok = https_upstream.url("/allowed")
+    script = f"""
+        try {{
+            console.log((await fetch({json.dumps(ok)})).status);
+        }} catch (e) {{
+            console.log(e.cause?.code);
+        }}
+    """
+    hits = len(https_upstream.hits)
+    result, audited = run_client(
+        tmp_path, ["domain=127.0.0.1 path=/allowed"], node(script), upstream_ca_file
+    )
+    assert result.stdout.strip() in {"EACCES", "EPERM"}, result.stdout + result.stderr
+    assert len(https_upstream.hits) == hits
+    assert audited == [("deny", "CONNECT", f"tcp://127.0.0.1:{https_upstream.port}")]
