@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 
 import pytest
@@ -11,12 +12,12 @@ from tests.proxy.grpc_echo import GrpcEcho, serve_grpc
 from tests.proxy.helpers import Upstream, serve_upstream
 from tests.proxy.ws_echo import EchoServer, serve_ws
 
-from .servers import Served, serve_git, serve_index
+from .servers import LocalhostCA, Served, serve_git, serve_index, serve_npm_registry
 
 
 @pytest.fixture(scope="session")
 def upstream_ca() -> trustme.CA:
-    return trustme.CA()
+    return LocalhostCA()
 
 
 @pytest.fixture(scope="session")
@@ -60,4 +61,14 @@ def package_index(
     upstream_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Served]:
     with serve_index(upstream_ca, tmp_path_factory.mktemp("pip")) as served:
+        yield served
+
+
+@pytest.fixture(scope="session")
+def npm_registry(
+    upstream_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    if shutil.which("npm") is None:
+        pytest.skip("npm absent (Debian's npm package is not installed)")
+    with serve_npm_registry(upstream_ca, tmp_path_factory.mktemp("npm")) as served:
         yield served

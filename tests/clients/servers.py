@@ -1,5 +1,6 @@
-"""Local HTTPS servers for the client matrix: ``git http-backend`` and a
-package index (PEP 503 simple pages and one wheel built here)."""
+"""Local HTTPS servers for the client matrix: ``git http-backend``, a
+package index (PEP 503 simple pages and one wheel built here) and an npm
+registry (one package document and a tarball ``npm pack`` built here)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import base64
 import contextlib
 import hashlib
 import http.server
+import json
 import os
 import ssl
 import subprocess
@@ -24,15 +26,36 @@ GIT_TIMEOUT = 30
 #: The package the index serves.
 PACKAGE = "ba-probe"
 VERSION = "1.0"
+#: The name Node clients use for the loopback servers. Node.js verifies a
+#: TLS connection opened on a given socket without ``host`` against
+#: "localhost", and ``https-proxy-agent`` 7 (npm's own, and what ``ws`` uses
+#: through a proxy) drops ``host`` and, for an IP literal, ``servername``:
+#: to https://127.0.0.1 through any proxy it fails with
+#: ERR_TLS_CERT_ALTNAME_INVALID. With a name it sends SNI and verifies it.
+LOCALHOST = "localhost"
+#: The npm package the registry serves, and its version.
+NPM_PACKAGE = "ba-probe"
+NPM_VERSION = "1.0.0"
+#: Bounds ``npm pack`` (local, a second or two; a hang fails the fixture).
+NPM_TIMEOUT = 60
+
+
+class LocalhostCA(trustme.CA):
+    """A CA whose every leaf also names :data:`LOCALHOST`, so the servers
+    of other test packages (``serve_ws``, ``serve_upstream``) answer it too."""
+
+    def issue_cert(self, *identities: str, **kwargs: Any) -> trustme.LeafCert:
+        return super().issue_cert(*identities, LOCALHOST, **kwargs)
 
 
 @dataclass(frozen=True)
 class Served:
     port: int
     root: Path
+    host: str = "127.0.0.1"
 
     def url(self, path: str) -> str:
-        return f"https://127.0.0.1:{self.port}{path}"
+        return f"https://{self.host}:{self.port}{path}"
 
 
 def _tls(ca: trustme.CA) -> ssl.SSLContext:
@@ -43,7 +66,11 @@ def _tls(ca: trustme.CA) -> ssl.SSLContext:
 
 @contextlib.contextmanager
 def _serve(
-    handler: type[http.server.BaseHTTPRequestHandler], ca: trustme.CA, root: Path, **attrs: Any
+    handler: type[http.server.BaseHTTPRequestHandler],
+    ca: trustme.CA,
+    root: Path,
+    host: str = "127.0.0.1",
+    **attrs: Any,
 ) -> Iterator[Served]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.socket = _tls(ca).wrap_socket(server.socket, server_side=True)
@@ -52,7 +79,7 @@ def _serve(
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield Served(server.server_address[1], root)
+        yield Served(server.server_address[1], root, host)
     finally:
         server.shutdown()
         server.server_close()
@@ -184,4 +211,69 @@ def serve_index(ca: trustme.CA, tmp: Path) -> Iterator[Served]:
             return
 
     with _serve(Handler, ca, root) as served:
+        yield served
+
+
+def npm_pack(directory: Path) -> tuple[Path, dict[str, str]]:
+    """``npm pack`` of a one-file :data:`NPM_PACKAGE`; the tarball and its
+    ``integrity`` and ``shasum`` as npm computed them."""
+    source = directory / "source"
+    source.mkdir()
+    manifest = {"name": NPM_PACKAGE, "version": NPM_VERSION, "main": "index.js"}
+    (source / "package.json").write_text(json.dumps(manifest))
+    (source / "index.js").write_text("module.exports = 'installed through the proxy';\n")
+    out = subprocess.run(
+        ["npm", "pack", "--json", "--pack-destination", str(directory)],
+        cwd=source,
+        env={**os.environ, "npm_config_cache": str(directory / "npm-cache")},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=NPM_TIMEOUT,
+    )
+    packed = json.loads(out.stdout)[0]
+    return directory / packed["filename"], {
+        "integrity": packed["integrity"],
+        "shasum": packed["shasum"],
+    }
+
+
+@contextlib.contextmanager
+def serve_npm_registry(ca: trustme.CA, tmp: Path) -> Iterator[Served]:
+    """``/ba-probe`` (the package document) and ``/ba-probe/-/<tarball>``,
+    named :data:`LOCALHOST` (see there)."""
+    tarball, dist = npm_pack(tmp)
+    files: dict[str, tuple[str, bytes]] = {
+        f"/{NPM_PACKAGE}/-/{tarball.name}": ("application/octet-stream", tarball.read_bytes())
+    }
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            return
+
+        def do_GET(self) -> None:
+            found = files.get(self.path)
+            if found is None:
+                self.send_error(404)
+                return
+            kind, body = found
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with _serve(Handler, ca, tmp, LOCALHOST) as served:
+        version = {
+            "name": NPM_PACKAGE,
+            "version": NPM_VERSION,
+            "main": "index.js",
+            "dist": {**dist, "tarball": served.url(f"/{NPM_PACKAGE}/-/{tarball.name}")},
+        }
+        document = {
+            "name": NPM_PACKAGE,
+            "dist-tags": {"latest": NPM_VERSION},
+            "versions": {NPM_VERSION: version},
+        }
+        files[f"/{NPM_PACKAGE}"] = ("application/json", json.dumps(document).encode())
         yield served

@@ -5,63 +5,27 @@ method and URL it used.
 The run sets what each client needs (the proxy variables, the CA bundle in
 ``SSL_CERT_FILE``, ``CURL_CA_BUNDLE``, ``GIT_SSL_CAINFO``, ``PIP_CERT``,
 ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``, ``NODE_EXTRA_CA_CERTS``,
-``NODE_USE_ENV_PROXY``); the tests set nothing of it themselves. What each
-request was is read from the run's ``--log-dir`` JSON lines.
+``NODE_USE_ENV_PROXY``, ``npm_config_cafile``); the tests set nothing of it
+themselves. What each request was is read from the run's ``--log-dir`` JSON
+lines. The Node.js rows are in ``test_node.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 import sys
-import textwrap
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.cli.helpers import run_boundary
 from tests.proxy.grpc_echo import GrpcEcho
 from tests.proxy.helpers import Upstream
 from tests.proxy.ws_echo import EchoServer
 
+from .helpers import python, run_client
 from .servers import PACKAGE, Served
 
 pytestmark = pytest.mark.timeout(120)
-
-#: Node.js gained NODE_USE_ENV_PROXY (fetch through the proxy variables) in 22.21 and 24.
-NODE_ENV_PROXY_SINCE = (22, 21)
-
-
-def run_client(
-    tmp: Path,
-    rules: Sequence[str],
-    command: Sequence[str],
-    upstream_ca_file: str,
-    env: dict[str, str] | None = None,
-) -> tuple[subprocess.CompletedProcess[str], list[tuple[str, str, str]]]:
-    """``boundary-audit run`` COMMAND with ``rules``; its output and the
-    audited (decision, method, url) of every request, in order."""
-    logs = tmp / "logs"
-    args = ["run", "--no-audit-socket", "--log-dir", str(logs)]
-    args += ["--upstream-ca-file", upstream_ca_file]
-    for rule in rules:
-        args += ["--allow", rule]
-    result = run_boundary([*args, "--", *command], tmp, env)
-    records: list[dict[str, Any]] = [
-        json.loads(line) for path in logs.glob("*.jsonl") for line in path.read_text().splitlines()
-    ]
-    audited = [
-        (r["decision"], r["method"], r["url"]) for r in records if r.get("event") == "http_request"
-    ]
-    return result, audited
-
-
-def python(script: str) -> list[str]:
-    return [sys.executable, "-c", textwrap.dedent(script)]
 
 
 @pytest.mark.parametrize("version", ["--http1.1", "--http2"])
@@ -208,30 +172,3 @@ def test_pip_install_from_a_local_https_index(
     assert ("allow", "GET", package_index.url(f"/simple/{PACKAGE}/")) in audited
     assert any(d == "allow" and "/files/ba_probe-" in u for d, _, u in audited)
     assert audited[-1] == ("deny", "GET", package_index.url("/simple/ba-denied/"))
-
-
-def _node_version() -> tuple[int, ...] | None:
-    node = shutil.which("node")
-    if node is None:
-        return None
-    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
-    return tuple(int(p) for p in out.stdout.strip().lstrip("v").split(".")[:2])
-
-
-def test_node_fetch(tmp_path: Path, https_upstream: Upstream, upstream_ca_file: str) -> None:
-    version = _node_version()
-    if version is None or version < NODE_ENV_PROXY_SINCE:
-        pytest.skip(
-            f"Node.js {version or 'absent'}: fetch honours the proxy variables only from "
-            "22.21 (NODE_USE_ENV_PROXY); Debian's nodejs here is older"
-        )
-    ok, denied = https_upstream.url("/allowed"), https_upstream.url("/denied")
-    script = f"for (const u of [{ok!r}, {denied!r}]) console.log((await fetch(u)).status)"
-    result, audited = run_client(
-        tmp_path,
-        ["domain=127.0.0.1 path=/allowed"],
-        ["node", "--input-type=module", "-e", script],
-        upstream_ca_file,
-    )
-    assert result.stdout == "200\n403\n", result.stderr
-    assert audited == [("allow", "GET", ok), ("deny", "GET", denied)]

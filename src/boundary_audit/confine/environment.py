@@ -1,7 +1,8 @@
 """The command's environment: proxy variables, and a CA bundle that trusts our CA.
 
 * Proxy variables: ``HTTP_PROXY``/``HTTPS_PROXY`` in both cases point at the
-  proxy (curl ignores upper-case ``HTTP_PROXY``, Go and others read either).
+  proxy (curl ignores upper-case ``HTTP_PROXY``, Go and others read either),
+  and npm's ``npm_config_proxy``/``npm_config_https_proxy``.
   ``NO_PROXY``/``no_proxy`` are removed so nothing is exempt from the audit.
   ``ALL_PROXY``/``all_proxy`` are removed and *not* set: several tools read
   them as a SOCKS proxy or use them for non-HTTP schemes, which our plain
@@ -9,7 +10,8 @@
   the proxy when Landlock is unavailable.
 * CA trust: ``SSL_CERT_FILE``, ``REQUESTS_CA_BUNDLE``, ``CURL_CA_BUNDLE``,
   ``NODE_EXTRA_CA_CERTS``, ``GIT_SSL_CAINFO`` (and ``CARGO_HTTP_CAINFO``,
-  ``DENO_CERT``, ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``, ``PIP_CERT``) point
+  ``DENO_CERT``, ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH``, ``PIP_CERT``,
+  npm's ``npm_config_cafile``) point
   at one bundle: the system CA store plus our CA,
   written 0600 into a private 0700 temp dir that is removed when the run
   ends. Only certificates are copied (re-encoded), so a CA file that also
@@ -33,8 +35,17 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from ..logs import get_logger
 from .errors import EXIT_CANNOT_EXECUTE, LaunchError
 
-#: Variables pointed at the proxy URL.
-PROXY_ENV_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")
+#: Variables pointed at the proxy URL. npm takes the standard ones only as
+#: defaults that an npmrc's ``proxy``/``https-proxy`` overrides; its own
+#: environment settings outrank every npmrc (h-node, issue 13 item 3).
+PROXY_ENV_VARS = (
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "npm_config_proxy",
+    "npm_config_https_proxy",
+)
 #: Variables removed from the child's environment (see the module docstring).
 CLEARED_ENV_VARS = ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 #: Variables pointed at the CA bundle: OpenSSL (Python ssl, Go, Ruby),
@@ -51,6 +62,11 @@ CA_ENV_VARS = (
     # nor REQUESTS_CA_BUNDLE.
     "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
     "PIP_CERT",
+    # h-node (issue 13 item 3): npm's `cafile` setting, when an npmrc sets
+    # it (the global npmrc of this machine's npm points it at the system
+    # bundle), replaces Node's trust store, NODE_EXTRA_CA_CERTS included;
+    # this variable outranks every npmrc.
+    "npm_config_cafile",
 )
 #: Set in the child (h-proxy, issue 13 item 3): Node.js >= 22.21 / 24 lets
 #: fetch and http use the proxy variables only with this.
