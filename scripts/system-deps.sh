@@ -7,6 +7,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 # Collector tests: a throwaway PostgreSQL server (initdb/pg_ctl) and a real browser.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# The client matrix's Node.js rows (tests/clients): Debian's Node.js and npm.
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing system packages: ${missing[*]} (install them, or run as root)" >&2

@@ -6,6 +6,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
 bash scripts/venv.sh dev 2> >(grep -v '^WARNING: Location' >&2)
 bash scripts/system-deps.sh
+bash scripts/node-deps.sh
 V="$REPO/.venv/bin"
 echo "== protobuf gencode freshness"
 "$V/python" scripts/gen_proto.py --check
