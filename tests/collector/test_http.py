@@ -67,6 +67,7 @@ def test_ingest_and_idempotent_resend(collector_server: CollectorServer, storage
         "stored": 100,
         "duplicates": 0,
         "drop_reports": 0,
+        "session_records": 0,
     }
     again = _post(collector_server, token, request)
     assert again.status_code == 200

@@ -186,6 +186,7 @@ class Api:
                 "stored": outcome.stored,
                 "duplicates": outcome.duplicates,
                 "drop_reports": outcome.drop_reports,
+                "session_records": outcome.records,
             }
         )
 
@@ -235,6 +236,7 @@ class Api:
         m.duplicates.inc(outcome.duplicates)
         m.sessions.inc(outcome.new_sessions)
         m.drop_reports.inc(outcome.drop_reports)
+        m.session_records.inc(outcome.records)
         if outcome.gap_delta > 0:
             m.gaps.inc(outcome.gap_delta)
         for reason, n in outcome.dropped_by_reason.items():

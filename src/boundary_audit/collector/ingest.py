@@ -145,10 +145,6 @@ def parse_ingest_request(body: bytes) -> IngestBatch:
         _add_report(sessions, refused, i, report)
     for batch in sessions.values():
         batch.events.sort(key=lambda e: e.sequence_number)
-    for batch in sessions.values():
-        for event in batch.events:
-            if event.process_name == batch.confined_process_name:
-                event.process_name = None
     if len(request.sessions) > MAX_SESSION_RECORDS_PER_REQUEST:
         raise InvalidRequestError(
             f"request carries {len(request.sessions)} session records, "
@@ -186,10 +182,13 @@ def _add_report(
     name = clean_text(report.confined_process_name, STORED_TEXT_CHARS)
     batch = sessions.setdefault(session_id, SessionBatch(session_id, name))
     if name and not batch.confined_process_name:
+        # Events added so far had the empty name; None would now mean this one.
+        for event in batch.events:
+            if event.process_name is None:
+                event.process_name = ""
         batch.confined_process_name = name
-    # Kept per event (then cleared where it is the batch's), so a chain can
-    # be rebuilt exactly.
-    own_name = name
+    # Kept per event when it is not the batch's, so a chain can be rebuilt exactly.
+    own_name = None if name == batch.confined_process_name else name
     append = batch.events.append
     for log in report.logs:
         # Fast path: plain comparisons; the slow path cuts, escapes, clamps.

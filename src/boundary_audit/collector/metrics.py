@@ -29,6 +29,9 @@ class CollectorMetrics:
         )
         self.sessions = c("sessions_created_total", "Sessions seen for the first time.")
         self.drop_reports = c("drop_reports_total", "Drop reports stored for the first time.")
+        self.session_records = c(
+            "session_records_total", "Session records (opens, seals) stored for the first time."
+        )
         self.dropped_events = c(
             "reported_dropped_events_total",
             "Events that reporters said were lost before reaching the collector, by reason.",

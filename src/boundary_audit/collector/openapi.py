@@ -184,7 +184,13 @@ _SCHEMAS: dict[str, Any] = {
         optional=("resume_cursor",),
     ),
     "IngestResult": _object(
-        {"batch_id": _STRING, "stored": _INTEGER, "duplicates": _INTEGER, "drop_reports": _INTEGER}
+        {
+            "batch_id": _STRING,
+            "stored": _INTEGER,
+            "duplicates": _INTEGER,
+            "drop_reports": _INTEGER,
+            "session_records": _INTEGER,
+        }
     ),
 }
 

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import psycopg_pool
 
-from .model import StorageUnavailableError
+from .model import InvalidRequestError, StorageUnavailableError
 from .storage import Storage, Tx
 
 #: Connections per collector process: the thread pool runs at most this many
@@ -110,8 +110,13 @@ class PostgresStorage(Storage):
 
     @contextmanager
     def transaction(self) -> Iterator[_PgTx]:
-        with self._connection() as conn, conn.transaction():
-            yield _PgTx(conn)
+        try:
+            with self._connection() as conn, conn.transaction():
+                yield _PgTx(conn)
+        except psycopg.errors.DataError as exc:
+            # A value the server will not take as given (ingest escapes what it
+            # knows of): the client's data, so a 400 it must not retry, not a 500.
+            raise InvalidRequestError(f"the database refused a value: {exc}") from exc
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:

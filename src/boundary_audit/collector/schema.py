@@ -49,8 +49,6 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE events ADD COLUMN chain_digest {blob}",
             "ALTER TABLE events ADD COLUMN process_name TEXT",
             "ALTER TABLE events ADD COLUMN flags {int} NOT NULL DEFAULT 0",
-            # Retention prunes by arrival, not by the sender's clock.
-            "CREATE INDEX events_received ON events (received_ns)",
             # The session's open (first one seen; lowest first number) and its
             # seal (the latest sealed_at wins), from SessionRecords.
             "ALTER TABLE sessions ADD COLUMN open_sender TEXT",
