@@ -271,6 +271,22 @@ def wait_until_accounted(
     return collector.sessions_cli()
 
 
+def wait_until_complete(collector: CollectorProcess, session_id: str) -> dict[str, Any]:
+    """Wait until the collector calls ``session_id`` complete (sealed, every
+    number stored or reported lost); its completeness verdict."""
+
+    def complete() -> dict[str, Any] | None:
+        session = collector.session(session_id)
+        verdict = None if session is None else session.get("completeness")
+        return verdict if verdict and verdict["state"] == "complete" else None
+
+    verdict = eventually(
+        complete, f"session {session_id} complete", within=DELIVERY_TIMEOUT_S, interval=POLL_S
+    )
+    assert verdict is not None
+    return verdict
+
+
 def start_client(
     tmp: Path,
     socket_path: Path,
@@ -364,4 +380,5 @@ __all__ = [
     "start_client",
     "wait_at_checkpoint",
     "wait_until_accounted",
+    "wait_until_complete",
 ]

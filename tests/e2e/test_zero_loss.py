@@ -27,6 +27,7 @@ from .helpers import (
     start_client,
     wait_at_checkpoint,
     wait_until_accounted,
+    wait_until_complete,
 )
 
 pytestmark = pytest.mark.timeout(420)
@@ -126,6 +127,9 @@ def test_every_event_is_stored_exactly_once_through_restarts_and_a_kill(
         seqs = collector.sequence_numbers_cli(r.session_id, limit=r.made + 100)
         # Exactly once: no duplicate, no gap, nothing beyond what was made.
         assert sorted(seqs) == list(range(r.made))
+        # And the collector says so: sealed, made == stored + reported lost (0).
+        verdict = wait_until_complete(collector, r.session_id)
+        assert (verdict["events_made"], verdict["stored"], verdict["lost"]) == (r.made, r.made, 0)
     # The chaos happened for real: every sender reconnected to the new agent
     # and replayed its recent frames, which the collector recognised as
     # already stored.

@@ -81,13 +81,14 @@ class CollectorState:
         self, batch: IngestBatch, records: list[SessionRecord] | None = None
     ) -> dict[str, int]:
         """Keep what is new, as the collector's storage does; its counts for the answer."""
-        stored = dups = new_drops = 0
+        stored = dups = new_drops = new_records = 0
         with self.lock:
             for record in records or []:
                 if record.record_id in self.session_records:
                     self.duplicate_records += 1
                 else:
                     self.session_records[record.record_id] = record
+                    new_records += 1
             for session in batch.sessions:
                 for event in session.events:
                     key = (session.session_id, event.sequence_number)
@@ -102,7 +103,12 @@ class CollectorState:
                     self.drop_reports[drop.report_id] = drop
                     new_drops += 1
             self.duplicates += dups
-        return {"stored": stored, "duplicates": dups, "drop_reports": new_drops}
+        return {
+            "stored": stored,
+            "duplicates": dups,
+            "drop_reports": new_drops,
+            "session_records": new_records,
+        }
 
 
 class _Handler(BaseHTTPRequestHandler):
