@@ -5,9 +5,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from boundary_audit.wire.spill import SPILL_DIR_ENV
 from tests.receiver import Receiver
+
+# Hypothesis' per-example deadline is a wall-clock limit: on shared, loaded
+# machines it fails tests for being slow, not wrong. Off for every test.
+settings.register_profile("boundary-audit", deadline=None)
+settings.load_profile("boundary-audit")
 
 
 @pytest.fixture
