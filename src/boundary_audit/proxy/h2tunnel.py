@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -111,12 +111,18 @@ class Peer:
         conn: h2.connection.H2Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.conn = conn
         self.reader = reader
         self.writer = writer
+        #: Awaited before each write (the client side: response heads wait
+        #: for their events' handover); the bytes are taken after it.
+        self.before_write = before_write
 
     async def flush(self, seconds: float) -> None:
+        if self.before_write is not None:
+            await self.before_write()
         data = self.conn.data_to_send()
         if data:
             self.writer.write(data)
@@ -244,7 +250,10 @@ class H2Tunnel:
         self.log = log.bind(protocol="h2")
         self.initial = initial
         conn = h2.connection.H2Connection(_config(client_side=False))
-        self.client = Peer(conn, reader, writer)
+        self.client = Peer(conn, reader, writer, self._handed_over)
+        #: The handover mark after the latest request audited on this
+        #: connection (None: nothing to wait for).
+        self.handover: object | None = None
         self.streams: dict[int, Stream] = {}
         self.by_upstream: dict[int, Stream] = {}
         self.upstream: Peer | None = None
@@ -286,6 +295,18 @@ class H2Tunnel:
                     return
         finally:
             await self._close()
+
+    async def _handed_over(self) -> None:
+        """Before bytes go to the client: every event audited on this
+        connection so far is handed over (the bytes may hold any stream's
+        response head; a mark covers all events audited before it). Requests
+        audited during the wait move the mark: wait again, so nothing is
+        taken from the buffer that was put there after the last wait began."""
+        while (mark := self.handover) is not None:
+            await self.proxy.handed_over(mark)
+            if self.handover is mark:
+                self.handover = None
+                return
 
     async def _flush_all(self) -> None:
         try:
@@ -337,6 +358,7 @@ class H2Tunnel:
         sequence = self.proxy.auditor.audit(
             AuditEvent(method, target.url, target.host, decision.allowed, decision.rule)
         )
+        self.handover = self.proxy.handover_mark()
         self.metrics.requests.labels(decision="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
             if target.misdirected:
