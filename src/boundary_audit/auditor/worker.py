@@ -104,6 +104,7 @@ class SenderThread:
             if self._flush_due(now, closing):
                 self._flush()
                 flushed = True
+                self._hand_over()  # wake waiters before the peer check's syscalls
                 if self.link.conn is not None:
                     self.link.check_peer(self.clock())
             self._notify(flushed)
