@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from boundary_audit.auditor import DEFAULT_BATCH_SIZE
 from tests.support import eventually
 from tests.support.services import AgentProcess
 
@@ -35,8 +36,11 @@ TINY_QUEUE = "16"
 #: Seconds `run` waits for the (frozen) agent at exit before it spills:
 #: short, the agent will not answer.
 SHORT_CLOSE_S = "2"
-#: Requests of the SIGKILL case, and the checkpoint it is killed at (half way).
-KILLED_REQUESTS = 200
+#: Requests of the SIGKILL case; it is killed at its checkpoint, half way
+#: (request 102). Not a multiple of the sender's batch size (DEFAULT_BATCH_SIZE), so without
+#: the handover the last events would still sit in the launcher's batch
+#: (lingering up to DEFAULT_BATCH_INTERVAL) when it dies.
+KILLED_REQUESTS = 205
 
 
 def _completeness(collector: CollectorProcess, session_id: str) -> dict[str, Any]:
@@ -90,7 +94,7 @@ def test_a_frozen_agent_across_the_senders_exit_loses_nothing_silently(
     assert all(0 <= s < FROZEN_REQUESTS for s in seqs)
 
 
-def test_a_launcher_sigkilled_mid_session_is_never_shown_complete(
+def test_a_launcher_sigkilled_mid_session_loses_no_answered_request_and_is_never_complete(
     tmp_path: Path,
     upstream: int,
     collector_process: CollectorProcess,
@@ -119,11 +123,21 @@ def test_a_launcher_sigkilled_mid_session_is_never_shown_complete(
         return collector.session(session_id) is not None
 
     eventually(heard, "the killed session at the collector", within=DELIVERY_TIMEOUT_S)
+    # Every request the confined client got an answer for was handed to the
+    # agent before the answer left the proxy: all of them are stored, once.
+    # (Some of the last batch lingered: it was not full.)
+    assert made > 0
+    assert made % DEFAULT_BATCH_SIZE != 0, made
+
+    def all_stored() -> bool:
+        return len(collector.sequence_numbers_cli(session_id, limit=made + 100)) >= made
+
+    eventually(
+        all_stored, "every answered request stored", within=DELIVERY_TIMEOUT_S, interval=POLL_S
+    )
+    seqs = collector.sequence_numbers_cli(session_id, limit=made + 100)
+    assert sorted(seqs) == list(range(made)), (made, sorted(seqs)[-5:])
     verdict = _completeness(collector, session_id)
-    # No seal ever came: the session stays open, with what was stored so far,
-    # and never claims to be complete.
+    # No seal ever came: the session stays open and never claims to be complete.
     assert verdict["state"] == "open", verdict
     assert "complete" not in verdict["summary"].split(":")[0], verdict
-    seqs = collector.sequence_numbers_cli(session_id, limit=made + 100)
-    assert len(seqs) == len(set(seqs))
-    assert all(0 <= s < made for s in seqs), (made, seqs[-5:])

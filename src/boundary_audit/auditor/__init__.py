@@ -10,12 +10,14 @@ Inside ``SocketAuditor``: ``sender``, ``delivery`` and ``closing`` decide
 ``trust`` do the socket I/O and the listener checks, ``link`` holds the
 connection, ``worker`` is the thread that joins them, ``finish`` and
 ``spill`` end a session and deliver others' spills, ``socket`` is the
-callers' side, ``handoff`` and ``stats`` what both sides share.
+callers' side, ``handoff``, ``handover`` and ``stats`` what both sides
+share.
 """
 
 from ..wire import DropReason
 from .encoding import TRUNCATION_MARKER
-from .event import AuditEvent, Auditor
+from .event import AuditEvent, Auditor, HandsOver
+from .handover import HANDOVER_TIMEOUT
 from .log import LogAuditor
 from .memory import MemoryAuditor
 from .metrics import AuditorCollector, register_auditor_metrics
@@ -39,6 +41,7 @@ __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_REPLAY_WINDOW_BYTES",
     "DISABLE_ENV",
+    "HANDOVER_TIMEOUT",
     "LISTENER_UIDS_ENV",
     "MAX_SEQUENCE_NUMBER",
     "SENDER_DROP_REASONS",
@@ -49,6 +52,7 @@ __all__ = [
     "AuditorStats",
     # boundary_audit.wire.DropReason, re-exported: the keys of AuditorStats.dropped.
     "DropReason",
+    "HandsOver",
     "LogAuditor",
     "MemoryAuditor",
     "MultiAuditor",

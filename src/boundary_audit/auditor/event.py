@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 
 @dataclass(slots=True)
@@ -34,6 +34,25 @@ class Auditor(Protocol):
 
     def close(self, timeout: float | None = None) -> None:
         """Deliver what is pending (within ``timeout`` seconds), then stop."""
+        ...
+
+
+@runtime_checkable
+class HandsOver(Protocol):
+    """An Auditor that can say when an event has been handed over to its destination.
+
+    Optional: the proxy checks for it once (``isinstance``) and waits for
+    nothing with auditors that lack it (MemoryAuditor, LogAuditor: their
+    audit() is done when it returns). A mark is opaque: take it right after
+    audit(), pass it back to handed_over().
+    """
+
+    def handover_mark(self) -> object:
+        """A mark covering every event audited so far (and: a wait will follow)."""
+        ...
+
+    async def handed_over(self, mark: Any) -> bool:
+        """Wait (boundedly) until the events up to ``mark`` are handed over; True if they are."""
         ...
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .encoding import Record
+from .handover import Handover
 from .stats import Counters
 
 #: Counters.open_result values (socket.OpenResult spells them for callers).
@@ -42,6 +43,8 @@ class Handoff:
     drained: threading.Condition = field(default_factory=threading.Condition)
     #: Set by the sender while it holds a connection (read by stats).
     connected: threading.Event = field(default_factory=threading.Event)
+    #: The handed-over watermark and its waiters (:mod:`.handover`).
+    handover: Handover = field(default_factory=Handover)
 
     def pending(self) -> int:
         """Events queued or batched, not yet written."""

@@ -58,6 +58,16 @@ class AuditorCollector(Collector):
             "Connections refused because the socket or its listener was not trusted.",
             s.refused_listeners,
         )
+        yield counter(
+            "handover_timeouts",
+            "Responses released before their audit event reached the agent (wait ran out).",
+            s.handover_timeouts,
+        )
+        yield counter(
+            "handover_skipped",
+            "Responses released at once while the handover was stalled.",
+            s.handover_skipped,
+        )
         yield counter("acks_received", "Ack frames read from the agent.", s.acks_received)
         dropped = CounterMetricFamily(
             f"{NAMESPACE}_events_dropped",

@@ -7,7 +7,7 @@ import time
 from collections.abc import Sequence
 
 from ..logs import get_logger
-from .event import AuditEvent, Auditor, CloseOnExit
+from .event import AuditEvent, Auditor, CloseOnExit, HandsOver
 from .sequence import SequenceCounter
 
 
@@ -25,6 +25,19 @@ class MultiAuditor(CloseOnExit):
         self._sequence = SequenceCounter(limit=None)
         self.errors = [0] * len(self.auditors)
         self._log = get_logger("auditor")
+        #: The destinations that can be waited for (HandsOver), checked once.
+        self._handing = [a for a in self.auditors if isinstance(a, HandsOver)]
+
+    def handover_mark(self) -> tuple[object, ...]:
+        """The marks of every destination that hands over (empty: nothing to wait for)."""
+        return tuple(a.handover_mark() for a in self._handing)
+
+    async def handed_over(self, mark: tuple[object, ...]) -> bool:
+        """Wait for each destination that hands over, in turn (their bounds overlap)."""
+        if not self._handing or len(mark) != len(self._handing):
+            return True
+        results = [await a.handed_over(m) for a, m in zip(self._handing, mark, strict=True)]
+        return all(results)
 
     def audit(self, event: AuditEvent) -> int:
         seq = self._sequence.assign(event)

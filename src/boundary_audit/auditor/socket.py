@@ -8,6 +8,7 @@ any of that; the two sides share one :class:`~.worker.Handoff`.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import enum
 import os
@@ -24,6 +25,7 @@ from ..wire.spill import DEFAULT_SPILL_MAX_BYTES, resolve_spill_dir
 from .encoding import Record
 from .event import AuditEvent, CloseOnExit
 from .handoff import Handoff, SenderConfig, sender_name
+from .handover import HANDOVER_TIMEOUT
 from .sender import DEFAULT_BATCH_INTERVAL, DEFAULT_BATCH_SIZE, DEFAULT_REPLAY_WINDOW_BYTES
 from .sequence import SequenceCounter
 from .stats import AuditorStats, snapshot
@@ -97,6 +99,7 @@ class SocketAuditor(CloseOnExit):
         batch_interval: float = DEFAULT_BATCH_INTERVAL,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        handover_timeout: float = HANDOVER_TIMEOUT,
         replay_window_bytes: int = DEFAULT_REPLAY_WINDOW_BYTES,
         spill_dir: str | os.PathLike[str] | None = None,
         spill_max_bytes: int = DEFAULT_SPILL_MAX_BYTES,
@@ -125,6 +128,8 @@ class SocketAuditor(CloseOnExit):
         self.batch_interval = batch_interval
         self.queue_size = queue_size
         self.close_timeout = close_timeout
+        #: Longest handed_over() waits (:data:`.handover.HANDOVER_TIMEOUT`).
+        self.handover_timeout = handover_timeout
         self.replay_window_bytes = replay_window_bytes
         self.disabled = _is_truthy(environ.get(DISABLE_ENV)) if disabled is None else disabled
 
@@ -232,6 +237,73 @@ class SocketAuditor(CloseOnExit):
             self._wake.set()
         return seq
 
+    # -- waiting for the handover (the proxy, before a response) -------------
+
+    def handover_mark(self) -> int:
+        """A mark covering every event audited so far; announces a wait for it.
+
+        Take it right after audit(), await :meth:`handed_over` with it before
+        the answer goes out. The sender starts writing at once (no batch
+        linger), so the wait overlaps whatever the caller does meanwhile.
+        """
+        mark = self._c.queued
+        ho = self._handoff.handover
+        if mark > ho.wanted and self._thread is not None:
+            ho.want(mark)
+            if not self._wake.is_set():
+                self._wake.set()
+        return mark
+
+    async def handed_over(self, mark: int) -> bool:
+        """Wait until every event up to ``mark`` is handed over to the agent.
+
+        Handed over: written into the agent's socket (where the kernel keeps
+        it for the agent even if this process dies next), spilled, or
+        dropped and counted. True once it is; False when it was not within
+        ``handover_timeout`` (counted in ``handover_timeouts``, logged once per
+        stall), or while a stall lasts (a wait ran out and nothing was
+        handed over since: returns at once, counted in ``handover_skipped``),
+        so an agent that is down, frozen or full never stalls the caller.
+        """
+        ho = self._handoff.handover
+        if mark <= ho.through or ho.finished or self._thread is None:
+            return True
+        ho.want(mark)
+        if ho.stalled:
+            ho.skipped += 1
+            self._wake.set()
+            return False
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        if not ho.add(mark, loop, fut):
+            return True
+        self._wake.set()
+        try:
+            async with asyncio.timeout(self.handover_timeout):
+                await fut
+        except TimeoutError:
+            self._handover_timed_out(mark)
+            return False
+        return True
+
+    def _handover_timed_out(self, mark: int) -> None:
+        ho = self._handoff.handover
+        ho.timeouts += 1
+        if ho.stalled or mark <= ho.through:
+            return  # another waiter began this stall; or it ended meanwhile
+        ho.stalled = True
+        ho.stall_started = ho.timeouts + ho.skipped - 1
+        self._log.warning(
+            "audit events not handed over to the agent in time; answering anyway "
+            "(a launcher killed now loses them) until the sender catches up",
+            timeout_s=self.handover_timeout,
+            handed_through=ho.through,
+            mark=mark,
+            pending=self._handoff.pending(),
+            connected=self._handoff.connected.is_set(),
+            session_id=self.session_id,
+        )
+
     def _warn_closed(self) -> None:
         if not self._closed_warned:
             self._closed_warned = True
@@ -245,6 +317,8 @@ class SocketAuditor(CloseOnExit):
             session_rotations=self._numbers.rotations,
             connected=self._handoff.connected.is_set(),
             disabled=self.disabled,
+            handover_timeouts=self._handoff.handover.timeouts,
+            handover_skipped=self._handoff.handover.skipped,
         )
 
     def connect_now(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> OpenResult:

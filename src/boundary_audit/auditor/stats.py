@@ -52,6 +52,10 @@ class AuditorStats:
     session_rotations: int
     connected: bool
     disabled: bool
+    #: Waits for a handover (:meth:`SocketAuditor.handed_over`) that ran out,
+    #: and waits released at once while the handover was stalled.
+    handover_timeouts: int = 0
+    handover_skipped: int = 0
 
     @property
     def dropped_total(self) -> int:
@@ -112,6 +116,8 @@ def snapshot(
     session_rotations: int,
     connected: bool,
     disabled: bool,
+    handover_timeouts: int = 0,
+    handover_skipped: int = 0,
 ) -> AuditorStats:
     """AuditorStats from ``counters`` plus what lives elsewhere."""
     return AuditorStats(
@@ -121,4 +127,6 @@ def snapshot(
         session_rotations=session_rotations,
         connected=connected,
         disabled=disabled,
+        handover_timeouts=handover_timeouts,
+        handover_skipped=handover_skipped,
     )

@@ -21,6 +21,7 @@ from .delivery import Kind, Sent
 from .encoding import EncodedFrame, Record, encode_records, encode_status
 from .finish import finish_session, socket_seal
 from .handoff import OPEN_PENDING, Handoff, SenderConfig
+from .handover import resolve_all
 from .link import AgentLink, Put
 from .sender import EpisodeOver, EpisodeStarted, SenderState, should_log_invalid
 from .sequence import MAX_SEQUENCE_NUMBER, SequenceCounter
@@ -78,6 +79,9 @@ class SenderThread:
             self.log.exception("audit sender thread crashed", undelivered=h.counters.undelivered)
         finally:
             h.connected.clear()
+            # Spilled, undelivered-and-counted, or (a crash) counted above:
+            # nobody waits for this sender any more.
+            resolve_all(h.handover.finish())
             with h.drained:
                 h.drained.notify_all()
 
@@ -100,9 +104,11 @@ class SenderThread:
             if self._flush_due(now, closing):
                 self._flush()
                 flushed = True
+                self._hand_over()  # wake waiters before the peer check's syscalls
                 if self.link.conn is not None:
                     self.link.check_peer(self.clock())
             self._notify(flushed)
+            self._hand_over()
             if closing and st.close_done(self.clock(), queue_empty=not h.queue):
                 finish_session(self)
                 self.link.disconnect()
@@ -116,7 +122,9 @@ class SenderThread:
         h = self.h
         return self.state.flush_due(
             now,
-            urgent=closing or h.flush_now.is_set(),
+            # A caller waits for an event (the proxy, before a response):
+            # write what is queued now, whatever its size and age.
+            urgent=closing or h.flush_now.is_set() or h.handover.due(),
             dropped=h.counters.dropped[_CHANNEL_FULL],
             can_report=self.link.conn is not None or closing,
             extra=self._extra_due(closing),
@@ -160,6 +168,31 @@ class SenderThread:
                 h.drained.notify_all()
                 if flushed:
                     h.flush_now.clear()
+
+    def _hand_over(self) -> None:
+        """Move the handed-over watermark, and wake the callers it passed.
+
+        Everything taken off the queue is handed over once the batch is
+        empty: written to the socket, or dropped as unencodable and counted
+        (the batch may be sorted, so a part-written one says nothing). Read
+        ``queued`` before the queue's length: an audit() between the two
+        makes the watermark low, never high (the next wake-up corrects it).
+        """
+        if self.state.batch.records:
+            return
+        h = self.h
+        ho = h.handover
+        through = h.counters.queued - len(h.queue)
+        if through <= ho.through:
+            return
+        was_stalled = ho.stalled
+        resolve_all(ho.advance(through))
+        if was_stalled:
+            self.log.info(
+                "audit events are handed over to the agent again; responses wait for them",
+                released_unwaited=ho.timeouts + ho.skipped - ho.stall_started,
+                session_id=self.numbers.session_id,
+            )
 
     def _take(self, now: float) -> None:
         self.state.batch.take(self.h.queue, now)
@@ -256,7 +289,12 @@ class SenderThread:
                 return False
             # A backlog waits on the queue: take it now and send it in full
             # frames rather than waiting for the next wake-up.
-            if len(h.queue) >= self.cfg.batch_size or h.closing.is_set() or h.flush_now.is_set():
+            if (
+                len(h.queue) >= self.cfg.batch_size
+                or h.closing.is_set()
+                or h.flush_now.is_set()
+                or h.handover.due()
+            ):
                 self._take(self.clock())
         return True
 

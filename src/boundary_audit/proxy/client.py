@@ -73,6 +73,9 @@ class ClientConnection:
         self.tunnel_scheme = "https"
         self.log = proxy._log.bind(peer=str(peer))
         self.upstream = UpstreamSlot(proxy.upstream_ssl, proxy.timeouts, self._stale_upstream)
+        #: The handover mark of the request being answered: its response head
+        #: waits for the event to reach the agent (ProxyServer.handed_over).
+        self.handover: object | None = None
 
     @staticmethod
     def _new_h11() -> h11.Connection:
@@ -142,6 +145,13 @@ class ClientConnection:
             await write_within(self.writer, data, self.timeouts.read)
 
     async def _send(self, event: h11.Event) -> None:
+        if self.handover is not None and isinstance(
+            event, h11.Response | h11.InformationalResponse
+        ):
+            # The first head of the answer (1xx, 101, 403, 502 or the
+            # upstream's) goes out only once the request's event is safe.
+            mark, self.handover = self.handover, None
+            await self.proxy.handed_over(mark)
         await self._write(self.conn.send(event))
 
     async def _receive(self, seconds: float) -> None:
@@ -322,6 +332,7 @@ class ClientConnection:
         sequence = self.proxy.auditor.audit(
             AuditEvent(method, url, target.host, decision.allowed, decision.rule)
         )
+        self.handover = self.proxy.handover_mark()
         self.metrics.requests.labels(decision="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
             # The auditor records every decision; this line is for debugging only.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import h2.config
@@ -111,12 +111,18 @@ class Peer:
         conn: h2.connection.H2Connection,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        before_write: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.conn = conn
         self.reader = reader
         self.writer = writer
+        #: Awaited before each write (the client side: response heads wait
+        #: for their events' handover); the bytes are taken after it.
+        self.before_write = before_write
 
     async def flush(self, seconds: float) -> None:
+        if self.before_write is not None:
+            await self.before_write()
         data = self.conn.data_to_send()
         if data:
             self.writer.write(data)
@@ -244,7 +250,13 @@ class H2Tunnel:
         self.log = log.bind(protocol="h2")
         self.initial = initial
         conn = h2.connection.H2Connection(_config(client_side=False))
-        self.client = Peer(conn, reader, writer)
+        self.client = Peer(conn, reader, writer, self._handed_over)
+        #: Handover marks of audited streams whose response head is not yet
+        #: written into the client connection, by client stream id.
+        self.marks: dict[int, object] = {}
+        #: Marks of response heads now in the client connection's buffer:
+        #: the next write to the client waits for them.
+        self.head_marks: deque[object] = deque()
         self.streams: dict[int, Stream] = {}
         self.by_upstream: dict[int, Stream] = {}
         self.upstream: Peer | None = None
@@ -286,6 +298,27 @@ class H2Tunnel:
                     return
         finally:
             await self._close()
+
+    def head_sent(self, sid: int) -> None:
+        """Stream ``sid``'s response head is in the client buffer: the next
+        write to the client waits for that request's event to be handed over."""
+        mark = self.marks.pop(sid, None)
+        if mark is not None:
+            self.head_marks.append(mark)
+
+    async def _handed_over(self) -> None:
+        """Before bytes go to the client: the events of the response heads
+        among them are handed over (ProxyServer.handed_over). Heads put in
+        the buffer during the wait are waited for too, before anything is
+        taken from it. Data of streams already answered waits for nothing.
+        A mark leaves the list only once handed over, so a concurrent flush
+        (another stream's task) waits for it too rather than writing it."""
+        marks = self.head_marks
+        while marks:
+            mark = marks[0]
+            await self.proxy.handed_over(mark)
+            if marks and marks[0] is mark:
+                marks.popleft()
 
     async def _flush_all(self) -> None:
         try:
@@ -337,6 +370,9 @@ class H2Tunnel:
         sequence = self.proxy.auditor.audit(
             AuditEvent(method, target.url, target.host, decision.allowed, decision.rule)
         )
+        mark = self.proxy.handover_mark()
+        if mark is not None:
+            self.marks[sid] = mark
         self.metrics.requests.labels(decision="allow" if decision.allowed else "deny").inc()
         if not decision.allowed:
             if target.misdirected:
@@ -398,6 +434,7 @@ class H2Tunnel:
         """A small text/plain answer on one stream; the connection carries on."""
         body = text.encode()
         conn = self.client.conn
+        self.head_sent(sid)
         conn.send_headers(
             sid,
             [
@@ -440,6 +477,7 @@ class H2Tunnel:
 
     def _drop_stream(self, stream: Stream, code: int) -> None:
         self.streams.pop(stream.client_id, None)
+        self.marks.pop(stream.client_id, None)
         for outbound in (stream.to_client, stream.to_upstream):
             if outbound is not None:
                 outbound.abandon()
@@ -453,6 +491,7 @@ class H2Tunnel:
     def finished(self, stream: Stream) -> None:
         """Both directions of ``stream`` are done: forget it."""
         self.streams.pop(stream.client_id, None)
+        self.marks.pop(stream.client_id, None)
         if stream.upstream_id is not None:
             self.by_upstream.pop(stream.upstream_id, None)
 
@@ -551,6 +590,7 @@ class H2Tunnel:
         if isinstance(event, h2.events.ResponseReceived):
             headers = list(event.headers or [])
             status = pseudo(headers).get(b":status", b"502")
+            self.head_sent(stream.client_id)
             self.client.conn.send_headers(
                 stream.client_id,
                 [(b":status", status), *end_to_end(headers), (b"via", VIA)],
@@ -586,6 +626,7 @@ class H2Tunnel:
             self.log.warning("upstream HTTP/2 connection lost", reason=why, streams=len(lost))
         for stream in lost:
             self.streams.pop(stream.client_id, None)
+            self.marks.pop(stream.client_id, None)
             if stream.to_client is not None and stream.to_client.done:
                 continue
             _quietly(self.client.conn.reset_stream, stream.client_id, ErrorCodes.INTERNAL_ERROR)

@@ -68,6 +68,7 @@ async def _relay_response(
         *((k, v) for k, v in strip_hop_by_hop(head.headers) if k != b"content-length"),
         (b"via", VIA),
     ]
+    tunnel.head_sent(stream.client_id)
     tunnel.client.conn.send_headers(stream.client_id, out)
     await tunnel.client.flush(tunnel.timeouts.read)
     while True:

@@ -19,7 +19,7 @@ import contextlib
 import ssl
 from collections.abc import Collection, Sequence
 
-from boundary_audit.auditor.event import Auditor
+from boundary_audit.auditor.event import Auditor, HandsOver
 from boundary_audit.logs import get_logger
 
 from .ca import ALPN_HTTP1, ALPN_PROTOCOLS, CertificateAuthority
@@ -95,6 +95,9 @@ class ProxyServer:
         )
         self.rules = rules
         self.auditor = auditor
+        #: The auditor, when it can say that an event reached the agent
+        #: (SocketAuditor): responses then wait for their request's event.
+        self.hands_over: HandsOver | None = auditor if isinstance(auditor, HandsOver) else None
         self.ca = ca
         self.host = host
         self._requested_port = port
@@ -116,6 +119,18 @@ class ProxyServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._log = get_logger("proxy")
+
+    def handover_mark(self) -> object | None:
+        """Right after audit(): what the response must wait for (None: nothing)."""
+        return None if self.hands_over is None else self.hands_over.handover_mark()
+
+    async def handed_over(self, mark: object | None) -> None:
+        """Before a response head: wait (boundedly) until the request's event
+        is handed over to the agent, so a launcher killed after the client got
+        its answer has not lost the event. The auditor bounds, counts and logs
+        a wait that runs out; the response goes out either way."""
+        if mark is not None and self.hands_over is not None:
+            await self.hands_over.handed_over(mark)
 
     @property
     def port(self) -> int:
