@@ -109,7 +109,8 @@ def test_a_launcher_sigkilled_mid_session_loses_no_answered_request_and_is_never
         "killed",
         KILLED_REQUESTS,
         checkpoints=1,
-        extra=("--log-dir", str(log_dir)),
+        # Each answer waits until its event is in the agent's socket.
+        extra=("--log-dir", str(log_dir), "--audit-handover", "wait"),
     )
     wait_at_checkpoint([client], 1, 1)
     made = client.progress()

@@ -65,7 +65,7 @@ class GatedAuditor(RecordingAuditor):
 def gated(ca: CertificateAuthority, upstream_ca_file: str) -> Iterator[Callable[..., RunningProxy]]:
     running: list[RunningProxy] = []
 
-    def make(*rules: str) -> RunningProxy:
+    def make(*rules: str, wait: bool = True) -> RunningProxy:
         auditor = GatedAuditor()
         server = ProxyServer(
             parse_rules(rules),
@@ -73,6 +73,7 @@ def gated(ca: CertificateAuthority, upstream_ca_file: str) -> Iterator[Callable[
             ca=ca,
             upstream_ca_file=upstream_ca_file,
             timeouts=ProxyTimeouts(header=2.0, idle=10.0, read=10.0),
+            wait_for_handover=wait,
         )
         assert server.hands_over is auditor
         proxy = RunningProxy(server, auditor).start()
@@ -177,6 +178,20 @@ def test_a_websocket_101_waits_for_its_event(
 
     assert _held_until_released(proxy, talk) == "hello"
     assert [e.url for e in proxy.events] == [ws_server.uri()]
+
+
+def test_without_the_wait_an_answer_is_not_held(
+    gated: Callable[..., RunningProxy], http_upstream: Upstream
+) -> None:
+    # run's default (--audit-handover write): the answer goes out at once,
+    # while the gate (the handover) stays closed.
+    proxy = gated("domain=127.0.0.1 path=/allowed/*", wait=False)
+    status, _ = _plain_get(proxy, http_upstream.url("/allowed/y"))
+    assert status == 200
+    auditor = proxy.auditor
+    assert isinstance(auditor, GatedAuditor)
+    assert auditor.waiting == []
+    assert [e.url for e in auditor.events] == [http_upstream.url("/allowed/y")]
 
 
 def test_an_auditor_that_cannot_hand_over_is_not_waited_for(

@@ -87,6 +87,7 @@ class ProxyServer:
         metrics: ProxyMetrics | None = None,
         websocket_max_bytes: int = WEBSOCKET_MAX_BYTES,
         allowed_uids: Collection[int] | None = None,
+        wait_for_handover: bool = False,
     ) -> None:
         # ``session_headers`` (inject targets, header names) or, shorter,
         # whole ``session_header_domains`` under the default names.
@@ -98,6 +99,12 @@ class ProxyServer:
         #: The auditor, when it can say that an event reached the agent
         #: (SocketAuditor): responses then wait for their request's event.
         self.hands_over: HandsOver | None = auditor if isinstance(auditor, HandsOver) else None
+        #: Whether a response waits for that handover. Without the wait the
+        #: mark is still taken, so the sender writes the event at once (no
+        #: batch linger) and the loss window of a launcher killed from
+        #: outside is the time of one write; the wait closes it for a cost
+        #: on every answer (a cross-thread wake-up, docs/proxy.md).
+        self.wait_for_handover = wait_for_handover
         self.ca = ca
         self.host = host
         self._requested_port = port
@@ -129,7 +136,7 @@ class ProxyServer:
         is handed over to the agent, so a launcher killed after the client got
         its answer has not lost the event. The auditor bounds, counts and logs
         a wait that runs out; the response goes out either way."""
-        if mark is not None and self.hands_over is not None:
+        if mark is not None and self.hands_over is not None and self.wait_for_handover:
             await self.hands_over.handed_over(mark)
 
     @property
