@@ -282,6 +282,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     for row in rows:
         verdict = row.get("completeness") or {}
         row["completeness"] = verdict.get("summary", "")
+        row["chain"] = _chain_cell(row.get("chain") or {})
     columns = [
         "session_id",
         "agent",
@@ -293,6 +294,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         "dropped",
         "gaps",
         "completeness",
+        "chain",
     ]
     _table("Sessions", columns, rows)
     return 0
@@ -352,12 +354,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chain_cell(chain: dict[str, Any]) -> str:
+    """The chain's state, short (a table cell; ``--json`` and ``logs --session`` say why)."""
+    state = str(chain.get("state", "unknown"))
+    bad = chain.get("first_bad_sequence")
+    return f"{state} at {bad}" if state == "tampered" and bad is not None else state
+
+
 def _completeness_line(source: QuerySource, session_id: str | None) -> str:
     """``session ID: <completeness summary>`` for ``logs --session``; "" without one."""
     if session_id is None:
         return ""
-    summary = source.session(session_id).get("completeness") or {}
-    return f"session {session_id}: {summary.get('summary', 'unknown')}"
+    session = source.session(session_id)
+    summary = session.get("completeness") or {}
+    chain = session.get("chain") or {}
+    return (
+        f"session {session_id}: {summary.get('summary', 'unknown')};"
+        f" chain {chain.get('summary', 'unknown')}"
+    )
 
 
 def _with(query: EventQuery, cursor: str | None, limit: int) -> EventQuery:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from .chainstatus import status_of
 from .completeness import Facts, Seal, assess
 from .model import RecordIn, SessionSummary
 
@@ -85,7 +86,7 @@ SESSION_COLUMNS = (
     "SELECT session_id, agent, workspace, confined_process_name, first_seen_ns, last_seen_ns,"
     " allowed_count, denied_count, max_seq, dropped_count, pruned_count,"
     " open_sender, seal_events_made, seal_events_sent, seal_dropped, seal_undelivered,"
-    " seal_spilled, sealed_at_ns FROM sessions"
+    " seal_spilled, sealed_at_ns, chain_status, chain_bad_seq FROM sessions"
 )
 #: Sessions per drop-count query (bounded so the IN list stays small).
 IN_CHUNK = 200
@@ -100,7 +101,8 @@ def summaries(
     out = []
     for row in rows:
         (sid, agent, ws, name, first, last, allowed, denied, max_seq, dropped, pruned) = row[:11]
-        opener, made, sent, seal_dropped, undelivered, spilled, sealed_at = row[11:]
+        opener, made, sent, seal_dropped, undelivered, spilled, sealed_at = row[11:18]
+        chain_state, chain_bad = row[18:20]
         seal = None
         beyond = 0
         stored = allowed + denied
@@ -128,6 +130,7 @@ def summaries(
             SessionSummary(
                 sid, agent, ws, name, first, last, allowed, denied, max_seq, dropped, pruned,
                 assess(facts),
+                status_of(chain_state, chain_bad, sealed=made is not None, pruned=pruned),
             )
         )  # fmt: skip
     return out

@@ -72,4 +72,14 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX session_records_received ON session_records (received_ns)",
         ],
     ),
+    (
+        3,
+        [
+            # Each sealed session's chain verdict, recomputed at ingest
+            # (chainstatus.py): NULL unverified, 'verified' or 'tampered'
+            # (with the first bad sequence number, NULL when none is bad).
+            "ALTER TABLE sessions ADD COLUMN chain_status TEXT",
+            "ALTER TABLE sessions ADD COLUMN chain_bad_seq {int}",
+        ],
+    ),
 ]

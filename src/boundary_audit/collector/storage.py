@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import platformdirs
 
+from .chainstatus import update_chain_status
 from .model import (
     DropIn,
     EventIn,
@@ -219,7 +220,9 @@ class Storage(Reads, ABC):
             | {r.session_id for r in batch.records}
         )
         names = {r.session_id: r.confined_process_name for r in batch.records}
+        touched: set[str] = set()
         for session_id in session_ids:
+            stored_before = out.stored
             self._store_session(
                 tx,
                 session_id=session_id,
@@ -231,10 +234,18 @@ class Storage(Reads, ABC):
                 received_ns=received_ns,
                 out=out,
             )
+            if out.stored != stored_before:
+                touched.add(session_id)
         for drop in batch.drops:
             self._store_drop(tx, drop, identity, received_ns, out)
         for record in batch.records:
-            out.records += store_record(tx, record, received_ns)
+            new = store_record(tx, record, received_ns)
+            out.records += new
+            if new and record.seal is not None:
+                touched.add(record.session_id)
+        # Sessions whose stored events or seal changed: their chain verdict too.
+        for session_id in sorted(touched):
+            update_chain_status(tx, session_id)
         return out
 
     def _store_session(
