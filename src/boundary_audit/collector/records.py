@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from boundary_audit.evidence import StoredSeal
+
 from .chainstatus import status_of
 from .completeness import Facts, Seal, assess
 from .model import RecordIn, SessionSummary
@@ -59,6 +61,24 @@ def store_record(tx: _Tx, record: RecordIn, received_ns: int) -> int:
     if record.seal is not None:
         s = record.seal
         sealed_at = s.sealed_at_ns or seen
+        kept = stored_seal(record, received_ns)
+        tx.execute(
+            "INSERT INTO session_seals (record_id, session_id, events_made, events_sent,"
+            " undelivered, spilled, sealed_at_ns, chain_head, chain_count, dropped)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.record_id,
+                record.session_id,
+                kept.events_made,
+                kept.events_sent,
+                kept.undelivered,
+                kept.spilled,
+                kept.sealed_at_ns,
+                kept.chain_head or None,
+                kept.chain_count,
+                json.dumps(dict(sorted(kept.dropped.items()))),
+            ),
+        )
         tx.execute(
             "UPDATE sessions SET seal_events_made = ?, seal_events_sent = ?, seal_dropped = ?,"
             " seal_undelivered = ?, seal_spilled = ?, sealed_at_ns = ?, seal_chain_head = ?,"
@@ -78,6 +98,22 @@ def store_record(tx: _Tx, record: RecordIn, received_ns: int) -> int:
             ),
         )
     return 1
+
+
+def stored_seal(record: RecordIn, received_ns: int) -> StoredSeal:
+    """The seal of ``record`` as stored (what its store-log leaf commits to)."""
+    s = record.seal
+    assert s is not None
+    return StoredSeal(
+        events_made=s.events_made,
+        events_sent=s.events_sent,
+        undelivered=s.undelivered,
+        spilled=s.spilled,
+        sealed_at_ns=s.sealed_at_ns or record.observed_ns or received_ns,
+        chain_head=s.chain_head or b"",
+        chain_count=s.chain_count,
+        dropped=dict(s.dropped),
+    )
 
 
 #: The columns of a session summary, in SessionSummary's order, then the

@@ -82,4 +82,25 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "ALTER TABLE sessions ADD COLUMN chain_bad_seq {int}",
         ],
     ),
+    (
+        4,
+        [
+            # Every seal received (the sessions row keeps only the latest):
+            # what the store log's seal leaves commit to.
+            "CREATE TABLE session_seals (record_id TEXT PRIMARY KEY, session_id TEXT NOT NULL,"
+            " events_made {int} NOT NULL, events_sent {int} NOT NULL,"
+            " undelivered {int} NOT NULL, spilled {int} NOT NULL, sealed_at_ns {int} NOT NULL,"
+            " chain_head {blob}, chain_count {int} NOT NULL, dropped TEXT NOT NULL)",
+            "CREATE INDEX session_seals_session ON session_seals (session_id)",
+            # The store log (storelog.py): its leaves, append-only, and the
+            # one row holding the tree's frontier (hex), locked for appends.
+            "CREATE TABLE log_leaves (leaf_index {int} PRIMARY KEY, leaf {blob} NOT NULL)",
+            "CREATE TABLE log_state (id INTEGER PRIMARY KEY, size {int} NOT NULL,"
+            " frontier TEXT NOT NULL)",
+            "INSERT INTO log_state (id, size, frontier) VALUES (1, 0, '0000000000000000')",
+            # Signed checkpoints, all kept (older ones prove the log only grew).
+            "CREATE TABLE checkpoints (id {id}, tree_size {int} NOT NULL,"
+            " time_ns {int} NOT NULL, text TEXT NOT NULL)",
+        ],
+    ),
 ]
