@@ -295,6 +295,26 @@ def test_the_inline_event_encoding_is_wire_chains(
     assert len(event_entry(e)) == ENTRY_SIZE
 
 
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=12), st.text(max_size=6), st.text(max_size=6), st.booleans()),
+        max_size=20,
+    )
+)
+def test_the_inlined_batch_leaf_is_the_sorted_entries(
+    rows: list[tuple[str, str, str, bool]],
+) -> None:
+    sid = str(uuid.UUID(int=9))
+    events = [
+        StoredEvent(n * 7 % 23 + n * 23, n, a, "GET", u, r, name, bytes([n]) * 32 if n % 2 else b"")
+        for n, (u, r, name, a) in enumerate(rows)
+    ]
+    entries = sorted(event_entry(e) for e in events)
+    leaf = batch_leaf(sid, events)
+    assert leaf.endswith(len(entries).to_bytes(4, "big") + b"".join(entries))
+    assert parse_leaf(leaf).entries == entries
+
+
 def test_a_leaf_that_is_not_canonical_is_refused() -> None:
     sid = str(uuid.UUID(int=1))
     leaf = batch_leaf(sid, session_events(sid, 3))
