@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from boundary_audit.evidence import StoredEvent
 from boundary_audit.evidence.compare import scan
+from boundary_audit.evidence.running import ChainRun, run_verdict
 
 
 class ChainState(enum.StrEnum):
@@ -114,7 +115,8 @@ def event_rows_sql() -> str:
 def update_chain_status(tx: _Tx, session_id: str) -> ChainState | None:
     """Recompute and store the session's chain verdict; None when it has no chained seal."""
     row = tx.one(
-        "SELECT seal_chain_head, seal_chain_count, pruned_count FROM sessions WHERE session_id = ?",
+        "SELECT seal_chain_head, seal_chain_count, pruned_count, chain_run_count,"
+        " chain_run_last, chain_run_head, chain_run_bad FROM sessions WHERE session_id = ?",
         (session_id,),
     )
     if row is None or not row[0] or row[2]:
@@ -128,12 +130,19 @@ def update_chain_status(tx: _Tx, session_id: str) -> ChainState | None:
             )
         return None
     head, count = bytes(row[0]), int(row[1] or 0)
-    events = stored_events(tx.all(_EVENT_ROWS, (session_id,)))
-    verdict = scan(session_id, events, head, count).chain
-    assert verdict is not None  # a head was given
+    run = ChainRun(row[3], row[4], bytes(row[5]) if row[5] else b"", row[6])
+    verdict = run_verdict(run, head, count)
+    if verdict is None:  # the run cannot tell: read the session back
+        events = stored_events(tx.all(_EVENT_ROWS, (session_id,)))
+        verdict = scan(session_id, events, head, count).chain
+        assert verdict is not None  # a head was given
+        stored_count = len(events)
+    else:
+        # Every stored event is in the run unless a digest stopped it.
+        stored_count = run.count if run.bad is None else -1
     state = ChainState.VERIFIED if verdict.ok else ChainState.TAMPERED
     stored = str(state)
-    if not verdict.ok and verdict.checked == len(events) and verdict.checked < count:
+    if not verdict.ok and verdict.checked == stored_count and verdict.checked < count:
         # Every stored event matches; the chain's tail is still to come.
         state, stored = ChainState.UNVERIFIED, SHORT
     tx.execute(

@@ -103,4 +103,18 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             " time_ns {int} NOT NULL, text TEXT NOT NULL)",
         ],
     ),
+    (
+        5,
+        [
+            # The chain over the session's stored events so far, extended at
+            # each ingest (evidence/running.py), so a seal is judged without
+            # reading the session back; count -1: out of order, scan it.
+            "ALTER TABLE sessions ADD COLUMN chain_run_count {int} NOT NULL DEFAULT 0",
+            "ALTER TABLE sessions ADD COLUMN chain_run_last {int} NOT NULL DEFAULT -1",
+            "ALTER TABLE sessions ADD COLUMN chain_run_head {blob}",
+            "ALTER TABLE sessions ADD COLUMN chain_run_bad {int}",
+            # Sessions stored before have no run: scanned when judged.
+            "UPDATE sessions SET chain_run_count = -1 WHERE max_seq >= 0",
+        ],
+    ),
 ]

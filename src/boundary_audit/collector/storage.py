@@ -21,7 +21,8 @@ import platformdirs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from boundary_audit import evidence
-from boundary_audit.evidence import SignedCheckpoint, batch_leaf, drop_leaf, seal_leaf
+from boundary_audit.evidence import SignedCheckpoint, drop_leaf, seal_leaf
+from boundary_audit.evidence.running import ChainRun, batch_and_run
 from boundary_audit.logs import get_logger
 from boundary_audit.wire.chain import DIGEST_SIZE
 
@@ -94,7 +95,8 @@ class Storage(Reads, ABC):
     #: Reads a session row and, where the engine needs it, locks it until commit.
     select_session_sql = (
         "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name,"
-        " pruned_count, seal_chain_head IS NOT NULL FROM sessions WHERE session_id = ?"
+        " pruned_count, seal_chain_head IS NOT NULL, chain_run_count, chain_run_last,"
+        " chain_run_head, chain_run_bad FROM sessions WHERE session_id = ?"
     )
     #: Reads the store log's frontier and, where the engine needs it, locks it until commit.
     select_log_sql = "SELECT frontier FROM log_state WHERE id = 1"
@@ -312,7 +314,9 @@ class Storage(Reads, ABC):
                 break
         if row is None:
             raise StorageUnavailableError(f"session {session_id} row keeps vanishing; retry")
-        agent, workspace, allowed_count, denied_count, max_seq, stored_name, pruned, chained = row
+        agent, workspace, allowed_count, denied_count, max_seq, stored_name, pruned = row[:7]
+        chained = row[7]
+        run = ChainRun(row[8], row[9], bytes(row[10]) if row[10] else b"", row[11])
         if (agent, workspace) != (identity.agent, identity.workspace):
             raise SessionOwnershipError(
                 f"session_id {session_id} belongs to another agent or workspace"
@@ -324,7 +328,8 @@ class Storage(Reads, ABC):
             final_name = stored_name or name
             logged = self._insert_events(tx, session_id, new, received_ns, name, final_name)
             if logged:
-                leaves.append(batch_leaf(session_id, logged))
+                leaf, run = batch_and_run(session_id, logged, run)
+                leaves.append(leaf)
             out.stored += len(new)
             out.duplicates += len(batch.events) - len(new)
             out.stored_events.extend(StoredEvent(session_id, e) for e in new)
@@ -338,7 +343,8 @@ class Storage(Reads, ABC):
             " denied_count = denied_count + ?, max_seq = ?,"
             " last_seen_ns = CASE WHEN last_seen_ns > ? THEN last_seen_ns ELSE ? END,"
             " confined_process_name = CASE WHEN confined_process_name = ''"
-            " THEN ? ELSE confined_process_name END"
+            " THEN ? ELSE confined_process_name END,"
+            " chain_run_count = ?, chain_run_last = ?, chain_run_head = ?, chain_run_bad = ?"
             " WHERE session_id = ?",
             (
                 allowed_new,
@@ -347,6 +353,10 @@ class Storage(Reads, ABC):
                 received_ns,
                 received_ns,
                 name,
+                run.count,
+                run.last,
+                run.head or None,
+                run.bad,
                 session_id,
             ),
         )

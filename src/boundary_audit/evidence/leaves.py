@@ -175,7 +175,7 @@ def batch_leaf(session_id: str, events: Iterable[StoredEvent]) -> bytes:
     (no call per event, each distinct method, rule and name encoded once):
     the collector builds one per ingest transaction.
     """
-    entries = []
+    entries: list[bytes] = []
     append = entries.append
     texts: dict[str, bytes] = {}
     for e in events:
