@@ -76,9 +76,13 @@ class LeafError(ValueError):
 # -- stored records, as plain values (whatever the database) ---------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StoredEvent:
-    """One stored event: every field the chain covers, and the digest the sender claimed."""
+    """One stored event: every field the chain covers, and the digest the sender claimed.
+
+    Not frozen: one is built per event read or stored, and a frozen
+    dataclass costs four times as much to build (treat it as a value).
+    """
 
     sequence_number: int
     time_ns: int
