@@ -226,6 +226,10 @@ def test_export_bundle_verifies_offline_and_a_hand_edit_fails(tmp_path: Path) ->
     assert bad.returncode == 1
     named = {(f["kind"], f["sequence_number"]) for f in json.loads(bad.stdout)["findings"]}
     assert ("altered", 4) in named
+    missing = run_cli("export", "--session", str(uuid.uuid4()), "--out", str(out),
+                      "--db", store.db, check=False)  # fmt: skip
+    assert missing.returncode == 2
+    assert "no session" in missing.stderr
     # Another key: the checkpoint does not verify.
     other = tmp_path / "other.pub"
     other.write_text(run_cli("collector", "key", "--signing-key", str(tmp_path / "o.key")).stdout)

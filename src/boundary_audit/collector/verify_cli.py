@@ -166,6 +166,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     url = _db(args)
     try:
         with open_storage(url, migrate=False) as storage:
+            if storage.get_session(args.session) is None:
+                return _error("export", f"no session {args.session} in {url}")
             checkpoints = read_checkpoints(storage)
             try:
                 if not checkpoints:
