@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from boundary_audit.collector.model import INGEST_PATH
-from boundary_audit.wire import IngestRequest
+from boundary_audit.wire import IngestRequest, chain
 from tests.support import eventually, stop_process
 from tests.support.processes import cli_argv
 
@@ -84,6 +84,27 @@ def add_record(
         for reason, n in dict(dropped).items():  # type: ignore[call-overload]
             record.seal.dropped[reason] = n
         record.seal.sealed_at.FromNanoseconds(sealed_at_ns)
+
+
+def chain_logs(request: IngestRequest, session_id: str, head: bytes | None = None) -> bytes:
+    """Chain every event of ``session_id`` in ``request`` as a sender would; the new head."""
+    digest = chain.genesis(session_id) if head is None else head
+    for report in request.logs:
+        if report.session_id != session_id:
+            continue
+        for log in report.logs:
+            event = chain.ChainedEvent(
+                log.sequence_number,
+                log.time.ToNanoseconds(),
+                log.allowed,
+                log.http_request.method,
+                log.http_request.url,
+                log.http_request.matched_rule,
+                report.confined_process_name,
+            )
+            digest = chain.next_digest(digest, event)
+            log.chain_digest = digest
+    return digest
 
 
 def post_ingest(base_url: str, token: str | None, body: bytes | IngestRequest) -> httpx.Response:

@@ -18,6 +18,7 @@ from boundary_audit.collector import (
     parse_ingest_request,
 )
 from boundary_audit.collector.model import InvalidCursorError
+from boundary_audit.collector.schema import MIGRATIONS
 from boundary_audit.collector.storage import Tx
 from boundary_audit.wire import IngestRequest
 
@@ -36,7 +37,7 @@ def _ingest(storage: Storage, request: IngestRequest, token: str) -> tuple[int, 
 def test_migrations_are_versioned_and_idempotent(storage: Storage) -> None:
     assert storage.migrate() == []
     rows = storage.query("SELECT version FROM schema_migrations")
-    assert sorted(r[0] for r in rows) == [1, 2]
+    assert sorted(r[0] for r in rows) == [v for v, _ in MIGRATIONS]
 
 
 def test_tokens_store_only_hashes_and_revoke(storage: Storage) -> None:

@@ -87,10 +87,15 @@ def test_hostile_values_render_as_text(ui_storage: Storage) -> None:
                 assert page.locator("#sessions td.completeness").inner_text() == (
                     "incomplete (2 unaccounted)"
                 )
+                # Sealed without a chain (the sender does not chain).
+                assert page.locator("#sessions td.chain").inner_text() == "unverified"
                 page.click(f"a[href='/sessions/{sid}']")
                 page.wait_for_selector("#events")
                 assert page.locator("#completeness").inner_text() == (
                     "incomplete: 2 of 6 unaccounted for (undelivered 2), 4 stored"
+                )
+                assert page.locator("#chain").inner_text() == (
+                    "unverified: the sender does not chain"
                 )
                 urls = page.locator("#events td.url").all_inner_texts()
                 assert urls == PAYLOADS

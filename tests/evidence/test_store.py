@@ -29,6 +29,7 @@ from boundary_audit.evidence.leaves import (
     event_entry,
     parse_leaf,
 )
+from boundary_audit.evidence.running import ChainRun, batch_and_run, run_verdict
 from boundary_audit.wire import chain
 from tests.evidence.helpers import KEY, T0, Store, build_store, rechain, seal_of, session_events
 
@@ -295,6 +296,26 @@ def test_the_inline_event_encoding_is_wire_chains(
     assert len(event_entry(e)) == ENTRY_SIZE
 
 
+@given(
+    st.lists(
+        st.tuples(st.text(max_size=12), st.text(max_size=6), st.text(max_size=6), st.booleans()),
+        max_size=20,
+    )
+)
+def test_the_inlined_batch_leaf_is_the_sorted_entries(
+    rows: list[tuple[str, str, str, bool]],
+) -> None:
+    sid = str(uuid.UUID(int=9))
+    events = [
+        StoredEvent(n * 7 % 23 + n * 23, n, a, "GET", u, r, name, bytes([n]) * 32 if n % 2 else b"")
+        for n, (u, r, name, a) in enumerate(rows)
+    ]
+    entries = sorted(event_entry(e) for e in events)
+    leaf = batch_leaf(sid, events)
+    assert leaf.endswith(len(entries).to_bytes(4, "big") + b"".join(entries))
+    assert parse_leaf(leaf).entries == entries
+
+
 def test_a_leaf_that_is_not_canonical_is_refused() -> None:
     sid = str(uuid.UUID(int=1))
     leaf = batch_leaf(sid, session_events(sid, 3))
@@ -383,3 +404,42 @@ def _rewritten(leaf: bytes, sid: str, store: Store) -> bytes:
     if parsed.kind is LeafKind.SEAL:
         return seal_leaf(sid, store.seals[sid][0])
     return leaf
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.integers(0, 30), max_size=25),
+    st.lists(st.integers(1, 6), max_size=6),
+    st.sets(st.integers(0, 30), max_size=3),
+    st.integers(0, 32),
+    st.booleans(),
+)
+def test_the_running_chain_judges_as_a_full_scan(
+    order: list[int], cuts: list[int], bad: set[int], count: int, true_head: bool
+) -> None:
+    """Batches in any order (late ones, gaps, bad digests): the run's verdict, when it
+    gives one, is scan's over everything stored; its leaves are batch_leaf's."""
+    sid = str(uuid.UUID(int=11))
+    numbers = list(dict.fromkeys(order))  # arrival order, each number once
+    plain = [StoredEvent(n, n, n % 3 != 0, "GET", f"u{n}", "", "p") for n in range(31)]
+    digest = chain.genesis(sid)
+    digests = {}
+    for e in plain:
+        digest = chain.next_digest(digest, e.chained())
+        digests[e.sequence_number] = bytes(32) if e.sequence_number in bad else digest
+    head = chain.head(sid, [e.chained() for e in plain[:count]]) if true_head else bytes(32)
+    run = ChainRun()
+    stored: list[StoredEvent] = []
+    at = 0
+    for size in [*cuts, len(numbers)]:
+        chunk = sorted(numbers[at : at + size])
+        at += size
+        if not chunk:
+            continue
+        batch = [dataclasses.replace(plain[n], chain_digest=digests[n]) for n in chunk]
+        leaf, run = batch_and_run(sid, batch, run)
+        assert leaf == batch_leaf(sid, batch)
+        stored = sorted([*stored, *batch], key=lambda e: e.sequence_number)
+        verdict = run_verdict(run, head, count)
+        if verdict is not None:
+            assert verdict == scan(sid, stored, head, count).chain

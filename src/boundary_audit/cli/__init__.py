@@ -50,6 +50,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "boundary_audit.cli.run",
     "boundary_audit.agent.cli",
     "boundary_audit.collector.cli",
+    "boundary_audit.collector.verify_cli",
 )
 #: Level of commands that do not choose their own (``run`` says warn).
 FALLBACK_LOG_LEVEL = "info"

@@ -12,8 +12,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from boundary_audit.evidence import load_or_generate_key, public_key_pem
 from boundary_audit.logs import get_logger
 
 from .client import HttpSource, QuerySource, StorageSource
@@ -30,6 +32,7 @@ from .model import (
 )
 from .server import (
     DB_ENV,
+    DEFAULT_CHECKPOINT_INTERVAL_SECONDS,
     DEFAULT_LISTEN,
     DEFAULT_PRUNE_INTERVAL_SECONDS,
     LISTEN_ENV,
@@ -37,6 +40,7 @@ from .server import (
     serve,
 )
 from .storage import TOKEN_ID_CHARS, default_db_url, hash_token
+from .trail import DEFAULT_KEY_FILE, default_key_path
 
 COLLECTOR_URL_ENV = "BOUNDARY_AUDIT_COLLECTOR_URL"
 READER_ENV = "BOUNDARY_AUDIT_READER_TOKEN"
@@ -79,8 +83,30 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("collector", help="run the collector (ingest, query API, web UI)")
+    p = subparsers.add_parser(
+        "collector",
+        help="run the collector (ingest, query API, web UI); `collector key` prints its public key",
+    )
+    p.add_argument(
+        "action",
+        nargs="?",
+        choices=["key"],
+        help="key: print the public key (PEM) of the checkpoint signing key, creating it if new",
+    )
     _add_db(p)
+    p.add_argument(
+        "--signing-key",
+        default=None,
+        metavar="PATH",
+        help=f"Ed25519 key that signs checkpoints, created 0600 at first start (default: "
+        f"{DEFAULT_KEY_FILE} beside a SQLite database, else in the user data dir)",
+    )
+    p.add_argument(
+        "--checkpoint-interval",
+        default=f"{DEFAULT_CHECKPOINT_INTERVAL_SECONDS:g}s",
+        help="how often the store log is signed when it grew, and at shutdown "
+        f"(default {DEFAULT_CHECKPOINT_INTERVAL_SECONDS:g}s)",
+    )
     p.add_argument(
         "--listen",
         default=None,
@@ -151,6 +177,8 @@ def register(subparsers: Any) -> None:
 # -- collector ---------------------------------------------------------------------------
 def cmd_collector(args: argparse.Namespace) -> int:
     log = get_logger("collector")
+    if args.action == "key":
+        return _print_key(args)
     try:
         options = ServeOptions(
             db_url=args.db or _db_default(),
@@ -158,12 +186,27 @@ def cmd_collector(args: argparse.Namespace) -> int:
             retention_seconds=parse_duration(args.retention) if args.retention else None,
             prune_interval_seconds=parse_duration(args.prune_interval),
             emit_event_logs=not args.no_event_log,
+            signing_key=args.signing_key,
+            checkpoint_interval_seconds=parse_duration(args.checkpoint_interval),
         )
         return asyncio.run(serve(options))
     except (ValueError, OSError, CollectorError) as exc:
         log.error("collector_failed", error=str(exc))
         print(f"boundary-audit collector: {exc}", file=sys.stderr)
         return 2
+
+
+def _print_key(args: argparse.Namespace) -> int:
+    path = (
+        Path(args.signing_key) if args.signing_key else default_key_path(args.db or _db_default())
+    )
+    try:
+        key = load_or_generate_key(path)
+    except (OSError, ValueError) as exc:
+        print(f"boundary-audit collector key: {path}: {exc}", file=sys.stderr)
+        return 2
+    sys.stdout.write(public_key_pem(key).decode())
+    return 0
 
 
 # -- tokens ------------------------------------------------------------------------------
@@ -282,6 +325,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     for row in rows:
         verdict = row.get("completeness") or {}
         row["completeness"] = verdict.get("summary", "")
+        row["chain"] = _chain_cell(row.get("chain") or {})
     columns = [
         "session_id",
         "agent",
@@ -293,6 +337,7 @@ def cmd_sessions(args: argparse.Namespace) -> int:
         "dropped",
         "gaps",
         "completeness",
+        "chain",
     ]
     _table("Sessions", columns, rows)
     return 0
@@ -352,12 +397,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chain_cell(chain: dict[str, Any]) -> str:
+    """The chain's state, short (a table cell; ``--json`` and ``logs --session`` say why)."""
+    state = str(chain.get("state", "unknown"))
+    bad = chain.get("first_bad_sequence")
+    return f"{state} at {bad}" if state == "tampered" and bad is not None else state
+
+
 def _completeness_line(source: QuerySource, session_id: str | None) -> str:
     """``session ID: <completeness summary>`` for ``logs --session``; "" without one."""
     if session_id is None:
         return ""
-    summary = source.session(session_id).get("completeness") or {}
-    return f"session {session_id}: {summary.get('summary', 'unknown')}"
+    session = source.session(session_id)
+    summary = session.get("completeness") or {}
+    chain = session.get("chain") or {}
+    return (
+        f"session {session_id}: {summary.get('summary', 'unknown')};"
+        f" chain {chain.get('summary', 'unknown')}"
+    )
 
 
 def _with(query: EventQuery, cursor: str | None, limit: int) -> EventQuery:

@@ -68,6 +68,7 @@ class CollectorMetrics:
         )
         self.pruned = c("retention_pruned_events_total", "Events deleted by the retention task.")
         self.prune_runs = c("retention_runs_total", "Retention passes completed.")
+        self.checkpoints = c("checkpoints_signed_total", "Signed checkpoints of the store log.")
 
     def _counter(self, name: str, documentation: str, labels: Sequence[str] = ()) -> Counter:
         return Counter(PREFIX + name, documentation, labels, registry=self.registry)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Generic, Literal, TypeVar
 
+from .chainstatus import ChainState, ChainStatus
 from .completeness import Completeness, Facts, assess
 
 Scope = Literal["agent", "reader"]
@@ -223,6 +224,8 @@ class SessionSummary:
     pruned: int = 0
     #: Was anything lost? Computed from the seal, drops and gaps (completeness.py).
     completeness: Completeness | None = None
+    #: Does what is stored match the sender's chain and seal (chainstatus.py)?
+    chain: ChainStatus = field(default_factory=lambda: ChainStatus(ChainState.UNVERIFIED))
 
     @property
     def verdict(self) -> Completeness:
@@ -254,6 +257,7 @@ class SessionSummary:
             "pruned": self.pruned,
             "max_sequence_number": self.max_sequence,
             "completeness": self.verdict.to_json(),
+            "chain": self.chain.to_json(),
         }
 
 

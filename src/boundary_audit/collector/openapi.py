@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .chainstatus import ChainState
 from .completeness import State
 from .errors import spec_for
 from .filters import QueryFilter, QueryParam
@@ -146,6 +147,7 @@ _SCHEMAS: dict[str, Any] = {
             "pruned": {**_INTEGER, "description": "events deleted by retention (they had arrived)"},
             "max_sequence_number": _INTEGER,
             "completeness": {"$ref": "#/components/schemas/Completeness"},
+            "chain": {"$ref": "#/components/schemas/Chain"},
             "dropped_by_reason": _COUNTS,
         },
         optional=("dropped_by_reason",),
@@ -160,6 +162,23 @@ _SCHEMAS: dict[str, Any] = {
             "unaccounted": {**_INTEGER, "description": "neither stored nor reported dropped"},
             "unaccounted_by_reason": _COUNTS,
             "idle_seconds": {"type": "number", "nullable": True},
+            "summary": _STRING,
+        }
+    ),
+    "Chain": _object(
+        {
+            "state": {
+                "type": "string",
+                "enum": [str(s) for s in ChainState],
+                "description": "verified: the stored events match the sender's chain and seal;"
+                " tampered: they do not; unverified: no chain to check (not sealed yet,"
+                " or a sender that does not chain)",
+            },
+            "first_bad_sequence": {
+                "type": "integer",
+                "nullable": True,
+                "description": "tampered: the first sequence number that breaks the chain",
+            },
             "summary": _STRING,
         }
     ),

@@ -67,8 +67,11 @@ class PostgresStorage(Storage):
     backend = "postgresql"
     select_session_sql = (
         "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name,"
-        " pruned_count FROM sessions WHERE session_id = ? FOR UPDATE"
+        " pruned_count, seal_chain_head IS NOT NULL, chain_run_count, chain_run_last,"
+        " chain_run_head, chain_run_bad FROM sessions WHERE session_id = ? FOR UPDATE"
     )
+    #: The store log's one row, locked until commit: replicas append one after another.
+    select_log_sql = "SELECT frontier FROM log_state WHERE id = 1 FOR UPDATE"
     substring_fn = "strpos"
     column_types = POSTGRES_TYPES
 

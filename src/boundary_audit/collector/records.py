@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from boundary_audit.evidence import StoredSeal
+
+from .chainstatus import status_of
 from .completeness import Facts, Seal, assess
 from .model import RecordIn, SessionSummary
 
@@ -58,6 +61,24 @@ def store_record(tx: _Tx, record: RecordIn, received_ns: int) -> int:
     if record.seal is not None:
         s = record.seal
         sealed_at = s.sealed_at_ns or seen
+        kept = stored_seal(record, received_ns)
+        tx.execute(
+            "INSERT INTO session_seals (record_id, session_id, events_made, events_sent,"
+            " undelivered, spilled, sealed_at_ns, chain_head, chain_count, dropped)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.record_id,
+                record.session_id,
+                kept.events_made,
+                kept.events_sent,
+                kept.undelivered,
+                kept.spilled,
+                kept.sealed_at_ns,
+                kept.chain_head or None,
+                kept.chain_count,
+                json.dumps(dict(sorted(kept.dropped.items()))),
+            ),
+        )
         tx.execute(
             "UPDATE sessions SET seal_events_made = ?, seal_events_sent = ?, seal_dropped = ?,"
             " seal_undelivered = ?, seal_spilled = ?, sealed_at_ns = ?, seal_chain_head = ?,"
@@ -79,13 +100,29 @@ def store_record(tx: _Tx, record: RecordIn, received_ns: int) -> int:
     return 1
 
 
+def stored_seal(record: RecordIn, received_ns: int) -> StoredSeal:
+    """The seal of ``record`` as stored (what its store-log leaf commits to)."""
+    s = record.seal
+    assert s is not None
+    return StoredSeal(
+        events_made=s.events_made,
+        events_sent=s.events_sent,
+        undelivered=s.undelivered,
+        spilled=s.spilled,
+        sealed_at_ns=s.sealed_at_ns or record.observed_ns or received_ns,
+        chain_head=s.chain_head or b"",
+        chain_count=s.chain_count,
+        dropped=dict(s.dropped),
+    )
+
+
 #: The columns of a session summary, in SessionSummary's order, then the
 #: ones completeness needs (see :func:`summaries`).
 SESSION_COLUMNS = (
     "SELECT session_id, agent, workspace, confined_process_name, first_seen_ns, last_seen_ns,"
     " allowed_count, denied_count, max_seq, dropped_count, pruned_count,"
     " open_sender, seal_events_made, seal_events_sent, seal_dropped, seal_undelivered,"
-    " seal_spilled, sealed_at_ns FROM sessions"
+    " seal_spilled, sealed_at_ns, chain_status, chain_bad_seq FROM sessions"
 )
 #: Sessions per drop-count query (bounded so the IN list stays small).
 IN_CHUNK = 200
@@ -100,7 +137,8 @@ def summaries(
     out = []
     for row in rows:
         (sid, agent, ws, name, first, last, allowed, denied, max_seq, dropped, pruned) = row[:11]
-        opener, made, sent, seal_dropped, undelivered, spilled, sealed_at = row[11:]
+        opener, made, sent, seal_dropped, undelivered, spilled, sealed_at = row[11:18]
+        chain_state, chain_bad = row[18:20]
         seal = None
         beyond = 0
         stored = allowed + denied
@@ -128,6 +166,7 @@ def summaries(
             SessionSummary(
                 sid, agent, ws, name, first, last, allowed, denied, max_seq, dropped, pruned,
                 assess(facts),
+                status_of(chain_state, chain_bad, sealed=made is not None, pruned=pruned),
             )
         )  # fmt: skip
     return out

@@ -70,4 +70,49 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "CREATE INDEX session_records_received ON session_records (received_ns)",
         ],
     ),
+    (
+        3,
+        [
+            # Each sealed session's chain verdict, recomputed at ingest
+            # (chainstatus.py): NULL unverified, 'verified' or 'tampered'
+            # (with the first bad sequence number, NULL when none is bad).
+            "ALTER TABLE sessions ADD COLUMN chain_status TEXT",
+            "ALTER TABLE sessions ADD COLUMN chain_bad_seq {int}",
+        ],
+    ),
+    (
+        4,
+        [
+            # Every seal received (the sessions row keeps only the latest):
+            # what the store log's seal leaves commit to.
+            "CREATE TABLE session_seals (record_id TEXT PRIMARY KEY, session_id TEXT NOT NULL,"
+            " events_made {int} NOT NULL, events_sent {int} NOT NULL,"
+            " undelivered {int} NOT NULL, spilled {int} NOT NULL, sealed_at_ns {int} NOT NULL,"
+            " chain_head {blob}, chain_count {int} NOT NULL, dropped TEXT NOT NULL)",
+            "CREATE INDEX session_seals_session ON session_seals (session_id)",
+            # The store log (storelog.py): its leaves, append-only, and the
+            # one row holding the tree's frontier (hex), locked for appends.
+            "CREATE TABLE log_leaves (leaf_index {int} PRIMARY KEY, leaf {blob} NOT NULL)",
+            "CREATE TABLE log_state (id INTEGER PRIMARY KEY, size {int} NOT NULL,"
+            " frontier TEXT NOT NULL)",
+            "INSERT INTO log_state (id, size, frontier) VALUES (1, 0, '0000000000000000')",
+            # Signed checkpoints, all kept (older ones prove the log only grew).
+            "CREATE TABLE checkpoints (id {id}, tree_size {int} NOT NULL,"
+            " time_ns {int} NOT NULL, text TEXT NOT NULL)",
+        ],
+    ),
+    (
+        5,
+        [
+            # The chain over the session's stored events so far, extended at
+            # each ingest (evidence/running.py), so a seal is judged without
+            # reading the session back; count -1: out of order, scan it.
+            "ALTER TABLE sessions ADD COLUMN chain_run_count {int} NOT NULL DEFAULT 0",
+            "ALTER TABLE sessions ADD COLUMN chain_run_last {int} NOT NULL DEFAULT -1",
+            "ALTER TABLE sessions ADD COLUMN chain_run_head {blob}",
+            "ALTER TABLE sessions ADD COLUMN chain_run_bad {int}",
+            # Sessions stored before have no run: scanned when judged.
+            "UPDATE sessions SET chain_run_count = -1 WHERE max_seq >= 0",
+        ],
+    ),
 ]

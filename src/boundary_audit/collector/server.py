@@ -10,12 +10,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import uvicorn
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 
+from boundary_audit.evidence import load_or_generate_key
 from boundary_audit.logs import get_logger
 
 from .app import AppSettings, create_app
@@ -23,6 +26,7 @@ from .connect import open_storage
 from .metrics import CollectorMetrics
 from .model import NS_PER_SECOND, StorageUnavailableError
 from .storage import Storage
+from .trail import default_key_path
 
 DEFAULT_LISTEN = "127.0.0.1:7468"
 LISTEN_ENV = "BOUNDARY_AUDIT_LISTEN"
@@ -30,6 +34,10 @@ DB_ENV = "BOUNDARY_AUDIT_DB"
 #: How often retention runs: often enough that the store never holds much
 #: more than the configured window, rare enough to cost nothing.
 DEFAULT_PRUNE_INTERVAL_SECONDS = 300.0
+#: How often the store log is signed when it grew: rows stored after the
+#: last checkpoint are only as safe as the database until the next, so a
+#: minute keeps that window short; a signature costs well under a millisecond.
+DEFAULT_CHECKPOINT_INTERVAL_SECONDS = 60.0
 #: Seconds uvicorn waits for in-flight requests on shutdown before closing
 #: them (an ingest transaction takes milliseconds; 10 s covers a slow disk).
 GRACEFUL_SHUTDOWN_SECONDS = 10
@@ -112,6 +120,9 @@ class ServeOptions:
     retention_seconds: float | None = None
     prune_interval_seconds: float = DEFAULT_PRUNE_INTERVAL_SECONDS
     emit_event_logs: bool = True
+    #: The Ed25519 key that signs checkpoints (created 0600 at first start).
+    signing_key: str | None = None
+    checkpoint_interval_seconds: float = DEFAULT_CHECKPOINT_INTERVAL_SECONDS
 
 
 async def retention_loop(
@@ -137,10 +148,46 @@ async def retention_loop(
         await asyncio.sleep(interval)
 
 
+async def checkpoint_loop(
+    storage: Storage, metrics: CollectorMetrics, key: Ed25519PrivateKey, interval: float
+) -> None:
+    """Sign the store log every ``interval`` when it grew (and once at start)."""
+    while True:
+        await run_in_threadpool(sign_checkpoint, storage, metrics, key)
+        await asyncio.sleep(interval)
+
+
+def sign_checkpoint(storage: Storage, metrics: CollectorMetrics, key: Ed25519PrivateKey) -> None:
+    """One checkpoint if the log grew; failures are logged and counted, never raised."""
+    log = get_logger("collector", task="checkpoint")
+    try:
+        signed = storage.checkpoint(key)
+    except StorageUnavailableError as exc:
+        metrics.db_errors.labels("checkpoint", "unavailable").inc()
+        log.warning("checkpoint_failed", error=str(exc))
+    except Exception:
+        metrics.db_errors.labels("checkpoint", "error").inc()
+        log.exception("checkpoint_failed")
+    else:
+        if signed is not None:
+            metrics.checkpoints.inc()
+            c = signed.checkpoint
+            log.info(
+                "checkpoint_signed",
+                tree_size=c.tree_size,
+                root_hash=c.root_hash.hex(),
+                key_id=c.key_id,
+            )
+
+
 async def serve(options: ServeOptions) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit code."""
     log = get_logger("collector")
     host, port = parse_listen(options.listen)
+    key_path = (
+        Path(options.signing_key) if options.signing_key else default_key_path(options.db_url)
+    )
+    key = await run_in_threadpool(load_or_generate_key, key_path)
     storage = await run_in_threadpool(open_storage, options.db_url)
     metrics = CollectorMetrics()
     settings = AppSettings(
@@ -157,6 +204,9 @@ async def serve(options: ServeOptions) -> int:
                 storage, metrics, options.retention_seconds, options.prune_interval_seconds
             )
         )
+    signer = asyncio.create_task(
+        checkpoint_loop(storage, metrics, key, options.checkpoint_interval_seconds)
+    )
     # uvicorn handles SIGINT/SIGTERM gracefully, then re-raises the signal once
     # it has restored the previous handlers; a quiet handler here lets the
     # process finish its own shutdown (close storage, log) and exit 0.
@@ -176,8 +226,11 @@ async def serve(options: ServeOptions) -> int:
     finally:
         if pruner is not None:
             pruner.cancel()
+        signer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        # Everything stored until now is signed before the store closes.
+        await run_in_threadpool(sign_checkpoint, storage, metrics, key)
         await run_in_threadpool(storage.close)
         log.info("collector_stopped")
     return 0 if server.started else 1

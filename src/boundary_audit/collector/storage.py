@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import platformdirs
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from boundary_audit import evidence
+from boundary_audit.evidence import SignedCheckpoint, drop_leaf, seal_leaf
+from boundary_audit.evidence.running import ChainRun, batch_and_run
+from boundary_audit.logs import get_logger
+from boundary_audit.wire.chain import DIGEST_SIZE
+
+from .chainstatus import update_chain_status
 from .model import (
     DropIn,
     EventIn,
@@ -33,10 +41,12 @@ from .model import (
     TokenInfo,
 )
 from .reads import Reads
-from .records import store_record
+from .records import store_record, stored_seal
 from .schema import MIGRATIONS
+from .storelog import NO_SESSION, append_leaves, take_checkpoint
 
 _T = TypeVar("_T")
+_log = get_logger("collector", task="ingest")
 
 #: Token format: prefix (recognisable in leaked-secret scanners) + 32 random
 #: bytes, urlsafe base64 (43 chars): 256 bits, beyond any guessing.
@@ -85,12 +95,21 @@ class Storage(Reads, ABC):
     #: Reads a session row and, where the engine needs it, locks it until commit.
     select_session_sql = (
         "SELECT agent, workspace, allowed_count, denied_count, max_seq, confined_process_name,"
-        " pruned_count FROM sessions WHERE session_id = ?"
+        " pruned_count, seal_chain_head IS NOT NULL, chain_run_count, chain_run_last,"
+        " chain_run_head, chain_run_bad FROM sessions WHERE session_id = ?"
     )
+    #: Reads the store log's frontier and, where the engine needs it, locks it until commit.
+    select_log_sql = "SELECT frontier FROM log_state WHERE id = 1"
     #: Substring test that is case-sensitive in both engines.
     substring_fn = "instr"
     #: Name used in metrics and logs.
     backend = ""
+    #: Keep the evidence (store log leaves, chain verdicts) at ingest. Only
+    #: benchmarks turn it off, to measure what it costs; a store written
+    #: without it fails ``verify``.
+    record_evidence = True
+    #: Chain digests that were not 32 bytes, stored without them (metrics read it).
+    digests_dropped = 0
 
     #: Engine spellings of the ``{id}``, ``{int}`` and ``{bool}`` column types in MIGRATIONS.
     column_types: ClassVar[dict[str, str]] = {}
@@ -151,6 +170,15 @@ class Storage(Reads, ABC):
                 )
                 applied_now.append(version)
         return applied_now
+
+    # -- store log ---------------------------------------------------------------------
+    def checkpoint(
+        self, key: Ed25519PrivateKey, now_ns: int | None = None, *, force: bool = False
+    ) -> SignedCheckpoint | None:
+        """Sign and store a checkpoint of the store log if it grew (or ``force``)."""
+        now = time.time_ns() if now_ns is None else now_ns
+        with self.transaction() as tx:
+            return take_checkpoint(tx, self.select_log_sql, key, now, force=force)
 
     # -- tokens ----------------------------------------------------------------------
     def create_token(self, agent: str, workspace: str = "", scope: Scope = "agent") -> str:
@@ -219,8 +247,11 @@ class Storage(Reads, ABC):
             | {r.session_id for r in batch.records}
         )
         names = {r.session_id: r.confined_process_name for r in batch.records}
+        touched: set[str] = set()
+        leaves: list[bytes] = []
         for session_id in session_ids:
-            self._store_session(
+            stored_before = out.stored
+            chained = self._store_session(
                 tx,
                 session_id=session_id,
                 batch=by_id.get(session_id),
@@ -230,11 +261,25 @@ class Storage(Reads, ABC):
                 identity=identity,
                 received_ns=received_ns,
                 out=out,
+                leaves=leaves,
             )
+            if chained and out.stored != stored_before:
+                touched.add(session_id)  # new events of a sealed chain: recheck it
         for drop in batch.drops:
-            self._store_drop(tx, drop, identity, received_ns, out)
+            self._store_drop(tx, drop, identity, received_ns, out, leaves)
         for record in batch.records:
-            out.records += store_record(tx, record, received_ns)
+            new = store_record(tx, record, received_ns)
+            out.records += new
+            if new and record.seal is not None:
+                touched.add(record.session_id)
+                leaves.append(seal_leaf(record.session_id, stored_seal(record, received_ns)))
+        if not self.record_evidence:
+            return out
+        # Sessions whose stored events or seal changed: their chain verdict too.
+        for session_id in sorted(touched):
+            update_chain_status(tx, session_id)
+        # Last, so every transaction takes the log's lock after its session rows.
+        append_leaves(tx, self.select_log_sql, leaves)
         return out
 
     def _store_session(
@@ -247,10 +292,12 @@ class Storage(Reads, ABC):
         identity: Identity,
         received_ns: int,
         out: IngestOutcome,
-    ) -> None:
+        leaves: list[bytes],
+    ) -> bool:
         """Create or lock the session row, store its new events, update its counters.
 
-        ``batch`` is ``None`` for a session known only from a drop report or a record.
+        ``batch`` is ``None`` for a session known only from a drop report or a
+        record. True when the session already has a chained seal.
         """
         row = None
         # Twice at most: on PostgreSQL, retention may delete the row between
@@ -267,7 +314,9 @@ class Storage(Reads, ABC):
                 break
         if row is None:
             raise StorageUnavailableError(f"session {session_id} row keeps vanishing; retry")
-        agent, workspace, allowed_count, denied_count, max_seq, stored_name, pruned = row
+        agent, workspace, allowed_count, denied_count, max_seq, stored_name, pruned = row[:7]
+        chained = row[7]
+        run = ChainRun(row[8], row[9], bytes(row[10]) if row[10] else b"", row[11])
         if (agent, workspace) != (identity.agent, identity.workspace):
             raise SessionOwnershipError(
                 f"session_id {session_id} belongs to another agent or workspace"
@@ -277,7 +326,10 @@ class Storage(Reads, ABC):
             new = self._new_events(tx, session_id, batch.events)
             # The session's name once this request is stored (it is set once).
             final_name = stored_name or name
-            self._insert_events(tx, session_id, new, received_ns, name, final_name)
+            logged = self._insert_events(tx, session_id, new, received_ns, name, final_name)
+            if logged:
+                leaf, run = batch_and_run(session_id, logged, run)
+                leaves.append(leaf)
             out.stored += len(new)
             out.duplicates += len(batch.events) - len(new)
             out.stored_events.extend(StoredEvent(session_id, e) for e in new)
@@ -291,7 +343,8 @@ class Storage(Reads, ABC):
             " denied_count = denied_count + ?, max_seq = ?,"
             " last_seen_ns = CASE WHEN last_seen_ns > ? THEN last_seen_ns ELSE ? END,"
             " confined_process_name = CASE WHEN confined_process_name = ''"
-            " THEN ? ELSE confined_process_name END"
+            " THEN ? ELSE confined_process_name END,"
+            " chain_run_count = ?, chain_run_last = ?, chain_run_head = ?, chain_run_bad = ?"
             " WHERE session_id = ?",
             (
                 allowed_new,
@@ -300,9 +353,14 @@ class Storage(Reads, ABC):
                 received_ns,
                 received_ns,
                 name,
+                run.count,
+                run.last,
+                run.head or None,
+                run.bad,
                 session_id,
             ),
         )
+        return bool(chained)
 
     def _new_events(self, tx: Tx, session_id: str, events: list[EventIn]) -> list[EventIn]:
         """Events of a sorted batch not yet stored (and first of any in-request repeats).
@@ -333,18 +391,44 @@ class Storage(Reads, ABC):
         received_ns: int,
         batch_name: str,
         session_name: str,
-    ) -> None:
+    ) -> list[evidence.StoredEvent]:
         """Insert ``events``; each keeps its report's process name unless it is the session's.
 
         NULL ``process_name`` means "the session's": only written once the
         session's name is set for good (it never changes once non-empty).
         """
         if not events:
-            return
+            return []
         rows = []
+        logged = []
         for e in events:
             own = batch_name if e.process_name is None else e.process_name
             kept = None if own == session_name and session_name else own
+            digest = e.chain_digest
+            if digest and len(digest) != DIGEST_SIZE:
+                # Not a SHA-256 digest (a broken sender): the event is kept
+                # without it (its sealed chain then fails), logged and counted.
+                _log.warning(
+                    "chain_digest_dropped",
+                    session_id=session_id,
+                    sequence_number=e.sequence_number,
+                    digest_bytes=len(digest),
+                )
+                digest = None
+                self.digests_dropped += 1
+            if self.record_evidence:
+                logged.append(
+                    evidence.StoredEvent(
+                        e.sequence_number,
+                        e.time_ns,
+                        e.allowed,
+                        e.method,
+                        e.url,
+                        e.matched_rule,
+                        own,
+                        digest or b"",
+                    )
+                )
             rows.append(
                 (
                     session_id,
@@ -356,7 +440,7 @@ class Storage(Reads, ABC):
                     e.url,
                     e.host,
                     e.matched_rule,
-                    e.chain_digest,
+                    digest,
                     kept,
                     e.flags,
                 )
@@ -369,9 +453,16 @@ class Storage(Reads, ABC):
             " ON CONFLICT (session_id, sequence_number) DO NOTHING",
             rows,
         )
+        return logged
 
-    def _store_drop(
-        self, tx: Tx, drop: DropIn, identity: Identity, received_ns: int, out: IngestOutcome
+    def _store_drop(  # noqa: PLR0917 - a private helper of _ingest
+        self,
+        tx: Tx,
+        drop: DropIn,
+        identity: Identity,
+        received_ns: int,
+        out: IngestOutcome,
+        leaves: list[bytes],
     ) -> None:
         inserted = tx.execute(
             "INSERT INTO drop_reports (report_id, session_id, source, agent, workspace,"
@@ -390,6 +481,10 @@ class Storage(Reads, ABC):
         if not inserted:
             return
         out.drop_reports += 1
+        stored = evidence.StoredDrop(
+            drop.report_id, drop.source, drop.time_ns or received_ns, dict(drop.dropped)
+        )
+        leaves.append(drop_leaf(drop.session_id or NO_SESSION, stored))
         if drop.dropped:
             tx.executemany(
                 "INSERT INTO drop_counts (report_id, reason, count) VALUES (?, ?, ?)",

@@ -24,6 +24,9 @@ class FindingKind(enum.StrEnum):
     DROP_ALTERED = "drop_altered"
     DROP_DELETED = "drop_deleted"
     DROP_INSERTED = "drop_inserted"
+    #: A session's summary counters (events, numbers, seal columns) disagree
+    #: with its stored events and logged seal: edited in place.
+    COUNTERS_ALTERED = "counters_altered"
     #: The session's hash chain does not match its seal: changed between the
     #: sender and the store (or in the store together with the log).
     CHAIN_BROKEN = "chain_broken"
