@@ -174,7 +174,10 @@ def claim_socket(path: Path, mode: int, group: str | int | None) -> tuple[socket
 def release_socket(path: Path, inode: int) -> None:
     """Remove the socket file if it is still the one this agent created."""
     with contextlib.suppress(FileNotFoundError):
-        if path.lstat().st_ino == inode:
+        st = path.lstat()
+        # The inode number alone is not enough: a file created on the path
+        # after ours was removed may get the freed number back (tmpfs does).
+        if st.st_ino == inode and stat.S_ISSOCK(st.st_mode):
             path.unlink()
 
 
