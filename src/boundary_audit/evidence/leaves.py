@@ -38,7 +38,7 @@ import hashlib
 import operator
 import struct
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..wire import chain
@@ -172,15 +172,11 @@ def _header(kind: LeafKind, session_id: str) -> bytes:
     return LEAF_PREFIX + _u8.pack(kind) + uuid.UUID(session_id).bytes
 
 
-def batch_leaf(session_id: str, events: Iterable[StoredEvent]) -> bytes:
-    """The leaf of one stored batch (its events in any order; sorted here).
-
-    The same bytes as sorting :func:`event_entry` of each event, inlined
-    (no call per event, each distinct method, rule and name encoded once):
-    the collector builds one per ingest transaction.
+def encoded_events(events: Iterable[StoredEvent]) -> Iterator[tuple[StoredEvent, bytes, bytes]]:
+    """Each event with its canonical body (``wire.chain``'s encoding) and its
+    batch-leaf entry, each distinct method, rule and name encoded once: the
+    one pass :func:`batch_leaf` and the running chain (``running.py``) share.
     """
-    entries: list[bytes] = []
-    append = entries.append
     texts: dict[str, bytes] = {}
     for e in events:
         digest = e.chain_digest
@@ -196,16 +192,23 @@ def batch_leaf(session_id: str, events: Iterable[StoredEvent]) -> bytes:
         body = b"".join(
             (_pack_head(seq, e.time_ns, 1 if e.allowed else 0), m, _pack_len(len(u)), u, r, n)
         )
-        append(
-            b"".join(
-                (
-                    _u64.pack(seq),
-                    _sha256(EVENT_PREFIX + body).digest(),
-                    b"\x01" + digest if digest else _NO_CLAIM,
-                )
+        entry = b"".join(
+            (
+                _u64.pack(seq),
+                _sha256(EVENT_PREFIX + body).digest(),
+                b"\x01" + digest if digest else _NO_CLAIM,
             )
         )
-    entries.sort()
+        yield e, body, entry
+
+
+def batch_leaf(session_id: str, events: Iterable[StoredEvent]) -> bytes:
+    """The leaf of one stored batch (its events in any order; sorted here).
+
+    The same bytes as sorting :func:`event_entry` of each event, in one pass
+    (:func:`encoded_events`): the collector builds one per ingest transaction.
+    """
+    entries = sorted(entry for _, _, entry in encoded_events(events))
     return _header(LeafKind.BATCH, session_id) + _u32.pack(len(entries)) + b"".join(entries)
 
 

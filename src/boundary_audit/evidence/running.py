@@ -17,19 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..wire import chain
-from .leaves import (
-    _NO_CLAIM,
-    EVENT_PREFIX,
-    LeafError,
-    LeafKind,
-    StoredEvent,
-    _header,
-    _pack_head,
-    _pack_len,
-    _u32,
-    _u64,
-    text,
-)
+from .leaves import LeafKind, StoredEvent, _header, _u32, encoded_events
 
 _sha256 = hashlib.sha256
 #: ``count`` of a run that lost its order: only a full scan can judge the session.
@@ -65,30 +53,10 @@ def batch_and_run(
     ordered = count != BROKEN
     entries: list[bytes] = []
     append = entries.append
-    texts: dict[str, bytes] = {}
-    for e in events:
-        digest = e.chain_digest
-        if digest and len(digest) != chain.DIGEST_SIZE:
-            raise LeafError(f"event {e.sequence_number}: a chain digest is 32 bytes")
-        m = texts.get(e.method) or texts.setdefault(e.method, text(e.method))
-        r = texts.get(e.matched_rule) or texts.setdefault(e.matched_rule, text(e.matched_rule))
-        n = texts.get(e.confined_process_name) or texts.setdefault(
-            e.confined_process_name, text(e.confined_process_name)
-        )
-        u = e.url.encode("utf-8", "surrogatepass")
+    for e, body, entry in encoded_events(events):
+        append(entry)
         seq = e.sequence_number
-        body = b"".join(
-            (_pack_head(seq, e.time_ns, 1 if e.allowed else 0), m, _pack_len(len(u)), u, r, n)
-        )
-        append(
-            b"".join(
-                (
-                    _u64.pack(seq),
-                    _sha256(EVENT_PREFIX + body).digest(),
-                    b"\x01" + digest if digest else _NO_CLAIM,
-                )
-            )
-        )
+        digest = e.chain_digest
         if not ordered:
             continue
         if seq <= last:
