@@ -10,7 +10,7 @@ import pytest
 from boundary_audit.collector import CollectorServer, Storage
 from boundary_audit.wire import IngestRequest, chain
 
-from .helpers import T0, add_record, make_request, post_ingest
+from .helpers import T0, add_record, chain_logs, make_request, post_ingest
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -109,22 +109,20 @@ def test_chain_digests_and_names_are_stored_as_sent(
     request = make_request(sid, range(4), process="")
     renamed = make_request(sid, range(4, 6), process="codex").logs[0]
     request.logs.append(renamed)
-    events = []
-    digest = chain.genesis(sid)
-    for report in request.logs:
-        for log in report.logs:
-            e = chain.ChainedEvent(
-                log.sequence_number,
-                log.time.ToNanoseconds(),
-                log.allowed,
-                log.http_request.method,
-                log.http_request.url,
-                log.http_request.matched_rule,
-                report.confined_process_name,
-            )
-            digest = chain.next_digest(digest, e)
-            log.chain_digest = digest
-            events.append(e)
+    digest = chain_logs(request, sid)
+    events = [
+        chain.ChainedEvent(
+            log.sequence_number,
+            log.time.ToNanoseconds(),
+            log.allowed,
+            log.http_request.method,
+            log.http_request.url,
+            log.http_request.matched_rule,
+            report.confined_process_name,
+        )
+        for report in request.logs
+        for log in report.logs
+    ]
     add_record(request, sid, seal={"events_made": 6, "chain_head": digest, "chain_count": 6})
     assert post_ingest(collector_server.url, token, request).status_code == 200
     rows = storage.query(
