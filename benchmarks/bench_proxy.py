@@ -50,7 +50,7 @@ from boundary_audit.auditor.event import AuditEvent
 from boundary_audit.proxy import CertificateAuthority, ProxyServer, parse_rules
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.run_latency import ROUNDS, RunLatency, measure_run
+from benchmarks.run_latency import ROUNDS, RunLatency, measure_run, pct
 
 #: Small response size: typical API/JSON reply, so per-request cost dominates.
 SMALL_BODY = b"x" * 256
@@ -158,8 +158,7 @@ class Latency:
         return len(self.samples) / sum(self.samples)
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.samples)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return pct(self.samples, q)
 
 
 def _connection(

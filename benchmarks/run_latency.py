@@ -63,9 +63,15 @@ class RunLatency:
     p99: float
 
 
-def _pct(values: list[int], q: float) -> float:
+def pct(values: list[float] | list[int], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, nearest rank below (bench_proxy's too)."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1e9
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def _pct(values: list[int], q: float) -> float:
+    """``pct`` of nanosecond samples, in seconds."""
+    return pct(values, q) / 1e9
 
 
 class _Sink:
@@ -154,4 +160,4 @@ def measure_run(port: int, n: int, variants: dict[str, str | None]) -> list[RunL
     ]
 
 
-__all__ = ["ROUNDS", "RunLatency", "measure_run"]
+__all__ = ["ROUNDS", "RunLatency", "measure_run", "pct"]

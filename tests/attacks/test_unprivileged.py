@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from boundary_audit.confine.helper import HELPER_SCRIPT
-from tests.support.users import cannot_make_users, throwaway_user
+from tests.support.users import as_user, cannot_make_users, throwaway_user
 
 from .helpers import requires_landlock
 
@@ -27,7 +27,6 @@ pytestmark = [pytest.mark.timeout(120), requires_landlock]
 
 ATTACKER = "ba-attacker"
 SYSTEM_PYTHON = "/usr/bin/python3"
-SETPRIV = shutil.which("setpriv")
 #: Seconds the confined shell may take; it bounds a hang.
 RUN_TIMEOUT_S = 60.0
 
@@ -70,29 +69,27 @@ def _attack(tmp_path: Path, attacker: pwd.struct_passwd) -> None:
     for path in (tmp_path, home, protected, protected / "key"):
         os.chown(path, attacker.pw_uid, attacker.pw_gid)
     protected.chmod(0o700)
-    assert SETPRIV is not None
-    argv = [
-        SETPRIV,
-        f"--reuid={attacker.pw_uid}",
-        f"--regid={attacker.pw_gid}",
-        "--clear-groups",
-        SYSTEM_PYTHON,
-        "-I",
-        "-S",
-        str(HELPER_SCRIPT.with_name("exec_helper.py")),
-        "--status-fd",
-        "-1",
-        "--connect-port",
-        "9",
-        "--cover-dir",
-        str(protected),
-        "--",
-        "sh",
-        "-c",
-        ATTACK,
-        "attack",
-        str(protected),
-    ]
+    argv = as_user(
+        attacker,
+        [
+            SYSTEM_PYTHON,
+            "-I",
+            "-S",
+            str(HELPER_SCRIPT.with_name("exec_helper.py")),
+            "--status-fd",
+            "-1",
+            "--connect-port",
+            "9",
+            "--cover-dir",
+            str(protected),
+            "--",
+            "sh",
+            "-c",
+            ATTACK,
+            "attack",
+            str(protected),
+        ],
+    )
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "UMOUNT": UMOUNT}
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=home, env=env

@@ -25,6 +25,7 @@ from .helpers import (
     CollectorProcess,
     start_client,
     wait_at_checkpoint,
+    wait_until_complete,
 )
 
 pytestmark = pytest.mark.timeout(300)
@@ -75,15 +76,7 @@ def test_a_frozen_agent_across_the_senders_exit_loses_nothing_silently(
     assert summary["undelivered"] == 0, summary
     agent.resume()
 
-    def accounted() -> bool:
-        session = collector.session(result.session_id)
-        if session is None:
-            return False
-        verdict = session["completeness"]
-        return bool(verdict["state"] == "complete")
-
-    eventually(accounted, "the sealed session complete", within=DELIVERY_TIMEOUT_S, interval=POLL_S)
-    verdict = _completeness(collector, result.session_id)
+    verdict = wait_until_complete(collector, result.session_id)
     # made == stored + reported dropped, and the drops are the sender's own.
     assert verdict["events_made"] == FROZEN_REQUESTS, verdict
     assert verdict["stored"] + verdict["lost"] == FROZEN_REQUESTS, verdict
