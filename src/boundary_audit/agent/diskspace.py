@@ -93,6 +93,27 @@ class DiskReserve:
             raise
         return True
 
+    def nearly_full(self) -> bool:
+        """True when the spool's file system has less room than one reserve.
+
+        SQLite does not always say "disk is full" when it is: growing the WAL
+        index (``-shm``) or some writes fail as a plain I/O error
+        (``SQLITE_IOERR_SHMSIZE``, ``SQLITE_IOERR_WRITE``). An error on a disk
+        this full is treated as a full disk whatever its message.
+        """
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < self.size
+
+    def failed(self, exc: BaseException) -> bool:
+        """A spool access failed: enter the disk-full state if space was the cause."""
+        if is_disk_full(exc) or (isinstance(exc, OSError | sqlite3.Error) and self.nearly_full()):
+            self.disk_full(exc)
+            return True
+        return False
+
     def disk_full(self, exc: BaseException) -> None:
         """A spool write failed for want of space: give up the reserve, say so."""
         freed = self.present

@@ -35,7 +35,7 @@ from ..logs import get_logger
 from ..wire import IngestRequest
 from .config import INGEST_CONTENT_TYPE, AgentConfig
 from .deadletter import DeadLetterFile, DeadLetters
-from .diskspace import DiskReserve, is_disk_full
+from .diskspace import DiskReserve
 from .metrics import AgentMetrics
 from .spool import KIND_SESSION, AsyncSpool, SpooledBatch, SpooledDropReport
 
@@ -165,8 +165,8 @@ class Forwarder:
                 # The spool or the dead-letter file failed (disk full, I/O
                 # error): nothing was deleted, so retrying later is safe.
                 self._metrics.errors.labels("forward_spool").inc()
-                if self._reserve is not None and is_disk_full(exc):
-                    self._reserve.disk_full(exc)
+                if self._reserve is not None:
+                    self._reserve.failed(exc)
                 delay = self._backoff.next_delay()
                 self._log.error(
                     "spool access failed while forwarding; will retry",

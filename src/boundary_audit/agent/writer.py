@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from ..logs import get_logger
 from ..wire import DropReason, DropSource
-from .diskspace import DiskReserve, is_disk_full
+from .diskspace import DiskReserve
 from .drops import DropLedger
 from .metrics import AgentMetrics
 from .spool import KIND_SESSION, AsyncSpool, NewBatch
@@ -185,8 +185,8 @@ class SpoolWriter:
             refused = await self._spool.append(items)
         except Exception as exc:
             self._metrics.errors.labels("spool_append").inc()
-            if reserve is not None and is_disk_full(exc):
-                reserve.disk_full(exc)
+            if reserve is not None:
+                reserve.failed(exc)
             self._log.error(
                 "spool commit failed; keeping the batches in memory and retrying",
                 batches=len(items),
@@ -261,8 +261,8 @@ class SpoolWriter:
             stored = await self._spool.add_drop_reports(reports)
         except Exception as exc:
             self._metrics.errors.labels("spool_drop_reports").inc()
-            if self._reserve is not None and is_disk_full(exc):
-                self._reserve.disk_full(exc)
+            if self._reserve is not None:
+                self._reserve.failed(exc)
             self._log.error("storing drop reports failed; keeping the counts", error=repr(exc))
             stored = 0
         if stored < len(reports):
