@@ -400,7 +400,7 @@ class Storage(Reads, ABC):
         if not events:
             return []
         rows = []
-        logged = []
+        logged: list[EventRow] = []
         for e in events:
             own = batch_name if e.process_name is None else e.process_name
             kept = None if own == session_name and session_name else own

@@ -20,13 +20,13 @@ from ..wire import chain
 from .leaves import (
     _NO_CLAIM,
     EVENT_PREFIX,
+    EventRow,
     LeafError,
     LeafKind,
     StoredEvent,
     _header,
-    _pack_head,
+    _pack_head_truth,
     _u32,
-    _u64,
     text,
 )
 
@@ -50,23 +50,13 @@ class ChainRun:
     bad: int | None = None
 
 
-#: A stored event as a plain tuple, in :class:`.leaves.StoredEvent`'s field order
-#: (sequence number, time, allowed, method, url, rule, process name, digest):
-#: the collector's ingest builds no object per event.
-EventRow = tuple[int, int, bool, str, str, str, str, bytes]
-
-
 def batch_and_run(
     session_id: str, events: Sequence[StoredEvent], run: ChainRun
 ) -> tuple[bytes, ChainRun]:
     """The batch leaf of ``events`` (increasing numbers) and the run extended by them."""
     return batch_and_run_rows(
         session_id,
-        [
-            (e.sequence_number, e.time_ns, e.allowed, e.method, e.url, e.matched_rule,
-             e.confined_process_name, e.chain_digest)
-            for e in events
-        ],
+        [e.row() for e in events],
         run,
     )  # fmt: skip
 
@@ -90,7 +80,7 @@ def batch_and_run_rows(
     entries: list[bytes] = []
     append = entries.append
     sha256 = _sha256
-    pack_head, pack_len, pack_seq = _pack_head, _u32.pack, _u64.pack
+    pack_head, pack_len = _pack_head_truth, _u32.pack
     prefix = EVENT_PREFIX
     for seq, time_ns, allowed, method, url, rule, name, digest in rows:
         if digest and len(digest) != DIGEST_SIZE:
@@ -99,11 +89,9 @@ def batch_and_run_rows(
         r = texts.get(rule) or texts.setdefault(rule, text(rule))
         n = texts.get(name) or texts.setdefault(name, text(name))
         u = url.encode("utf-8", "surrogatepass")
-        body = b"".join(
-            (pack_head(seq, time_ns, 1 if allowed else 0), m, pack_len(len(u)), u, r, n)
-        )
+        body = b"".join((pack_head(seq, time_ns, allowed), m, pack_len(len(u)), u, r, n))
         append(
-            pack_seq(seq)
+            body[:8]  # u64(sequence_number), as the entry starts
             + sha256(prefix + body).digest()
             + (b"\x01" + digest if digest else _NO_CLAIM)
         )
