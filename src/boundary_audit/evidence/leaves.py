@@ -118,15 +118,8 @@ class StoredEvent:
         )
 
     def chained(self) -> chain.ChainedEvent:
-        return chain.ChainedEvent(
-            self.sequence_number,
-            self.time_ns,
-            self.allowed,
-            self.method,
-            self.url,
-            self.matched_rule,
-            self.confined_process_name,
-        )
+        seq, time_ns, _, method, url, rule, name, _ = self.row()
+        return chain.ChainedEvent(seq, time_ns, self.allowed, method, url, rule, name)
 
 
 @dataclass(frozen=True, slots=True)
