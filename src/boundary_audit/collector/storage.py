@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from boundary_audit import evidence
 from boundary_audit.evidence import SignedCheckpoint, drop_leaf, seal_leaf
-from boundary_audit.evidence.running import ChainRun, batch_and_run
+from boundary_audit.evidence.running import ChainRun, EventRow, batch_and_run_rows
 from boundary_audit.logs import get_logger
 from boundary_audit.wire.chain import DIGEST_SIZE
 
@@ -328,7 +328,7 @@ class Storage(Reads, ABC):
             final_name = stored_name or name
             logged = self._insert_events(tx, session_id, new, received_ns, name, final_name)
             if logged:
-                leaf, run = batch_and_run(session_id, logged, run)
+                leaf, run = batch_and_run_rows(session_id, logged, run)
                 leaves.append(leaf)
             out.stored += len(new)
             out.duplicates += len(batch.events) - len(new)
@@ -391,7 +391,7 @@ class Storage(Reads, ABC):
         received_ns: int,
         batch_name: str,
         session_name: str,
-    ) -> list[evidence.StoredEvent]:
+    ) -> list[EventRow]:
         """Insert ``events``; each keeps its report's process name unless it is the session's.
 
         NULL ``process_name`` means "the session's": only written once the
@@ -400,7 +400,7 @@ class Storage(Reads, ABC):
         if not events:
             return []
         rows = []
-        logged = []
+        logged: list[EventRow] = []
         for e in events:
             own = batch_name if e.process_name is None else e.process_name
             kept = None if own == session_name and session_name else own
@@ -418,7 +418,7 @@ class Storage(Reads, ABC):
                 self.digests_dropped += 1
             if self.record_evidence:
                 logged.append(
-                    evidence.StoredEvent(
+                    (
                         e.sequence_number,
                         e.time_ns,
                         e.allowed,

@@ -7,6 +7,7 @@ counters: they are checked too); the public key comes from the caller.
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +17,11 @@ import platformdirs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from boundary_audit.evidence import (
+    EventRow,
     FindingKind,
     LeafError,
     MerkleTree,
     StoredDrop,
-    StoredEvent,
     StoredSeal,
     VerifyReport,
     leaf_hash,
@@ -46,6 +47,16 @@ _EVENTS = (
     " FROM events e LEFT JOIN sessions s ON s.session_id = e.session_id"
     " WHERE e.session_id = ? ORDER BY e.sequence_number"
 )
+#: The same columns for ``verify``: the session's name read once (a scalar
+#: subquery, no join per row; none when the event has no session row).
+#: Parameters: the session id twice.
+_VERIFY_EVENTS = (
+    "SELECT sequence_number, time_ns, allowed, method, url, matched_rule,"
+    " COALESCE(process_name,"
+    " (SELECT confined_process_name FROM sessions WHERE session_id = ?), ''), chain_digest"
+    " FROM events WHERE session_id = ? ORDER BY sequence_number"
+)
+_ALLOWED = operator.itemgetter(2)
 
 
 def default_key_path(db_url: str | None = None) -> Path:
@@ -56,8 +67,11 @@ def default_key_path(db_url: str | None = None) -> Path:
     return base / DEFAULT_KEY_FILE
 
 
-class _EventsBySession(Mapping[str, list[StoredEvent]]):
-    """Every stored event, read one session at a time (a 1M-event store never sits in memory)."""
+class _EventsBySession(Mapping[str, list[EventRow]]):
+    """Every stored event, read one session at a time (a 1M-event store never sits in memory).
+
+    Rows as the database returns them (:data:`EventRow`): no object per event.
+    """
 
     def __init__(self, storage: Storage, sessions: list[str]) -> None:
         self._storage = storage
@@ -66,14 +80,14 @@ class _EventsBySession(Mapping[str, list[StoredEvent]]):
         #: Per session read: (allowed, denied, highest number), for the counter check.
         self.tallies: dict[str, tuple[int, int, int | None]] = {}
 
-    def __getitem__(self, session_id: str) -> list[StoredEvent]:
+    def __getitem__(self, session_id: str) -> list[EventRow]:
         if session_id not in self._set:
             raise KeyError(session_id)
-        events = stored_events(self._storage.query(_EVENTS, (session_id,)))
-        allowed = sum(1 for e in events if e.allowed)
-        top = events[-1].sequence_number if events else None
-        self.tallies[session_id] = (allowed, len(events) - allowed, top)
-        return events
+        rows: list[EventRow] = self._storage.query(_VERIFY_EVENTS, (session_id, session_id))
+        allowed = sum(map(bool, map(_ALLOWED, rows)))
+        top = int(rows[-1][0]) if rows else None
+        self.tallies[session_id] = (allowed, len(rows) - allowed, top)
+        return rows
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._sessions)

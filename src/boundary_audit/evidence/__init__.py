@@ -32,6 +32,7 @@ from .checkpoint import (
 from .checkpoint import parse as parse_checkpoint
 from .checkpoint import verify as verify_checkpoint
 from .leaves import (
+    EventRow,
     LeafError,
     LeafKind,
     ParsedLeaf,
@@ -61,6 +62,7 @@ __all__ = [
     "BundleError",
     "Checkpoint",
     "CheckpointError",
+    "EventRow",
     "Finding",
     "FindingKind",
     "Frontier",

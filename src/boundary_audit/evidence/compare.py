@@ -16,11 +16,13 @@ from dataclasses import dataclass
 from ..wire import chain
 from .leaves import (
     EVENT_PREFIX,
+    EventRow,
     LeafKind,
     ParsedLeaf,
     StoredDrop,
     StoredEvent,
     StoredSeal,
+    _pack_head_truth,
     drop_body,
     entry_digest,
     entry_sequence,
@@ -30,10 +32,8 @@ from .leaves import (
 from .report import FindingKind, VerifyReport
 
 _sha256 = hashlib.sha256
-_SEQ = operator.attrgetter("sequence_number")
-_pack_head = struct.Struct(">QqB").pack
+_SEQ = operator.itemgetter(0)
 _pack_len = struct.Struct(">I").pack
-_pack_q = struct.Struct(">Q").pack
 _NO_CLAIM = b"\x00" + bytes(chain.DIGEST_SIZE)
 #: Bytes of an entry's sequence number and event hash (the rest is the digest).
 _CONTENT_END = 8 + 32
@@ -53,6 +53,21 @@ class Scan:
 def scan(
     session_id: str, stored: Sequence[StoredEvent], seal_head: bytes | None, seal_count: int
 ) -> Scan:
+    """:func:`scan_rows` over StoredEvents."""
+    return scan_rows(session_id, [e.row() for e in stored], seal_head, seal_count)
+
+
+def as_rows(events: Iterable[StoredEvent] | Iterable[EventRow]) -> list[EventRow]:
+    """Events as :data:`.leaves.EventRow` tuples (rows pass through as they are)."""
+    rows = events if isinstance(events, list) else list(events)
+    if not rows or isinstance(rows[0], tuple):
+        return rows  # type: ignore[return-value]  # one kind or the other, never mixed
+    return [e.row() for e in rows]  # type: ignore[union-attr]
+
+
+def scan_rows(
+    session_id: str, stored: Sequence[EventRow], seal_head: bytes | None, seal_count: int
+) -> Scan:
     """Entries (leaves.event_entry) and wire.chain.check() in one pass, one encoding per event.
 
     ``stored`` in increasing sequence order. With ``seal_head`` None the
@@ -69,19 +84,13 @@ def scan(
     last = -1
     bad: int | None = None
     any_digest = False
-    for e in stored:
-        seq = e.sequence_number
-        m = texts.get(e.method) or texts.setdefault(e.method, text(e.method))
-        r = texts.get(e.matched_rule) or texts.setdefault(e.matched_rule, text(e.matched_rule))
-        n = texts.get(e.confined_process_name) or texts.setdefault(
-            e.confined_process_name, text(e.confined_process_name)
-        )
-        u = e.url.encode("utf-8", "surrogatepass")
-        body = b"".join(
-            (_pack_head(seq, e.time_ns, 1 if e.allowed else 0), m, _pack_len(len(u)), u, r, n)
-        )
-        digest = e.chain_digest
-        content = _pack_q(seq) + _sha256(EVENT_PREFIX + body).digest()
+    for seq, time_ns, allowed, method, url, rule, name, digest in stored:
+        m = texts.get(method) or texts.setdefault(method, text(method))
+        r = texts.get(rule) or texts.setdefault(rule, text(rule))
+        n = texts.get(name) or texts.setdefault(name, text(name))
+        u = url.encode("utf-8", "surrogatepass")
+        body = b"".join((_pack_head_truth(seq, time_ns, allowed), m, _pack_len(len(u)), u, r, n))
+        content = body[:8] + _sha256(EVENT_PREFIX + body).digest()  # body starts u64(seq)
         if digest:
             any_digest = True
             append(content + b"\x01" + digest)
@@ -117,16 +126,16 @@ def check_session(
     report: VerifyReport,
     session_id: str,
     *,
-    events: Iterable[StoredEvent],
+    events: Iterable[StoredEvent] | Iterable[EventRow],
     seals: Sequence[StoredSeal],
     drops: Sequence[StoredDrop],
     leaves: Sequence[tuple[int, ParsedLeaf]],
 ) -> None:
     """Add to ``report`` every difference between the stored records and ``leaves``."""
-    stored = sorted(events, key=_SEQ)
+    stored = sorted(as_rows(events), key=_SEQ)
     seal = latest_seal(seals)
     use_chain = seal is not None and bool(seal.chain_head)
-    result = scan(
+    result = scan_rows(
         session_id,
         stored,
         seal.chain_head if seal is not None and use_chain else None,

@@ -59,6 +59,9 @@ _u32 = struct.Struct(">I")
 _u64 = struct.Struct(">Q")
 _i64 = struct.Struct(">q")
 _pack_head = struct.Struct(">QqB").pack
+#: The same bytes as _pack_head with u8(1 if allowed else 0): "?" packs the
+#: truth value of any object as 0 or 1, without a branch in the hot loops.
+_pack_head_truth = struct.Struct(">Qq?").pack
 _pack_len = _u32.pack
 _sha256 = hashlib.sha256
 
@@ -74,6 +77,13 @@ class LeafError(ValueError):
 
 
 # -- stored records, as plain values (whatever the database) ---------------------------------
+
+
+#: A stored event as a plain tuple, in :class:`StoredEvent`'s field order
+#: (sequence number, time, allowed, method, url, rule, process name, digest;
+#: ``allowed`` any truthy value, the digest b"" or None when none): ingest and
+#: ``verify --db`` pass database rows as they come, building no object per event.
+EventRow = tuple[int, int, bool | int, str, str, str, str, bytes | None]
 
 
 @dataclass(slots=True)
@@ -94,8 +104,9 @@ class StoredEvent:
     #: The sender's chain digest as stored (b"": none).
     chain_digest: bytes = b""
 
-    def chained(self) -> chain.ChainedEvent:
-        return chain.ChainedEvent(
+    def row(self) -> EventRow:
+        """The same fields as a plain tuple (what the hot loops take)."""
+        return (
             self.sequence_number,
             self.time_ns,
             self.allowed,
@@ -103,7 +114,12 @@ class StoredEvent:
             self.url,
             self.matched_rule,
             self.confined_process_name,
+            self.chain_digest,
         )
+
+    def chained(self) -> chain.ChainedEvent:
+        seq, time_ns, _, method, url, rule, name, _ = self.row()
+        return chain.ChainedEvent(seq, time_ns, self.allowed, method, url, rule, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,6 +335,7 @@ __all__ = [
     "ENTRY_SIZE",
     "EVENT_PREFIX",
     "LEAF_PREFIX",
+    "EventRow",
     "LeafError",
     "LeafKind",
     "ParsedLeaf",

@@ -22,7 +22,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from .checkpoint import CheckpointError, SignedCheckpoint, parse, verify
 from .compare import check_session
-from .leaves import LeafError, ParsedLeaf, StoredDrop, StoredEvent, StoredSeal, parse_leaf
+from .leaves import (
+    EventRow,
+    LeafError,
+    ParsedLeaf,
+    StoredDrop,
+    StoredEvent,
+    StoredSeal,
+    parse_leaf,
+)
 from .merkle import Frontier, leaf_hash
 from .report import FindingKind, VerifyReport
 
@@ -50,7 +58,7 @@ def authenticate_checkpoint(
 
 
 def verify_store(
-    events_by_session: Mapping[str, Iterable[StoredEvent]],
+    events_by_session: Mapping[str, Iterable[StoredEvent] | Iterable[EventRow]],
     seals: Mapping[str, Sequence[StoredSeal]],
     leaves: Sequence[bytes],
     checkpoint: SignedCheckpoint | str | bytes | None,
