@@ -137,11 +137,19 @@ def _session_page(filters: dict[str, str]) -> str:
         .render(
             session=summary,
             events=[],
+            total=0,
+            first=1,
+            last=0,
+            span=None,
+            hosts=[],
+            host_total=0,
             drops={},
             chart=chart_layout([]),
             filter_fields=EVENT_FILTERS,
             filters=filters,
+            filtering=True,
             next_link=None,
+            first_link=None,
             logout=False,
         )
     )
