@@ -41,11 +41,16 @@ def short_time(ns: int) -> str:
 
 
 def when(ns: int) -> Markup:
-    """A ``<time>`` element: the short time shown, the exact one on hover."""
+    """A ``<time>`` element: the short time shown, the exact one on hover.
+
+    The date is its own span, so narrow screens can drop it where every row
+    shares the session's date (the style sheet does, in the events table).
+    """
     exact = format_ns(ns)
-    return Markup('<time datetime="{0}" title="{0} (UTC)">{1}</time>').format(
-        exact, escape(short_time(ns))
-    )
+    day, clock = short_time(ns).split(" ")
+    return Markup(
+        '<time datetime="{0}" title="{0} (UTC)"><span class="day">{1} </span>{2}</time>'
+    ).format(exact, escape(day), escape(clock))
 
 
 def duration(ns: int) -> str:
