@@ -68,7 +68,7 @@ def _visible_headers(page: Any, table: str) -> list[str]:
 def test_screens_at_both_widths(server: tuple[CollectorServer, dict[str, str]]) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (scripts/system-deps.sh installs chromium)")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import FloatRect, sync_playwright
 
     srv, ids = server
     out = _artefacts()
@@ -99,8 +99,9 @@ def test_screens_at_both_widths(server: tuple[CollectorServer, dict[str, str]]) 
                 _no_sideways_scroll(page)
                 _shoot(page, out, f"session-{width}")
                 # The events table's first screen, long URL included (#503).
-                top = page.locator("#event-count").bounding_box()["y"]
-                clip = {"x": 0, "y": top, "width": width, "height": VIEWPORT_HEIGHT_PX}
+                box = page.locator("#event-count").bounding_box()
+                assert box is not None
+                clip = FloatRect(x=0, y=box["y"], width=width, height=VIEWPORT_HEIGHT_PX)
                 page.screenshot(
                     path=str(out / f"session-events-{width}.png"), full_page=True, clip=clip
                 )
