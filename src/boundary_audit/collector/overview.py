@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .filters import sql_clauses
-from .model import EventQuery, Page, SessionSummary, decode_cursor, encode_cursor
-from .records import SESSION_COLUMNS, summaries
+from .model import EventQuery, Page, SessionSummary, decode_cursor
+from .reads import session_page
 
 #: Hosts listed per session at most: denied ones come first, so a long tail
 #: of allowed hosts is what gets cut (the page says how many hosts there are).
@@ -172,21 +172,7 @@ class Overview:
     ) -> Page[SessionSummary]:
         """Sessions matching ``f``, newest first, keyset-paginated like ``list_sessions``."""
         clauses, params = self._session_where(f)
-        if cursor:
-            first_seen, session_id = decode_cursor(cursor, "sessions", 2)
-            clauses.append("(first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?))")
-            params += [first_seen, first_seen, session_id]
-        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        rows = self.query(
-            SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
-            (*params, limit + 1),
-        )
-        items = summaries(self.query, rows[:limit])
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = encode_cursor("sessions", [last.first_seen_ns, last.session_id])
-        return Page(items, next_cursor)
+        return session_page(self.query, clauses, params, limit, cursor)
 
     def count_sessions(self, f: SessionFilter) -> int:
         clauses, params = self._session_where(f)
