@@ -127,8 +127,8 @@ def test_the_ui_form_has_a_field_per_filter_holding_its_value() -> None:
 
 
 def _session_page(filters: dict[str, str]) -> str:
-    from boundary_audit.collector.model import SessionSummary
     from boundary_audit.collector.chart import chart_layout
+    from boundary_audit.collector.model import SessionSummary
 
     summary = SessionSummary(SESSION, "a", "w", "p", 0, 0, 0, 0, -1, 0)
     return (
