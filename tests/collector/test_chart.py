@@ -5,9 +5,14 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from boundary_audit.collector.chart import (
+    CHART_BAR_WIDTH,
+    CHART_HEIGHT,
+    MAX_TIME_TICKS,
+    chart_layout,
+)
 from boundary_audit.collector.model import TimelineBucket
 from boundary_audit.collector.reads import MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS
-from boundary_audit.collector.ui import CHART_BAR_WIDTH, CHART_HEIGHT, chart_layout
 
 #: What Storage.timeline returns: up to its limit of active minutes, in time
 #: order, possibly spread over far more minutes than the chart shows.
@@ -62,9 +67,29 @@ def test_the_busiest_minute_fills_the_height() -> None:
     assert (last.allowed_h, last.denied_h) == (0.0, 40.0)
     assert first.label == "1970-01-01T00:01Z: 2 allowed, 1 denied"
     assert (chart.start, chart.end) == (
-        "1970-01-01T00:01:00.000000Z",
-        "1970-01-01T00:04:00.000000Z",
+        "1970-01-01T00:01Z",
+        "1970-01-01T00:04Z",
     )
+    assert [t.label for t in chart.y_ticks] == ["0", "1", "3"]
+    assert [t.at for t in chart.y_ticks] == [CHART_HEIGHT, 80.0, 0.0]
+
+
+@given(BUCKETS)
+def test_both_axes_are_labelled_inside_the_drawing(buckets: list[TimelineBucket]) -> None:
+    """The chart had no axes: now every label sits on the plot's scale, and few enough fit."""
+    chart = chart_layout(buckets)
+    assert chart.y_ticks[0].label == "0"
+    assert chart.y_ticks[-1].label == str(chart.peak)
+    assert all(0 <= t.at <= CHART_HEIGHT for t in chart.y_ticks)
+    if not buckets:
+        assert chart.x_ticks == []
+        return
+    assert 1 <= len(chart.x_ticks) <= MAX_TIME_TICKS + 1
+    for tick in chart.x_ticks:
+        assert 0 < tick.at < chart.width
+        assert len(tick.label) == len("HH:MM")
+    assert chart.svg_width > chart.width
+    assert chart.svg_height > chart.height
 
 
 def test_a_bar_of_rounded_up_heights_still_fits() -> None:

@@ -127,8 +127,8 @@ def test_the_ui_form_has_a_field_per_filter_holding_its_value() -> None:
 
 
 def _session_page(filters: dict[str, str]) -> str:
+    from boundary_audit.collector.chart import chart_layout
     from boundary_audit.collector.model import SessionSummary
-    from boundary_audit.collector.ui import chart_layout
 
     summary = SessionSummary(SESSION, "a", "w", "p", 0, 0, 0, 0, -1, 0)
     return (
@@ -137,11 +137,19 @@ def _session_page(filters: dict[str, str]) -> str:
         .render(
             session=summary,
             events=[],
+            total=0,
+            first=1,
+            last=0,
+            span=None,
+            hosts=[],
+            host_total=0,
             drops={},
             chart=chart_layout([]),
             filter_fields=EVENT_FILTERS,
             filters=filters,
+            filtering=True,
             next_link=None,
+            first_link=None,
             logout=False,
         )
     )

@@ -21,7 +21,7 @@ from .model import (
     decode_cursor,
     encode_cursor,
 )
-from .records import SESSION_COLUMNS, summaries
+from .records import SESSION_COLUMNS, Query, summaries
 
 #: Rows deleted per retention transaction, so pruning never holds the write
 #: lock long enough to stall ingestion (SQLite has a single writer).
@@ -55,22 +55,7 @@ class Reads:
 
     def list_sessions(self, limit: int = 100, cursor: str | None = None) -> Page[SessionSummary]:
         """Newest first (by first sight), keyset-paginated on (first_seen, session_id)."""
-        limit = _clamp(limit)
-        where, params = "", []
-        if cursor:
-            first_seen, session_id = decode_cursor(cursor, "sessions", 2)
-            where = " WHERE first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?)"
-            params = [first_seen, first_seen, session_id]
-        rows = self.query(
-            SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
-            (*params, limit + 1),
-        )
-        items = summaries(self.query, rows[:limit])
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = encode_cursor("sessions", [last.first_seen_ns, last.session_id])
-        return Page(items, next_cursor)
+        return session_page(self.query, [], [], limit, cursor)
 
     def get_session(self, session_id: str) -> SessionSummary | None:
         rows = self.query(SESSION_COLUMNS + " WHERE session_id = ?", (session_id,))
@@ -205,6 +190,28 @@ class Reads:
                 (cutoff_ns,),
             )
         return deleted
+
+
+def session_page(
+    query: Query, clauses: list[str], params: list[Any], limit: int, cursor: str | None
+) -> Page[SessionSummary]:
+    """Sessions matching ``clauses`` (ANDed), newest first, from ``cursor`` on."""
+    limit = _clamp(limit)
+    if cursor:
+        first_seen, session_id = decode_cursor(cursor, "sessions", 2)
+        clauses = [*clauses, "(first_seen_ns < ? OR (first_seen_ns = ? AND session_id < ?))"]
+        params = [*params, first_seen, first_seen, session_id]
+    where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+    rows = query(
+        SESSION_COLUMNS + where + " ORDER BY first_seen_ns DESC, session_id DESC LIMIT ?",
+        (*params, limit + 1),
+    )
+    items = summaries(query, rows[:limit])
+    next_cursor = None
+    if len(rows) > limit:
+        last = items[-1]
+        next_cursor = encode_cursor("sessions", [last.first_seen_ns, last.session_id])
+    return Page(items, next_cursor)
 
 
 _EVENT_COLUMNS = (

@@ -40,6 +40,7 @@ from .model import (
     StoredEvent,
     TokenInfo,
 )
+from .overview import Overview
 from .reads import Reads
 from .records import store_record, stored_seal
 from .schema import MIGRATIONS
@@ -89,7 +90,7 @@ class Tx(Protocol):
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
 
-class Storage(Reads, ABC):
+class Storage(Reads, Overview, ABC):
     """Durable, idempotent storage of events, sessions, drop reports and tokens."""
 
     #: Reads a session row and, where the engine needs it, locks it until commit.

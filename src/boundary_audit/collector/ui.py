@@ -7,7 +7,6 @@ geometry is computed here by :func:`chart_layout` so the template stays dumb.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -19,23 +18,26 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from .auth import clear_reader_cookie, reader_allowed, safe_next, set_reader_cookie
+from .chart import chart_layout
 from .context import Context, Handler, client_of, session_param
 from .errors import BodyTooLargeError, detail_of, json_error, spec_for
 from .filters import CURSOR, EVENT_FILTERS, filter_values, parse_event_query
-from .model import TimelineBucket, format_ns
-from .reads import MAX_TIMELINE_BUCKETS, TIMELINE_BUCKET_NS
+from .model import format_ns
+from .uiformat import (
+    SESSION_FLAG_FILTERS,
+    SESSION_TEXT_FILTERS,
+    duration,
+    page_link,
+    parse_session_filter,
+    session_filter_values,
+    short_id,
+    when,
+)
 
 #: Rows per web page: twice the API default, still quick for a browser to render.
 UI_PAGE_SIZE = 200
 #: Largest login form body; a token is 46 chars, the rest is field names.
 MAX_FORM_BYTES = 4_096
-#: Height in pixels of the timeline chart's plot area.
-CHART_HEIGHT = 120
-#: Width in pixels of one minute in the timeline chart (120 minutes fit 1440 px).
-CHART_BAR_WIDTH = 12
-#: Pixels between neighbouring bars.
-CHART_BAR_GAP = 2
-
 _HERE = Path(__file__).parent
 SECURITY_HEADERS = {
     # Defence in depth: every value is escaped, and even so no script may run.
@@ -57,73 +59,10 @@ def templates() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.filters["time"] = format_ns
+    env.filters["when"] = when
+    env.filters["duration"] = duration
+    env.filters["short_id"] = short_id
     return env
-
-
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """One minute of the chart: allowed stacked at the bottom, denied on top."""
-
-    x: int
-    allowed_y: float
-    allowed_h: float
-    denied_y: float
-    denied_h: float
-    label: str
-
-
-@dataclass(frozen=True, slots=True)
-class Chart:
-    bars: list[Bar]
-    width: int
-    height: int
-    bar_width: int
-    peak: int
-    start: str
-    end: str
-
-
-def chart_layout(buckets: list[TimelineBucket]) -> Chart:
-    """Geometry of the stacked allowed/denied bars of a session's timeline.
-
-    ``buckets`` are in time order, as :meth:`Storage.timeline` returns them.
-    Minutes without events get an empty slot, so the x axis is time; only the
-    latest ``MAX_TIMELINE_BUCKETS`` minutes are drawn.
-    """
-    counts = {b.minute_ns: b for b in buckets}
-    minutes: list[int] = []
-    if buckets:
-        last = buckets[-1].minute_ns
-        first = max(buckets[0].minute_ns, last - (MAX_TIMELINE_BUCKETS - 1) * TIMELINE_BUCKET_NS)
-        minutes = list(range(first, last + 1, TIMELINE_BUCKET_NS))
-    peak = max((b.allowed + b.denied for b in buckets), default=0)
-    scale = CHART_HEIGHT / peak if peak else 0
-    bars = []
-    for i, minute in enumerate(minutes):
-        b = counts.get(minute, TimelineBucket(minute, 0, 0))
-        # Rounded edges, not heights: two heights each rounded up could
-        # stack past the top of the plot (1 allowed + 2399 denied did).
-        h_allowed = round(b.allowed * scale, 1)
-        top = round((b.allowed + b.denied) * scale, 1)
-        bars.append(
-            Bar(
-                x=i * CHART_BAR_WIDTH,
-                allowed_y=CHART_HEIGHT - h_allowed,
-                allowed_h=h_allowed,
-                denied_y=CHART_HEIGHT - top,
-                denied_h=round(top - h_allowed, 1),
-                label=f"{format_ns(minute)[:16]}Z: {b.allowed} allowed, {b.denied} denied",
-            )
-        )
-    return Chart(
-        bars=bars,
-        width=max(len(minutes), 1) * CHART_BAR_WIDTH,
-        height=CHART_HEIGHT,
-        bar_width=CHART_BAR_WIDTH - CHART_BAR_GAP,
-        peak=peak,
-        start=format_ns(minutes[0]) if minutes else "",
-        end=format_ns(minutes[-1] + TIMELINE_BUCKET_NS) if minutes else "",
-    )
 
 
 def next_page_link(filters: dict[str, str], cursor: str | None) -> str | None:
@@ -183,14 +122,30 @@ class Ui:
         return self.ctx.answering(route, endpoint, self.error_page)
 
     async def sessions(self, request: Request) -> Response:
-        storage = self.ctx.storage
+        storage, db = self.ctx.storage, self.ctx.db
         cursor = request.query_params.get(CURSOR.name)
-        page = await self.ctx.db("list_sessions", storage.list_sessions, UI_PAGE_SIZE, cursor)
-        unattributed = await self.ctx.db("session_drops", storage.unattributed_drops)
+        values = session_filter_values(request.query_params)
+        wanted = parse_session_filter(values)
+        page = await db("list_sessions", storage.find_sessions, wanted, UI_PAGE_SIZE, cursor)
+        total = await db("list_sessions", storage.count_sessions, wanted)
+        before = await db("list_sessions", storage.sessions_before, wanted, cursor)
+        ranges = await db(
+            "list_sessions", storage.event_time_ranges, [s.session_id for s in page.items]
+        )
+        unattributed = await db("session_drops", storage.unattributed_drops)
         return self.page(
             "sessions.html",
             sessions=page.items,
-            next_cursor=page.next_cursor,
+            ranges=ranges,
+            total=total,
+            first=before + 1,
+            last=before + len(page.items),
+            filtering=wanted.active(),
+            values=values,
+            text_filters=SESSION_TEXT_FILTERS,
+            flag_filters=SESSION_FLAG_FILTERS,
+            next_link=page_link(values, cursor=page.next_cursor) if page.next_cursor else None,
+            first_link=page_link(values) if cursor else None,
             unattributed=unattributed,
         )
 
@@ -200,18 +155,31 @@ class Ui:
         summary = await self.ctx.session(session_id)
         query = parse_event_query(request.query_params, session_id, UI_PAGE_SIZE)
         page = await db("query_events", storage.query_events, query)
+        total = await db("query_events", storage.count_events, query)
+        before = await db("query_events", storage.events_before, query)
         drops = await db("session_drops", storage.session_drops, session_id)
         buckets = await db("timeline", storage.timeline, session_id)
+        span = await db("timeline", storage.event_time_range, session_id)
+        hosts = await db("session_hosts", storage.session_hosts, session_id)
+        host_total = await db("session_hosts", storage.count_hosts, session_id)
         filters = filter_values(request.query_params)
         return self.page(
             "session.html",
             session=summary,
             events=page.items,
+            total=total,
+            first=before + 1,
+            last=before + len(page.items),
+            span=span,
+            hosts=hosts,
+            host_total=host_total,
             drops=drops,
             chart=chart_layout(buckets),
             filter_fields=EVENT_FILTERS,
             filters=filters,
+            filtering=any(filters.values()),
             next_link=next_page_link(filters, page.next_cursor),
+            first_link=page_link(filters) if query.cursor else None,
         )
 
     async def login(self, request: Request) -> Response:
