@@ -31,10 +31,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import platformdirs
 from rich.console import Console
 
 from ._process import stop_process
+from .collector.storage import quickstart_db_path
 from .proxy.ca import CertificateAuthority
 from .wire.private import open_private_dir
 
@@ -397,11 +397,10 @@ def _serve_until_stopped(stack: Stack) -> None:
 
 
 def run_quickstart(args: argparse.Namespace, console: Console) -> int:
-    data_dir = Path(args.data_dir or platformdirs.user_data_dir("boundary-audit")) / "quickstart"
+    db_path = quickstart_db_path(Path(args.data_dir) if args.data_dir else None)
     # The database is the trail: 0700 whatever the umask (the collector
     # makes its files 0600 inside it).
-    os.close(open_private_dir(data_dir))
-    db_path = data_dir / "collector.db"
+    os.close(open_private_dir(db_path.parent))
     runtime_dir = _private_runtime_dir()
     stack = Stack(runtime_dir=runtime_dir, db_path=db_path)
     succeeded = False
