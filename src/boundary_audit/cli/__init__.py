@@ -123,9 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     verbose = "debug" if args.verbose else None
-    level = str(
-        args.log_level or verbose or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL)
-    )
+    level = str(args.log_level or verbose or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL))
     # JSON unless chosen; a command that shares a terminal with people (run)
     # asks for console output there instead (auto_log_format).
     fmt: LogFormat | None = args.log_format or (

@@ -41,10 +41,11 @@ class Column:
 
     key: str
     heading: str
-    #: Takes the width left over (the URL); other columns keep their content's width.
+    #: Takes the width left over (the URL), cut with an ellipsis when too
+    #: narrow; the other columns keep their content's width, up to ``cap``.
     wide: bool = False
-    #: Shown before anything else is cut (``min_width`` of the rich column).
-    min_width: int | None = None
+    #: Widest a narrow column gets (longer cells end in an ellipsis).
+    cap: int = 40
     justify: Literal["left", "right"] = "left"
 
 
@@ -119,29 +120,40 @@ def print_table(
     console = Console(
         no_color=not colour,
         highlight=False,
-        width=None if sys.stdout.isatty() else PIPE_WIDTH,
+        # A terminal's width, or COLUMNS when set; a pipe gets the wide default.
+        width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH,
         color_system="auto" if colour else None,
     )
-    table = Table(title=title, box=None, header_style="bold" if colour else "", pad_edge=False)
-    for column in columns:
+    # One space between columns, none at the edges: every column counts at 100.
+    table = Table(
+        title=title,
+        box=None,
+        header_style="bold" if colour else "",
+        padding=(0, 1, 0, 0),
+        pad_edge=False,
+    )
+    texts = [[_cell(row.get(c.key)) for c in columns] for row in rows]
+    for index, column in enumerate(columns):
+        natural = max([len(column.heading), *(len(t[index]) for t in texts)])
         table.add_column(
             column.heading,
-            no_wrap=True,
+            # The wide column is the one rich may narrow (a wrappable one);
+            # a URL has no spaces, so it is cut with an ellipsis, not wrapped.
+            no_wrap=not column.wide,
             overflow="ellipsis",
-            ratio=1 if column.wide else None,
-            min_width=column.min_width,
+            # Fixed narrow columns: only the wide one gives way to the terminal.
+            width=None if column.wide else min(natural, column.cap),
             justify=column.justify,
         )
     styles = styles or {}
-    for row in rows:
-        cells = []
-        for column in columns:
-            value = row.get(column.key)
-            text = "" if value is None else str(value)
-            # Text objects: rich never interprets markup in values from the wire.
-            cells.append(Text(text, style=styles.get(text, "") if colour else ""))
-        table.add_row(*cells)
+    for cells in texts:
+        # Text objects: rich never interprets markup in values from the wire.
+        table.add_row(*(Text(t, style=styles.get(t, "") if colour else "") for t in cells))
     console.print(table)
+
+
+def _cell(value: object) -> str:
+    return "" if value is None else str(value)
 
 
 def notice(text: str, quiet: bool) -> None:

@@ -54,8 +54,13 @@ FOLLOW_RETRY_MAX_SECONDS = 5.0
 DEFAULT_SESSIONS_LIMIT = 20
 #: Events ``logs`` prints by default, newest first: about a screenful.
 DEFAULT_LOGS_LIMIT = 50
-#: Narrowest the URL column gets before other columns are cut.
-URL_MIN_WIDTH = 30
+#: Shortest session id prefix ``--session`` accepts: four hex digits are
+#: 65,536 values, unlikely to be ambiguous in one store, and an ambiguous
+#: prefix is refused, never guessed.
+MIN_ID_PREFIX = 4
+#: Widest the rule column gets in a table: rules are long (``domain=x
+#: path=/a/*``) and the URL matters more; ``--json`` has them whole.
+RULE_CAP = 14
 
 
 class NoDatabaseError(ValueError):
@@ -179,15 +184,15 @@ def cmd_sessions(args: argparse.Namespace) -> int:
 
 
 SESSION_COLUMNS = (
-    Column("session", "SESSION", min_width=8),
-    Column("agent", "AGENT"),
-    Column("process", "PROCESS"),
-    Column("last_seen", "LAST SEEN"),
-    Column("allowed", "ALLOWED", justify="right"),
-    Column("denied", "DENIED", justify="right"),
+    Column("session", "SESSION"),
+    Column("agent", "AGENT", cap=16),
+    Column("process", "PROCESS", wide=True),
+    Column("last_seen", "LAST SEEN (UTC)"),
+    Column("allowed", "ALLOW", justify="right"),
+    Column("denied", "DENY", justify="right"),
     Column("lost", "LOST", justify="right"),
-    Column("complete", "COMPLETENESS", wide=True),
-    Column("chain", "CHAIN"),
+    Column("complete", "COMPLETENESS"),
+    Column("chain", "CHAIN", cap=16),
 )
 #: Cell text -> style, applied only when colour is on.
 STYLES = {
@@ -210,16 +215,16 @@ def _session_cells(row: dict[str, Any], full_ids: bool) -> dict[str, Any]:
         "allowed": row.get("allowed"),
         "denied": row.get("denied"),
         "lost": int(row.get("dropped") or 0) + int(row.get("gaps") or 0),
-        "complete": verdict.get("summary", ""),
+        # The state; the whole verdict is in --json and `logs --session`.
+        "complete": verdict.get("state", ""),
         "chain": _chain_cell(row.get("chain") or {}),
     }
 
 
 def _seconds(stamp: object) -> str:
-    """``2026-01-02T03:04:05.123456Z`` as ``2026-01-02T03:04:05Z`` (a table needs no µs)."""
+    """``2026-01-02T03:04:05.123456Z`` as ``2026-01-02 03:04:05`` (UTC; a table needs no µs)."""
     text = "" if stamp is None else str(stamp)
-    head, dot, _ = text.partition(".")
-    return f"{head}Z" if dot else text
+    return text.partition(".")[0].removesuffix("Z").replace("T", " ")
 
 
 def _chain_cell(chain: dict[str, Any]) -> str:
@@ -239,17 +244,7 @@ def logs_query(args: argparse.Namespace, now_ns: int | None = None) -> EventQuer
             times[flag] = None if raw is None else parse_when(raw, now_ns=now, zone=zone)
         except TimeSpecError as exc:
             raise ValueError(f"--{flag}: {exc}") from None
-    session_id = None
-    if args.session:
-        try:
-            session_id = str(uuid.UUID(args.session))
-        except ValueError:
-            raise ValueError(
-                f"--session {args.session!r} is not a full session id (a UUID); "
-                "`sessions --full-ids` lists them"
-            ) from None
     return EventQuery(
-        session_id=session_id,
         allowed=False if args.denied else (True if args.allowed else None),
         host=args.host,
         url_contains=args.url_contains,
@@ -265,6 +260,8 @@ def cmd_logs(args: argparse.Namespace) -> int:
     source = _source(args)
     fmt: Format = args.format
     try:
+        if args.session:
+            query = dataclasses.replace(query, session_id=resolve_session(source, args.session))
         if args.follow:
             return _follow(source, query, fmt, args, start_at_tail=args.since is None)
         query = dataclasses.replace(query, newest_first=True)
@@ -291,15 +288,45 @@ def cmd_logs(args: argparse.Namespace) -> int:
     return 0
 
 
+def resolve_session(source: QuerySource, given: str) -> str:
+    """A full session id, or the one stored session whose id starts with ``given``
+    (the short ids the tables show)."""
+    try:
+        return str(uuid.UUID(given))
+    except ValueError:
+        pass
+    prefix = given.strip().lower()
+    if len(prefix) < MIN_ID_PREFIX or not set(prefix) <= set("0123456789abcdef-"):
+        raise ValueError(
+            f"--session {given!r} is neither a session id nor the start of one "
+            f"({MIN_ID_PREFIX}+ hex digits); `sessions` lists them"
+        )
+    matches: list[str] = []
+    cursor = None
+    while True:
+        page, cursor = source.sessions(MAX_PAGE_SIZE, cursor)
+        matches += [str(s["session_id"]) for s in page if str(s["session_id"]).startswith(prefix)]
+        if cursor is None:
+            break
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise ValueError(f"no session id starts with {given!r}; `sessions` lists them")
+    raise ValueError(
+        f"{len(matches)} session ids start with {given!r} ({', '.join(matches[:3])}, ...);"
+        " give more of it"
+    )
+
+
 def _event_columns(*, with_session: bool) -> tuple[Column, ...]:
-    session = (Column("session", "SESSION", min_width=8),) if with_session else ()
+    session = (Column("session", "SESSION"),) if with_session else ()
     return (
-        Column("time", "TIME"),
+        Column("time", "TIME (UTC)"),
         *session,
         Column("decision", "DECISION"),
-        Column("method", "METHOD"),
-        Column("url", "URL", wide=True, min_width=URL_MIN_WIDTH),
-        Column("rule", "RULE"),
+        Column("method", "METHOD", cap=7),
+        Column("url", "URL", wide=True),
+        Column("rule", "RULE", cap=RULE_CAP),
     )
 
 
@@ -374,7 +401,7 @@ def _follow_line(row: dict[str, Any], fmt: Format, full_ids: bool) -> str:
     if fmt != "table":
         return json.dumps({k: row[k] for k in EVENT_JSON_FIELDS})
     return (
-        f"{_seconds(row['time'])} {decision_word(row['allowed']):5} {row['method']} "
+        f"{row['time']} {decision_word(row['allowed']):5} {row['method']} "
         f"{row['url']} session={short_id(row['session_id'], full_ids)} "
         f"rule={row['matched_rule'] or '-'}"
     )
