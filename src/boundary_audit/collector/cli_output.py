@@ -58,7 +58,7 @@ def add_format_flags(parser: Any, what: str) -> None:
         action="store_const",
         const="json",
         default="table",
-        help=f"one JSON array of {what} instead of a table",
+        help=f"one JSON array of {what} (default: a table for people)",
     )
     group.add_argument(
         "--jsonl",
