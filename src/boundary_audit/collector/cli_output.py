@@ -120,8 +120,9 @@ def print_table(
     console = Console(
         no_color=not colour,
         highlight=False,
-        # A terminal's width, or COLUMNS when set; a pipe gets the wide default.
-        width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else PIPE_WIDTH,
+        # A terminal's width; a pipe gets the wide default whatever COLUMNS
+        # says (shells export 80 to scripts, which would cut URLs for grep).
+        width=None if sys.stdout.isatty() else PIPE_WIDTH,
         color_system="auto" if colour else None,
     )
     # One space between columns, none at the edges: every column counts at 100.
