@@ -87,7 +87,12 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
             completeness = mine["completeness"]
             assert isinstance(completeness, dict)
             assert completeness["summary"] == verdict
-            assert verdict in run_cli("sessions", *source).stdout
+            # The table shows the state and what is missing; --json the whole verdict.
+            row = next(
+                line for line in run_cli("sessions", *source).stdout.splitlines() if sid[:8] in line
+            )
+            assert " incomplete " in row
+            assert " 2 " in row
             followed = run_cli("logs", "--jsonl", "--session", sid, *source)
             assert f"session {sid}: {verdict}" in followed.stderr
             denied = json_lines(

@@ -214,7 +214,9 @@ def _session_cells(row: dict[str, Any], full_ids: bool) -> dict[str, Any]:
         "last_seen": _seconds(row.get("last_seen")),
         "allowed": row.get("allowed"),
         "denied": row.get("denied"),
-        "lost": int(row.get("dropped") or 0) + int(row.get("gaps") or 0),
+        # Reported lost and unaccounted for (the verdict's numbers, which
+        # include what the seal says never arrived).
+        "lost": int(verdict.get("lost") or 0) + int(verdict.get("unaccounted") or 0),
         # The state; the whole verdict is in --json and `logs --session`.
         "complete": verdict.get("state", ""),
         "chain": _chain_cell(row.get("chain") or {}),
