@@ -15,6 +15,7 @@ import contextlib
 import http.server
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -31,10 +32,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
-import platformdirs
 from rich.console import Console
 
 from ._process import stop_process
+from .collector.storage import quickstart_db_path
 from .proxy.ca import CertificateAuthority
 from .wire.private import open_private_dir
 
@@ -299,8 +300,9 @@ def _demo_command(http_port: int, https_port: int) -> list[str]:
 
 def _confined_run(
     stack: Stack, args: argparse.Namespace, console: Console, session_id: str
-) -> Path:
-    """Run the user's COMMAND (or the demo) under ``boundary-audit run``; return its log."""
+) -> tuple[Path, int]:
+    """Run the user's COMMAND (or the demo) under ``boundary-audit run``; return
+    its log and exit status."""
     command = list(args.command[1:] if args.command[:1] == ["--"] else args.command)
     run_log = stack.runtime_dir / "run.log"
     with local_upstream(stack.runtime_dir) as (http_port, https_port, upstream_ca):
@@ -340,8 +342,42 @@ def _confined_run(
             run_args += ["--allow", rule]
         with run_log.open("ab") as log_file:
             done = subprocess.run(_cli(*run_args, "--", *command), stderr=log_file, check=False)
-        _ok(console, f"command exited with status {done.returncode}")
-    return run_log
+        if done.returncode == 0:
+            _ok(console, "command exited with status 0")
+        else:
+            console.print(f"[red]✗[/] {_failure(command, done.returncode)}", soft_wrap=True)
+    return run_log, done.returncode
+
+
+#: ``run``'s status when the command could not be started (as a shell says).
+NOT_FOUND_STATUS = 127
+NOT_EXECUTABLE_STATUS = 126
+
+
+def _failure(command: Sequence[str], status: int) -> str:
+    if status == NOT_FOUND_STATUS:
+        return f"command not found: {command[0]} (status {status})"
+    if status == NOT_EXECUTABLE_STATUS:
+        return f"command cannot be executed: {command[0]} (status {status})"
+    return f"command exited with status {status}"
+
+
+def printed_command() -> str:
+    """How to type ``boundary-audit`` so that it runs this installation.
+
+    ``boundary-audit`` when that is what PATH finds; else the script beside
+    this interpreter (``.venv/bin/boundary-audit``, relative to the working
+    directory when inside it), else ``python -m boundary_audit``.
+    """
+    script = Path(sys.executable).parent / "boundary-audit"
+    found = shutil.which("boundary-audit")
+    if script.exists():
+        if found and Path(found).resolve() == script.resolve():
+            return "boundary-audit"
+        with contextlib.suppress(ValueError):
+            return shlex.quote(str(script.relative_to(Path.cwd())))
+        return shlex.quote(str(script))
+    return f"{shlex.quote(sys.executable)} -m boundary_audit"
 
 
 def _ok(console: Console, text: str) -> None:
@@ -377,7 +413,11 @@ def _show_session(stack: Stack, console: Console, session_id: str, run_log: Path
     for label, value in (
         ("web UI", f"{stack.collector_url}/sessions/{session_id}"),
         ("database", str(stack.db_path)),
-        ("query", f"boundary-audit logs --db sqlite:///{stack.db_path} --session {session_id}"),
+        (
+            "query",
+            f"{printed_command()} logs --db {shlex.quote(f'sqlite:///{stack.db_path}')}"
+            f" --session {session_id}",
+        ),
     ):
         console.print(f"{label + ':':11} {value}", soft_wrap=True)
 
@@ -397,11 +437,10 @@ def _serve_until_stopped(stack: Stack) -> None:
 
 
 def run_quickstart(args: argparse.Namespace, console: Console) -> int:
-    data_dir = Path(args.data_dir or platformdirs.user_data_dir("boundary-audit")) / "quickstart"
+    db_path = quickstart_db_path(Path(args.data_dir) if args.data_dir else None)
     # The database is the trail: 0700 whatever the umask (the collector
     # makes its files 0600 inside it).
-    os.close(open_private_dir(data_dir))
-    db_path = data_dir / "collector.db"
+    os.close(open_private_dir(db_path.parent))
     runtime_dir = _private_runtime_dir()
     stack = Stack(runtime_dir=runtime_dir, db_path=db_path)
     succeeded = False
@@ -411,13 +450,14 @@ def run_quickstart(args: argparse.Namespace, console: Console) -> int:
         _ok(console, f"collector at {stack.collector_url}, database {db_path}")
         _ok(console, f"agent on {stack.socket_path} (token made for it)")
         session_id = str(uuid.uuid4())
-        run_log = _confined_run(stack, args, console, session_id)
+        run_log, status = _confined_run(stack, args, console, session_id)
         _show_session(stack, console, session_id, run_log)
         if args.serve:
             console.print("\nserving; press Ctrl-C to stop")
             _serve_until_stopped(stack)
         succeeded = True
-        return 0
+        # The command's failure is the quickstart's (a signal, negative, is 1).
+        return status if status > 0 else (1 if status else 0)
     except QuickstartError as exc:
         console.print(f"[red]quickstart failed:[/] {exc}", soft_wrap=True)
         return 1

@@ -74,7 +74,7 @@ def stored_events(collector_url: str, session_id: str) -> list[dict[str, Any]]:
         collector_url,
         "--session",
         session_id,
-        "--json",
+        "--jsonl",
         "--limit",
         str(STORED_LIMIT),
     ).stdout

@@ -69,6 +69,22 @@ def test_quickstart_runs_the_whole_pipeline(tmp_path: Path) -> None:
     assert sum(1 for r in rows if r[1]) == 3
     for _, _, url in rows:
         assert url in out
+    # The printed query works exactly as printed (no "command not found").
+    (query,) = [
+        line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("query:")
+    ]
+    printed = subprocess.run(
+        ["/bin/sh", "-c", query], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert "/repos/coder/coder" in printed.stdout
+
+
+def test_quickstart_reports_a_command_that_cannot_run(tmp_path: Path) -> None:
+    result = _quickstart(tmp_path, "--", "nosuchcmd-boundary-audit")
+    assert result.returncode != 0
+    assert "✓ command exited" not in result.stdout
+    assert "command not found: nosuchcmd-boundary-audit" in result.stdout
 
 
 def test_quickstart_with_a_command_that_makes_no_requests(tmp_path: Path) -> None:

@@ -53,7 +53,7 @@ def test_tokens_create_list_revoke(tmp_path: Path) -> None:
     assert secret.startswith("ba_")
     assert len(secret) == 46
     run_cli("tokens", "create", "--agent", "ops", "--reader", "--db", db)
-    listed = json_lines(run_cli("tokens", "list", "--json", "--db", db).stdout)
+    listed = json_lines(run_cli("tokens", "list", "--jsonl", "--db", db).stdout)
     assert [(t["agent"], t["scope"], t["revoked"]) for t in listed] == [
         ("ci-runner", "agent", None),
         ("ops", "reader", None),
@@ -63,7 +63,7 @@ def test_tokens_create_list_revoke(tmp_path: Path) -> None:
     again = run_cli("tokens", "revoke", str(listed[0]["token_id"]), "--db", db, check=False)
     assert again.returncode == 1
     assert "no live token" in again.stderr
-    assert json_lines(run_cli("tokens", "list", "--json", "--db", db).stdout)[0]["revoked"]
+    assert json_lines(run_cli("tokens", "list", "--jsonl", "--db", db).stdout)[0]["revoked"]
 
 
 def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> None:
@@ -81,22 +81,28 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
         verdict = "incomplete: 2 of 8 unaccounted for (undelivered 2), 6 stored"
         # Both ways of reading: through the collector and straight from the file.
         for source in (["--collector-url", proc.url], ["--db", db]):
-            sessions = json_lines(run_cli("sessions", "--json", *source).stdout)
+            sessions = json_lines(run_cli("sessions", "--jsonl", *source).stdout)
             assert {s["session_id"] for s in sessions} >= {sid}
             (mine,) = [s for s in sessions if s["session_id"] == sid]
             completeness = mine["completeness"]
             assert isinstance(completeness, dict)
             assert completeness["summary"] == verdict
-            assert verdict in run_cli("sessions", *source).stdout
-            followed = run_cli("logs", "--json", "--session", sid, *source)
+            # The table shows the state and what is missing; --json the whole verdict.
+            row = next(
+                line for line in run_cli("sessions", *source).stdout.splitlines() if sid[:8] in line
+            )
+            assert " incomplete " in row
+            assert " 2 " in row
+            followed = run_cli("logs", "--jsonl", "--session", sid, *source)
             assert f"session {sid}: {verdict}" in followed.stderr
             denied = json_lines(
-                run_cli("logs", "--json", "--denied", "--host", "pypi.example", *source).stdout
+                run_cli("logs", "--jsonl", "--denied", "--host", "pypi.example", *source).stdout
             )
+            # Newest first.
             assert [(e["session_id"], e["sequence_number"]) for e in denied] == [
-                (sid, 1),
-                (sid, 3),
                 (sid, 5),
+                (sid, 3),
+                (sid, 1),
             ]
             # The documented keys, spelled out here (not taken from the code under test).
             keys = (
@@ -105,13 +111,15 @@ def test_collector_process_ingest_query_and_clean_shutdown(tmp_path: Path) -> No
             )
             assert set(denied[0]) == set(keys.split())
             one = json_lines(
-                run_cli("logs", "--json", "--session", sid.upper(), "--since", "1h", *source).stdout
+                run_cli(
+                    "logs", "--jsonl", "--session", sid.upper(), "--since", "1h", *source
+                ).stdout
             )
-            assert [e["sequence_number"] for e in one] == list(range(6))
-        table = run_cli("logs", "--db", db, "--session", sid).stdout
-        assert "pypi.example" in table
-        assert "Events" in table
-        assert f"session {sid}: {verdict}" in table
+            assert [e["sequence_number"] for e in one] == list(range(6))[::-1]
+        table = run_cli("logs", "--db", db, "--session", sid)
+        assert "pypi.example" in table.stdout
+        # The verdict is for people: on stderr, so the table alone goes down a pipe.
+        assert f"session {sid}: {verdict}" in table.stderr
         lines = proc.log_lines()
         audit = [line for line in lines if line.get("event") == "boundary_event"]
         assert len(audit) == 8
@@ -127,7 +135,7 @@ def test_logs_follow_prints_new_events(tmp_path: Path) -> None:
     token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
     proc = start_collector(db, tmp_path / "collector.log")
     follower = subprocess.Popen(
-        cli_argv("logs", "--follow", "--json", "--collector-url", proc.url),
+        cli_argv("logs", "--follow", "--jsonl", "--collector-url", proc.url),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -179,7 +187,7 @@ def test_retention_flag_runs_in_the_background_by_arrival_time(tmp_path: Path) -
         assert "boundary_audit_collector_retention_pruned_events_total 0.0" in (
             httpx.get(proc.url + "/metrics").text
         )
-        events = json_lines(run_cli("logs", "--json", "--db", db).stdout)
+        events = json_lines(run_cli("logs", "--jsonl", "--db", db).stdout)
         assert len(events) == 5
     finally:
         proc.stop()
@@ -236,8 +244,8 @@ def test_two_collectors_share_one_postgresql(pg_server: ThrowawayPostgres, tmp_p
         summary = httpx.get(f"{second.url}/api/v1/sessions/{sid}").json()
         assert summary["allowed"] + summary["denied"] == 525
         assert summary["gaps"] == 0
-        seen = json_lines(run_cli("logs", "--json", "--session", sid, "--db", db).stdout)
-        assert [e["sequence_number"] for e in seen] == list(range(525))
+        seen = json_lines(run_cli("logs", "--jsonl", "--all", "--session", sid, "--db", db).stdout)
+        assert [e["sequence_number"] for e in seen] == list(range(525))[::-1]
     finally:
         first.stop()
         second.stop()
@@ -276,7 +284,7 @@ def test_sigterm_finishes_the_request_in_flight(tmp_path: Path) -> None:
         assert proc.proc.wait(timeout=30) == 0
     finally:
         proc.stop()
-    assert len(json_lines(run_cli("logs", "--json", "--db", db).stdout)) == 20
+    assert len(json_lines(run_cli("logs", "--jsonl", "--db", db).stdout)) == 20
 
 
 def _refuses_connections(host: str, port: int) -> bool:

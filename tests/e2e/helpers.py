@@ -99,7 +99,7 @@ class CollectorProcess(Service):
         return result
 
     def sessions_cli(self) -> dict[str, dict[str, Any]]:
-        out = run_cli("sessions", "--collector-url", self.url, "--json").stdout
+        out = run_cli("sessions", "--collector-url", self.url, "--jsonl", "--all").stdout
         rows = [json.loads(line) for line in out.splitlines() if line.strip()]
         return {row["session_id"]: row for row in rows}
 
@@ -110,7 +110,7 @@ class CollectorProcess(Service):
             self.url,
             "--session",
             session_id,
-            "--json",
+            "--jsonl",
             "--limit",
             str(limit),
             timeout=QUERY_TIMEOUT_S,

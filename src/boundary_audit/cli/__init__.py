@@ -9,14 +9,19 @@ command, the one place the proxy and confinement meet, lives here
 (:mod:`.run`; its settings in :mod:`.run_config`, whose API is re-exported
 below, from :mod:`.options`, :mod:`.config_file` and :mod:`.correlation`).
 
-The global options (``--log-level``, ``--log-format``) are accepted before
-the subcommand and after it (``boundary-audit run --log-level debug -- cmd``).
+The global options (``--log-level``, ``--log-format``, ``-q``, ``-v``) are
+accepted before the subcommand and after it (``boundary-audit run --log-level
+debug -- cmd``). :mod:`.help` gives every command a description, its
+defaults and an example. A closed stdout (``logs --json | head -1``) ends
+the command quietly with status 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import sys
 from collections.abc import Callable, Sequence
 
 from .. import __version__
@@ -29,6 +34,7 @@ from ..logs import (
 )
 from .config_file import CONFIG_ENV_VAR, find_config_file
 from .correlation import SessionCorrelation, default_inject_target
+from .help import complete_help
 from .options import ENV_VARS, FILE_KEYS
 from .run_config import (
     ALLOW_ENV_VAR,
@@ -79,6 +85,20 @@ def _add_global_options(parser: argparse.ArgumentParser, default: object) -> Non
         default=default,
         help="log output on stderr (default: json; for run, console on a terminal)",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="no notices or hints on stderr (errors are still shown)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="debug log lines (the same as --log-level debug)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,13 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
         # SUPPRESS: given after the subcommand it wins; not given, the value
         # from before the subcommand (or None) stays.
         _add_global_options(subparser, argparse.SUPPRESS)
+    complete_help(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = args.log_level or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL)
+    verbose = "debug" if args.verbose else None
+    level = str(args.log_level or verbose or getattr(args, "default_log_level", FALLBACK_LOG_LEVEL))
     # JSON unless chosen; a command that shares a terminal with people (run)
     # asks for console output there instead (auto_log_format).
     fmt: LogFormat | None = args.log_format or (
@@ -113,6 +135,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        return _pipe_closed()
+
+
+def _pipe_closed() -> int:
+    """The reader of stdout went away (``| head -1``): that is the reader's
+    choice, not a failure. Point stdout at /dev/null so the interpreter's
+    final flush does not fail again, and exit 0."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0
 
 
 __all__ = [

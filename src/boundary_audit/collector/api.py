@@ -30,10 +30,12 @@ from .errors import (
     spec_for,
 )
 from .filters import (
+    COUNT,
     CURSOR,
     DEFAULT_PAGE_SIZE,
     EVENT_FILTERS,
     LIMIT,
+    ORDER,
     PAGING,
     TAIL,
     parse_event_query,
@@ -65,7 +67,7 @@ _READ_ERRORS: dict[type[BaseException], str] = {
     StorageUnavailableError: "database unavailable",
 }
 _NO_SESSION: dict[type[BaseException], str] = {NotFoundError: "no such session"}
-_EVENT_PARAMETERS: tuple[Parameter, ...] = (*EVENT_FILTERS, TAIL, *PAGING)
+_EVENT_PARAMETERS: tuple[Parameter, ...] = (*EVENT_FILTERS, TAIL, ORDER, COUNT, *PAGING)
 
 #: The routes of the JSON API, in the order the OpenAPI document lists them.
 OPERATIONS: tuple[Operation, ...] = (
@@ -282,10 +284,12 @@ class Api:
         storage = self.ctx.storage
         page = await self.ctx.db("list_sessions", storage.list_sessions, limit, cursor)
         unattributed = await self.ctx.db("session_drops", storage.unattributed_drops)
+        total = await self.ctx.db("count_sessions", storage.count_sessions)
         return {
             "sessions": [s.to_json() for s in page.items],
             "next_cursor": page.next_cursor,
             "unattributed_dropped_by_reason": unattributed,
+            "total": total,
         }
 
     async def get_session(self, request: Request) -> dict[str, Any]:
@@ -304,11 +308,14 @@ class Api:
             cursor = await self.ctx.db("tail_cursor", storage.tail_cursor, query)
             return {"events": [], "next_cursor": None, "resume_cursor": cursor}
         page = await self.ctx.db("query_events", storage.query_events, query)
-        return {
+        body: dict[str, Any] = {
             "events": [e.to_json() for e in page.items],
             "next_cursor": page.next_cursor,
             "resume_cursor": page.resume_cursor,
         }
+        if request.query_params.get(COUNT.name) == "true":
+            body["total"] = await self.ctx.db("count_events", storage.count_events, query)
+        return body
 
     # -- service -------------------------------------------------------------------
     async def openapi(self, request: Request) -> Response:

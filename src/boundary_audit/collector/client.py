@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from .filters import CURSOR, LIMIT, TAIL, event_query_params
+from .filters import COUNT, CURSOR, LIMIT, TAIL, event_query_params
 from .model import (
     EVENTS_PATH,
     SESSION_EVENTS_PATH,
@@ -29,6 +29,10 @@ class QueryError(CollectorError):
     """The collector refused or failed a query; the message says why."""
 
 
+class UnreachableError(QueryError):
+    """The collector did not answer (down, restarting, or failing with 5xx): worth retrying."""
+
+
 class QuerySource(Protocol):
     def sessions(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """A page of sessions and the next cursor."""
@@ -44,6 +48,14 @@ class QuerySource(Protocol):
 
     def session(self, session_id: str) -> dict[str, Any]:
         """One session (with its completeness)."""
+        ...
+
+    def count_events(self, query: EventQuery) -> int:
+        """How many events match the query's filters."""
+        ...
+
+    def count_sessions(self) -> int:
+        """How many sessions are stored."""
         ...
 
     def close(self) -> None: ...
@@ -70,6 +82,12 @@ class StorageSource:
             raise QueryError(f"no session {session_id}")
         return summary.to_json()
 
+    def count_events(self, query: EventQuery) -> int:
+        return self.storage.count_events(query)
+
+    def count_sessions(self) -> int:
+        return self.storage.count_sessions()
+
     def close(self) -> None:
         self.storage.close()
 
@@ -79,6 +97,7 @@ class HttpSource:
 
     def __init__(self, base_url: str, token: str | None = None) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, timeout=CLIENT_TIMEOUT_SECONDS
         )
@@ -88,13 +107,18 @@ class HttpSource:
         try:
             response = self._http.get(path, params=clean)
         except httpx.HTTPError as exc:
-            raise QueryError(f"cannot reach the collector: {exc}") from exc
+            raise UnreachableError(
+                f"cannot reach the collector at {self.base_url}: {exc or type(exc).__name__}"
+                " (is it running? start it with `boundary-audit collector`,"
+                " or read a database with --db)"
+            ) from exc
         if response.status_code != 200:
             try:
                 detail = response.json().get("detail", response.text)
             except ValueError:
                 detail = response.text
-            raise QueryError(f"collector answered {response.status_code}: {detail}")
+            error = UnreachableError if response.status_code >= 500 else QueryError
+            raise error(f"collector at {self.base_url} answered {response.status_code}: {detail}")
         body: dict[str, Any] = response.json()
         return body
 
@@ -114,6 +138,13 @@ class HttpSource:
 
     def session(self, session_id: str) -> dict[str, Any]:
         return self._get(SESSION_PATH.format(session_id=session_id), {})
+
+    def count_events(self, query: EventQuery) -> int:
+        path, params = event_request(query)
+        return int(self._get(path, {**params, LIMIT.name: 1, COUNT.name: "true"})["total"])
+
+    def count_sessions(self) -> int:
+        return int(self._get(SESSIONS_PATH, {LIMIT.name: 1})["total"])
 
     def close(self) -> None:
         self._http.close()

@@ -172,6 +172,16 @@ TAIL = QueryParam(
     {"type": "string", "enum": ["true", "false"]},
     "return no events, only a cursor after the newest (to follow new ones)",
 )
+ORDER = QueryParam(
+    "order",
+    {"type": "string", "enum": ["oldest", "newest"]},
+    "oldest first (default) or newest first",
+)
+COUNT = QueryParam(
+    "count",
+    {"type": "string", "enum": ["true", "false"]},
+    "also return total, the number of events the filters match",
+)
 PAGING = (LIMIT, CURSOR)
 
 
@@ -199,6 +209,7 @@ def parse_event_query(
         session_id=session_id,
         cursor=params.get(CURSOR.name) or None,
         limit=parse_limit(params.get(LIMIT.name), default_limit),
+        newest_first=_order(params.get(ORDER.name)),
         **values,
     )
 
@@ -214,7 +225,17 @@ def event_query_params(query: EventQuery) -> dict[str, str]:
     if query.cursor:
         params[CURSOR.name] = query.cursor
     params[LIMIT.name] = str(query.limit)
+    if query.newest_first:
+        params[ORDER.name] = "newest"
     return params
+
+
+def _order(raw: str | None) -> bool:
+    if raw in {None, "", "oldest"}:
+        return False
+    if raw == "newest":
+        return True
+    raise InvalidRequestError(f"order must be oldest or newest, got {raw!r}")
 
 
 def filter_values(params: Mapping[str, str]) -> dict[str, str]:

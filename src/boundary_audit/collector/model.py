@@ -324,6 +324,8 @@ class EventQuery:
     until_ns: int | None = None
     cursor: str | None = None
     limit: int = 100
+    #: Newest first (descending), as the CLI lists by default.
+    newest_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,8 +190,9 @@ _SCHEMAS: dict[str, Any] = {
                 **_COUNTS,
                 "description": "events lost that no session could be named for",
             },
+            "total": {"type": "integer", "minimum": 0, "description": "sessions stored"},
         },
-        optional=("unattributed_dropped_by_reason",),
+        optional=("unattributed_dropped_by_reason", "total"),
     ),
     "Event": _object(_EVENT_PROPERTIES),
     "EventPage": _object(
@@ -199,8 +200,13 @@ _SCHEMAS: dict[str, Any] = {
             "events": _array_of("Event"),
             "next_cursor": _NULLABLE_STRING,
             "resume_cursor": _NULLABLE_STRING,
+            "total": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "events the filters match (with count=true)",
+            },
         },
-        optional=("resume_cursor",),
+        optional=("resume_cursor", "total"),
     ),
     "IngestResult": _object(
         {

@@ -174,8 +174,9 @@ class Overview:
         clauses, params = self._session_where(f)
         return session_page(self.query, clauses, params, limit, cursor)
 
-    def count_sessions(self, f: SessionFilter) -> int:
-        clauses, params = self._session_where(f)
+    def count_sessions(self, f: SessionFilter | None = None) -> int:
+        """Sessions matching ``f`` (all of them without one)."""
+        clauses, params = self._session_where(f or SessionFilter())
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
         return int(self.query(_COUNT_SESSIONS + where, params)[0][0])
 

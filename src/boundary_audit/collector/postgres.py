@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
 
 from .model import InvalidRequestError, StorageUnavailableError
 from .storage import Storage, Tx
@@ -77,6 +78,7 @@ class PostgresStorage(Storage):
 
     def __init__(self, url: str, *, pool_timeout: float = POOL_TIMEOUT_SECONDS) -> None:
         self.url = url
+        _probe(url)
         self._pool = psycopg_pool.ConnectionPool(
             url,
             min_size=1,
@@ -127,3 +129,22 @@ class PostgresStorage(Storage):
 
     def close(self) -> None:
         self._pool.close()
+
+
+def _probe(url: str) -> None:
+    """One direct connection before the pool, so a bad URL fails at once with its
+    cause (bad syntax, unknown host, connection refused, authentication) instead
+    of the pool's "initialization incomplete" after its timeout."""
+    try:
+        conninfo_to_dict(url)
+    except psycopg.ProgrammingError as exc:
+        raise ValueError(f"bad PostgreSQL URL: {_first_line(exc)}") from exc
+    try:
+        psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_SECONDS).close()
+    except psycopg.Error as exc:
+        raise StorageUnavailableError(f"cannot connect to PostgreSQL: {_first_line(exc)}") from exc
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -72,24 +72,21 @@ class Reads:
         return {reason: int(total) for reason, total in rows}
 
     def query_events(self, q: EventQuery) -> Page[EventRecord]:
-        """Filtered events; within a session by sequence number, otherwise by arrival."""
+        """Filtered events; within a session by sequence number, otherwise by arrival
+        (oldest first, or newest first with ``q.newest_first``)."""
         kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.session_id:
-            clauses.append("session_id = ?")
-            params.append(q.session_id)
-        filter_clauses, filter_params = sql_clauses(q, self.substring_fn)
-        clauses += filter_clauses
-        params += filter_params
+        if q.newest_first:
+            kind += "-desc"
+        clauses, params = self._event_filters(q)
         if q.cursor:
             (after,) = decode_cursor(q.cursor, kind, 1)
-            clauses.append(f"{order} > ?")
+            clauses.append(f"{order} {'<' if q.newest_first else '>'} ?")
             params.append(after)
         limit = _clamp(q.limit)
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        direction = " DESC" if q.newest_first else ""
         rows = self.query(
-            _EVENT_COLUMNS + where + f" ORDER BY {order} LIMIT ?",
+            _EVENT_COLUMNS + where + f" ORDER BY {order}{direction} LIMIT ?",
             (*params, limit + 1),
         )
         items = [_event(row) for row in rows[:limit]]
@@ -98,6 +95,15 @@ class Reads:
             last = items[-1]
             resume = encode_cursor(kind, [last.sequence_number if q.session_id else last.id])
         return Page(items, resume if len(rows) > limit else None, resume)
+
+    def _event_filters(self, q: EventQuery) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if q.session_id:
+            clauses.append("session_id = ?")
+            params.append(q.session_id)
+        filter_clauses, filter_params = sql_clauses(q, self.substring_fn)
+        return clauses + filter_clauses, params + filter_params
 
     def tail_cursor(self, q: EventQuery) -> str | None:
         """A cursor positioned after the newest matching event (for ``--follow``)."""

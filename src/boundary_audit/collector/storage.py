@@ -67,10 +67,23 @@ SESSION_ROW_ATTEMPTS = 2
 DEFAULT_DB_FILE = "collector.db"
 
 
+#: Under the user data dir: where ``quickstart`` keeps its services' files.
+QUICKSTART_DIR = "quickstart"
+
+
+def data_dir() -> Path:
+    """The user's data dir for boundary-audit (``~/.local/share/boundary-audit``)."""
+    return Path(platformdirs.user_data_dir("boundary-audit", appauthor=False))
+
+
 def default_db_url() -> str:
     """``sqlite:///`` + a file under the user's data dir (SQLAlchemy-style URL)."""
-    base = Path(platformdirs.user_data_dir("boundary-audit", appauthor=False))
-    return f"sqlite:///{base / DEFAULT_DB_FILE}"
+    return f"sqlite:///{data_dir() / DEFAULT_DB_FILE}"
+
+
+def quickstart_db_path(base: Path | None = None) -> Path:
+    """The database ``quickstart`` writes (under ``base``, else the user data dir)."""
+    return (base or data_dir()) / QUICKSTART_DIR / DEFAULT_DB_FILE
 
 
 def hash_token(token: str) -> str:
