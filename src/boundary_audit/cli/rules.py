@@ -166,6 +166,11 @@ def cmd_suggest(args: argparse.Namespace) -> int:
             count=len(suggestion.unexpressible),
             first=suggestion.unexpressible[0].url,
         )
+    if suggestion.fallbacks:
+        get_logger("rules").warning(
+            "generalised rules missed requests; their narrow rules were added",
+            count=suggestion.fallbacks,
+        )
     sys.stdout.write(render_suggestion(suggestion, _describe(args)))
     return 0
 

@@ -75,6 +75,9 @@ class Suggestion:
     rules: tuple[SuggestedRule, ...]
     unexpressible: tuple[Unexpressible, ...]
     requests: int
+    #: Requests the generalised rules missed, covered by their narrow rule
+    #: instead (a bug in the generalisation if ever non-zero).
+    fallbacks: int = 0
 
     @property
     def texts(self) -> tuple[str, ...]:
@@ -98,9 +101,16 @@ class _Narrow:
     path: TextPath
 
 
+#: Why a request whose own narrow rule does not match it is not covered.
+_NOT_AS_WRITTEN = "the proxy compares the host as written and a rule can name it only IDNA-encoded"
+
+
 def _narrow(method: str, url: str) -> _Narrow:
-    """The proxy's narrow rule for one request, as (method, domain, text segments)."""
+    """The proxy's narrow rule for one request, as (method, domain, text segments);
+    ``ValueError`` when no rule can allow the request."""
     rule = parse_rule(suggest_rule(method, url))
+    if not RuleSet((rule,)).evaluate(method, url).allowed:
+        raise ValueError(_NOT_AS_WRITTEN)
     assert rule.domain is not None  # suggest_rule always names the domain
     words = dict(word.split("=", 1) for word in rule.text.split())
     path_text = words.get("path")
@@ -229,9 +239,11 @@ def _count(
     rules = parse_rules(texts)
     hits: dict[str, Counter[str]] = {}
     examples: dict[str, str] = {}
+    fallbacks = 0
     for request, _ in narrow:
         decision = rules.evaluate(request.method, request.url)
         if not decision.allowed or decision.rule is None:
+            fallbacks += 1
             fallback = suggest_rule(request.method, request.url)
             texts.append(fallback)
             rules = RuleSet((*rules.rules, parse_rule(fallback)))
@@ -248,4 +260,4 @@ def _count(
         )
         for text in dict.fromkeys(texts)
     )
-    return Suggestion(suggested, tuple(unexpressible), total)
+    return Suggestion(suggested, tuple(unexpressible), total, fallbacks)
