@@ -12,22 +12,17 @@ import argparse
 import dataclasses
 import os
 import sys
-import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..collector.cli import COLLECTOR_URL_ENV, READER_ENV
+from ..collector.cli import COLLECTOR_URL_ENV, READER_ENV, _logs_query
 from ..collector.client import HttpSource, QuerySource, StorageSource
 from ..collector.connect import SQLITE_PREFIX, open_storage
 from ..collector.model import (
     MAX_PAGE_SIZE,
-    NS_PER_SECOND,
     CollectorError,
     EventQuery,
-    parse_duration,
-    parse_time,
 )
 from ..collector.server import DB_ENV
 from ..collector.storage import default_db_url
@@ -44,6 +39,7 @@ from ..logs import get_logger
 from ..proxy import RuleParseError, parse_rules
 from .config_file import load_config_file
 from .options import ConfigError
+from .run import _positive_int
 
 #: Exit status of ``replay`` when the candidate changes some decision.
 EXIT_CHANGED = 1
@@ -53,14 +49,6 @@ EXIT_ERROR = 2
 
 class HistoryError(Exception):
     """The history cannot be read or is empty; the message says why."""
-
-
-def _since_ns(text: str) -> int:
-    """``--since``: a duration ago (``7d``, ``1h``) or an RFC 3339 time, as ``logs`` reads it."""
-    try:
-        return time.time_ns() - int(parse_duration(text) * NS_PER_SECOND)
-    except ValueError:
-        return parse_time(text)
 
 
 def _open_source(args: argparse.Namespace) -> QuerySource:
@@ -92,18 +80,9 @@ def _sessions_matching(source: QuerySource, agent: str | None, process: str | No
 
 
 def _query(args: argparse.Namespace) -> EventQuery:
-    session_id = None
-    if args.session:
-        try:
-            session_id = str(uuid.UUID(args.session))
-        except ValueError:
-            raise HistoryError(f"--session {args.session!r} is not a UUID") from None
-    return EventQuery(
-        session_id=session_id,
-        since_ns=_since_ns(args.since) if args.since else None,
-        until_ns=parse_time(args.until) if args.until else None,
-        limit=MAX_PAGE_SIZE,
-    )
+    """``--session``/``--since``/``--until`` read exactly as ``logs`` reads them
+    (one grammar: a change there applies here)."""
+    return dataclasses.replace(_logs_query(args), limit=MAX_PAGE_SIZE)
 
 
 def read_history(args: argparse.Namespace) -> list[Request]:
@@ -219,16 +198,8 @@ def _add_history(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--token", default=None, help=f"reader token for --collector-url (env {READER_ENV})"
     )
-
-
-def _threshold(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+    # The filters of ``logs`` that the history does not use (see _query).
+    parser.set_defaults(denied=False, allowed=False, host=None, url_contains=None)
 
 
 def register(subparsers: Any) -> None:
@@ -250,7 +221,7 @@ def register(subparsers: Any) -> None:
     _add_history(s)
     s.add_argument(
         "--merge-paths",
-        type=_threshold,
+        type=_positive_int,
         default=DEFAULT_PATH_THRESHOLD,
         metavar="N",
         help="merge a path prefix into PREFIX/* when more than N distinct paths follow it "
