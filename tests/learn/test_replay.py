@@ -63,3 +63,16 @@ def test_the_rules_baseline_compares_with_the_learn_verdict() -> None:
     rules = parse_rules(["domain=b.com"])
     assert not replay(rules, history, baseline="recorded").changed
     assert replay(rules, history, baseline="rules").newly_allowed["b.com"].count == 1
+
+
+def test_attempts_outside_the_proxy_are_counted_not_replayed() -> None:
+    history = [
+        Request("CONNECT", "tcp://10.0.0.1:22", allowed=False),
+        Request("DNS", "dns://example.com?type=1", allowed=False),
+        Request("GET", "https://a.com/", allowed=True),
+    ]
+    report = replay(parse_rules(["domain=*"]), history)
+    assert report.outside == 2
+    assert report.requests == 1
+    assert not report.changed
+    assert "not replayed: 2 attempts outside the proxy" in render_replay(report, "recorded")

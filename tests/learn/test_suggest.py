@@ -103,3 +103,16 @@ def test_a_non_ascii_host_is_reported_not_covered() -> None:
     got = suggest(_history(("GET", "http://bücher.de/"), ("GET", "http://xn--bcher-kva.de/")))
     assert got.texts == ("method=GET domain=xn--bcher-kva.de path=/",)
     assert [u.url for u in got.unexpressible] == ["http://bücher.de/"]
+
+
+def test_attempts_outside_the_proxy_get_no_rule() -> None:
+    history = [
+        Request("CONNECT", "tcp://10.0.0.1:22", allowed=False),
+        Request("GET", "https://a.com/", True, matched_rule="learn:deny"),
+    ]
+    got = suggest(history)
+    assert got.texts == ("method=GET domain=a.com path=/",)
+    assert [r.url for r in got.outside] == ["tcp://10.0.0.1:22"]
+    text = render_suggestion(got, "s")
+    assert "recorded in learn mode: 1 request" in text
+    assert "#   CONNECT tcp://10.0.0.1:22" in text

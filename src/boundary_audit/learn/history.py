@@ -26,6 +26,10 @@ LEARN_PREFIX = "learn:"
 LEARN_ALLOW = LEARN_PREFIX + "allow"
 #: The rules would have denied the request.
 LEARN_DENY = LEARN_PREFIX + "deny"
+#: Schemes of the requests the proxy decides by the rules. Other events
+#: (``tcp://``, ``udp://``, ``dns://``...) are connection attempts that went
+#: around the proxy, recorded by the confinement, which no rule changes.
+PROXIED_SCHEMES = frozenset({"http", "https"})
 
 
 def learn_marker(would: Decision) -> str:
@@ -57,6 +61,12 @@ class Request:
     allowed: bool
     matched_rule: str | None = None
     session_id: str = ""
+
+    @property
+    def proxied(self) -> bool:
+        """Decided by the proxy's rules (not a confinement observation)."""
+        scheme, sep, _ = self.url.partition("://")
+        return bool(sep) and scheme.lower() in PROXIED_SCHEMES
 
     @property
     def learning(self) -> bool:

@@ -11,6 +11,8 @@ from .suggest import Suggestion
 #: The config key the rules go under: Coder boundary's (``allowlist``), so
 #: the file also works as a Coder ``config.yaml``; ours (``allow``) means the same.
 RULES_KEY = "allowlist"
+#: Attempts outside the proxy listed in the header (the rest only counted).
+OUTSIDE_LISTED = 5
 
 
 def _n(count: int, noun: str) -> str:
@@ -35,6 +37,17 @@ def render_suggestion(suggestion: Suggestion, source: str) -> str:
         "# use: boundary-audit run --config THIS_FILE -- COMMAND",
         "# check: boundary-audit rules replay THIS_FILE --session ID",
     ]
+    if suggestion.learning:
+        lines.append(f"# recorded in learn mode: {_n(suggestion.learning, 'request')}")
+    if suggestion.outside:
+        lines.append(
+            f"# outside the proxy, decided by the confinement, no rule changes them: "
+            f"{_n(len(suggestion.outside), 'attempt')}"
+        )
+        lines.extend(
+            f"#   {_comment(r.method)} {_comment(r.url)}"
+            for r in suggestion.outside[:OUTSIDE_LISTED]
+        )
     if suggestion.unexpressible:
         lines.append(
             f"# not covered, no rule can name them: {_n(len(suggestion.unexpressible), 'request')}"
@@ -71,6 +84,11 @@ def render_replay(report: ReplayReport, baseline: str) -> str:
         f"{report.unchanged} unchanged, {report.denied_count} newly denied, "
         f"{report.allowed_count} newly allowed"
     ]
+    if report.outside:
+        lines.append(
+            f"not replayed: {_n(report.outside, 'attempt')} outside the proxy "
+            "(the confinement decides them)"
+        )
     if report.newly_denied:
         lines.extend(_section("newly denied", report.newly_denied))
     if report.newly_allowed:

@@ -9,6 +9,9 @@ Pure. Each request is evaluated with the proxy's
 - ``rules``: what the session's own rules decided; for a learn-mode request
   the verdict recorded in its marker (:mod:`.history`). This compares a
   candidate with the rules the session ran with.
+
+Events outside the proxy (:attr:`.history.Request.proxied`) are counted, not
+replayed: the confinement decides them, whatever the rules say.
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ class HostChange:
 class ReplayReport:
     requests: int = 0
     unchanged: int = 0
+    #: Events outside the proxy (confinement observations): not replayed.
+    outside: int = 0
     newly_allowed: dict[str, HostChange] = field(default_factory=dict)
     newly_denied: dict[str, HostChange] = field(default_factory=dict)
 
@@ -80,6 +85,9 @@ def replay(
     """Evaluate every request with ``rules`` and collect what changes."""
     report = ReplayReport()
     for request in requests:
+        if not request.proxied:
+            report.outside += 1
+            continue
         report.requests += 1
         before = baseline_allowed(request, baseline)
         after = rules.evaluate(request.method, request.url).allowed

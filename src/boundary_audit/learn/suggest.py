@@ -15,6 +15,8 @@ every reading matches. Those rules are then generalised:
 3. **Methods**: paths used with the same set of methods share one rule,
    ``method=GET,HEAD domain=h path=/a,/b``.
 
+Events that are not proxy requests (``tcp://``, ``dns://``... attempts the
+confinement recorded, which no rule changes) are left out and reported.
 Finally every request is evaluated against the result with the proxy's
 :class:`~boundary_audit.proxy.rules.RuleSet`, which gives the counts per rule
 (the first matching rule, as the proxy decides) and proves coverage: a
@@ -23,6 +25,7 @@ request the rules do not allow (none is known) gets its narrow rule added.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 from collections import Counter
 from collections.abc import Iterable
@@ -75,6 +78,10 @@ class Suggestion:
     rules: tuple[SuggestedRule, ...]
     unexpressible: tuple[Unexpressible, ...]
     requests: int
+    #: Events outside the proxy (confinement observations), not covered.
+    outside: tuple[Request, ...] = ()
+    #: Requests recorded in learn mode.
+    learning: int = 0
     #: Requests the generalised rules missed, covered by their narrow rule
     #: instead (a bug in the generalisation if ever non-zero).
     fallbacks: int = 0
@@ -201,7 +208,11 @@ def suggest(
     history = list(requests)
     narrow: list[tuple[Request, _Narrow]] = []
     unexpressible: list[Unexpressible] = []
+    outside: list[Request] = []
     for request in history:
+        if not request.proxied:
+            outside.append(request)
+            continue
         try:
             narrow.append((request, _narrow(request.method, request.url)))
         except ValueError as exc:
@@ -220,7 +231,10 @@ def suggest(
             grouped.setdefault(_method_key(methods), []).append(path)
         for methods_key in sorted(grouped):
             texts.append(_rule_text(methods_key, domain, grouped[methods_key]))
-    return _count(texts, narrow, unexpressible, len(history))
+    counted = _count(texts, narrow, unexpressible, len(history))
+    return dataclasses.replace(
+        counted, outside=tuple(outside), learning=sum(r.learning for r in history)
+    )
 
 
 def _domain_order(domain: str) -> tuple[str, ...]:
@@ -260,4 +274,4 @@ def _count(
         )
         for text in dict.fromkeys(texts)
     )
-    return Suggestion(suggested, tuple(unexpressible), total, fallbacks)
+    return Suggestion(suggested, tuple(unexpressible), total, fallbacks=fallbacks)
