@@ -52,7 +52,7 @@ _HOSTS = st.one_of(
     st.sampled_from(["127.0.0.1", "10.0.0.2", "EXAMPLE.org", "xn--bcher-kva.de", "bücher.de"]),
 )
 _METHODS = st.sampled_from(["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "PROPFIND"])
-_REQUESTS = st.builds(
+_PROXIED = st.builds(
     lambda method, scheme, host, path, allowed: Request(
         method, f"{scheme}://{host}{path}", allowed
     ),
@@ -62,6 +62,14 @@ _REQUESTS = st.builds(
     _PATHS,
     st.booleans(),
 )
+
+#: Attempts the confinement recorded around the proxy: never covered, never replayed.
+_OUTSIDE = st.builds(
+    lambda method, url: Request(method, url, allowed=False),
+    st.sampled_from(["CONNECT", "DNS", "UDP"]),
+    st.sampled_from(["tcp://10.0.0.1:22", "dns://a.com?type=1", "udp://[::1]:9"]),
+)
+_REQUESTS = st.one_of(_PROXIED, _PROXIED, _PROXIED, _OUTSIDE)
 
 #: Enough histories to meet the odd paths together; each is a few ms.
 EXAMPLES = 300
@@ -78,7 +86,7 @@ def test_a_suggestion_denies_nothing_its_history_did(
 ) -> None:
     got = suggest(history, path_threshold=threshold, merge_subdomains=merge_subdomains)
     left_out = {u.url for u in got.unexpressible}
-    named = [r for r in history if r.url not in left_out]
+    named = [r for r in history if r.proxied and r.url not in left_out]
     report = replay(parse_rules(got.texts), named)
     assert report.denied_count == 0, report.newly_denied
     # The generalised rules cover everything themselves, no narrow fallback.
@@ -86,3 +94,4 @@ def test_a_suggestion_denies_nothing_its_history_did(
     # Only a host the proxy compares un-encoded is left out (see test_suggest).
     assert all(not urlsplit(url).netloc.isascii() for url in left_out)
     assert sum(rule.requests for rule in got.rules) == len(named)
+    assert len(got.outside) == sum(not r.proxied for r in history)
