@@ -170,3 +170,29 @@ def test_learn_suggest_run_replay(
     )
     assert against_rules.returncode == 1
     assert f"newly allowed: {len(REQUESTS) - 1} requests to 1 host" in against_rules.stdout
+
+    # --since with --agent: both sessions of the agent; another agent has none.
+    both = run_cli(
+        "rules",
+        "suggest",
+        "--since",
+        "1h",
+        "--agent",
+        "e2e-agent",
+        "--collector-url",
+        collector_process.url,
+    )
+    assert f"{2 * len(REQUESTS) + 1} requests since 1h, agent e2e-agent" in both.stdout
+    nobody = run_cli(
+        "rules",
+        "suggest",
+        "--since",
+        "1h",
+        "--agent",
+        "nobody",
+        "--db",
+        collector_process.db,
+        check=False,
+    )
+    assert nobody.returncode == 2
+    assert "no stored requests match" in nobody.stderr

@@ -117,7 +117,7 @@ def _events(source: QuerySource, query: EventQuery) -> Iterator[dict[str, Any]]:
 
 
 def _describe(args: argparse.Namespace) -> str:
-    parts = [f"session {args.session}" if args.session else f"the last {args.since}"]
+    parts = [f"of session {args.session}" if args.session else f"since {args.since}"]
     if args.agent is not None:
         parts.append(f"agent {args.agent}")
     if args.process is not None:

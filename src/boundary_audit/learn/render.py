@@ -26,14 +26,14 @@ def _comment(text: str) -> str:
 
 
 def render_suggestion(suggestion: Suggestion, source: str) -> str:
-    """A YAML config file with the rules under :data:`RULES_KEY`, counts as comments.
+    """A YAML config file with the rules under :data:`RULES_KEY`, counts as comments;
+    ``source`` says which history (``of session ID``, ``since 7d``).
 
     Each rule is a JSON string, which is a valid YAML double-quoted scalar
     (rules are ASCII: hosts IDNA-encoded, paths percent-encoded).
     """
     lines = [
-        f"# boundary-audit rules suggest: {_n(suggestion.requests, 'request')} from "
-        f"{_comment(source)}",
+        f"# boundary-audit rules suggest: {_n(suggestion.requests, 'request')} {_comment(source)}",
         "# use: boundary-audit run --config THIS_FILE -- COMMAND",
         "# check: boundary-audit rules replay THIS_FILE --session ID",
     ]
