@@ -84,13 +84,18 @@ def replay(
 ) -> ReplayReport:
     """Evaluate every request with ``rules`` and collect what changes."""
     report = ReplayReport()
+    # Histories repeat themselves: each distinct request is evaluated once.
+    decided: dict[tuple[str, str], bool] = {}
     for request in requests:
         if not request.proxied:
             report.outside += 1
             continue
         report.requests += 1
         before = baseline_allowed(request, baseline)
-        after = rules.evaluate(request.method, request.url).allowed
+        key = (request.method, request.url)
+        after = decided.get(key)
+        if after is None:
+            after = decided[key] = rules.evaluate(request.method, request.url).allowed
         if before == after:
             report.unchanged += 1
             continue

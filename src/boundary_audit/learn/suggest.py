@@ -112,6 +112,16 @@ class _Narrow:
 _NOT_AS_WRITTEN = "the proxy compares the host as written and a rule can name it only IDNA-encoded"
 
 
+@dataclass(frozen=True, slots=True)
+class _Distinct:
+    """One distinct (method, URL) of the history, made ``times`` times."""
+
+    method: str
+    url: str
+    times: int
+    narrow: _Narrow
+
+
 def _narrow(method: str, url: str) -> _Narrow:
     """The proxy's narrow rule for one request, as (method, domain, text segments);
     ``ValueError`` when no rule can allow the request."""
@@ -206,21 +216,27 @@ def suggest(
 ) -> Suggestion:
     """Rules that allow every request (except the unexpressible ones), generalised."""
     history = list(requests)
-    narrow: list[tuple[Request, _Narrow]] = []
+    # Histories repeat themselves (polling, retries): each distinct request
+    # is generalised and evaluated once, counted as often as it was made.
+    distinct: Counter[tuple[str, str]] = Counter()
     unexpressible: list[Unexpressible] = []
     outside: list[Request] = []
     for request in history:
-        if not request.proxied:
+        if request.proxied:
+            distinct[(request.method, request.url)] += 1
+        else:
             outside.append(request)
-            continue
+    narrow: list[_Distinct] = []
+    for (method, url), times in distinct.items():
         try:
-            narrow.append((request, _narrow(request.method, request.url)))
+            narrow.append(_Distinct(method, url, times, _narrow(method, url)))
         except ValueError as exc:
-            unexpressible.append(Unexpressible(request.method, request.url, str(exc)))
-    domains = sorted({n.domain for _, n in narrow})
+            unexpressible.append(Unexpressible(method, url, str(exc)))
+    domains = sorted({d.narrow.domain for d in narrow})
     pattern_of = _merge_domains(domains) if merge_subdomains else {d: d for d in domains}
     tries: dict[str, _Node] = {}
-    for _, n in narrow:
+    for d in narrow:
+        n = d.narrow
         _insert(tries.setdefault(pattern_of[n.domain], _Node()), n.path, n.method)
     texts: list[str] = []
     for domain in sorted(tries, key=_domain_order):
@@ -244,7 +260,7 @@ def _domain_order(domain: str) -> tuple[str, ...]:
 
 def _count(
     texts: list[str],
-    narrow: list[tuple[Request, _Narrow]],
+    narrow: list[_Distinct],
     unexpressible: list[Unexpressible],
     total: int,
 ) -> Suggestion:
@@ -254,17 +270,17 @@ def _count(
     hits: dict[str, Counter[str]] = {}
     examples: dict[str, str] = {}
     fallbacks = 0
-    for request, _ in narrow:
-        decision = rules.evaluate(request.method, request.url)
+    for d in narrow:
+        decision = rules.evaluate(d.method, d.url)
         if not decision.allowed or decision.rule is None:
-            fallbacks += 1
-            fallback = suggest_rule(request.method, request.url)
+            fallbacks += d.times
+            fallback = suggest_rule(d.method, d.url)
             texts.append(fallback)
             rules = RuleSet((*rules.rules, parse_rule(fallback)))
-            decision = rules.evaluate(request.method, request.url)
+            decision = rules.evaluate(d.method, d.url)
         assert decision.rule is not None
-        hits.setdefault(decision.rule, Counter())[request.method] += 1
-        examples.setdefault(decision.rule, request.url)
+        hits.setdefault(decision.rule, Counter())[d.method] += d.times
+        examples.setdefault(decision.rule, d.url)
     suggested = tuple(
         SuggestedRule(
             text=text,
