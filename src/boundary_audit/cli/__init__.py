@@ -54,6 +54,7 @@ from .run_config import (
 COMMAND_MODULES: tuple[str, ...] = (
     "boundary_audit.quickstart",
     "boundary_audit.cli.run",
+    "boundary_audit.cli.rules",
     "boundary_audit.agent.cli",
     "boundary_audit.collector.cli",
     "boundary_audit.collector.verify_cli",

@@ -28,6 +28,7 @@ from ..auditor import (
 from ..auditor.event import AuditEvent
 from ..auditor.log import LogAuditFormat
 from ..confine import ConfinementUnavailable, LaunchError, check_enforcement, run_confined
+from ..learn import LearnRuleSet
 from ..logs import (
     LOG_LEVEL_CHOICES,
     LineWriter,
@@ -198,9 +199,11 @@ async def _serve_and_run(
     enforced: bool,
     upstream_ca_file: str | None,
     wait_for_handover: bool,
+    learn: bool = False,
 ) -> int:
+    rules = parse_rules(settings.rules)
     proxy = ProxyServer(
-        parse_rules(settings.rules),
+        LearnRuleSet(rules.rules) if learn else rules,
         auditor,
         ca=ca,
         port=settings.proxy_port,
@@ -304,7 +307,14 @@ def run_command(args: argparse.Namespace) -> int:
     )
     for notice in settings.notices:
         log.warning(notice)
-    if not settings.rules:
+    if args.learn:
+        log.warning(
+            "learn mode: every request is allowed and audited with what the rules would "
+            "have decided; nothing is denied",
+            session_id=settings.session_id,
+            rules=len(settings.rules),
+        )
+    elif not settings.rules:
         log.warning("no allow rules given: every request will be denied (default deny)")
     auditor, sock = build_auditor(settings, args, log_file)
     if sock is not None:
@@ -319,6 +329,7 @@ def run_command(args: argparse.Namespace) -> int:
                 enforced=enforced,
                 upstream_ca_file=args.upstream_ca_file,
                 wait_for_handover=args.audit_handover == "wait",
+                learn=args.learn,
             )
         )
     except ConfigError as exc:
@@ -389,6 +400,13 @@ def register(subparsers: Any) -> None:
         metavar="EVENTS",
         help="events that may wait for the agent; beyond it new events are dropped and counted "
         f"(default {DEFAULT_QUEUE_SIZE})",
+    )
+    parser.add_argument(
+        "--learn",
+        action="store_true",
+        help="learn mode: allow every request, deny nothing, and record in each event what "
+        "the rules would have decided (matched rule 'learn:allow RULE' or 'learn:deny'); "
+        "then write rules with `boundary-audit rules suggest --session ID`",
     )
     parser.add_argument(
         "--ca-dir",
