@@ -25,6 +25,7 @@ from .app import AppSettings, create_app
 from .connect import open_storage
 from .metrics import CollectorMetrics
 from .model import NS_PER_SECOND, StorageUnavailableError
+from .otlp import Exporter, OtlpMetrics, OtlpOptions
 from .storage import Storage
 from .trail import default_key_path
 
@@ -123,6 +124,8 @@ class ServeOptions:
     #: The Ed25519 key that signs checkpoints (created 0600 at first start).
     signing_key: str | None = None
     checkpoint_interval_seconds: float = DEFAULT_CHECKPOINT_INTERVAL_SECONDS
+    #: Ship stored events and drop reports to an OTLP/HTTP endpoint (None: no export).
+    otlp: OtlpOptions | None = None
 
 
 async def retention_loop(
@@ -207,6 +210,11 @@ async def serve(options: ServeOptions) -> int:
     signer = asyncio.create_task(
         checkpoint_loop(storage, metrics, key, options.checkpoint_interval_seconds)
     )
+    exporter: Exporter | None = None
+    exporting: asyncio.Task[None] | None = None
+    if options.otlp is not None:
+        exporter = Exporter(storage, options.otlp, OtlpMetrics(metrics.registry))
+        exporting = asyncio.create_task(exporter.run())
     # uvicorn handles SIGINT/SIGTERM gracefully, then re-raises the signal once
     # it has restored the previous handlers; a quiet handler here lets the
     # process finish its own shutdown (close storage, log) and exit 0.
@@ -227,6 +235,11 @@ async def serve(options: ServeOptions) -> int:
         if pruner is not None:
             pruner.cancel()
         signer.cancel()
+        if exporter is not None and exporting is not None:
+            # The request in flight finishes (bounded by its timeout) and its
+            # cursor is committed before the store closes.
+            exporter.stop()
+            await exporting
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         # Everything stored until now is signed before the store closes.
