@@ -40,6 +40,12 @@ class Receiver:
         self.headers: list[dict[str, str]] = []
         self.statuses: collections.deque[tuple[int, dict[str, str], bytes]] = collections.deque()
         self.lock = threading.Lock()
+        #: After this many accepted requests, the next one is kept but not
+        #: answered until ``release`` is set (``held`` says it is waiting).
+        self.hold_after: int | None = None
+        self.accepted = 0
+        self.held = threading.Event()
+        self.release = threading.Event()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -64,6 +70,7 @@ class Receiver:
             self.requests += 1
             self.headers.append({k.lower(): v for k, v in h.headers.items()})
             status, headers, reply = self.statuses.popleft() if self.statuses else (200, {}, b"")
+            hold = False
             if 200 <= status < 300:
                 assert h.headers["Content-Type"] == "application/x-protobuf"
                 request = ExportLogsServiceRequest()
@@ -74,13 +81,21 @@ class Receiver:
                         self.records.extend(sl.log_records)
                         self.resources.extend(res for _ in sl.log_records)
                 reply = reply or ExportLogsServiceResponse().SerializeToString()
-        h.send_response(status)
-        for k, v in headers.items():
-            h.send_header(k, v)
-        h.send_header("Content-Type", "application/x-protobuf")
-        h.send_header("Content-Length", str(len(reply)))
-        h.end_headers()
-        h.wfile.write(reply)
+                self.accepted += 1
+                hold = self.hold_after is not None and self.accepted > self.hold_after
+        if 200 <= status < 300 and hold:
+            self.held.set()
+            self.release.wait()
+        try:
+            h.send_response(status)
+            for k, v in headers.items():
+                h.send_header(k, v)
+            h.send_header("Content-Type", "application/x-protobuf")
+            h.send_header("Content-Length", str(len(reply)))
+            h.end_headers()
+            h.wfile.write(reply)
+        except OSError:
+            pass  # the exporter was killed while this request was held
 
     def keys(self) -> collections.Counter[tuple[str, int]]:
         """(session id, sequence number) of each accepted event record, with its count."""
@@ -99,5 +114,6 @@ class Receiver:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()
         self.server.shutdown()
         self.server.server_close()

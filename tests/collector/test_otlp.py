@@ -16,6 +16,8 @@ from boundary_audit.collector.otlp import Exporter, OtlpMetrics, OtlpOptions
 from boundary_audit.collector.otlp.options import collect_headers
 from boundary_audit.wire import IngestRequest
 
+from tests.support import eventually
+
 from .helpers import make_request
 from .otlp_receiver import Receiver
 
@@ -146,6 +148,11 @@ def test_postgres_event_committed_late_with_a_lower_id_is_not_skipped(
     exporter = _exporter(storage, receiver)
     exporter.run_once()  # migrated, cursor row made
     done = threading.Event()
+
+    def one_cycle() -> None:
+        exporter.run_once()
+        done.set()
+
     with storage.transaction() as tx:
         # Draws a lower id than the ingest below, and commits after it.
         tx.execute(
@@ -154,12 +161,23 @@ def test_postgres_event_committed_late_with_a_lower_id_is_not_skipped(
             (late, True),
         )
         _ingest(storage, make_request(early, range(5)))
-        worker = threading.Thread(target=lambda: (exporter.run_once(), done.set()))
+        worker = threading.Thread(target=one_cycle)
         worker.start()
+        # Commit only once the cycle has either shipped or waits for this
+        # transaction: without the wait it would ship the early events and
+        # move its cursor past the late one's id.
+        eventually(lambda: done.is_set() or _waits_for_lock(storage), "the cycle to go or wait")
     worker.join(60)
     assert done.is_set()
     _drain(exporter)
     assert receiver.keys() == {(late, 0): 1, **{(early, s): 1 for s in range(5)}}
+
+
+def _waits_for_lock(storage: Storage) -> bool:
+    rows = storage.query(
+        "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND relation = 'events'::regclass"
+    )
+    return int(rows[0][0]) > 0
 
 
 def test_headers_from_file_env_and_flags(tmp_path: pytest.TempPathFactory) -> None:

@@ -10,21 +10,14 @@ from __future__ import annotations
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import (
-    AnyValue,
-    InstrumentationScope,
-    KeyValue,
-    KeyValueList,
-)
 from opentelemetry.proto.logs.v1.logs_pb2 import (
     SEVERITY_NUMBER_INFO,
     SEVERITY_NUMBER_WARN,
     LogRecord,
-    ResourceLogs,
-    ScopeLogs,
 )
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -75,16 +68,23 @@ class DropRow:
     dropped: Mapping[str, int] = field(default_factory=dict)
 
 
-def _value(v: str | int | bool) -> AnyValue:
-    if isinstance(v, bool):
-        return AnyValue(bool_value=v)
-    if isinstance(v, int):
-        return AnyValue(int_value=v)
-    return AnyValue(string_value=v)
+def _put(into: Any, pairs: Mapping[str, str | int | bool]) -> None:
+    """Append ``pairs`` to a repeated KeyValue field, in place.
 
-
-def _attrs(pairs: Mapping[str, str | int | bool]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_value(v)) for k, v in pairs.items()]
+    Filling fields of ``add()``-ed messages is about three times faster than
+    building KeyValue/AnyValue objects and copying them in (upb), and the
+    mapping is most of the exporter's CPU.
+    """
+    add = into.add
+    for k, v in pairs.items():
+        kv = add()
+        kv.key = k
+        if isinstance(v, bool):
+            kv.value.bool_value = v
+        elif isinstance(v, int):
+            kv.value.int_value = v
+        else:
+            kv.value.string_value = v
 
 
 def url_attributes(url: str, host: str) -> dict[str, str | int | bool]:
@@ -111,6 +111,13 @@ def url_attributes(url: str, host: str) -> dict[str, str | int | bool]:
 
 def event_record(row: EventRow) -> LogRecord:
     """A stored request: INFO when allowed, WARN when denied."""
+    record = LogRecord()
+    fill_event(record, row)
+    return record
+
+
+def fill_event(record: LogRecord, row: EventRow) -> None:
+    """Write ``row`` into an empty ``record`` (see :func:`event_record`)."""
     decision = "allow" if row.allowed else "deny"
     attrs: dict[str, str | int | bool] = {
         "http.request.method": row.method,
@@ -127,21 +134,27 @@ def event_record(row: EventRow) -> LogRecord:
     if row.flags:
         attrs["boundary.event.flags"] = row.flags
     rule = f" by rule {row.matched_rule}" if row.matched_rule else ""
-    return LogRecord(
-        time_unix_nano=row.time_ns,
-        observed_time_unix_nano=row.received_ns,
-        severity_number=SEVERITY_NUMBER_INFO if row.allowed else SEVERITY_NUMBER_WARN,
-        severity_text="INFO" if row.allowed else "WARN",
-        event_name=EVENT_REQUEST,
-        body=AnyValue(string_value=f"{decision} {row.method} {row.url}{rule}"),
-        attributes=_attrs(attrs),
-    )
+    record.time_unix_nano = row.time_ns
+    record.observed_time_unix_nano = row.received_ns
+    record.severity_number = SEVERITY_NUMBER_INFO if row.allowed else SEVERITY_NUMBER_WARN
+    record.severity_text = "INFO" if row.allowed else "WARN"
+    record.event_name = EVENT_REQUEST
+    record.body.string_value = f"{decision} {row.method} {row.url}{rule}"
+    _put(record.attributes, attrs)
 
 
 def drop_record(row: DropRow) -> LogRecord:
     """A drop report: always WARN (events were lost before they were stored)."""
+    record = LogRecord()
+    fill_drop(record, row)
+    return record
+
+
+def fill_drop(record: LogRecord, row: DropRow) -> None:
+    """Write ``row`` into an empty ``record`` (see :func:`drop_record`)."""
     total = sum(row.dropped.values())
-    attrs = _attrs(
+    _put(
+        record.attributes,
         {
             "boundary.session.id": row.session_id,
             "boundary.agent": row.agent,
@@ -149,42 +162,48 @@ def drop_record(row: DropRow) -> LogRecord:
             "boundary.drop.report_id": row.report_id,
             "boundary.drop.source": row.source,
             "boundary.drop.count": total,
-        }
+        },
     )
-    reasons = KeyValueList(values=_attrs(dict(sorted(row.dropped.items()))))
-    attrs.append(KeyValue(key="boundary.drop.reasons", value=AnyValue(kvlist_value=reasons)))
-    return LogRecord(
-        time_unix_nano=row.time_ns,
-        observed_time_unix_nano=row.received_ns,
-        severity_number=SEVERITY_NUMBER_WARN,
-        severity_text="WARN",
-        event_name=EVENT_DROP,
-        body=AnyValue(string_value=f"{total} events dropped by {row.source or 'a reporter'}"),
-        attributes=attrs,
-    )
+    reasons = record.attributes.add(key="boundary.drop.reasons")
+    _put(reasons.value.kvlist_value.values, dict(sorted(row.dropped.items())))
+    record.time_unix_nano = row.time_ns
+    record.observed_time_unix_nano = row.received_ns
+    record.severity_number = SEVERITY_NUMBER_WARN
+    record.severity_text = "WARN"
+    record.event_name = EVENT_DROP
+    record.body.string_value = f"{total} events dropped by {row.source or 'a reporter'}"
 
 
 def resource(host_name: str | None = None) -> Resource:
     """The resource every batch carries: the service and the host it runs on."""
-    return Resource(
-        attributes=_attrs(
-            {
-                "service.name": SERVICE_NAME,
-                "service.version": __version__,
-                "host.name": host_name if host_name is not None else socket.gethostname(),
-            }
-        )
+    res = Resource()
+    _put(
+        res.attributes,
+        {
+            "service.name": SERVICE_NAME,
+            "service.version": __version__,
+            "host.name": host_name if host_name is not None else socket.gethostname(),
+        },
     )
+    return res
 
 
 def export_request(
     events: Sequence[EventRow], drops: Sequence[DropRow], res: Resource
 ) -> ExportLogsServiceRequest:
     """One OTLP request holding ``events`` then ``drops``, in order."""
-    records = [event_record(e) for e in events] + [drop_record(d) for d in drops]
-    scope = ScopeLogs(scope=InstrumentationScope(name=SCOPE_NAME, version=__version__))
-    scope.log_records.extend(records)
-    return ExportLogsServiceRequest(resource_logs=[ResourceLogs(resource=res, scope_logs=[scope])])
+    request = ExportLogsServiceRequest()
+    logs = request.resource_logs.add()
+    logs.resource.CopyFrom(res)
+    scope = logs.scope_logs.add()
+    scope.scope.name = SCOPE_NAME
+    scope.scope.version = __version__
+    add = scope.log_records.add
+    for e in events:
+        fill_event(add(), e)
+    for d in drops:
+        fill_drop(add(), d)
+    return request
 
 
 __all__ = [
