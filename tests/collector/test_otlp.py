@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -15,7 +16,6 @@ from boundary_audit.collector.ingest import parse_ingest_request
 from boundary_audit.collector.otlp import Exporter, OtlpMetrics, OtlpOptions
 from boundary_audit.collector.otlp.options import collect_headers
 from boundary_audit.wire import IngestRequest
-
 from tests.support import eventually
 
 from .helpers import make_request
@@ -187,3 +187,21 @@ def test_headers_from_file_env_and_flags(tmp_path: pytest.TempPathFactory) -> No
     assert got == {"X-Key": "override", "X-Env": "2", "X-Flag": "1"}
     with pytest.raises(ValueError, match="NAME=VALUE"):
         collect_headers(["nope"], None, None)
+
+
+def test_retention_before_export_is_counted_and_reused_ids_are_shipped(
+    storage: Storage, receiver: Receiver
+) -> None:
+    first, second = str(uuid.uuid4()), str(uuid.uuid4())
+    exporter = _exporter(storage, receiver)
+    _ingest(storage, make_request(first, range(30)))
+    assert _drain(exporter) == 30
+    _ingest(storage, make_request(first, range(30, 40)))
+    cutoff = time.time_ns() + 1  # everything stored so far is past retention
+    exporter.before_prune(cutoff)
+    assert _value(exporter, "pruned_unexported_total") == 10
+    storage.prune(cutoff)
+    # SQLite gives the next events ids from 1 again (the table is empty).
+    _ingest(storage, make_request(second, range(5)))
+    assert _drain(exporter) == 5
+    assert {k for k in receiver.keys() if k[0] == second} == {(second, s) for s in range(5)}

@@ -18,7 +18,6 @@ import pytest
 
 from boundary_audit.collector import open_storage
 from boundary_audit.collector.ingest import parse_ingest_request
-
 from tests.support import eventually
 
 from .helpers import CollectorProcess, make_request, start_collector

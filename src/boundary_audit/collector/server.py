@@ -129,12 +129,18 @@ class ServeOptions:
 
 
 async def retention_loop(
-    storage: Storage, metrics: CollectorMetrics, retention_seconds: float, interval: float
+    storage: Storage,
+    metrics: CollectorMetrics,
+    retention_seconds: float,
+    interval: float,
+    exporter: Exporter | None = None,
 ) -> None:
     """Prune events older than the retention window, now and then every ``interval``."""
     log = get_logger("collector", task="retention")
     while True:
         cutoff = time.time_ns() - int(retention_seconds * NS_PER_SECOND)
+        if exporter is not None:
+            await run_in_threadpool(exporter.before_prune, cutoff)
         try:
             deleted = await run_in_threadpool(storage.prune, cutoff)
         except StorageUnavailableError as exc:
@@ -200,21 +206,25 @@ async def serve(options: ServeOptions) -> int:
     server = _uvicorn(app, host, port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     # uvicorn's own start/stop lines would repeat ours (collector_listening/stopped).
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
-    pruner: asyncio.Task[None] | None = None
-    if options.retention_seconds:
-        pruner = asyncio.create_task(
-            retention_loop(
-                storage, metrics, options.retention_seconds, options.prune_interval_seconds
-            )
-        )
-    signer = asyncio.create_task(
-        checkpoint_loop(storage, metrics, key, options.checkpoint_interval_seconds)
-    )
     exporter: Exporter | None = None
     exporting: asyncio.Task[None] | None = None
     if options.otlp is not None:
         exporter = Exporter(storage, options.otlp, OtlpMetrics(metrics.registry))
         exporting = asyncio.create_task(exporter.run())
+    pruner: asyncio.Task[None] | None = None
+    if options.retention_seconds:
+        pruner = asyncio.create_task(
+            retention_loop(
+                storage,
+                metrics,
+                options.retention_seconds,
+                options.prune_interval_seconds,
+                exporter,
+            )
+        )
+    signer = asyncio.create_task(
+        checkpoint_loop(storage, metrics, key, options.checkpoint_interval_seconds)
+    )
     # uvicorn handles SIGINT/SIGTERM gracefully, then re-raises the signal once
     # it has restored the previous handlers; a quiet handler here lets the
     # process finish its own shutdown (close storage, log) and exit 0.

@@ -97,6 +97,11 @@ class OtlpMetrics:
             registry=registry,
         )
         self.requests = Counter(p + "requests_total", "Export requests sent.", registry=registry)
+        self.pruned = Counter(
+            p + "pruned_unexported_total",
+            "Events deleted by retention before they were exported (the SIEM never gets them).",
+            registry=registry,
+        )
         self.lag_events = Gauge(
             p + "lag_events", "Stored events not yet exported.", registry=registry
         )
@@ -163,6 +168,8 @@ class Exporter:
         with self.source.claim() as claim:
             if claim.cursor >= self.horizon:
                 self.horizon = self.source.horizon()
+                if self.source.rewind(claim, self.horizon):
+                    self.log.warning("otlp_cursor_rewound", horizon=self.horizon)
             events = self.source.events(claim, self.horizon, self.batch_size)
             drops = self.source.drops(claim, self.batch_size - len(events))
             if not events and not drops:
@@ -240,6 +247,18 @@ class Exporter:
                 message=answer.partial_success.error_message[:500],
                 **span,
             )
+
+    def before_prune(self, cutoff_ns: int) -> None:
+        """Retention is about to delete events that arrived before ``cutoff_ns``: those not
+        exported yet are lost to the SIEM, so they are counted and logged (blocking)."""
+        try:
+            lost = self.source.unexported_before(self.source.cursor(), cutoff_ns)
+        except StorageUnavailableError as exc:
+            self.log.warning("otlp_prune_check_failed", error=str(exc))
+            return
+        if lost:
+            self.metrics.pruned.inc(lost)
+            self.log.error("otlp_unexported_events_pruned", events=lost, cutoff_ns=cutoff_ns)
 
     def _update_lag(self, cursor: int) -> None:
         behind, oldest_ns = self.source.lag(cursor)

@@ -10,6 +10,10 @@ from before it draws its ids), in a transaction of its own that is over in
 microseconds. Every id at or below that horizon is committed or never will
 be, so nothing below the cursor can appear later.
 
+SQLite reuses ids once every event is deleted (retention on an idle store:
+``events.id`` has no AUTOINCREMENT), so a horizon below the cursor means
+the ids started again: :meth:`Source.rewind` moves the cursor back to 0.
+
 Drop reports have no commit-ordered id; each one shipped is marked in
 ``otlp_sent_drops`` (they are few: one per loss report).
 
@@ -120,16 +124,32 @@ class Source:
             row = tx.one("SELECT MAX(id) FROM events")
         return int(row[0] or 0) if row else 0
 
+    def rewind(self, claim: Claim, horizon: int) -> bool:
+        """Back to 0 when the ids started again below the cursor (SQLite only); True if so."""
+        if self.locking or horizon >= claim.cursor:
+            return False
+        claim.advance(0, [])
+        return True
+
+    def unexported_before(self, cursor: int, cutoff_ns: int) -> int:
+        """Events past ``cursor`` that arrived before ``cutoff_ns`` (what retention would take)."""
+        row = self.storage.query(
+            "SELECT COUNT(*) FROM events WHERE id > ? AND received_ns < ?", (cursor, cutoff_ns)
+        )[0]
+        return int(row[0])
+
+    def cursor(self) -> int:
+        rows = self.storage.query("SELECT event_id FROM otlp_cursor WHERE name = ?", (self.name,))
+        return int(rows[0][0]) if rows else 0
+
     @contextmanager
     def claim(self) -> Iterator[Claim]:
         """The cursor, held (PostgreSQL: row-locked) until the block ends."""
-        sql = "SELECT event_id FROM otlp_cursor WHERE name = ?"
         if not self.locking:
-            rows = self.storage.query(sql, (self.name,))
-            yield Claim(int(rows[0][0]) if rows else 0, None, self.storage, self.name)
+            yield Claim(self.cursor(), None, self.storage, self.name)
             return
         with self.storage.transaction() as tx:
-            row = tx.one(sql + " FOR UPDATE", (self.name,))
+            row = tx.one("SELECT event_id FROM otlp_cursor WHERE name = ? FOR UPDATE", (self.name,))
             yield Claim(int(row[0]) if row else 0, tx, self.storage, self.name)
 
     def events(self, claim: Claim, upto: int, limit: int) -> list[EventRow]:
