@@ -97,7 +97,7 @@ class Receiver:
         except OSError:
             pass  # the exporter was killed while this request was held
 
-    def keys(self) -> collections.Counter[tuple[str, int]]:
+    def event_keys(self) -> collections.Counter[tuple[str, int]]:
         """(session id, sequence number) of each accepted event record, with its count."""
         with self.lock:
             found = [attributes(r) for r in self.records if r.event_name == "boundary.request"]

@@ -72,14 +72,14 @@ def test_every_event_and_drop_once_and_resumes_after_restart(
     _ingest(storage, request)
     first = _exporter(storage, receiver, headers={"Authorization": "Bearer t"})
     assert _drain(first) == 251
-    assert receiver.keys() == {(sid, s): 1 for s in range(250)}
+    assert receiver.event_keys() == {(sid, s): 1 for s in range(250)}
     assert [d["boundary.drop.count"] for d in receiver.drops()] == [3]
     assert receiver.headers[0]["authorization"] == "Bearer t"
     assert _value(first, "lag_events") == 0
     _ingest(storage, make_request(sid, range(250, 300)))
     again = _exporter(storage, receiver)  # a restarted collector: the cursor is in the store
     assert _drain(again) == 50
-    assert receiver.keys() == {(sid, s): 1 for s in range(300)}
+    assert receiver.event_keys() == {(sid, s): 1 for s in range(300)}
     assert len(receiver.drops()) == 1
 
 
@@ -93,7 +93,7 @@ def test_failures_are_retried_with_backoff_until_delivered(
     delays = [exporter.run_once().delay for _ in range(3)]
     assert all(d is not None for d in delays)
     assert _drain(exporter) == 150
-    assert receiver.keys() == {(sid, s): 1 for s in range(150)}
+    assert receiver.event_keys() == {(sid, s): 1 for s in range(150)}
     assert _value(exporter, "request_failures_total", kind="http_500") == 1
     assert _value(exporter, "request_failures_total", kind="http_429") == 1
     assert exporter.backoff.failures == 0
@@ -110,7 +110,7 @@ def test_receiver_down_then_up(storage: Storage) -> None:
     with Receiver() as back:
         exporter.options = OtlpOptions(endpoint=back.url)
         assert _drain(exporter) == 20
-        assert back.keys() == {(sid, s): 1 for s in range(20)}
+        assert back.event_keys() == {(sid, s): 1 for s in range(20)}
 
 
 def test_bad_request_is_logged_counted_and_skipped(storage: Storage, receiver: Receiver) -> None:
@@ -120,7 +120,7 @@ def test_bad_request_is_logged_counted_and_skipped(storage: Storage, receiver: R
     exporter = _exporter(storage, receiver)
     assert _drain(exporter) == 150  # the cursor moved past the refused batch
     assert _value(exporter, "records_rejected_total", reason="http_400") == BATCH
-    assert len(receiver.keys()) == 150 - BATCH
+    assert len(receiver.event_keys()) == 150 - BATCH
     assert _value(exporter, "records_exported_total", kind="event") == 150 - BATCH
 
 
@@ -135,7 +135,7 @@ def test_partial_success_and_too_large(storage: Storage, receiver: Receiver) -> 
     assert _drain(exporter) == 150
     assert exporter.batch_size == BATCH // 2
     assert _value(exporter, "records_rejected_total", reason="partial_success") == 2
-    assert receiver.keys() == {(sid, s): 1 for s in range(150)}
+    assert receiver.event_keys() == {(sid, s): 1 for s in range(150)}
 
 
 @pytest.mark.postgres
@@ -170,7 +170,7 @@ def test_postgres_event_committed_late_with_a_lower_id_is_not_skipped(
     worker.join(60)
     assert done.is_set()
     _drain(exporter)
-    assert receiver.keys() == {(late, 0): 1, **{(early, s): 1 for s in range(5)}}
+    assert receiver.event_keys() == {(late, 0): 1, **{(early, s): 1 for s in range(5)}}
 
 
 def _waits_for_lock(storage: Storage) -> bool:
@@ -204,4 +204,4 @@ def test_retention_before_export_is_counted_and_reused_ids_are_shipped(
     # SQLite gives the next events ids from 1 again (the table is empty).
     _ingest(storage, make_request(second, range(5)))
     assert _drain(exporter) == 5
-    assert {k for k in receiver.keys() if k[0] == second} == {(second, s) for s in range(5)}
+    assert {k for k in receiver.event_keys() if k[0] == second} == {(second, s) for s in range(5)}

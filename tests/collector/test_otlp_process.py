@@ -94,7 +94,7 @@ def test_100k_events_across_a_restart(tmp_path: Path, sig: signal.Signals) -> No
             assert first.stop() == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
         finally:
             first.stop()
-        before = receiver.keys()
+        before = receiver.event_keys()
         assert max(before.values()) == 1
         # The held batch was kept too; after SIGTERM the exporter may finish
         # more batches while the server drains, never a part of one.
@@ -104,12 +104,12 @@ def test_100k_events_across_a_restart(tmp_path: Path, sig: signal.Signals) -> No
         second = _collector(db_url, tmp_path / "second.log", receiver)
         try:
             eventually(
-                lambda: len(receiver.keys()) == EVENTS, "all events", within=EXPORT_TIMEOUT_S
+                lambda: len(receiver.event_keys()) == EVENTS, "all events", within=EXPORT_TIMEOUT_S
             )
             eventually(lambda: _lag(second) == 0, "no export lag")
         finally:
             assert second.stop() == 0
-    got = receiver.keys()
+    got = receiver.event_keys()
     assert set(got) == keys  # none missing
     doubled = collections.Counter(n for n in got.values() if n > 1)
     if sig == signal.SIGTERM:
