@@ -34,7 +34,8 @@ class Receiver:
     """``with Receiver() as r: ... r.url ...``; ``r.script(503, 429)`` answers the next POSTs."""
 
     def __init__(self) -> None:
-        self.records: list[LogRecord] = []
+        self.keys: collections.Counter[tuple[str, int]] = collections.Counter()
+        self.drop_records: list[dict[str, Any]] = []
         self.resources: list[dict[str, Any]] = []
         self.requests = 0
         self.headers: list[dict[str, str]] = []
@@ -60,6 +61,19 @@ class Receiver:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/logs"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
+    def _keep(self, records: Any) -> None:
+        """Count each event's identity and keep each drop report (caller holds the lock)."""
+        for r in records:
+            if r.event_name == "boundary.request":
+                a = {kv.key: kv.value for kv in r.attributes}
+                key = (
+                    a["boundary.session.id"].string_value,
+                    a["boundary.sequence_number"].int_value,
+                )
+                self.keys[key] += 1
+            else:
+                self.drop_records.append(attributes(r))
+
     def script(self, *answers: int | tuple[int, dict[str, str], bytes]) -> None:
         with self.lock:
             for a in answers:
@@ -76,10 +90,11 @@ class Receiver:
                 request = ExportLogsServiceRequest()
                 request.ParseFromString(body)
                 for rl in request.resource_logs:
-                    res = {kv.key: value_of(kv.value) for kv in rl.resource.attributes}
+                    self.resources.append(
+                        {kv.key: value_of(kv.value) for kv in rl.resource.attributes}
+                    )
                     for sl in rl.scope_logs:
-                        self.records.extend(sl.log_records)
-                        self.resources.extend(res for _ in sl.log_records)
+                        self._keep(sl.log_records)
                 reply = reply or ExportLogsServiceResponse().SerializeToString()
                 self.accepted += 1
                 hold = self.hold_after is not None and self.accepted > self.hold_after
@@ -100,14 +115,16 @@ class Receiver:
     def event_keys(self) -> collections.Counter[tuple[str, int]]:
         """(session id, sequence number) of each accepted event record, with its count."""
         with self.lock:
-            found = [attributes(r) for r in self.records if r.event_name == "boundary.request"]
-        return collections.Counter(
-            (a["boundary.session.id"], a["boundary.sequence_number"]) for a in found
-        )
+            return collections.Counter(self.keys)
+
+    def distinct(self) -> int:
+        """How many different events were accepted (cheap: for polling)."""
+        with self.lock:
+            return len(self.keys)
 
     def drops(self) -> list[dict[str, Any]]:
         with self.lock:
-            return [attributes(r) for r in self.records if r.event_name == "boundary.drop_report"]
+            return list(self.drop_records)
 
     def __enter__(self) -> Receiver:
         self.thread.start()

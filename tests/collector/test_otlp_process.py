@@ -20,7 +20,7 @@ from boundary_audit.collector import open_storage
 from boundary_audit.collector.ingest import parse_ingest_request
 from tests.support import eventually
 
-from .helpers import CollectorProcess, make_request, start_collector
+from .helpers import HTTP_POLL_INTERVAL_S, CollectorProcess, make_request, start_collector
 from .otlp_receiver import Receiver
 
 pytestmark = pytest.mark.timeout(600)
@@ -103,10 +103,8 @@ def test_100k_events_across_a_restart(tmp_path: Path, sig: signal.Signals) -> No
         receiver.hold_after = None
         second = _collector(db_url, tmp_path / "second.log", receiver)
         try:
-            eventually(
-                lambda: len(receiver.event_keys()) == EVENTS, "all events", within=EXPORT_TIMEOUT_S
-            )
-            eventually(lambda: _lag(second) == 0, "no export lag")
+            eventually(lambda: receiver.distinct() == EVENTS, "all events", within=EXPORT_TIMEOUT_S)
+            eventually(lambda: _lag(second) == 0, "no export lag", interval=HTTP_POLL_INTERVAL_S)
         finally:
             assert second.stop() == 0
     got = receiver.event_keys()

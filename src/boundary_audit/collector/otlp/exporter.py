@@ -45,6 +45,9 @@ DEFAULT_BATCH_SIZE = 2000
 #: Seconds between looks at the store once caught up: export lag stays
 #: about this small, and an idle collector costs one cheap query a second.
 DEFAULT_POLL_SECONDS = 1.0
+#: Least seconds between two lag measurements (a COUNT over the rows not
+#: yet exported): fresh enough for an alert, cheap while catching up.
+LAG_INTERVAL_SECONDS = 1.0
 #: Timeout of one POST: a receiver slower than this is treated as down.
 REQUEST_TIMEOUT_SECONDS = 30.0
 #: Backoff after a failure: first retry soon, then at most every 30 s.
@@ -150,6 +153,7 @@ class Exporter:
         self.stopping = asyncio.Event()
         self.log = get_logger("collector", task="otlp", endpoint=options.endpoint)
         self._prepared = False
+        self._lag_at = -LAG_INTERVAL_SECONDS
 
     # -- one cycle (blocking; runs in a worker thread) ----------------------------------
     def run_once(self) -> Cycle:
@@ -163,6 +167,12 @@ class Exporter:
             self.metrics.failures.labels("storage").inc()
             self.log.warning("otlp_storage_unavailable", error=str(exc))
             return Cycle(delay=self.backoff.next_delay())
+        except Exception:
+            # Anything else (a database error, a bug) must not end the export
+            # silently: logged with its traceback, counted, retried later.
+            self.metrics.failures.labels("error").inc()
+            self.log.exception("otlp_cycle_failed")
+            return Cycle(delay=self.backoff.next_delay())
 
     def _cycle(self) -> Cycle:
         with self.source.claim() as claim:
@@ -173,7 +183,7 @@ class Exporter:
             events = self.source.events(claim, self.horizon, self.batch_size)
             drops = self.source.drops(claim, self.batch_size - len(events))
             if not events and not drops:
-                self._update_lag(claim.cursor)
+                self._update_lag(claim.cursor, force=True)  # caught up: cheap, and exact
                 return Cycle()
             request = export_request(events, drops, self.resource)
             last = events[-1].id if events else claim.cursor
@@ -260,7 +270,11 @@ class Exporter:
             self.metrics.pruned.inc(lost)
             self.log.error("otlp_unexported_events_pruned", events=lost, cutoff_ns=cutoff_ns)
 
-    def _update_lag(self, cursor: int) -> None:
+    def _update_lag(self, cursor: int, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._lag_at < LAG_INTERVAL_SECONDS:
+            return  # catching up: the gauges are refreshed once a second, not per batch
+        self._lag_at = now
         behind, oldest_ns = self.source.lag(cursor)
         self.metrics.lag_events.set(behind)
         age = (time.time_ns() - oldest_ns) / NS_PER_SECOND if oldest_ns is not None else 0.0
