@@ -6,6 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -17,6 +18,7 @@ from boundary_audit.collector.otlp import Exporter, OtlpMetrics, OtlpOptions
 from boundary_audit.collector.otlp.options import collect_headers
 from boundary_audit.wire import IngestRequest
 from tests.support import eventually
+from tests.support.processes import run_cli
 
 from .helpers import make_request
 from .otlp_receiver import Receiver
@@ -180,8 +182,8 @@ def _waits_for_lock(storage: Storage) -> bool:
     return int(rows[0][0]) > 0
 
 
-def test_headers_from_file_env_and_flags(tmp_path: pytest.TempPathFactory) -> None:
-    path = tmp_path / "h"  # type: ignore[operator]
+def test_headers_from_file_env_and_flags(tmp_path: Path) -> None:
+    path = tmp_path / "h"
     path.write_text("# token\nX-Key = secret\n")
     got = collect_headers(["X-Flag=1"], "X-Env=2, X-Key=override", str(path))
     assert got == {"X-Key": "override", "X-Env": "2", "X-Flag": "1"}
@@ -205,3 +207,10 @@ def test_retention_before_export_is_counted_and_reused_ids_are_shipped(
     _ingest(storage, make_request(second, range(5)))
     assert _drain(exporter) == 5
     assert {k for k in receiver.event_keys() if k[0] == second} == {(second, s) for s in range(5)}
+
+
+def test_collector_refuses_a_bad_endpoint(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    result = run_cli("collector", "--db", db, "--otlp-endpoint", "ftp://siem/v1/logs", check=False)
+    assert result.returncode == 2
+    assert "is not an http(s) URL" in result.stderr
