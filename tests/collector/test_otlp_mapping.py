@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from opentelemetry.proto.logs.v1.logs_pb2 import SEVERITY_NUMBER_INFO, SEVERITY_NUMBER_WARN
 
+from boundary_audit.collector.model import EventRecord
 from boundary_audit.collector.otlp import DropRow, EventRow, drop_record, event_record
 from boundary_audit.collector.otlp.mapping import export_request, resource, url_attributes
 
 from .otlp_receiver import attributes
 
-ROW = EventRow(
+EVENT = EventRecord(
     id=7,
     session_id="s-1",
     sequence_number=3,
@@ -20,21 +23,19 @@ ROW = EventRow(
     url="https://api.example.com:8443/v1/x?q=1",
     host="api.example.com",
     matched_rule="",
-    process_name="claude-code",
-    agent="laptop",
-    workspace="ws",
 )
+ROW = EventRow(EVENT, process_name="claude-code", agent="laptop", workspace="ws")
 
 
 def test_denied_event_is_warn_with_semantic_convention_attributes() -> None:
     record = event_record(ROW)
-    assert record.time_unix_nano == ROW.time_ns
-    assert record.observed_time_unix_nano == ROW.received_ns
+    assert record.time_unix_nano == EVENT.time_ns
+    assert record.observed_time_unix_nano == EVENT.received_ns
     assert record.severity_number == SEVERITY_NUMBER_WARN
     assert record.event_name == "boundary.request"
     assert attributes(record) == {
         "http.request.method": "POST",
-        "url.full": ROW.url,
+        "url.full": EVENT.url,
         "url.scheme": "https",
         "server.address": "api.example.com",
         "server.port": 8443,
@@ -49,13 +50,13 @@ def test_denied_event_is_warn_with_semantic_convention_attributes() -> None:
         "boundary.process.name": "claude-code",
         "boundary.stored_id": 7,
     }
-    assert record.body.string_value == f"deny POST {ROW.url}"
+    assert record.body.string_value == f"deny POST {EVENT.url}"
 
 
 def test_allowed_event_is_info_and_names_its_rule() -> None:
-    from dataclasses import replace
 
-    record = event_record(replace(ROW, allowed=True, matched_rule="domain=example.com", flags=2))
+    event = replace(EVENT, allowed=True, matched_rule="domain=example.com", flags=2)
+    record = event_record(replace(ROW, event=event))
     assert record.severity_number == SEVERITY_NUMBER_INFO
     attrs = attributes(record)
     assert attrs["boundary.decision"] == "allow"

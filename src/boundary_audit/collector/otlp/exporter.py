@@ -186,8 +186,8 @@ class Exporter:
                 self._update_lag(claim.cursor, force=True)  # caught up: cheap, and exact
                 return Cycle()
             request = export_request(events, drops, self.resource)
-            last = events[-1].id if events else claim.cursor
-            span = {"first_id": events[0].id if events else None, "last_id": last}
+            last = events[-1].event.id if events else claim.cursor
+            span = {"first_id": events[0].event.id if events else None, "last_id": last}
             verdict = self._send(request.SerializeToString(), len(events) + len(drops), span)
             if isinstance(verdict, Cycle):
                 return verdict

@@ -23,6 +23,8 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from boundary_audit import __version__
 
+from ..model import EventRecord
+
 #: ``service.name`` of every batch: the SIEM groups our records under it.
 SERVICE_NAME = "boundary-audit-collector"
 #: The instrumentation scope naming the exporter in every batch.
@@ -38,20 +40,10 @@ DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 class EventRow:
     """One stored event with its session's identity (one row of the export query)."""
 
-    id: int
-    session_id: str
-    sequence_number: int
-    time_ns: int
-    received_ns: int
-    allowed: bool
-    method: str
-    url: str
-    host: str
-    matched_rule: str
+    event: EventRecord
     process_name: str
     agent: str
     workspace: str
-    flags: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,28 +110,29 @@ def event_record(row: EventRow) -> LogRecord:
 
 def fill_event(record: LogRecord, row: EventRow) -> None:
     """Write ``row`` into an empty ``record`` (see :func:`event_record`)."""
-    decision = "allow" if row.allowed else "deny"
+    e = row.event
+    decision = "allow" if e.allowed else "deny"
     attrs: dict[str, str | int | bool] = {
-        "http.request.method": row.method,
-        **url_attributes(row.url, row.host),
-        "boundary.session.id": row.session_id,
-        "boundary.sequence_number": row.sequence_number,
+        "http.request.method": e.method,
+        **url_attributes(e.url, e.host),
+        "boundary.session.id": e.session_id,
+        "boundary.sequence_number": e.sequence_number,
         "boundary.decision": decision,
-        "boundary.rule": row.matched_rule,
+        "boundary.rule": e.matched_rule,
         "boundary.agent": row.agent,
         "boundary.workspace": row.workspace,
         "boundary.process.name": row.process_name,
-        "boundary.stored_id": row.id,
+        "boundary.stored_id": e.id,
     }
-    if row.flags:
-        attrs["boundary.event.flags"] = row.flags
-    rule = f" by rule {row.matched_rule}" if row.matched_rule else ""
-    record.time_unix_nano = row.time_ns
-    record.observed_time_unix_nano = row.received_ns
-    record.severity_number = SEVERITY_NUMBER_INFO if row.allowed else SEVERITY_NUMBER_WARN
-    record.severity_text = "INFO" if row.allowed else "WARN"
+    if e.flags:
+        attrs["boundary.event.flags"] = e.flags
+    rule = f" by rule {e.matched_rule}" if e.matched_rule else ""
+    record.time_unix_nano = e.time_ns
+    record.observed_time_unix_nano = e.received_ns
+    record.severity_number = SEVERITY_NUMBER_INFO if e.allowed else SEVERITY_NUMBER_WARN
+    record.severity_text = "INFO" if e.allowed else "WARN"
     record.event_name = EVENT_REQUEST
-    record.body.string_value = f"{decision} {row.method} {row.url}{rule}"
+    record.body.string_value = f"{decision} {e.method} {e.url}{rule}"
     _put(record.attributes, attrs)
 
 

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..model import EventRecord
 from ..storage import Storage, Tx
 from .mapping import DropRow, EventRow
 
@@ -156,20 +157,22 @@ class Source:
         rows = claim.rows(_EVENTS_SQL, (claim.cursor, upto, limit))
         return [
             EventRow(
-                id=int(r[0]),
-                session_id=r[1],
-                sequence_number=int(r[2]),
-                time_ns=int(r[3]),
-                received_ns=int(r[4]),
-                allowed=bool(r[5]),
-                method=r[6],
-                url=r[7],
-                host=r[8],
-                matched_rule=r[9],
+                EventRecord(
+                    int(r[0]),
+                    r[1],
+                    int(r[2]),
+                    int(r[3]),
+                    int(r[4]),
+                    bool(r[5]),
+                    r[6],
+                    r[7],
+                    r[8],
+                    r[9],
+                    int(r[13] or 0),
+                ),
                 process_name=r[10],
                 agent=r[11],
                 workspace=r[12],
-                flags=int(r[13] or 0),
             )
             for r in rows
         ]
