@@ -9,7 +9,10 @@ Run from the repository root::
    collector`` command, audit log lines on, written to a file), for each
    backend. The storage layer alone (same batches, no HTTP) is measured next
    to it, to show where the time goes.
-2. Query latency p50/p99 on a store of 1M events (built through the storage
+2. OTLP export (SIEM): events/s the exporter ships from a store of 100k
+   events to a loopback OTLP/HTTP receiver, each backend, with the mapping
+   to protobuf alone beside it.
+3. Query latency p50/p99 on a store of 1M events (built through the storage
    layer in large batches, not over HTTP): one session's events, one host's
    events, denied only; each through the storage layer and through the HTTP
    API.
@@ -29,19 +32,31 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry
 from rich.console import Console
 from rich.table import Table
 
 from boundary_audit.collector import EventQuery, Identity, Storage, open_storage
 from boundary_audit.collector.model import INGEST_PATH, EventIn, IngestBatch, SessionBatch
+from boundary_audit.collector.otlp import (
+    DEFAULT_BATCH_SIZE,
+    Exporter,
+    OtlpMetrics,
+    OtlpOptions,
+    Source,
+    export_request,
+)
+from boundary_audit.collector.otlp.mapping import resource
 from boundary_audit.collector.testing import throwaway_postgres
 from boundary_audit.wire import IngestRequest
 
@@ -299,6 +314,74 @@ def bench_queries(
     return rows
 
 
+#: Records per OTLP request in the export benchmark (the exporter's default).
+OTLP_BATCH = DEFAULT_BATCH_SIZE
+
+
+@dataclass(frozen=True, slots=True)
+class OtlpRow:
+    backend: str
+    export_events_per_s: float
+    mapping_events_per_s: float
+
+
+@contextmanager
+def _otlp_sink() -> Iterator[str]:
+    """A loopback OTLP/HTTP receiver that reads each body and answers 200 (no decoding)."""
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1/logs"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def bench_otlp(backend: str, db_url: str, total_events: int) -> OtlpRow:
+    """Events/s the OTLP exporter ships from a full store to a local receiver.
+
+    The exporter's own cycle (read past the cursor, map, POST, commit the
+    cursor) run back to back; next to it the mapping alone (rows to protobuf
+    bytes), to show where the time goes.
+    """
+    with open_storage(db_url) as storage:
+        build_store(storage, total_events)
+        source = Source(storage)
+        with source.claim() as claim:
+            rows = source.events(claim, source.horizon(), OTLP_BATCH)
+        res = resource()
+        start = time.perf_counter()
+        for _ in range(total_events // len(rows)):
+            export_request(rows, [], res).SerializeToString()
+        mapping_s = time.perf_counter() - start
+        mapped = len(rows) * (total_events // len(rows))
+        with _otlp_sink() as url:
+            exporter = Exporter(
+                storage,
+                OtlpOptions(endpoint=url, batch_size=OTLP_BATCH),
+                OtlpMetrics(CollectorRegistry()),
+            )
+            sent = 0
+            start = time.perf_counter()
+            while (cycle := exporter.run_once()).sent or cycle.delay is not None:
+                sent += cycle.sent
+            export_s = time.perf_counter() - start
+    assert sent == total_events, f"exported {sent} of {total_events}"
+    return OtlpRow(backend, sent / export_s, mapped / mapping_s)
+
+
 def _table(title: str, text_columns: list[str], number_columns: list[str]) -> Table:
     """A results table: text columns first, then figures aligned right."""
     table = Table(title=title)
@@ -315,7 +398,9 @@ def main() -> int:
     parser.add_argument(
         "--ingest-only", action="store_true", help="only the ingest table (no 1M-event store)"
     )
+    parser.add_argument("--otlp-only", action="store_true", help="only the OTLP export table")
     args = parser.parse_args()
+    otlp_events = 20_000 if args.quick else 100_000
     ingest_events = 20_000 if args.quick else 200_000
     store_events = 100_000 if args.quick else 1_000_000
     # Wide enough for the tables when printing to a file or pipe.
@@ -328,6 +413,23 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
         throwaway_postgres(durable=True) as pg,
     ):
+        otlp = [
+            bench_otlp("sqlite", f"sqlite:///{tmp}/otlp.db", otlp_events),
+            bench_otlp("postgresql", pg.new_database(), otlp_events),
+        ]
+        table = _table(
+            f"OTLP export: {otlp_events:,} stored events to a loopback receiver, "
+            f"requests of {OTLP_BATCH}",
+            ["backend"],
+            ["export events/s", "mapping only, events/s"],
+        )
+        for o in otlp:
+            table.add_row(
+                o.backend, f"{o.export_events_per_s:,.0f}", f"{o.mapping_events_per_s:,.0f}"
+            )
+        console.print(table)
+        if args.otlp_only:
+            return 0
         ingest = [
             bench_ingest("sqlite", f"sqlite:///{tmp}/ingest.db", ingest_events),
             bench_ingest("postgresql", pg.new_database(), ingest_events),

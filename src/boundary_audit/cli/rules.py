@@ -10,22 +10,24 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-from ..collector.cli import COLLECTOR_URL_ENV, READER_ENV, _logs_query
-from ..collector.client import HttpSource, QuerySource, StorageSource
-from ..collector.connect import SQLITE_PREFIX, open_storage
+from ..collector.cli_query import (
+    COLLECTOR_URL_ENV,
+    READER_ENV,
+    open_source,
+    resolve_session,
+    time_window,
+)
+from ..collector.client import QuerySource
 from ..collector.model import (
     MAX_PAGE_SIZE,
     CollectorError,
     EventQuery,
 )
 from ..collector.server import DB_ENV
-from ..collector.storage import default_db_url
 from ..learn import (
     BASELINES,
     DEFAULT_PATH_THRESHOLD,
@@ -51,18 +53,6 @@ class HistoryError(Exception):
     """The history cannot be read or is empty; the message says why."""
 
 
-def _open_source(args: argparse.Namespace) -> QuerySource:
-    url = args.collector_url or (None if args.db else os.environ.get(COLLECTOR_URL_ENV))
-    if url:
-        return HttpSource(url, args.token or os.environ.get(READER_ENV))
-    db = args.db or os.environ.get(DB_ENV) or default_db_url()
-    if db.startswith(SQLITE_PREFIX) and not Path(db[len(SQLITE_PREFIX) :]).exists():
-        raise HistoryError(
-            f"no database at {db[len(SQLITE_PREFIX) :]} (give --db or --collector-url)"
-        )
-    return StorageSource(open_storage(db))
-
-
 def _sessions_matching(source: QuerySource, agent: str | None, process: str | None) -> set[str]:
     """Ids of the sessions of ``agent`` and/or confined ``process``."""
     out: set[str] = set()
@@ -82,14 +72,19 @@ def _sessions_matching(source: QuerySource, agent: str | None, process: str | No
 def _query(args: argparse.Namespace) -> EventQuery:
     """``--session``/``--since``/``--until`` read exactly as ``logs`` reads them
     (one grammar: a change there applies here)."""
-    return dataclasses.replace(_logs_query(args), limit=MAX_PAGE_SIZE)
+    since_ns, until_ns = time_window(args)
+    return EventQuery(
+        session_id=args.session, since_ns=since_ns, until_ns=until_ns, limit=MAX_PAGE_SIZE
+    )
 
 
 def read_history(args: argparse.Namespace) -> list[Request]:
     """Every stored request the selection names, oldest to newest as the API pages them."""
     query = _query(args)
-    source = _open_source(args)
+    source = open_source(args)
     try:
+        if query.session_id is not None:  # the short id the tables show works too
+            query = dataclasses.replace(query, session_id=resolve_session(source, query.session_id))
         wanted = (
             _sessions_matching(source, args.agent, args.process)
             if args.agent is not None or args.process is not None

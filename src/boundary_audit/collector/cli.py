@@ -12,7 +12,7 @@ from typing import Any
 from boundary_audit.evidence import load_or_generate_key, public_key_pem
 from boundary_audit.logs import get_logger
 
-from . import cli_query
+from . import cli_query, otlp
 from .cli_output import Column, add_format_flags, print_rows, print_table, reports_errors
 from .cli_query import add_db as _add_db
 from .cli_query import db_default as _db_default
@@ -75,6 +75,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="do not emit one JSON log line per stored event",
     )
+    otlp.add_arguments(p)
     p.set_defaults(func=cmd_collector)
 
     t = subparsers.add_parser("tokens", help="create, list and revoke agent and reader tokens")
@@ -113,6 +114,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
             emit_event_logs=not args.no_event_log,
             signing_key=args.signing_key,
             checkpoint_interval_seconds=parse_duration(args.checkpoint_interval),
+            otlp=otlp.options_from(args),
         )
         return asyncio.run(serve(options))
     except (ValueError, OSError, CollectorError) as exc:

@@ -143,7 +143,8 @@ def register(subparsers: Any) -> None:
     g.set_defaults(func=cmd_logs)
 
 
-def _source(args: argparse.Namespace) -> QuerySource:
+def open_source(args: argparse.Namespace) -> QuerySource:
+    """The collector named by --collector-url (or its env), else the database (never created)."""
     url = args.collector_url or (None if args.db else os.environ.get(COLLECTOR_URL_ENV))
     if url:
         return HttpSource(url, args.token or os.environ.get(READER_ENV))
@@ -161,7 +162,7 @@ def _limit(args: argparse.Namespace) -> int | None:
 @reports_errors
 def cmd_sessions(args: argparse.Namespace) -> int:
     limit = _limit(args)
-    source = _source(args)
+    source = open_source(args)
     try:
         rows: list[dict[str, Any]] = []
         cursor = None
@@ -236,7 +237,10 @@ def _chain_cell(chain: dict[str, Any]) -> str:
     return f"{state} at {bad}" if state == "tampered" and bad is not None else state
 
 
-def logs_query(args: argparse.Namespace, now_ns: int | None = None) -> EventQuery:
+def time_window(
+    args: argparse.Namespace, now_ns: int | None = None
+) -> tuple[int | None, int | None]:
+    """``--since`` and ``--until`` in nanoseconds, read with the one time grammar."""
     now = time.time_ns() if now_ns is None else now_ns
     zone = local_zone()
     times: dict[str, int | None] = {}
@@ -246,12 +250,17 @@ def logs_query(args: argparse.Namespace, now_ns: int | None = None) -> EventQuer
             times[flag] = None if raw is None else parse_when(raw, now_ns=now, zone=zone)
         except TimeSpecError as exc:
             raise ValueError(f"--{flag}: {exc}") from None
+    return times["since"], times["until"]
+
+
+def logs_query(args: argparse.Namespace, now_ns: int | None = None) -> EventQuery:
+    since_ns, until_ns = time_window(args, now_ns)
     return EventQuery(
         allowed=False if args.denied else (True if args.allowed else None),
         host=args.host,
         url_contains=args.url_contains,
-        since_ns=times["since"],
-        until_ns=times["until"],
+        since_ns=since_ns,
+        until_ns=until_ns,
     )
 
 
@@ -259,7 +268,7 @@ def logs_query(args: argparse.Namespace, now_ns: int | None = None) -> EventQuer
 def cmd_logs(args: argparse.Namespace) -> int:
     query = logs_query(args)
     limit = _limit(args)
-    source = _source(args)
+    source = open_source(args)
     fmt: Format = args.format
     try:
         if args.session:

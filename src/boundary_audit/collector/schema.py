@@ -115,4 +115,16 @@ MIGRATIONS: list[tuple[int, list[str]]] = [
             "UPDATE sessions SET chain_run_count = -1 WHERE max_seq >= 0",
         ],
     ),
+    (
+        6,
+        [
+            # The OTLP exporter's cursor (collector/otlp/source.py): the highest
+            # events.id shipped, one row per exporter name, locked (PostgreSQL
+            # FOR UPDATE) by the replica that ships, so replicas share it.
+            "CREATE TABLE otlp_cursor (name TEXT PRIMARY KEY, event_id {int} NOT NULL,"
+            " updated_ns {int} NOT NULL)",
+            # Drop reports have no commit-ordered id: each one shipped is marked.
+            "CREATE TABLE otlp_sent_drops (report_id TEXT PRIMARY KEY, sent_ns {int} NOT NULL)",
+        ],
+    ),
 ]

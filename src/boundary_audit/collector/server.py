@@ -25,6 +25,7 @@ from .app import AppSettings, create_app
 from .connect import open_storage
 from .metrics import CollectorMetrics
 from .model import NS_PER_SECOND, StorageUnavailableError
+from .otlp import Exporter, OtlpMetrics, OtlpOptions
 from .storage import Storage
 from .trail import default_key_path
 
@@ -123,15 +124,23 @@ class ServeOptions:
     #: The Ed25519 key that signs checkpoints (created 0600 at first start).
     signing_key: str | None = None
     checkpoint_interval_seconds: float = DEFAULT_CHECKPOINT_INTERVAL_SECONDS
+    #: Ship stored events and drop reports to an OTLP/HTTP endpoint (None: no export).
+    otlp: OtlpOptions | None = None
 
 
 async def retention_loop(
-    storage: Storage, metrics: CollectorMetrics, retention_seconds: float, interval: float
+    storage: Storage,
+    metrics: CollectorMetrics,
+    retention_seconds: float,
+    interval: float,
+    exporter: Exporter | None = None,
 ) -> None:
     """Prune events older than the retention window, now and then every ``interval``."""
     log = get_logger("collector", task="retention")
     while True:
         cutoff = time.time_ns() - int(retention_seconds * NS_PER_SECOND)
+        if exporter is not None:
+            await run_in_threadpool(exporter.before_prune, cutoff)
         try:
             deleted = await run_in_threadpool(storage.prune, cutoff)
         except StorageUnavailableError as exc:
@@ -197,11 +206,20 @@ async def serve(options: ServeOptions) -> int:
     server = _uvicorn(app, host, port, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
     # uvicorn's own start/stop lines would repeat ours (collector_listening/stopped).
     logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
+    exporter: Exporter | None = None
+    exporting: asyncio.Task[None] | None = None
+    if options.otlp is not None:
+        exporter = Exporter(storage, options.otlp, OtlpMetrics(metrics.registry))
+        exporting = asyncio.create_task(exporter.run())
     pruner: asyncio.Task[None] | None = None
     if options.retention_seconds:
         pruner = asyncio.create_task(
             retention_loop(
-                storage, metrics, options.retention_seconds, options.prune_interval_seconds
+                storage,
+                metrics,
+                options.retention_seconds,
+                options.prune_interval_seconds,
+                exporter,
             )
         )
     signer = asyncio.create_task(
@@ -227,6 +245,11 @@ async def serve(options: ServeOptions) -> int:
         if pruner is not None:
             pruner.cancel()
         signer.cancel()
+        if exporter is not None and exporting is not None:
+            # The request in flight finishes (bounded by its timeout) and its
+            # cursor is committed before the store closes.
+            exporter.stop()
+            await exporting
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         # Everything stored until now is signed before the store closes.
