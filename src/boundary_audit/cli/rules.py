@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..collector.cli_query import (
-    COLLECTOR_URL_ENV,
-    READER_ENV,
+    add_source_flags,
     open_source,
     resolve_session,
     time_window,
@@ -27,7 +26,6 @@ from ..collector.model import (
     CollectorError,
     EventQuery,
 )
-from ..collector.server import DB_ENV
 from ..learn import (
     BASELINES,
     DEFAULT_PATH_THRESHOLD,
@@ -179,20 +177,7 @@ def _add_history(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", metavar="TIME", help="requests before this RFC 3339 time")
     parser.add_argument("--agent", metavar="A", help="only sessions of this agent")
     parser.add_argument("--process", metavar="P", help="only sessions of this confined process")
-    parser.add_argument(
-        "--db",
-        default=None,
-        help=f"database URL: sqlite:///PATH or postgresql://... (env {DB_ENV}; "
-        "default: collector.db in the user data dir)",
-    )
-    parser.add_argument(
-        "--collector-url",
-        default=None,
-        help=f"query a running collector instead of the database (env {COLLECTOR_URL_ENV})",
-    )
-    parser.add_argument(
-        "--token", default=None, help=f"reader token for --collector-url (env {READER_ENV})"
-    )
+    add_source_flags(parser)
     # The filters of ``logs`` that the history does not use (see _query).
     parser.set_defaults(denied=False, allowed=False, host=None, url_contains=None)
 

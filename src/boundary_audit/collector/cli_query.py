@@ -93,7 +93,8 @@ def read_storage(url: str) -> Any:
     return open_storage(url)
 
 
-def _add_source(parser: argparse.ArgumentParser, what: str) -> None:
+def add_source_flags(parser: argparse.ArgumentParser) -> None:
+    """``--db``, ``--collector-url`` and ``--token``: where a read command reads (open_source)."""
     add_db(parser)
     parser.add_argument(
         "--collector-url",
@@ -103,6 +104,10 @@ def _add_source(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--token", default=None, help=f"reader token for --collector-url (env {READER_ENV})"
     )
+
+
+def _add_source(parser: argparse.ArgumentParser, what: str) -> None:
+    add_source_flags(parser)
     add_format_flags(parser, what)
     parser.add_argument(
         "--full-ids", action="store_true", help="whole session ids (the table shortens them)"
