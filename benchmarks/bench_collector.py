@@ -136,6 +136,20 @@ def _request_bodies(total_events: int, rng: random.Random) -> list[bytes]:
     return bodies
 
 
+def listening_url(log: Path, proc: subprocess.Popen[bytes]) -> str:
+    """The URL a collector process announces in its log ``log``, once it listens."""
+    deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and proc.poll() is None:
+        # Only the first lines matter; audit lines follow once load starts.
+        with log.open("rb") as f:
+            head = f.read(65536).decode(errors="replace")
+        match = re.search(r'"url": "(http://[^"]+)"[^\n]*collector_listening', head)
+        if match:
+            return match.group(1)
+        time.sleep(0.05)
+    raise RuntimeError(f"collector did not start: {log.read_text()[:2000]}")
+
+
 @contextmanager
 def _collector_process(db_url: str, *extra: str) -> Iterator[str]:
     log = Path(tempfile.mkstemp(prefix="bench-collector-", suffix=".log")[1])
@@ -146,17 +160,7 @@ def _collector_process(db_url: str, *extra: str) -> Iterator[str]:
             stderr=sink,
         )
     try:
-        deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            # Only the first lines matter; audit lines follow once load starts.
-            with log.open("rb") as f:
-                head = f.read(65536).decode(errors="replace")
-            match = re.search(r'"url": "(http://[^"]+)"[^\n]*collector_listening', head)
-            if match:
-                yield match.group(1)
-                return
-            time.sleep(0.05)
-        raise RuntimeError(f"collector did not start: {log.read_text()[:2000]}")
+        yield listening_url(log, proc)
     finally:
         proc.terminate()
         proc.wait()

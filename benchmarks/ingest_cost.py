@@ -23,12 +23,10 @@ import argparse
 import asyncio
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -38,15 +36,13 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_collector import _post_all, _request_bodies
+from benchmarks.bench_collector import _post_all, _request_bodies, listening_url
 
 #: Default events per run: enough for the collector's start-up CPU (measured
 #: separately and not counted) to be left behind, few enough for ~10 s a run.
 DEFAULT_EVENTS = 50_000
 #: Default rounds: each tree runs this many times, alternated; the median is shown.
 DEFAULT_ROUNDS = 3
-#: Seconds to wait for a collector to print its listening URL.
-LISTEN_TIMEOUT_SECONDS = 60
 
 
 TOKEN_COMMAND = [sys.executable, "-m", "boundary_audit", "tokens", "create", "--agent", "bench"]
@@ -77,17 +73,7 @@ def _collector(tree: Path, db_url: str, log: Path) -> Iterator[tuple[str, int]]:
             env=_env(tree),
         )
     try:
-        deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
-        while time.monotonic() < deadline:
-            head = log.read_bytes()[:65536].decode(errors="replace")
-            match = re.search(r'"url": "(http://[^"]+)"[^\n]*collector_listening', head)
-            if match:
-                yield match.group(1), proc.pid
-                return
-            if proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise RuntimeError(f"collector of {tree} did not start: {log.read_text()[:2000]}")
+        yield listening_url(log, proc), proc.pid
     finally:
         proc.terminate()
         proc.wait()
