@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_collector.py [--quick]
+    .venv/bin/python benchmarks/bench_collector.py [--quick] [--evidence-only]
 
 1. Events/s stored from protobuf requests of 100 events, posted over HTTP by
    concurrent clients to a collector process (the real ``boundary-audit
@@ -12,7 +12,11 @@ Run from the repository root::
 2. OTLP export (SIEM): events/s the exporter ships from a store of 100k
    events to a loopback OTLP/HTTP receiver, each backend, with the mapping
    to protobuf alone beside it.
-3. Query latency p50/p99 on a store of 1M events (built through the storage
+3. Evidence cost (issue 12's target: at most 15% slower): the same
+   chained requests to a collector with ``--no-evidence`` and without it,
+   alternated; CPU µs per stored event of the collector process, over HTTP
+   and through the storage layer alone (``evidence_cost.py``).
+4. Query latency p50/p99 on a store of 1M events (built through the storage
    layer in large batches, not over HTTP): one session's events, one host's
    events, denied only; each through the storage layer and through the HTTP
    API.
@@ -24,12 +28,9 @@ on 1M events. PostgreSQL runs with its durable defaults (fsync on).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from boundary_audit.collector import EventQuery, Identity, Storage, open_storage
-from boundary_audit.collector.model import INGEST_PATH, EventIn, IngestBatch, SessionBatch
+from boundary_audit.collector.model import IngestBatch, SessionBatch
 from boundary_audit.collector.otlp import (
     DEFAULT_BATCH_SIZE,
     Exporter,
@@ -58,143 +59,52 @@ from boundary_audit.collector.otlp import (
 )
 from boundary_audit.collector.otlp.mapping import resource
 from boundary_audit.collector.testing import throwaway_postgres
-from boundary_audit.wire import IngestRequest
 
-#: Events per ingest request, as the issue's goal states it.
-EVENTS_PER_REQUEST = 100
-#: Concurrent HTTP clients: a handful of agents posting at once; more only
-#: queue behind SQLite's single writer.
-CLIENTS = 4
-#: Sessions the ingest load is spread over (agents each have a few).
-INGEST_SESSIONS = 16
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks.*
+from benchmarks.evidence_cost import (
+    GOAL_SLOWDOWN,
+    OFF_FLAG,
+    CostRow,
+    evidence_rows,
+    sqlite_databases,
+)
+from benchmarks.ingest_load import (
+    CLIENTS,
+    EVENTS_PER_REQUEST,
+    INGEST_SESSIONS,
+    collector_process,
+    make_events,
+    post_all,
+    request_bodies,
+    session_hosts,
+)
+
 #: Events per storage call when building the query store: large batches make
 #: 1M events quick to load.
 BULK_BATCH_EVENTS = 10_000
-#: Shape of the query store: sessions x events each, one request in five
-#: denied. Each session reaches its own few hosts out of a large pool, most
-#: requests going to the first of them (a coding agent talks mostly to its
-#: forge and package registries).
+#: Shape of the query store: sessions x events each (hosts and denied share
+#: as the ingest load's, ingest_load.py).
 STORE_SESSIONS = 1_000
-HOST_POOL = 500
-HOSTS_PER_SESSION = 8
-DENIED_RATIO = 0.2
 #: Timed runs per query kind (p99 needs at least ~100).
 QUERY_RUNS = 200
 #: Page size of every timed query (the API's default).
 PAGE = 100
-LISTEN_TIMEOUT_SECONDS = 30
+#: Rounds of the evidence cost table: each of off and on this many times, alternated.
+EVIDENCE_ROUNDS = 3
 #: Table width in columns: the query table has six columns of figures.
 CONSOLE_WIDTH = 120
-COLLECTOR_COMMAND = [sys.executable, "-m", "boundary_audit", "collector"]
-
-
-def _session_hosts(rng: random.Random) -> list[str]:
-    return [f"host{rng.randrange(HOST_POOL)}.example" for _ in range(HOSTS_PER_SESSION)]
-
-
-def _events(
-    seq0: int, n: int, rng: random.Random, now: int, hosts: list[str] | None = None
-) -> list[EventIn]:
-    hosts = hosts or _session_hosts(rng)
-    out = []
-    for seq in range(seq0, seq0 + n):
-        # Geometric-ish skew: the first host takes about half the requests.
-        host = hosts[min(int(rng.expovariate(0.7)), len(hosts) - 1)]
-        allowed = rng.random() >= DENIED_RATIO
-        out.append(
-            EventIn(
-                sequence_number=seq,
-                time_ns=now + seq * 1_000_000,
-                allowed=allowed,
-                method="GET",
-                url=f"https://{host}/path/{seq}?q=1",
-                host=host,
-                matched_rule=f"domain={host}" if allowed else "",
-            )
-        )
-    return out
-
-
-def _request_bodies(total_events: int, rng: random.Random) -> list[bytes]:
-    sessions = [str(uuid.uuid4()) for _ in range(INGEST_SESSIONS)]
-    hosts = {sid: _session_hosts(rng) for sid in sessions}
-    next_seq = dict.fromkeys(sessions, 0)
-    now = time.time_ns()
-    bodies = []
-    for i in range(total_events // EVENTS_PER_REQUEST):
-        sid = sessions[i % INGEST_SESSIONS]
-        request = IngestRequest(batch_id=str(uuid.uuid4()))
-        report = request.logs.add(session_id=sid, confined_process_name="bench")
-        for e in _events(next_seq[sid], EVENTS_PER_REQUEST, rng, now, hosts[sid]):
-            log = report.logs.add(allowed=e.allowed, sequence_number=e.sequence_number)
-            log.time.FromNanoseconds(e.time_ns)
-            log.http_request.method = e.method
-            log.http_request.url = e.url
-            log.http_request.matched_rule = e.matched_rule
-        next_seq[sid] += EVENTS_PER_REQUEST
-        bodies.append(request.SerializeToString())
-    return bodies
-
-
-def listening_url(log: Path, proc: subprocess.Popen[bytes]) -> str:
-    """The URL a collector process announces in its log ``log``, once it listens."""
-    deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
-    while time.monotonic() < deadline and proc.poll() is None:
-        # Only the first lines matter; audit lines follow once load starts.
-        with log.open("rb") as f:
-            head = f.read(65536).decode(errors="replace")
-        match = re.search(r'"url": "(http://[^"]+)"[^\n]*collector_listening', head)
-        if match:
-            return match.group(1)
-        time.sleep(0.05)
-    raise RuntimeError(f"collector did not start: {log.read_text()[:2000]}")
-
-
-@contextmanager
-def _collector_process(db_url: str, *extra: str) -> Iterator[str]:
-    log = Path(tempfile.mkstemp(prefix="bench-collector-", suffix=".log")[1])
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*COLLECTOR_COMMAND, "--db", db_url, "--listen", "127.0.0.1:0", *extra],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-        )
-    try:
-        yield listening_url(log, proc)
-    finally:
-        proc.terminate()
-        proc.wait()
-        log.unlink(missing_ok=True)
-
-
-async def _post_all(url: str, token: str, bodies: list[bytes]) -> float:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
-    queue = list(reversed(bodies))
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            body = queue.pop()
-            response = await client.post(url + INGEST_PATH, content=body)
-            if response.status_code != 200:
-                raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
-
-    limits = httpx.Limits(max_connections=CLIENTS)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(CLIENTS)))
-        return time.perf_counter() - start
 
 
 def _storage_only(storage: Storage, ident: Identity, total_events: int) -> float:
     rng = random.Random(7)
     now = time.time_ns()
     sessions = [str(uuid.uuid4()) for _ in range(INGEST_SESSIONS)]
-    hosts = {sid: _session_hosts(rng) for sid in sessions}
+    hosts = {sid: session_hosts(rng) for sid in sessions}
     batches = []
     for n in range(total_events // EVENTS_PER_REQUEST):
         sid = sessions[n % INGEST_SESSIONS]
         seq0 = (n // INGEST_SESSIONS) * EVENTS_PER_REQUEST
-        events = _events(seq0, EVENTS_PER_REQUEST, rng, now, hosts[sid])
+        events = make_events(seq0, EVENTS_PER_REQUEST, rng, now, hosts[sid])
         batches.append(IngestBatch("b", [SessionBatch(sid, "bench", events)], []))
     start = time.perf_counter()
     for batch in batches:
@@ -215,9 +125,9 @@ def bench_ingest(backend: str, db_url: str, total_events: int, *extra: str) -> I
         ident = storage.authenticate(token)
         assert ident is not None
         storage_s = _storage_only(storage, ident, total_events)
-    bodies = _request_bodies(total_events, random.Random(1))
-    with _collector_process(db_url, *extra) as url:
-        http_s = asyncio.run(_post_all(url, token, bodies))
+    bodies = request_bodies(total_events, random.Random(1))
+    with collector_process(db_url, *extra) as collector:
+        http_s = post_all(collector.url, token, bodies)
     return IngestRow(backend, total_events / http_s, total_events / storage_s)
 
 
@@ -232,7 +142,7 @@ def build_store(storage: Storage, total_events: int) -> tuple[list[str], list[st
     pending: list[SessionBatch] = []
     count = 0
     for sid in sessions:
-        pending.append(SessionBatch(sid, "bench", _events(0, per_session, rng, now)))
+        pending.append(SessionBatch(sid, "bench", make_events(0, per_session, rng, now)))
         count += per_session
         if count >= BULK_BATCH_EVENTS:
             storage.ingest(IngestBatch("bulk", pending, []), ident)
@@ -396,6 +306,23 @@ def _table(title: str, text_columns: list[str], number_columns: list[str]) -> Ta
     return table
 
 
+def _evidence_table(rows: list[CostRow], events: int, rounds: int) -> Table:
+    table = _table(
+        f"Evidence cost: {events:,} chained events and a seal per session, "
+        f"{OFF_FLAG} vs on, median of {rounds} alternated rounds",
+        ["backend", "path"],
+        ["CPU µs/event off", "on", "slowdown", "events/s off", "on", "goal <= 15%"],
+    )
+    for r in rows:
+        verdict = "met" if r.slowdown <= GOAL_SLOWDOWN else "MISSED"
+        table.add_row(
+            r.backend, r.path, f"{r.cpu_off:.1f}", f"{r.cpu_on:.1f}", f"{r.slowdown:+.1%}",
+            f"{r.rate_off:,.0f}", f"{r.rate_on:,.0f}",
+            verdict if r.path.startswith("HTTP") else f"({verdict})",
+        )  # fmt: skip
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -403,7 +330,14 @@ def main() -> int:
         "--ingest-only", action="store_true", help="only the ingest table (no 1M-event store)"
     )
     parser.add_argument("--otlp-only", action="store_true", help="only the OTLP export table")
+    parser.add_argument(
+        "--evidence-only",
+        action="store_true",
+        help="only the evidence cost table (ingest with the store log and chain check off / on)",
+    )
     args = parser.parse_args()
+    evidence_events = 20_000 if args.quick else 50_000
+    evidence_rounds = 1 if args.quick else EVIDENCE_ROUNDS
     otlp_events = 20_000 if args.quick else 100_000
     ingest_events = 20_000 if args.quick else 200_000
     store_events = 100_000 if args.quick else 1_000_000
@@ -417,6 +351,14 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
         throwaway_postgres(durable=True) as pg,
     ):
+        evidence = evidence_rows(
+            [("sqlite", sqlite_databases(Path(tmp))), ("postgresql", pg.new_database)],
+            evidence_events,
+            evidence_rounds,
+        )
+        console.print(_evidence_table(evidence, evidence_events, evidence_rounds))
+        if args.evidence_only:
+            return 0
         otlp = [
             bench_otlp("sqlite", f"sqlite:///{tmp}/otlp.db", otlp_events),
             bench_otlp("postgresql", pg.new_database(), otlp_events),

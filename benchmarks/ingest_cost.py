@@ -20,23 +20,19 @@ default) in a fresh temporary directory per run.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.bench_collector import _post_all, _request_bodies, listening_url
+from benchmarks.ingest_load import collector_process, cpu_seconds, post_all, request_bodies
 
 #: Default events per run: enough for the collector's start-up CPU (measured
 #: separately and not counted) to be left behind, few enough for ~10 s a run.
@@ -48,35 +44,8 @@ DEFAULT_ROUNDS = 3
 TOKEN_COMMAND = [sys.executable, "-m", "boundary_audit", "tokens", "create", "--agent", "bench"]
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and every process below it (all threads)."""
-    root = psutil.Process(pid)
-    total = 0.0
-    for proc in [root, *root.children(recursive=True)]:
-        times = proc.cpu_times()
-        total += times.user + times.system
-    return total
-
-
 def _env(tree: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(tree / "src")}
-
-
-@contextmanager
-def _collector(tree: Path, db_url: str, log: Path) -> Iterator[tuple[str, int]]:
-    command = [sys.executable, "-m", "boundary_audit", "collector", "--db", db_url]
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*command, "--listen", "127.0.0.1:0", "--no-event-log"],
-            stdout=subprocess.DEVNULL,
-            stderr=sink,
-            env=_env(tree),
-        )
-    try:
-        yield listening_url(log, proc), proc.pid
-    finally:
-        proc.terminate()
-        proc.wait()
 
 
 def run_once(tree: Path, bodies: list[bytes], events: int) -> tuple[float, float]:
@@ -90,10 +59,10 @@ def run_once(tree: Path, bodies: list[bytes], events: int) -> tuple[float, float
             capture_output=True,
             text=True,
         ).stdout.split()[-1]
-        with _collector(tree, db_url, Path(tmp) / "collector.log") as (url, pid):
-            before = _cpu_seconds(pid)
-            wall = asyncio.run(_post_all(url, token, bodies))
-            cpu = _cpu_seconds(pid) - before
+        with collector_process(db_url, "--no-event-log", env=_env(tree)) as collector:
+            before = cpu_seconds(collector.pid)
+            wall = post_all(collector.url, token, bodies)
+            cpu = cpu_seconds(collector.pid) - before
     return cpu / events * 1e6, events / wall
 
 
@@ -104,7 +73,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS)
     args = parser.parse_args()
     trees = [(name, Path(path).resolve()) for name, path in (t.split("=", 1) for t in args.trees)]
-    bodies = _request_bodies(args.events, random.Random(1))
+    bodies = request_bodies(args.events, random.Random(1))
     events = len(bodies) * (args.events // len(bodies)) if bodies else 0
     cpu: dict[str, list[float]] = {name: [] for name, _ in trees}
     rate: dict[str, list[float]] = {name: [] for name, _ in trees}

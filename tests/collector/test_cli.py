@@ -293,3 +293,31 @@ def _refuses_connections(host: str, port: int) -> bool:
     except ConnectionRefusedError:
         return True
     return False
+
+
+def test_no_evidence_flag_keeps_no_leaves_and_verify_names_what_it_stored(tmp_path: Path) -> None:
+    """``--no-evidence`` (the benchmark's "off") stores events without leaves; a
+    collector started without it logs them again, and verify names the gap."""
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    token = run_cli("tokens", "create", "--agent", "a", "--db", db).stdout.strip()
+    off_session, on_session = str(uuid.uuid4()), str(uuid.uuid4())
+    proc = start_collector(db, tmp_path / "off.log", "--no-evidence")
+    try:
+        assert _post(proc.url, token, make_request(off_session, range(4))).json()["stored"] == 4
+    finally:
+        proc.stop()
+    assert "evidence_off" in (tmp_path / "off.log").read_text()
+    proc = start_collector(db, tmp_path / "on.log")
+    try:
+        assert _post(proc.url, token, make_request(on_session, range(3))).json()["stored"] == 3
+    finally:
+        proc.stop()
+    assert "evidence_off" not in (tmp_path / "on.log").read_text()
+    result = run_cli("verify", "--db", db, "--json", check=False)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    inserted = [
+        (f["session"], f["sequence_number"]) for f in report["findings"] if f["kind"] == "inserted"
+    ]
+    assert sorted(inserted) == [(off_session, n) for n in range(4)]
+    assert report["events_checked"] == 7

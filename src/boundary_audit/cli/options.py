@@ -15,6 +15,7 @@ toss); list options (rules, session-header targets) are combined instead.
 
 from __future__ import annotations
 
+import argparse
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -75,6 +76,17 @@ LIST_OPTIONS = frozenset({"rules", "session_headers", "inject_targets"})
 
 
 # -- value parsers: raise ValueError with the reason ------------------------------
+
+
+def positive_int(value: str) -> int:
+    """An argparse type: an integer >= 1, with an error that says so."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def parse_bool(raw: object) -> bool:
@@ -410,4 +422,5 @@ __all__ = [
     "parse_process_name",
     "parse_session_header",
     "parse_string_list",
+    "positive_int",
 ]

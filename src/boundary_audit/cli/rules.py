@@ -38,8 +38,7 @@ from ..learn import (
 from ..logs import get_logger
 from ..proxy import RuleParseError, parse_rules
 from .config_file import load_config_file
-from .options import ConfigError
-from .run import _positive_int
+from .options import ConfigError, positive_int
 
 #: Exit status of ``replay`` when the candidate changes some decision.
 EXIT_CHANGED = 1
@@ -201,7 +200,7 @@ def register(subparsers: Any) -> None:
     _add_history(s)
     s.add_argument(
         "--merge-paths",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_PATH_THRESHOLD,
         metavar="N",
         help="merge a path prefix into PREFIX/* when more than N distinct paths follow it "

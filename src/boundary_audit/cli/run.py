@@ -48,6 +48,7 @@ from ..proxy import (
 )
 from ..wire import socket_path_candidates
 from .correlation import SessionCorrelation
+from .options import positive_int
 from .run_config import (
     DEFAULT_LOG_LEVEL,
     ConfigError,
@@ -93,17 +94,6 @@ def _level(value: str) -> str:
         return normalize_level(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _positive_int(value: str) -> int:
-    """An argparse type: an integer >= 1, with an error that says so."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
 
 
 def terminal_audit_level(settings: RunSettings, args: argparse.Namespace, stream: TextIO) -> str:
@@ -395,7 +385,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--audit-queue-size",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_QUEUE_SIZE,
         metavar="EVENTS",
         help="events that may wait for the agent; beyond it new events are dropped and counted "

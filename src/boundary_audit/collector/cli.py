@@ -75,6 +75,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="do not emit one JSON log line per stored event",
     )
+    p.add_argument(
+        "--no-evidence",
+        action="store_true",
+        help="keep no store log and check no chains at ingest (to measure their cost; "
+        "`verify` then names the events stored meanwhile as inserted)",
+    )
     otlp.add_arguments(p)
     p.set_defaults(func=cmd_collector)
 
@@ -115,6 +121,7 @@ def cmd_collector(args: argparse.Namespace) -> int:
             signing_key=args.signing_key,
             checkpoint_interval_seconds=parse_duration(args.checkpoint_interval),
             otlp=otlp.options_from(args),
+            record_evidence=not args.no_evidence,
         )
         return asyncio.run(serve(options))
     except (ValueError, OSError, CollectorError) as exc:

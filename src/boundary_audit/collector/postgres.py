@@ -73,6 +73,14 @@ class PostgresStorage(Storage):
     )
     #: The store log's one row, locked until commit: replicas append one after another.
     select_log_sql = "SELECT frontier FROM log_state WHERE id = 1 FOR UPDATE"
+    #: Swap the log's state and insert its one new leaf in one round trip
+    #: (the leaf only if the swap matched: the row count says which).
+    fused_append_sql = (
+        "WITH swap AS (UPDATE log_state SET size = ?, frontier = ?"
+        " WHERE id = 1 AND frontier = ? RETURNING 1)"
+        " INSERT INTO log_leaves (leaf_index, leaf)"
+        " SELECT ?::bigint, ?::bytea WHERE EXISTS (SELECT 1 FROM swap)"
+    )
     substring_fn = "strpos"
     column_types = POSTGRES_TYPES
 

@@ -126,6 +126,9 @@ class ServeOptions:
     checkpoint_interval_seconds: float = DEFAULT_CHECKPOINT_INTERVAL_SECONDS
     #: Ship stored events and drop reports to an OTLP/HTTP endpoint (None: no export).
     otlp: OtlpOptions | None = None
+    #: Keep the store log and check chains at ingest. Off only to measure what
+    #: they cost: events stored without them are named ``inserted`` by verify.
+    record_evidence: bool = True
 
 
 async def retention_loop(
@@ -198,6 +201,13 @@ async def serve(options: ServeOptions) -> int:
     )
     key = await run_in_threadpool(load_or_generate_key, key_path)
     storage = await run_in_threadpool(open_storage, options.db_url)
+    storage.record_evidence = options.record_evidence
+    if not options.record_evidence:
+        log.warning(
+            "evidence_off",
+            detail="no store-log leaves, no chain check at ingest: "
+            "`verify` names every event stored now as inserted",
+        )
     metrics = CollectorMetrics()
     settings = AppSettings(
         require_read_auth=not is_loopback(host), emit_event_logs=options.emit_event_logs

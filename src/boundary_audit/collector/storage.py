@@ -8,6 +8,7 @@ the HTTP app calls them from a thread pool.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 import time
@@ -44,7 +45,7 @@ from .overview import Overview
 from .reads import Reads
 from .records import store_record, stored_seal
 from .schema import MIGRATIONS
-from .storelog import NO_SESSION, append_leaves, take_checkpoint
+from .storelog import NO_SESSION, KnownFrontier, append_leaves, take_checkpoint
 
 _T = TypeVar("_T")
 _log = get_logger("collector", task="ingest")
@@ -114,6 +115,8 @@ class Storage(Reads, Overview, ABC):
     )
     #: Reads the store log's frontier and, where the engine needs it, locks it until commit.
     select_log_sql = "SELECT frontier FROM log_state WHERE id = 1"
+    #: The engine's one-statement swap-and-insert of log leaves (storelog.append_leaves).
+    fused_append_sql: str | None = None
     #: Substring test that is case-sensitive in both engines.
     substring_fn = "instr"
     #: Name used in metrics and logs.
@@ -293,8 +296,15 @@ class Storage(Reads, Overview, ABC):
         for session_id in sorted(touched):
             update_chain_status(tx, session_id)
         # Last, so every transaction takes the log's lock after its session rows.
-        append_leaves(tx, self.select_log_sql, leaves)
+        append_leaves(
+            tx, self.select_log_sql, leaves, self.known_frontier, fused_sql=self.fused_append_sql
+        )
         return out
+
+    @functools.cached_property
+    def known_frontier(self) -> KnownFrontier:
+        """The log state this process last wrote: appends skip reading it while it holds."""
+        return KnownFrontier()
 
     def _store_session(
         self,

@@ -1,0 +1,126 @@
+"""Appending to the store log without reading its state first (storelog.KnownFrontier).
+
+Each collector remembers the frontier it last wrote and swaps it only if the
+row still holds exactly that; these tests make the hint wrong in each way it
+can be (another writer, a rolled-back transaction, a hand edit) and check the
+log never forks and ``verify`` still passes.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from boundary_audit.collector import Storage, open_storage
+from boundary_audit.collector.ingest import parse_ingest_request
+from boundary_audit.collector.model import Identity
+from boundary_audit.collector.storelog import append_leaves
+from boundary_audit.collector.trail import read_leaves, verify_db
+from boundary_audit.evidence import Frontier
+
+from .helpers import add_record, chain_logs, make_request
+
+pytestmark = pytest.mark.timeout(120)
+#: Requests in the alternating-writers test: enough for every kind of turn.
+ROUNDS = 12
+
+
+def _store(storage: Storage, ident: Identity, *, sealed: bool) -> None:
+    """One session's request: one leaf, or two with a seal (a batch and a seal)."""
+    sid = str(uuid.uuid4())
+    request = make_request(sid, range(4))
+    head = chain_logs(request, sid)
+    if sealed:
+        seal = {"events_made": 4, "events_sent": 4, "chain_head": head, "chain_count": 4}
+        add_record(request, sid, seal=seal)
+    storage.ingest(parse_ingest_request(request.SerializeToString()), ident)
+
+
+def _state_matches_leaves(storage: Storage) -> int:
+    """The log_state row is the frontier of exactly the stored leaves; their number."""
+    leaves = read_leaves(storage)
+    frontier = Frontier()
+    for leaf in leaves:
+        frontier.append(leaf)
+    ((size, state),) = storage.query("SELECT size, frontier FROM log_state")
+    assert (int(size), bytes.fromhex(state)) == (len(leaves), frontier.to_bytes())
+    return len(leaves)
+
+
+def test_alternating_writers_keep_one_log(db_url: str) -> None:
+    """Two collectors on one database take turns: each one's hint is stale every
+    other time, single- and two-leaf appends alike; no index is lost or reused."""
+    a, b = open_storage(db_url), open_storage(db_url)
+    key = Ed25519PrivateKey.generate()
+    try:
+        ident = a.authenticate(a.create_token("agent-1"))
+        assert ident is not None
+        expected = 0
+        for i in range(ROUNDS):
+            writer = (a, b)[(i // 2) % 2]  # a, a, b, b, ...: fresh and stale hints
+            sealed = i % 3 == 0
+            _store(writer, ident, sealed=sealed)
+            expected += 2 if sealed else 1
+            assert _state_matches_leaves(a) == expected
+        a.checkpoint(key)
+        report = verify_db(b, key.public_key())
+        assert report.ok, report.failures()
+        assert report.events_checked == 4 * ROUNDS
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_hint_from_a_rolled_back_append_is_not_trusted(storage: Storage) -> None:
+    """A transaction that appended and then failed leaves the hint ahead of the
+    row; the next append must notice and extend what was committed."""
+    key = Ed25519PrivateKey.generate()
+    ident = storage.authenticate(storage.create_token("agent-1"))
+    assert ident is not None
+    _store(storage, ident, sealed=False)
+
+    class Abort(Exception):
+        pass
+
+    def append_then_fail(tx: object) -> None:
+        append_leaves(
+            tx,  # type: ignore[arg-type]  # a Tx of this storage
+            storage.select_log_sql,
+            [b"never committed"],
+            storage.known_frontier,
+            fused_sql=storage.fused_append_sql,
+        )
+        raise Abort
+
+    with pytest.raises(Abort):
+        storage.write_grouped(append_then_fail)
+    assert _state_matches_leaves(storage) == 1
+    _store(storage, ident, sealed=True)
+    assert _state_matches_leaves(storage) == 3
+    storage.checkpoint(key)
+    report = verify_db(storage, key.public_key())
+    assert report.ok, report.failures()
+
+
+def test_a_hand_edited_state_is_read_not_overwritten(storage: Storage) -> None:
+    """Someone rewrites log_state behind the collector's back: the next append
+    builds on what the row says now (and verify names the rewrite)."""
+    key = Ed25519PrivateKey.generate()
+    ident = storage.authenticate(storage.create_token("agent-1"))
+    assert ident is not None
+    _store(storage, ident, sealed=False)
+    storage.checkpoint(key)
+    forged = Frontier()
+    forged.append(b"a forged first leaf")
+    with storage.transaction() as tx:
+        tx.execute("UPDATE log_state SET frontier = ? WHERE id = 1", (forged.to_bytes().hex(),))
+    _store(storage, ident, sealed=False)
+    forged.append(read_leaves(storage)[-1])
+    ((state,),) = storage.query("SELECT frontier FROM log_state")
+    assert bytes.fromhex(state) == forged.to_bytes()
+    storage.checkpoint(key)
+    report = verify_db(storage, key.public_key())
+    assert not report.ok
+    assert {str(f.kind) for f in report.failures()} >= {"log_mismatch"}
