@@ -243,10 +243,25 @@ def filter_values(params: Mapping[str, str]) -> dict[str, str]:
     return {f.name: params.get(f.name, "") for f in EVENT_FILTERS}
 
 
+#: Below every sequence number (a signed 64-bit column): a range that selects all.
+_LOWEST_SEQUENCE = -(2**63)
+
+
 def sql_clauses(query: EventQuery, substring_fn: str) -> tuple[list[str], list[object]]:
-    """The ``WHERE`` clauses and parameters of the filters ``query`` sets."""
+    """The ``WHERE`` clauses and parameters of the session and filters ``query`` sets.
+
+    ``substring_fn`` is the engine's case-sensitive substring test. The one
+    place events are filtered (the listing, its counts and page offsets).
+    """
     clauses: list[str] = []
     params: list[object] = []
+    if query.session_id:
+        # The range on the sequence number (always true) steers SQLite to
+        # the session's index: with ``allowed = ?`` beside it, it chose
+        # ``events_allowed`` and counted a 1M-event store's denials (300 ms
+        # instead of 0.4 ms for a 1000-event session).
+        clauses.append("session_id = ? AND sequence_number >= ?")
+        params += [query.session_id, _LOWEST_SEQUENCE]
     for f in EVENT_FILTERS:
         value = f.value(query)
         if is_set(value):

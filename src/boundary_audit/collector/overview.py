@@ -65,8 +65,6 @@ _COUNT_SESSIONS = "SELECT COUNT(*) FROM sessions"
 _URL_SEARCH = (
     "session_id IN (SELECT DISTINCT session_id FROM events WHERE {fn}(url, ?) > 0 LIMIT ?)"
 )
-#: Below every sequence number (a signed 64-bit column): a range that selects all.
-_LOWEST_SEQUENCE = -(2**63)
 #: Events the session counters account for (stored, or pruned after arrival).
 _ARRIVED = "(allowed_count + denied_count + pruned_count)"
 
@@ -121,18 +119,7 @@ class Overview:
         return int(self.query(_COUNT_EVENTS + where, (*params, after))[0][0])
 
     def _event_where(self, q: EventQuery) -> tuple[str, list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.session_id:
-            # The range on the sequence number (always true) steers SQLite to
-            # the session's index: with ``allowed = ?`` beside it, it chose
-            # ``events_allowed`` and counted a 1M-event store's denials (300 ms
-            # instead of 0.4 ms for a 1000-event session).
-            clauses.append("session_id = ? AND sequence_number >= ?")
-            params += [q.session_id, _LOWEST_SEQUENCE]
-        more, more_params = sql_clauses(q, self.substring_fn)
-        clauses += more
-        params += more_params
+        clauses, params = sql_clauses(q, self.substring_fn)
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
 
     def _session_where(self, f: SessionFilter) -> tuple[list[str], list[Any]]:

@@ -77,7 +77,7 @@ class Reads:
         kind, order = ("session", "sequence_number") if q.session_id else ("all", "id")
         if q.newest_first:
             kind += "-desc"
-        clauses, params = self._event_filters(q)
+        clauses, params = sql_clauses(q, self.substring_fn)
         if q.cursor:
             (after,) = decode_cursor(q.cursor, kind, 1)
             clauses.append(f"{order} {'<' if q.newest_first else '>'} ?")
@@ -95,15 +95,6 @@ class Reads:
             last = items[-1]
             resume = encode_cursor(kind, [last.sequence_number if q.session_id else last.id])
         return Page(items, resume if len(rows) > limit else None, resume)
-
-    def _event_filters(self, q: EventQuery) -> tuple[list[str], list[Any]]:
-        clauses: list[str] = []
-        params: list[Any] = []
-        if q.session_id:
-            clauses.append("session_id = ?")
-            params.append(q.session_id)
-        filter_clauses, filter_params = sql_clauses(q, self.substring_fn)
-        return clauses + filter_clauses, params + filter_params
 
     def tail_cursor(self, q: EventQuery) -> str | None:
         """A cursor positioned after the newest matching event (for ``--follow``)."""
