@@ -15,7 +15,8 @@ Run from the repository root::
 3. Evidence cost (issue 12's target: at most 15% slower): the same
    chained requests to a collector with ``--no-evidence`` and without it,
    alternated; CPU µs per stored event of the collector process, over HTTP
-   and through the storage layer alone (``evidence_cost.py``).
+   and through the storage layer alone (``evidence_cost.py``); then
+   ``verify --db`` events/s on a SQLite store of 1M chained events.
 4. Query latency p50/p99 on a store of 1M events (built through the storage
    layer in large batches, not over HTTP): one session's events, one host's
    events, denied only; each through the storage layer and through the HTTP
@@ -61,6 +62,7 @@ from boundary_audit.collector.otlp.mapping import resource
 from boundary_audit.collector.testing import throwaway_postgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks.*
+from benchmarks.bench_store_evidence import verify_row
 from benchmarks.evidence_cost import (
     GOAL_SLOWDOWN,
     OFF_FLAG,
@@ -89,6 +91,8 @@ STORE_SESSIONS = 1_000
 QUERY_RUNS = 200
 #: Page size of every timed query (the API's default).
 PAGE = 100
+#: The issue's target for ``verify --db`` on the 1M-event store.
+GOAL_VERIFY_EVENTS_PER_S = 200_000
 #: Rounds of the evidence cost table: each of off and on this many times, alternated.
 EVIDENCE_ROUNDS = 3
 #: Table width in columns: the query table has six columns of figures.
@@ -357,6 +361,13 @@ def main() -> int:
             evidence_rounds,
         )
         console.print(_evidence_table(evidence, evidence_events, evidence_rounds))
+        with console.status(f"verify --db: building a store of {store_events:,} events..."):
+            checked, built_s, verify_rate = verify_row(store_events)
+        verdict = "met" if verify_rate >= GOAL_VERIFY_EVENTS_PER_S else "MISSED"
+        console.print(
+            f"verify --db on {checked:,} stored events (SQLite, built in {built_s:.0f} s): "
+            f"{verify_rate:,.0f} events/s; goal >= {GOAL_VERIFY_EVENTS_PER_S:,}: {verdict}"
+        )
         if args.evidence_only:
             return 0
         otlp = [
