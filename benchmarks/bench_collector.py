@@ -62,14 +62,8 @@ from boundary_audit.collector.otlp.mapping import resource
 from boundary_audit.collector.testing import throwaway_postgres
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: benchmarks.*
-from benchmarks.bench_store_evidence import verify_row
-from benchmarks.evidence_cost import (
-    GOAL_SLOWDOWN,
-    OFF_FLAG,
-    CostRow,
-    evidence_rows,
-    sqlite_databases,
-)
+from benchmarks import evidence_cost
+from benchmarks.evidence_cost import sqlite_databases
 from benchmarks.ingest_load import (
     CLIENTS,
     EVENTS_PER_REQUEST,
@@ -91,8 +85,6 @@ STORE_SESSIONS = 1_000
 QUERY_RUNS = 200
 #: Page size of every timed query (the API's default).
 PAGE = 100
-#: The issue's target for ``verify --db`` on the 1M-event store.
-GOAL_VERIFY_EVENTS_PER_S = 200_000
 #: Rounds of the evidence cost table: each of off and on this many times, alternated.
 EVIDENCE_ROUNDS = 3
 #: Table width in columns: the query table has six columns of figures.
@@ -310,23 +302,6 @@ def _table(title: str, text_columns: list[str], number_columns: list[str]) -> Ta
     return table
 
 
-def _evidence_table(rows: list[CostRow], events: int, rounds: int) -> Table:
-    table = _table(
-        f"Evidence cost: {events:,} chained events and a seal per session, "
-        f"{OFF_FLAG} vs on, median of {rounds} alternated rounds",
-        ["backend", "path"],
-        ["CPU µs/event off", "on", "slowdown", "events/s off", "on", "goal <= 15%"],
-    )
-    for r in rows:
-        verdict = "met" if r.slowdown <= GOAL_SLOWDOWN else "MISSED"
-        table.add_row(
-            r.backend, r.path, f"{r.cpu_off:.1f}", f"{r.cpu_on:.1f}", f"{r.slowdown:+.1%}",
-            f"{r.rate_off:,.0f}", f"{r.rate_on:,.0f}",
-            verdict if r.path.startswith("HTTP") else f"({verdict})",
-        )  # fmt: skip
-    return table
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -355,18 +330,12 @@ def main() -> int:
         tempfile.TemporaryDirectory(prefix="bench-collector-") as tmp,
         throwaway_postgres(durable=True) as pg,
     ):
-        evidence = evidence_rows(
+        evidence_cost.report(
+            console,
             [("sqlite", sqlite_databases(Path(tmp))), ("postgresql", pg.new_database)],
-            evidence_events,
-            evidence_rounds,
-        )
-        console.print(_evidence_table(evidence, evidence_events, evidence_rounds))
-        with console.status(f"verify --db: building a store of {store_events:,} events..."):
-            checked, built_s, verify_rate = verify_row(store_events)
-        verdict = "met" if verify_rate >= GOAL_VERIFY_EVENTS_PER_S else "MISSED"
-        console.print(
-            f"verify --db on {checked:,} stored events (SQLite, built in {built_s:.0f} s): "
-            f"{verify_rate:,.0f} events/s; goal >= {GOAL_VERIFY_EVENTS_PER_S:,}: {verdict}"
+            events=evidence_events,
+            rounds=evidence_rounds,
+            store_events=store_events,
         )
         if args.evidence_only:
             return 0

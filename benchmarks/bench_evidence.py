@@ -13,9 +13,11 @@ runs at >= 200,000 events/s on 1M events.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import platform
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -25,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.table import Table
 
+from boundary_audit.collector.testing import PostgresUnavailableError, throwaway_postgres
 from boundary_audit.evidence import (
     Frontier,
     MerkleTree,
@@ -228,39 +231,34 @@ def main() -> None:
     )
 
 
-#: Events ingested per ingest row (each run on a fresh database), and runs
-#: per row (the best counts: the machine is shared).
+#: Chained events per ingest run of ``--store``, and rounds (off and on alternated).
 INGEST_EVENTS, QUICK_INGEST_EVENTS = 64_000, 16_000
-INGEST_RUNS = 3
+INGEST_ROUNDS = 3
 
 
 def store_main(n: int, quick: bool) -> None:
+    """``--store``: evidence_cost.report on SQLite (and PostgreSQL when a server can start)."""
     # Run as a script, the repository root is not on the path: put it there.
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from benchmarks.bench_store_evidence import GOAL_SLOWDOWN, ingest_rows, verify_row
+    from benchmarks import evidence_cost
 
     console = Console()
     console.print(f"machine: {platform.platform()}, python {platform.python_version()}")
-    total = QUICK_INGEST_EVENTS if quick else INGEST_EVENTS
-    with console.status("ingest, evidence off and on..."):
-        rows = ingest_rows(total, 1 if quick else INGEST_RUNS)
-    table = Table(title=f"Collector ingest (storage layer, {total:,} chained events, 16 sessions)")
-    for col in ("backend", "evidence off", "evidence on", "slowdown", "goal <= 15%"):
-        table.add_column(col, justify="left" if col == "backend" else "right")
-    for backend, off, on in rows:
-        slow = 1 - on / off
-        table.add_row(
-            backend, f"{off:,.0f} ev/s", f"{on:,.0f} ev/s", f"{slow:.1%}",
-            "met" if slow <= GOAL_SLOWDOWN else "MISSED",
-        )  # fmt: skip
-    console.print(table)
-    with console.status(f"building a SQLite store of {n:,} events, then verify --db..."):
-        events, built, rate = verify_row(n)
-    met = "met" if rate >= GOAL_EVENTS_PER_SECOND else "MISSED"
-    console.print(
-        f"verify --db (verify_db) on {events:,} stored events (built in {built:.0f} s): "
-        f"{rate:,.0f} events/s; goal >= {GOAL_EVENTS_PER_SECOND:,} -> {met}"
-    )
+    with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
+        databases = [("sqlite", evidence_cost.sqlite_databases(Path(tmp)))]
+        with contextlib.ExitStack() as stack:
+            try:
+                pg = stack.enter_context(throwaway_postgres(durable=True))
+                databases.append(("postgresql", pg.new_database))
+            except PostgresUnavailableError as exc:
+                console.print(f"PostgreSQL left out: {exc}")
+            evidence_cost.report(
+                console,
+                databases,
+                events=QUICK_INGEST_EVENTS if quick else INGEST_EVENTS,
+                rounds=1 if quick else INGEST_ROUNDS,
+                store_events=n,
+            )
 
 
 if __name__ == "__main__":

@@ -1,16 +1,11 @@
-"""The collector's evidence on a real database: ingest with it off and on, and ``verify --db``.
+"""The evidence benchmarks' stores: chained ingest batches, and a store for ``verify --db``.
 
-Imported by ``bench_evidence.py --store`` (one entry point for the evidence
-benchmarks); kept apart so each file has one job.
-
-1. Ingest through the storage layer (the same batches both times, on a
-   fresh database each): chained events of ``SESSIONS`` sessions in
-   batches of 100, then a seal per session, with ``record_evidence`` off
-   (what the collector did before the store log) and on (store-log leaves
-   and frontier in each transaction, each sealed session's chain
-   recomputed). SQLite, and PostgreSQL when a throwaway server can start.
-2. ``verify_db`` (what ``boundary-audit verify --db`` runs) on a SQLite
-   store of N events built through the same ingest, with a checkpoint.
+1. :func:`ingest_batches`: chained events of ``SESSIONS`` sessions in
+   batches of 100, then a seal per session (what ``evidence_cost.py`` feeds
+   the storage layer with the evidence off and on).
+2. :func:`verify_row`: ``verify_db`` (what ``boundary-audit verify --db``
+   runs) on a SQLite store of N events built through the same ingest, with
+   a checkpoint.
 """
 
 from __future__ import annotations
@@ -18,15 +13,12 @@ from __future__ import annotations
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from boundary_audit.collector import Storage, open_storage
+from boundary_audit.collector import open_storage
 from boundary_audit.collector.model import EventIn, IngestBatch, RecordIn, SealIn, SessionBatch
-from boundary_audit.collector.testing import PostgresUnavailableError, throwaway_postgres
 from boundary_audit.collector.trail import verify_db
 from boundary_audit.wire import chain
 
@@ -38,8 +30,6 @@ EVENTS_PER_REQUEST = 100
 BULK_SESSIONS = 10
 #: Events per session of the verify store (a long agent session).
 STORE_SESSION_EVENTS = 1_000
-#: Allowed slowdown of ingest with the evidence on (the issue's target).
-GOAL_SLOWDOWN = 0.15
 T0 = 1_780_000_000_000_000_000
 URL = "https://github.com/boundary-audit/boundary-audit/pull/1234/files?diff=split&w=1"
 
@@ -79,50 +69,6 @@ def ingest_batches(total: int) -> list[IngestBatch]:
     return batches
 
 
-def _rate(storage: Storage, batches: list[IngestBatch], total: int, evidence: bool) -> float:
-    storage.record_evidence = evidence
-    ident = storage.authenticate(storage.create_token("bench"))
-    assert ident is not None
-    t0 = time.perf_counter()
-    for batch in batches:
-        storage.ingest(batch, ident)
-    return total / (time.perf_counter() - t0)
-
-
-@contextmanager
-def _databases() -> Iterator[list[tuple[str, Callable[[], str]]]]:
-    with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
-        counter = iter(range(1_000_000))
-        dbs: list[tuple[str, Callable[[], str]]] = [
-            ("sqlite", lambda: f"sqlite:///{Path(tmp) / f'db{next(counter)}.db'}")
-        ]
-        try:
-            with throwaway_postgres() as pg:
-                dbs.append(("postgresql", pg.new_database))
-                yield dbs
-                return
-        except PostgresUnavailableError:
-            pass
-        yield dbs
-
-
-def ingest_rows(total: int, runs: int) -> list[tuple[str, float, float]]:
-    """(backend, events/s off, events/s on): the best of ``runs`` each, alternating."""
-    batches = ingest_batches(total)
-    rows = []
-    with _databases() as dbs:
-        for backend, new_db in dbs:
-            best = {False: 0.0, True: 0.0}
-            for _ in range(runs):
-                for evidence in (False, True):
-                    with open_storage(new_db()) as storage:
-                        best[evidence] = max(
-                            best[evidence], _rate(storage, batches, total, evidence)
-                        )
-            rows.append((backend, best[False], best[True]))
-    return rows
-
-
 def verify_row(total: int) -> tuple[int, float, float]:
     """(events, seconds to build, events/s of verify_db) on a SQLite store of ``total``."""
     with (
@@ -150,4 +96,4 @@ def verify_row(total: int) -> tuple[int, float, float]:
         return report.events_checked, built, report.events_checked / took
 
 
-__all__ = ["GOAL_SLOWDOWN", "ingest_rows", "verify_row"]
+__all__ = ["ingest_batches", "verify_row"]

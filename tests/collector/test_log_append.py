@@ -8,6 +8,7 @@ log never forks and ``verify`` still passes.
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from boundary_audit.collector import Storage, open_storage
 from boundary_audit.collector.ingest import parse_ingest_request
 from boundary_audit.collector.model import Identity
-from boundary_audit.collector.storelog import append_leaves
+from boundary_audit.collector.storelog import KnownFrontier, append_leaves
 from boundary_audit.collector.trail import read_leaves, verify_db
 from boundary_audit.evidence import Frontier
 
@@ -124,3 +125,73 @@ def test_a_hand_edited_state_is_read_not_overwritten(storage: Storage) -> None:
     report = verify_db(storage, key.public_key())
     assert not report.ok
     assert {str(f.kind) for f in report.failures()} >= {"log_mismatch"}
+
+
+#: Threads ingesting at once through one collector, and requests each: the
+#: collector's own threads share its hint (PostgreSQL runs them in parallel).
+THREADS, REQUESTS_PER_THREAD = 4, 25
+
+
+def test_threads_of_one_collector_share_the_hint_safely(db_url: str) -> None:
+    """Many requests at once through one storage: every append reads the hint
+    once, so no two leaves get one index and the state is the leaves' frontier."""
+    storage = open_storage(db_url)
+    key = Ed25519PrivateKey.generate()
+    errors: list[BaseException] = []
+    try:
+        ident = storage.authenticate(storage.create_token("agent-1"))
+        assert ident is not None
+
+        def run() -> None:
+            try:
+                for _ in range(REQUESTS_PER_THREAD):
+                    _store(storage, ident, sealed=False)
+            except BaseException as exc:  # reported below, in the test's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(THREADS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert _state_matches_leaves(storage) == THREADS * REQUESTS_PER_THREAD
+        storage.checkpoint(key)
+        report = verify_db(storage, key.public_key())
+        assert report.ok, report.failures()
+    finally:
+        storage.close()
+
+
+class _MovingHint(KnownFrontier):
+    """A hint another thread moves right after this append first looks at it."""
+
+    def __init__(self, first: bytes, then: bytes) -> None:
+        self._reads = [first]
+        self._then = then
+
+    @property
+    def frontier(self) -> bytes | None:
+        return self._reads.pop() if self._reads else self._then
+
+    @frontier.setter
+    def frontier(self, value: bytes | None) -> None:
+        self._then = value or b""
+
+
+def test_an_append_extends_the_hint_it_read_even_when_it_moves(storage: Storage) -> None:
+    """The hint is read once: swapping on a newer frontier than the one it
+    extended would write a wrong state (what two reads of it once did)."""
+    ident = storage.authenticate(storage.create_token("agent-1"))
+    assert ident is not None
+    _store(storage, ident, sealed=False)
+    ((before,),) = storage.query("SELECT frontier FROM log_state")
+    _store(storage, ident, sealed=False)  # the "other thread": the row moves on
+    ((now,),) = storage.query("SELECT frontier FROM log_state")
+    hint = _MovingHint(first=bytes.fromhex(before), then=bytes.fromhex(now))
+    with storage.transaction() as tx:
+        append_leaves(
+            tx, storage.select_log_sql, [b"a third leaf"], hint,
+            fused_sql=storage.fused_append_sql,
+        )  # fmt: skip
+    assert _state_matches_leaves(storage) == 3

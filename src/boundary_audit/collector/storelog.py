@@ -77,10 +77,14 @@ def append_leaves(
     """
     if not leaves:
         return -1
-    if known is not None and known.frontier is not None:
-        frontier = Frontier.from_bytes(known.frontier)
+    # Read once: the collector's other threads move the hint meanwhile, and a
+    # swap conditioned on a newer frontier than the one extended would match
+    # and write a wrong state (the leaf index's key then refuses it).
+    hint = known.frontier if known is not None else None
+    if known is not None and hint is not None:
+        frontier = Frontier.from_bytes(hint)
         rows = [(frontier.append(leaf), leaf) for leaf in leaves]
-        swap = (frontier.size, frontier.to_bytes().hex(), known.frontier.hex())
+        swap = (frontier.size, frontier.to_bytes().hex(), hint.hex())
         if fused_sql is not None and len(rows) == 1:
             done = tx.execute(fused_sql, (*swap, *rows[0])) == 1
         elif done := tx.execute(SWAP_SQL, swap) == 1:
