@@ -234,6 +234,8 @@ def main() -> None:
 #: Chained events per ingest run of ``--store``, and rounds (off and on alternated).
 INGEST_EVENTS, QUICK_INGEST_EVENTS = 64_000, 16_000
 INGEST_ROUNDS = 3
+#: Columns of the evidence report: its table has eight (a pipe gets 80 otherwise).
+REPORT_WIDTH = 120
 
 
 def store_main(n: int, quick: bool) -> None:
@@ -242,7 +244,7 @@ def store_main(n: int, quick: bool) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from benchmarks import evidence_cost
 
-    console = Console()
+    console = Console(width=REPORT_WIDTH)
     console.print(f"machine: {platform.platform()}, python {platform.python_version()}")
     with tempfile.TemporaryDirectory(prefix="bench-evidence-") as tmp:
         databases = [("sqlite", evidence_cost.sqlite_databases(Path(tmp)))]
