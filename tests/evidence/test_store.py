@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import uuid
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -49,8 +50,9 @@ def where(report: VerifyReport, kind: FindingKind) -> list[tuple[str | None, int
     return [(f.session, f.sequence_number) for f in report.of_kind(kind)]
 
 
-def test_an_untouched_store_passes() -> None:
-    store, _ = build_store()
+@pytest.mark.parametrize("running", [False, True], ids=["content-entries", "chained-entries"])
+def test_an_untouched_store_passes(running: bool) -> None:
+    store, _ = build_store(running=running)
     report = store.verify()
     assert report.ok, report.findings
     assert report.findings == []
@@ -231,12 +233,13 @@ def _seal_changed(s: StoredSeal, field: str) -> StoredSeal:
     data=st.data(),
     what=st.sampled_from(["event", "remove", "insert", "seal"]),
     rechained=st.booleans(),
+    running=st.booleans(),
 )
-@settings(max_examples=120, deadline=None)
+@settings(max_examples=160, deadline=None)
 def test_any_single_change_removal_or_insertion_fails(
-    data: st.DataObject, what: str, rechained: bool
+    data: st.DataObject, what: str, rechained: bool, running: bool
 ) -> None:
-    store, ids = build_store(sessions=2, events=12, batch=5)
+    store, ids = build_store(sessions=2, events=12, batch=5, running=running)
     sid = data.draw(st.sampled_from(ids))
     evs = store.events[sid]
     k = data.draw(st.integers(0, len(evs) - 1))
