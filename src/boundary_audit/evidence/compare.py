@@ -11,7 +11,7 @@ import hashlib
 import operator
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..wire import chain
 from .leaves import (
@@ -20,7 +20,6 @@ from .leaves import (
     EVENT_PREFIX,
     FLAG_AT,
     FLAG_CHAINED,
-    FLAG_DIGEST,
     EventRow,
     LeafKind,
     ParsedLeaf,
@@ -40,7 +39,7 @@ _sha256 = hashlib.sha256
 _SEQ = operator.itemgetter(0)
 _pack_len = struct.Struct(">I").pack
 _NO_CLAIM = b"\x00" + bytes(chain.DIGEST_SIZE)
-#: Where a stored event stands against the logged entry at its place.
+#: Where a stored event stands against the logged entry at its place (SAME: false).
 SAME, CONTENT_DIFFERS, DIGEST_DIFFERS, MISPLACED = 0, 1, 2, 3
 #: The stand-in for "no logged entry" at a stored event's place (slow path):
 #: its number never matches, so the event is never judged against it.
@@ -63,6 +62,8 @@ class Scan:
     #: False: a strict scan stopped at a logged entry of another number
     #: (``differ`` and ``chain`` are then incomplete).
     aligned: bool = True
+    #: Each event's content entry, when asked for (else empty).
+    entries: list[bytes] = field(default_factory=list)
 
 
 def scan(
@@ -80,7 +81,7 @@ def as_rows(events: Iterable[StoredEvent] | Iterable[EventRow]) -> list[EventRow
     return [e.row() for e in rows]  # type: ignore[union-attr]
 
 
-def scan_rows(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpose
+def scan_rows(
     session_id: str,
     stored: Sequence[EventRow],
     seal_head: bytes | None,
@@ -98,10 +99,34 @@ def scan_rows(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on p
     number. A stored event meets a chained entry (flag 2) iff hashing it onto
     the entry's own P gives the entry's D and its stored digest is D; else it
     must be the content form. When P is the running head (the normal case),
-    that one SHA-256 is the chain's step too: one hash per event. Inlined (no
-    call per event): the verifier's hot loop.
+    that one SHA-256 is the chain's step too: one hash per event.
     """
-    texts: dict[str, bytes] = {}  # text(s) of the few distinct methods, rules and names
+    if logged is not None and len(logged) != ENTRY_SIZE * len(stored):
+        if strict:
+            return Scan(None, False, [], aligned=False)
+        raise ValueError("the logged entries are not one per stored event")
+    # Only content entries (every store logged before chained entries existed):
+    # build them all and compare once, as then; walk entry by entry only if they differ.
+    if logged is not None and FLAG_CHAINED not in logged[FLAG_AT::ENTRY_SIZE]:
+        built = _scan(session_id, stored, seal_head, seal_count, None, strict=strict, build=True)
+        if b"".join(built.entries) == logged:
+            return Scan(built.chain, built.any_digest, [])
+    return _scan(session_id, stored, seal_head, seal_count, logged, strict=strict, build=False)
+
+
+def _scan(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpose
+    session_id: str,
+    stored: Sequence[EventRow],
+    seal_head: bytes | None,
+    seal_count: int,
+    logged: bytes | None,
+    *,
+    strict: bool,
+    build: bool,
+) -> Scan:
+    """:func:`scan_rows`'s pass; ``build``: make each event's content entry instead
+    (``Scan.entries``). Inlined (no call per event): the verifier's hot loop."""
+    texts: dict[str, bytes] = {}  # text(s) (never empty) of the few methods, rules and names
     checking = seal_head is not None
     count = checked = 0
     last = -1
@@ -113,10 +138,8 @@ def scan_rows(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on p
     meeting = logged is not None
     log = logged or b""
     size, flag_at, digest_at, chained, tag = ENTRY_SIZE, FLAG_AT, DIGEST_AT, FLAG_CHAINED, _TAG
-    if meeting and len(log) != size * len(stored):
-        if strict:
-            return Scan(None, False, [], aligned=False)
-        raise ValueError("the logged entries are not one per stored event")
+    entries: list[bytes] = []
+    append = entries.append
     genesis = chain.genesis(session_id) if checking or meeting else b""
     head = genesis
     #: The P the next chained entry should hold: the D of the entry before it
@@ -132,44 +155,42 @@ def scan_rows(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on p
         if digest:
             any_digest = True
         step = before = None
-        if meeting:
-            nxt = at + size
-            flag = log[at + flag_at]
-            met = False
-            if flag == chained and guess is not None:
-                # The common case in one comparison: the entry is this event chained
-                # onto the D before it (body starts u64(seq), as an entry does).
-                step = sha256(guess + body).digest()
-                if log[at:nxt] == body[:8] + guess + tag + step:
-                    met, before, guess = True, guess, step
+        if build:
+            claim = b"\x01" + digest if digest else _NO_CLAIM
+            append(body[:8] + sha256(prefix + body).digest() + claim)
+        elif meeting:
+            entry = log[at : at + size]
+            at += size
+            what = SAME
+            if entry[flag_at] == chained:
+                met = False
+                if guess is None and at > size and log[at - 2 * size + flag_at]:
+                    # After a content entry with a digest (a store logged by content
+                    # before chained entries existed), that digest.
+                    guess = log[at - 2 * size + digest_at : at - size]
+                if guess is not None:
+                    # The common case in one comparison: the entry is this event chained
+                    # onto the D before it (body starts u64(seq), as an entry does).
+                    step = sha256(guess + body).digest()
+                    met = entry == body[:8] + guess + tag + step
+                if met:
+                    before, guess = guess, step
                     if digest != step:
-                        mark((i, DIGEST_DIFFERS))
-            if met:
-                pass  # judged above, with the one hash
-            elif log[at : at + 8] != body[:8]:
-                if strict:
-                    return Scan(None, any_digest, differ, aligned=False)
-                mark((i, MISPLACED))
-                guess = None
-            elif flag == chained:
-                before, logged_d = log[at + 8 : at + flag_at], log[at + digest_at : nxt]
-                if step is None or before != guess:
-                    step = sha256(before + body).digest()
-                if step != logged_d:
-                    mark((i, CONTENT_DIFFERS))
-                elif digest != step:
-                    mark((i, DIGEST_DIFFERS))
-                guess = logged_d
+                        what = DIGEST_DIFFERS
+                else:
+                    what, before, step = _judge_chained(entry, body, digest, guess, step)
+                    guess = entry[digest_at:]
             else:
                 content = sha256(prefix + body).digest()
-                if content != log[at + 8 : at + flag_at]:
-                    mark((i, CONTENT_DIFFERS))
-                elif (b"\x01" + digest if digest else _NO_CLAIM) != log[at + flag_at : nxt]:
-                    mark((i, DIGEST_DIFFERS))
-                # A content entry with a digest may precede chained ones (a store
-                # logged by content before chained entries existed).
-                guess = log[at + digest_at : nxt] if flag == FLAG_DIGEST else None
-            at = nxt
+                if entry != body[:8] + content + (b"\x01" + digest if digest else _NO_CLAIM):
+                    what = _judge_content(entry, body, content)
+                guess = None
+            if what:
+                if what == MISPLACED:
+                    if strict:
+                        return Scan(None, any_digest, differ, aligned=False)
+                    before = step = guess = None
+                mark((i, what))
         if checking:
             if seq <= last or count >= seal_count:
                 checking, bad, checked = False, seq, count
@@ -182,14 +203,36 @@ def scan_rows(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on p
                 continue
             count += 1
     if seal_head is None:
-        return Scan(None, any_digest, differ)
+        return Scan(None, any_digest, differ, entries=entries)
     if bad is not None:
         verdict = chain.ChainCheck(False, bad, checked)
     elif count != seal_count:
         verdict = chain.ChainCheck(False, last + 1, count)
     else:
         verdict = chain.ChainCheck(head == seal_head, None, count)
-    return Scan(verdict, any_digest, differ)
+    return Scan(verdict, any_digest, differ, entries=entries)
+
+
+def _judge_chained(
+    entry: bytes, body: bytes, digest: bytes | None, guess: bytes | None, step: bytes | None
+) -> tuple[int, bytes | None, bytes | None]:
+    """(what differs, P, SHA-256(P || body)) of a chained entry the fast comparison missed;
+    ``step`` is the hash over ``guess`` (reused when the entry's P is the guess)."""
+    if entry[:8] != body[:8]:
+        return MISPLACED, None, None
+    before = entry[8:FLAG_AT]
+    if step is None or before != guess:
+        step = _sha256(before + body).digest()
+    if step != entry[DIGEST_AT:]:
+        return CONTENT_DIFFERS, before, step
+    return (DIGEST_DIFFERS if digest != step else SAME), before, step
+
+
+def _judge_content(entry: bytes, body: bytes, content: bytes) -> int:
+    """What differs between a content entry and the event it does not match."""
+    if entry[:8] != body[:8]:
+        return MISPLACED
+    return CONTENT_DIFFERS if entry[8:FLAG_AT] != content else DIGEST_DIFFERS
 
 
 def latest_seal(seals: Sequence[StoredSeal]) -> StoredSeal | None:
