@@ -292,7 +292,7 @@ def test_the_inline_chain_check_agrees_with_wire_chain(
     stored = [dataclasses.replace(e, chain_digest=c) for e, c in zip(events, claims, strict=True)]
     result = scan(sid, stored, head, count)
     assert result.chain == expected
-    rows = [e.row() for e in stored]
+    event_rows = [e.row() for e in stored]
     # Met with the content entries (batch_leaf's) or the ingest's (chained where it can):
     # nothing differs, and the verdict is the same.
     content = b"".join(event_entry(e) for e in stored)
@@ -301,7 +301,7 @@ def test_the_inline_chain_check_agrees_with_wire_chain(
     else:
         ingested = content  # (numbers repeat: the leaf would sort the repeats)
     for logged in (content, ingested):
-        met = scan_rows(sid, rows, head, count, logged, strict=True)
+        met = scan_rows(sid, event_rows, head, count, logged, strict=True)
         assert (met.chain, met.differ, met.aligned) == (expected, [], True)
 
 

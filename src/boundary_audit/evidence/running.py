@@ -108,7 +108,7 @@ def batch_and_run_rows(
                 count += 1
                 if digest == head:
                     # body starts u64(sequence_number), as the entry does.
-                    append(body[:8] + before + _CHAINED + digest)
+                    append(body[:8] + before + _CHAINED + head)
                     continue
                 if digest:
                     chaining, bad = False, seq
