@@ -17,6 +17,13 @@ from typing import Any
 import httpx
 import pytest
 
+from boundary_audit.evidence.leaves import (
+    FLAG_AT,
+    FLAG_CHAINED,
+    FLAG_NO_DIGEST,
+    LeafKind,
+    parse_leaf,
+)
 from boundary_audit.wire import IngestRequest
 from tests.support.processes import run_cli
 
@@ -120,6 +127,13 @@ CASES: dict[str, tuple[Edit, Callable[[Store], set[tuple[str, str | None, int | 
         ],
         lambda s: {("altered", s.chained, 3), ("chain_broken", s.chained, 3)},
     ),
+    "update_digest": (
+        lambda s: [
+            f"UPDATE events SET chain_digest = X'{'00' * 32}' WHERE session_id = "
+            f"'{s.chained}' AND sequence_number = 5"
+        ],
+        lambda s: {("altered", s.chained, 5), ("chain_broken", s.chained, 5)},
+    ),
     "delete_event": (
         lambda s: [f"DELETE FROM events WHERE session_id = '{s.chained}' AND sequence_number = 7"],
         lambda s: {
@@ -171,6 +185,29 @@ CASES: dict[str, tuple[Edit, Callable[[Store], set[tuple[str, str | None, int | 
         lambda s: {("checkpoint_missing", None, None)},
     ),
 }
+
+
+def test_the_collector_logs_a_chained_session_by_its_chain(tmp_path: Path) -> None:
+    """Its events arrived in order with the sender's digests: every entry is chained
+    (flag 2, hashed once at ingest); the plain session's are content entries (flag 0)."""
+    store = build_store(f"sqlite:///{tmp_path / 'collector.db'}", tmp_path)
+    with sqlite3.connect(store.db.removeprefix("sqlite:///")) as conn:
+        rows = conn.execute("SELECT leaf FROM log_leaves ORDER BY leaf_index").fetchall()
+    flags: dict[str, set[int]] = {}
+    for (data,) in rows:
+        leaf = parse_leaf(bytes(data))
+        if leaf.kind is LeafKind.BATCH:
+            flags.setdefault(leaf.session_id, set()).update(e[FLAG_AT] for e in leaf.entries)
+    assert flags[store.chained] == flags[store.small] == {FLAG_CHAINED}
+    assert flags[store.plain] == {FLAG_NO_DIGEST}
+    update = CASES["update_digest"][0](store)
+    store.edit(*update)
+    code, findings, _ = store.verify("--session", store.chained)
+    assert code == 1
+    assert [(f["kind"], f["sequence_number"]) for f in findings if f["kind"] == "altered"] == [
+        ("altered", 5)
+    ]
+    assert any("chain digest differs" in f["detail"] for f in findings)
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -21,6 +21,7 @@ from boundary_audit.evidence import (
     sign,
     verify_store,
 )
+from boundary_audit.evidence.running import ChainRun, batch_and_run
 from boundary_audit.wire import chain
 
 KEY = Ed25519PrivateKey.generate()
@@ -69,11 +70,24 @@ class Store:
     drops: dict[str, list[StoredDrop]] = field(default_factory=dict)
     leaves: list[bytes] = field(default_factory=list)
     checkpoint: SignedCheckpoint | None = None
+    #: Each session's running chain, as the collector keeps it (:meth:`collect`).
+    runs: dict[str, ChainRun] = field(default_factory=dict)
 
     def ingest(self, session_id: str, events: list[StoredEvent], batch: int) -> None:
         self.events.setdefault(session_id, []).extend(events)
         for i in range(0, len(events), batch):
             self.leaves.append(batch_leaf(session_id, events[i : i + batch]))
+
+    def collect(self, session_id: str, batch: list[StoredEvent]) -> bytes:
+        """Store one batch as the collector does: its leaf and the session's running
+        chain from ``running.batch_and_run`` (chained entries where the chain holds)."""
+        self.events.setdefault(session_id, []).extend(batch)
+        ordered = sorted(batch, key=lambda e: e.sequence_number)
+        leaf, self.runs[session_id] = batch_and_run(
+            session_id, ordered, self.runs.get(session_id, ChainRun())
+        )
+        self.leaves.append(leaf)
+        return leaf
 
     def seal(self, session_id: str, seal: StoredSeal) -> None:
         self.seals.setdefault(session_id, []).append(seal)
@@ -101,12 +115,20 @@ class Store:
         )
 
 
-def build_store(sessions: int = 3, events: int = 25, batch: int = 7) -> tuple[Store, list[str]]:
+def build_store(
+    sessions: int = 3, events: int = 25, batch: int = 7, *, running: bool = False
+) -> tuple[Store, list[str]]:
+    """Sealed chained sessions; ``running``: leaves as the collector makes them (chained
+    entries), else ``batch_leaf``'s content entries (what every store held before)."""
     store = Store()
     ids = [str(uuid.UUID(int=i + 1)) for i in range(sessions)]
     for sid in ids:
         evs = session_events(sid, events)
-        store.ingest(sid, evs, batch)
+        if running:
+            for i in range(0, len(evs), batch):
+                store.collect(sid, evs[i : i + batch])
+        else:
+            store.ingest(sid, evs, batch)
         store.drop(sid, StoredDrop(f"drop-{sid[-4:]}", "boundary", T0, {"channel_full": 2}))
         store.seal(sid, seal_of(evs, sid))
     store.sign()

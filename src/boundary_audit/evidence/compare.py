@@ -11,11 +11,15 @@ import hashlib
 import operator
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..wire import chain
 from .leaves import (
+    DIGEST_AT,
+    ENTRY_SIZE,
     EVENT_PREFIX,
+    FLAG_AT,
+    FLAG_CHAINED,
     EventRow,
     LeafKind,
     ParsedLeaf,
@@ -35,25 +39,37 @@ _sha256 = hashlib.sha256
 _SEQ = operator.itemgetter(0)
 _pack_len = struct.Struct(">I").pack
 _NO_CLAIM = b"\x00" + bytes(chain.DIGEST_SIZE)
-#: Bytes of an entry's sequence number and event hash (the rest is the digest).
-_CONTENT_END = 8 + 32
+#: Where a stored event stands against the logged entry at its place (SAME: false).
+SAME, CONTENT_DIFFERS, DIGEST_DIFFERS, MISPLACED = 0, 1, 2, 3
+#: The stand-in for "no logged entry" at a stored event's place (slow path):
+#: its number never matches, so the event is never judged against it.
+_ABSENT = b"\xff" * ENTRY_SIZE
+#: The flag byte of a chained entry.
+_TAG = bytes((FLAG_CHAINED,))
 
 
 @dataclass(slots=True)
 class Scan:
-    """One pass over a session's stored events: their leaf entries and its chain check."""
+    """One pass over a session's stored events: their chain check and how each meets the log."""
 
-    entries: list[bytes]
     #: wire.chain.check()'s verdict (None when there is no chain to check).
     chain: chain.ChainCheck | None
     #: Some event carried a chain digest.
     any_digest: bool
+    #: (index in the stored events, CONTENT_DIFFERS / DIGEST_DIFFERS / MISPLACED)
+    #: of each stored event that is not what the logged entry at its place says.
+    differ: list[tuple[int, int]]
+    #: False: a strict scan stopped at a logged entry of another number
+    #: (``differ`` and ``chain`` are then incomplete).
+    aligned: bool = True
+    #: Each event's content entry, when asked for (else empty).
+    entries: list[bytes] = field(default_factory=list)
 
 
 def scan(
     session_id: str, stored: Sequence[StoredEvent], seal_head: bytes | None, seal_count: int
 ) -> Scan:
-    """:func:`scan_rows` over StoredEvents."""
+    """The chain verdict over StoredEvents (:func:`scan_rows` with no log to meet)."""
     return scan_rows(session_id, [e.row() for e in stored], seal_head, seal_count)
 
 
@@ -66,55 +82,157 @@ def as_rows(events: Iterable[StoredEvent] | Iterable[EventRow]) -> list[EventRow
 
 
 def scan_rows(
-    session_id: str, stored: Sequence[EventRow], seal_head: bytes | None, seal_count: int
+    session_id: str,
+    stored: Sequence[EventRow],
+    seal_head: bytes | None,
+    seal_count: int,
+    logged: bytes | None = None,
+    *,
+    strict: bool = False,
 ) -> Scan:
-    """Entries (leaves.event_entry) and wire.chain.check() in one pass, one encoding per event.
+    """wire.chain.check() and each event against its logged entry, in one pass.
 
     ``stored`` in increasing sequence order. With ``seal_head`` None the
-    chain is not checked. Inlined (no call per event): the verifier's hot loop.
+    chain is not checked. ``logged``: the logged entries in lockstep with
+    ``stored`` (entry i is ENTRY_SIZE * i bytes in); None: no entries to
+    meet. ``strict``: stop (``aligned`` False) at the first entry of another
+    number. A stored event meets a chained entry (flag 2) iff hashing it onto
+    the entry's own P gives the entry's D and its stored digest is D; else it
+    must be the content form. When P is the running head (the normal case),
+    that one SHA-256 is the chain's step too: one hash per event.
     """
-    entries: list[bytes] = []
-    append = entries.append
-    texts: dict[
-        str, bytes
-    ] = {}  # text(s) (never empty) of the few distinct methods, rules and names
+    if logged is not None and len(logged) != ENTRY_SIZE * len(stored):
+        if strict:
+            return Scan(None, False, [], aligned=False)
+        raise ValueError("the logged entries are not one per stored event")
+    # Only content entries (every store logged before chained entries existed):
+    # build them all and compare once, as then; walk entry by entry only if they differ.
+    if logged is not None and FLAG_CHAINED not in logged[FLAG_AT::ENTRY_SIZE]:
+        built = _scan(session_id, stored, seal_head, seal_count, None, strict=strict, build=True)
+        if b"".join(built.entries) == logged:
+            return Scan(built.chain, built.any_digest, [])
+    return _scan(session_id, stored, seal_head, seal_count, logged, strict=strict, build=False)
+
+
+def _scan(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpose
+    session_id: str,
+    stored: Sequence[EventRow],
+    seal_head: bytes | None,
+    seal_count: int,
+    logged: bytes | None,
+    *,
+    strict: bool,
+    build: bool,
+) -> Scan:
+    """:func:`scan_rows`'s pass; ``build``: make each event's content entry instead
+    (``Scan.entries``). Inlined (no call per event): the verifier's hot loop."""
+    texts: dict[str, bytes] = {}  # text(s) (never empty) of the few methods, rules and names
     checking = seal_head is not None
-    head = chain.genesis(session_id) if checking else b""
     count = checked = 0
     last = -1
     bad: int | None = None
     any_digest = False
-    for seq, time_ns, allowed, method, url, rule, name, digest in stored:
+    differ: list[tuple[int, int]] = []
+    mark = differ.append
+    sha256, prefix, pack_head, pack_len = _sha256, EVENT_PREFIX, _pack_head_truth, _pack_len
+    meeting = logged is not None
+    log = logged or b""
+    size, flag_at, digest_at, chained, tag = ENTRY_SIZE, FLAG_AT, DIGEST_AT, FLAG_CHAINED, _TAG
+    entries: list[bytes] = []
+    append = entries.append
+    genesis = chain.genesis(session_id) if checking or meeting else b""
+    head = genesis
+    #: The P the next chained entry should hold: the D of the entry before it
+    #: (the head the collector had then), None when unknown.
+    guess: bytes | None = genesis
+    at = 0
+    for i, (seq, time_ns, allowed, method, url, rule, name, digest) in enumerate(stored):
         m = texts.get(method) or texts.setdefault(method, text(method))
         r = texts.get(rule) or texts.setdefault(rule, text(rule))
         n = texts.get(name) or texts.setdefault(name, text(name))
         u = url.encode("utf-8", "surrogatepass")
-        body = b"".join((_pack_head_truth(seq, time_ns, allowed), m, _pack_len(len(u)), u, r, n))
-        content = body[:8] + _sha256(EVENT_PREFIX + body).digest()  # body starts u64(seq)
+        body = b"".join((pack_head(seq, time_ns, allowed), m, pack_len(len(u)), u, r, n))
         if digest:
             any_digest = True
-            append(content + b"\x01" + digest)
-        else:
-            append(content + _NO_CLAIM)
+        step = before = None
+        if build:
+            claim = b"\x01" + digest if digest else _NO_CLAIM
+            append(body[:8] + sha256(prefix + body).digest() + claim)
+        elif meeting:
+            entry = log[at : at + size]
+            at += size
+            what = SAME
+            if entry[flag_at] == chained:
+                met = False
+                if guess is None and at > size and log[at - 2 * size + flag_at]:
+                    # After a content entry with a digest (a store logged by content
+                    # before chained entries existed), that digest.
+                    guess = log[at - 2 * size + digest_at : at - size]
+                if guess is not None:
+                    # The common case in one comparison: the entry is this event chained
+                    # onto the D before it (body starts u64(seq), as an entry does).
+                    step = sha256(guess + body).digest()
+                    met = entry == body[:8] + guess + tag + step
+                if met:
+                    before, guess = guess, step
+                    if digest != step:
+                        what = DIGEST_DIFFERS
+                else:
+                    what, before, step = _judge_chained(entry, body, digest, guess, step)
+                    guess = entry[digest_at:]
+            else:
+                content = sha256(prefix + body).digest()
+                if entry != body[:8] + content + (b"\x01" + digest if digest else _NO_CLAIM):
+                    what = _judge_content(entry, body, content)
+                guess = None
+            if what:
+                if what == MISPLACED:
+                    if strict:
+                        return Scan(None, any_digest, differ, aligned=False)
+                    before = step = guess = None
+                mark((i, what))
         if checking:
             if seq <= last or count >= seal_count:
                 checking, bad, checked = False, seq, count
                 continue
             last = seq
-            head = _sha256(head + body).digest()
+            # The logged entry's P was the running head (the normal case): its hash is the step.
+            head = step if step is not None and before == head else sha256(head + body).digest()
             if digest and digest != head:
                 checking, bad, checked = False, seq, count + 1
                 continue
             count += 1
     if seal_head is None:
-        return Scan(entries, None, any_digest)
+        return Scan(None, any_digest, differ, entries=entries)
     if bad is not None:
         verdict = chain.ChainCheck(False, bad, checked)
     elif count != seal_count:
         verdict = chain.ChainCheck(False, last + 1, count)
     else:
         verdict = chain.ChainCheck(head == seal_head, None, count)
-    return Scan(entries, verdict, any_digest)
+    return Scan(verdict, any_digest, differ, entries=entries)
+
+
+def _judge_chained(
+    entry: bytes, body: bytes, digest: bytes | None, guess: bytes | None, step: bytes | None
+) -> tuple[int, bytes | None, bytes | None]:
+    """(what differs, P, SHA-256(P || body)) of a chained entry the fast comparison missed;
+    ``step`` is the hash over ``guess`` (reused when the entry's P is the guess)."""
+    if entry[:8] != body[:8]:
+        return MISPLACED, None, None
+    before = entry[8:FLAG_AT]
+    if step is None or before != guess:
+        step = _sha256(before + body).digest()
+    if step != entry[DIGEST_AT:]:
+        return CONTENT_DIFFERS, before, step
+    return (DIGEST_DIFFERS if digest != step else SAME), before, step
+
+
+def _judge_content(entry: bytes, body: bytes, content: bytes) -> int:
+    """What differs between a content entry and the event it does not match."""
+    if entry[:8] != body[:8]:
+        return MISPLACED
+    return CONTENT_DIFFERS if entry[8:FLAG_AT] != content else DIGEST_DIFFERS
 
 
 def latest_seal(seals: Sequence[StoredSeal]) -> StoredSeal | None:
@@ -135,30 +253,29 @@ def check_session(
     stored = sorted(as_rows(events), key=_SEQ)
     seal = latest_seal(seals)
     use_chain = seal is not None and bool(seal.chain_head)
-    result = scan_rows(
-        session_id,
-        stored,
-        seal.chain_head if seal is not None and use_chain else None,
-        seal.chain_count if seal is not None else 0,
-    )
-    any_digest = result.any_digest
+    seal_head = seal.chain_head if seal is not None and use_chain else None
+    seal_count = seal.chain_count if seal is not None else 0
     report.events_checked += len(stored)
     report.sessions_checked += 1
     has_records = bool(stored) or bool(seals) or bool(drops)
     if leaves and not has_records:
         report.add(FindingKind.SESSION_DELETED, session_id, None, "in the log, not in the store")
-    batches = [leaf.body for _, leaf in leaves if leaf.kind is LeafKind.BATCH]
-    mine = b"".join(result.entries)
-    # The common case in one comparison: batches logged in sequence order.
-    if b"".join(batches) != mine:
-        logged = sorted(e for _, leaf in leaves for e in leaf.entries)
-        if b"".join(logged) != mine:
-            _diff_events(report, session_id, logged, result.entries)
+    # The common case: batches logged in sequence order, one entry per stored
+    # event, walked in lockstep (no entry is cut out, no mapping is built).
+    joined = b"".join(leaf.body for _, leaf in leaves if leaf.kind is LeafKind.BATCH)
+    result = None
+    if len(joined) == ENTRY_SIZE * len(stored):
+        result = scan_rows(session_id, stored, seal_head, seal_count, joined, strict=True)
+    if result is not None and result.aligned:
+        for i, what in result.differ:
+            report.add(FindingKind.ALTERED, session_id, stored[i][0], _detail(what, joined, i))
+    else:
+        result = _diff_events(report, session_id, stored, leaves, seal_head, seal_count)
     _diff_seals(report, session_id, seals, leaves)
     _diff_drops(report, session_id, drops, leaves)
     if seal is None:
         if stored:
-            kind = FindingKind.UNSEALED if any_digest else FindingKind.UNVERIFIED
+            kind = FindingKind.UNSEALED if result.any_digest else FindingKind.UNVERIFIED
             report.add(kind, session_id, None, "no seal: the chain cannot be checked")
         return
     if not use_chain:
@@ -166,6 +283,54 @@ def check_session(
         return
     assert result.chain is not None
     _report_chain(report, session_id, result.chain, seal)
+
+
+def _detail(what: int, logged: bytes, i: int) -> str:
+    """What differs in the event at place ``i`` of the lockstep ``logged`` entries."""
+    if what == DIGEST_DIFFERS:
+        entry = logged[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE]
+        return f"chain digest differs (logged {entry_digest(entry).hex()[:16]}...)"
+    return "content differs from the logged event"
+
+
+def _diff_events(  # noqa: PLR0917 - a private helper of check_session
+    report: VerifyReport,
+    session_id: str,
+    stored: list[EventRow],
+    leaves: Sequence[tuple[int, ParsedLeaf]],
+    seal_head: bytes | None,
+    seal_count: int,
+) -> Scan:
+    """The slow path (batches out of order, or events deleted or inserted): each
+    stored event meets the logged entry of its number, found by number."""
+    want: dict[int, bytes] = {}
+    for entry in sorted(e for _, leaf in leaves for e in leaf.entries):
+        want.setdefault(entry_sequence(entry), entry)
+    places: list[bytes] = []
+    extra: dict[int, str] = {}  # index in stored -> why it is not in the log
+    seen: set[int] = set()
+    for i, row in enumerate(stored):
+        seq = row[0]
+        mine = want.get(seq)
+        if mine is None or seq in seen:
+            extra[i] = "in the store, never in the log" if mine is None else "stored twice"
+            mine = _ABSENT
+        seen.add(seq)
+        places.append(mine)
+    logged = b"".join(places)
+    result = scan_rows(session_id, stored, seal_head, seal_count, logged)
+    found: list[tuple[int, FindingKind, str]] = [
+        (stored[i][0], FindingKind.ALTERED, _detail(what, logged, i))
+        for i, what in result.differ
+        if i not in extra
+    ]
+    found += [(stored[i][0], FindingKind.INSERTED, why) for i, why in extra.items()]
+    found += [
+        (seq, FindingKind.DELETED, "in the log, not in the store") for seq in want.keys() - seen
+    ]
+    for seq, kind, detail in sorted(found, key=_SEQ):
+        report.add(kind, session_id, seq, detail)
+    return result
 
 
 def _report_chain(
@@ -198,28 +363,6 @@ def _report_chain(
         result.first_bad_sequence,
         f"{where} ({result.checked} of {seal.chain_count} chained events checked)",
     )
-
-
-def _diff_events(
-    report: VerifyReport, session_id: str, logged: list[bytes], stored: list[bytes]
-) -> None:
-    want: dict[int, bytes] = {}
-    for entry in logged:
-        want.setdefault(entry_sequence(entry), entry)
-    have = {entry_sequence(e): e for e in stored}
-    for seq in sorted(want.keys() | have.keys()):
-        w, h = want.get(seq), have.get(seq)
-        if h is None:
-            report.add(FindingKind.DELETED, session_id, seq, "in the log, not in the store")
-        elif w is None:
-            report.add(FindingKind.INSERTED, session_id, seq, "in the store, never in the log")
-        elif w != h:
-            what = (
-                "content differs from the logged event"
-                if w[:_CONTENT_END] != h[:_CONTENT_END]
-                else f"chain digest differs (logged {entry_digest(w).hex()[:16]}...)"
-            )
-            report.add(FindingKind.ALTERED, session_id, seq, what)
 
 
 def _diff_seals(
@@ -259,4 +402,14 @@ def _diff_drops(
             report.add(FindingKind.DROP_ALTERED, session_id, None, f"drop report {rid} differs")
 
 
-__all__ = ["check_session", "latest_seal"]
+__all__ = [
+    "CONTENT_DIFFERS",
+    "DIGEST_DIFFERS",
+    "MISPLACED",
+    "SAME",
+    "Scan",
+    "check_session",
+    "latest_seal",
+    "scan",
+    "scan_rows",
+]

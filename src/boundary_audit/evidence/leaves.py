@@ -8,7 +8,8 @@ thing the collector stored. All integers big-endian; ``text(s)`` is
 
     kind 1, a stored batch (the events of one session stored by one ingest):
       body      = u32(n) || entry_1 || ... || entry_n      (increasing sequence numbers)
-      entry     = u64(sequence_number) || SHA-256(b"boundary-audit/event/v1\\x00" || event(e))
+      entry     = one of two forms, ENTRY_SIZE (73) bytes each; the content form is
+                  u64(sequence_number) || SHA-256(b"boundary-audit/event/v1\\x00" || event(e))
                   || u8(1 if the sender's chain digest was stored else 0)
                   || the 32-byte chain digest (32 zero bytes when none)
       event(e)  = wire.chain's canonical event encoding (sequence number, time,
@@ -24,10 +25,31 @@ thing the collector stored. All integers big-endian; ``text(s)`` is
 
     counts(m)   = u32(len(m)) || for each reason in sorted order: text(reason) || u64(m[reason])
 
+An entry has one of two forms, told apart by its flag byte (offset 40):
+
+- content form, flag 0 or 1: the event's own hash, as above. It covers the
+  event directly (not through the chain), so events of a sender that does
+  not chain are covered as well;
+- chained form, flag 2 (the collector's ingest, :mod:`.running`)::
+
+      entry     = u64(sequence_number) || P || u8(2) || D
+      where     D = SHA-256(P || event(e)) is the sender's chain digest as stored
+
+  ``P`` is the chain head the collector recomputed just before this event
+  (``chain.genesis(session)`` for the session's first event), so ``D`` is
+  the chain's own step: the event's content is committed through it, and
+  ingest hashes each event once. The collector writes this form only while
+  the session's chain is intact (every earlier stored event in sequence
+  order, no disagreeing digest yet) and the stored digest is the
+  recomputed head; otherwise the content form. A stored event matches a
+  flag-2 entry iff ``SHA-256(P || event(e)) == D`` and its stored digest
+  is ``D``; ``P`` is taken from the entry itself, so an altered event never
+  makes later ones look altered.
+
 Every entry of a batch leaf is ``ENTRY_SIZE`` bytes and starts with its
 big-endian sequence number, so sorting entries as bytes sorts them by
-number. An entry covers the event's content directly (not only through the
-chain), so events of a sender that does not chain are covered as well.
+number. :func:`batch_leaf` and :func:`event_entry` (no chain state) always
+make the content form; readers accept both.
 """
 
 from __future__ import annotations
@@ -45,8 +67,13 @@ from ..wire import chain
 
 LEAF_PREFIX = b"boundary-audit/leaf/v1\x00"
 EVENT_PREFIX = b"boundary-audit/event/v1\x00"
-#: u64 number, 32-byte event hash, u8 flag, 32-byte digest.
+#: u64 number, 32-byte event hash (or chain head before it), u8 flag, 32-byte digest.
 ENTRY_SIZE = 8 + 32 + 1 + 32
+#: Offsets in an entry: the flag byte, and the digest after it.
+FLAG_AT = 8 + 32
+DIGEST_AT = FLAG_AT + 1
+#: Flag values: content form without / with the sender's digest; chained form.
+FLAG_NO_DIGEST, FLAG_DIGEST, FLAG_CHAINED = 0, 1, 2
 _NO_DIGEST = bytes(chain.DIGEST_SIZE)
 _NO_CLAIM = b"\x00" + _NO_DIGEST
 _HEADER_SIZE = len(LEAF_PREFIX) + 1 + 16
@@ -327,13 +354,18 @@ def entry_sequence(entry: bytes) -> int:
 
 
 def entry_digest(entry: bytes) -> bytes:
-    """The chain digest an entry recorded (b"" when none)."""
-    return entry[41:] if entry[40] else b""
+    """The chain digest an entry recorded (b"" when none; ``D`` of a chained entry)."""
+    return entry[DIGEST_AT:] if entry[FLAG_AT] else b""
 
 
 __all__ = [
+    "DIGEST_AT",
     "ENTRY_SIZE",
     "EVENT_PREFIX",
+    "FLAG_AT",
+    "FLAG_CHAINED",
+    "FLAG_DIGEST",
+    "FLAG_NO_DIGEST",
     "LEAF_PREFIX",
     "EventRow",
     "LeafError",

@@ -7,7 +7,9 @@ judge the session when its seal arrives without reading the session back:
 the same verdict as :func:`.compare.scan` over every stored event. A batch
 below the last number (a late event filling a gap) breaks the run
 (``count`` -1): then, and when more events than the seal counts arrived,
-the verdict needs a full scan (:func:`run_verdict` returns None). Pure.
+the verdict needs a full scan (:func:`run_verdict` returns None). While the
+run is intact, an event whose stored digest is the chain's gets the chained
+entry (:mod:`.leaves`, flag 2): one SHA-256 per event for both. Pure.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..wire import chain
 from .leaves import (
     _NO_CLAIM,
     EVENT_PREFIX,
+    FLAG_CHAINED,
     EventRow,
     LeafError,
     LeafKind,
@@ -31,6 +34,8 @@ from .leaves import (
 )
 
 _sha256 = hashlib.sha256
+#: The flag byte of a chained entry.
+_CHAINED = bytes((FLAG_CHAINED,))
 DIGEST_SIZE = chain.DIGEST_SIZE
 #: ``count`` of a run that lost its order: only a full scan can judge the session.
 BROKEN = -1
@@ -66,9 +71,12 @@ def batch_and_run_rows(
 ) -> tuple[bytes, ChainRun]:
     """:func:`batch_and_run` over :data:`EventRow` tuples: the collector's hot path.
 
-    The leaf is :func:`.leaves.batch_leaf`'s bytes; each event is encoded
-    once (:func:`.leaves.event_body`'s bytes) for both its entry and the chain,
-    each distinct method, rule and name encoded once per batch, in one loop.
+    Each event is encoded once (:func:`.leaves.event_body`'s bytes), each
+    distinct method, rule and name once per batch, in one loop. While the run
+    is intact and an event's stored digest is the recomputed head, its entry
+    is the chained form (flag 2, :mod:`.leaves`): the chain's one SHA-256
+    commits it. Any other event (no digest, a disagreeing one, the run broken
+    or judged bad) gets :func:`.leaves.batch_leaf`'s content form.
     """
     count, last, bad = run.count, run.last, run.bad
     head = run.head or chain.genesis(session_id)
@@ -90,23 +98,22 @@ def batch_and_run_rows(
         n = texts.get(name) or texts.setdefault(name, text(name))
         u = url.encode("utf-8", "surrogatepass")
         body = b"".join((pack_head(seq, time_ns, allowed), m, pack_len(len(u)), u, r, n))
-        append(
-            body[:8]  # u64(sequence_number), as the entry starts
-            + sha256(prefix + body).digest()
-            + (b"\x01" + digest if digest else _NO_CLAIM)
-        )
-        if not ordered:
-            continue
-        if seq <= last:
-            chaining, ordered, count = False, False, BROKEN
-            continue
-        if not chaining:
-            continue
-        last = seq
-        head = sha256(head + body).digest()
-        count += 1
-        if digest and digest != head:
-            chaining, bad = False, seq
+        if ordered:
+            if seq <= last:
+                chaining, ordered, count = False, False, BROKEN
+            elif chaining:
+                last = seq
+                before = head
+                head = sha256(before + body).digest()
+                count += 1
+                if digest == head:
+                    # body starts u64(sequence_number), as the entry does.
+                    append(body[:8] + before + _CHAINED + head)
+                    continue
+                if digest:
+                    chaining, bad = False, seq
+        claim = b"\x01" + digest if digest else _NO_CLAIM
+        append(body[:8] + sha256(prefix + body).digest() + claim)
     entries.sort()  # already in order from a collector: a linear check
     leaf = _header(LeafKind.BATCH, session_id) + pack_len(len(entries)) + b"".join(entries)
     if count == BROKEN:
