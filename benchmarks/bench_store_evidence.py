@@ -3,13 +3,16 @@
 1. :func:`ingest_batches`: chained events of ``SESSIONS`` sessions in
    batches of 100, then a seal per session (what ``evidence_cost.py`` feeds
    the storage layer with the evidence off and on).
-2. :func:`verify_row`: ``verify_db`` (what ``boundary-audit verify --db``
-   runs) on a SQLite store of N events built through the same ingest, with
-   a checkpoint.
+2. :func:`verify_row`: ``boundary-audit verify --db`` as its own process on
+   a SQLite store of N events built through the same ingest, with a
+   checkpoint.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from boundary_audit.collector import open_storage
 from boundary_audit.collector.model import EventIn, IngestBatch, RecordIn, SealIn, SessionBatch
-from boundary_audit.collector.trail import verify_db
+from boundary_audit.evidence import public_key_pem
 from boundary_audit.wire import chain
 
 #: Sessions the ingest load is spread over (as bench_collector's ingest).
@@ -31,6 +34,7 @@ BULK_SESSIONS = 10
 #: Events per session of the verify store (a long agent session).
 STORE_SESSION_EVENTS = 1_000
 T0 = 1_780_000_000_000_000_000
+VERIFY_COMMAND = [sys.executable, "-m", "boundary_audit", "verify"]
 URL = "https://github.com/boundary-audit/boundary-audit/pull/1234/files?diff=split&w=1"
 
 
@@ -70,30 +74,39 @@ def ingest_batches(total: int) -> list[IngestBatch]:
 
 
 def verify_row(total: int) -> tuple[int, float, float]:
-    """(events, seconds to build, events/s of verify_db) on a SQLite store of ``total``."""
-    with (
-        tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp,
-        open_storage(f"sqlite:///{Path(tmp) / 'store.db'}") as storage,
-    ):
-        ident = storage.authenticate(storage.create_token("bench"))
-        assert ident is not None
+    """(events, seconds to build, events/s of ``boundary-audit verify --db``) on ``total``.
+
+    The store is built here (SQLite, through the storage layer, with a
+    checkpoint); verify runs as an operator runs it, in a process of its own
+    (its wall time, start-up included), once the builder has closed the store.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-verify-") as tmp:
+        db_url = f"sqlite:///{Path(tmp) / 'store.db'}"
         key = Ed25519PrivateKey.generate()
+        public = Path(tmp) / "collector.pub"
+        public.write_bytes(public_key_pem(key))
         t0 = time.perf_counter()
-        for s in range(0, max(1, total // STORE_SESSION_EVENTS), BULK_SESSIONS):
-            sessions, records = [], []
-            for i in range(s, s + BULK_SESSIONS):
-                sid = str(uuid.UUID(int=i + 1))
-                events, head = _session(sid, STORE_SESSION_EVENTS)
-                sessions.append(SessionBatch(sid, "bench", events))
-                records.append(_seal(sid, len(events), head))
-            storage.ingest(IngestBatch("bulk", sessions, [], records), ident)
-        storage.checkpoint(key)
+        with open_storage(db_url) as storage:
+            ident = storage.authenticate(storage.create_token("bench"))
+            assert ident is not None
+            for s in range(0, max(1, total // STORE_SESSION_EVENTS), BULK_SESSIONS):
+                sessions, records = [], []
+                for i in range(s, s + BULK_SESSIONS):
+                    sid = str(uuid.UUID(int=i + 1))
+                    events, head = _session(sid, STORE_SESSION_EVENTS)
+                    sessions.append(SessionBatch(sid, "bench", events))
+                    records.append(_seal(sid, len(events), head))
+                storage.ingest(IngestBatch("bulk", sessions, [], records), ident)
+            storage.checkpoint(key)
         built = time.perf_counter() - t0
+        command = [*VERIFY_COMMAND, "--db", db_url, "--public-key", str(public), "--json"]
         t0 = time.perf_counter()
-        report = verify_db(storage, key.public_key())
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
         took = time.perf_counter() - t0
-        assert report.ok, report.failures()[:5]
-        return report.events_checked, built, report.events_checked / took
+        if result.returncode != 0:
+            raise RuntimeError(f"verify exited {result.returncode}: {result.stdout[:2000]}")
+        checked = int(json.loads(result.stdout)["events_checked"])
+        return checked, built, checked / took
 
 
 __all__ = ["ingest_batches", "verify_row"]
