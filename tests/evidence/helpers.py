@@ -17,6 +17,8 @@ from boundary_audit.evidence import (
     VerifyReport,
     batch_leaf,
     drop_leaf,
+    make_bundle,
+    parse_leaf,
     seal_leaf,
     sign,
     verify_store,
@@ -133,3 +135,23 @@ def build_store(
         store.seal(sid, seal_of(evs, sid))
     store.sign()
     return store, ids
+
+
+def export(store: Store, session_id: str) -> bytes:
+    """The bundle of one session of ``store`` (its leaves, their proofs, the checkpoint)."""
+    assert store.checkpoint is not None
+    tree = MerkleTree.of(store.leaves)
+    mine = [
+        (i, leaf)
+        for i, leaf in enumerate(store.leaves)
+        if parse_leaf(leaf).session_id == session_id
+    ]
+    return make_bundle(
+        session_id,
+        events=store.events[session_id],
+        seals=store.seals[session_id],
+        drops=store.drops[session_id],
+        tree=tree,
+        leaves=mine,
+        checkpoint=store.checkpoint,
+    )

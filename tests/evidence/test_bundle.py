@@ -15,31 +15,11 @@ from boundary_audit.evidence import (
     FindingKind,
     MerkleTree,
     make_bundle,
-    parse_leaf,
     verify_bundle,
 )
-from tests.evidence.helpers import KEY, Store, build_store
+from tests.evidence.helpers import KEY, build_store, export
 
 K = FindingKind
-
-
-def export(store: Store, session_id: str) -> bytes:
-    assert store.checkpoint is not None
-    tree = MerkleTree.of(store.leaves)
-    mine = [
-        (i, leaf)
-        for i, leaf in enumerate(store.leaves)
-        if parse_leaf(leaf).session_id == session_id
-    ]
-    return make_bundle(
-        session_id,
-        events=store.events[session_id],
-        seals=store.seals[session_id],
-        drops=store.drops[session_id],
-        tree=tree,
-        leaves=mine,
-        checkpoint=store.checkpoint,
-    )
 
 
 @pytest.fixture(scope="module")

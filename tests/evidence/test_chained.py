@@ -18,7 +18,6 @@ from boundary_audit.evidence import (
     VerifyReport,
     batch_leaf,
     compare,
-    make_bundle,
     parse_leaf,
     running,
     verify_bundle,
@@ -34,10 +33,17 @@ from boundary_audit.evidence.leaves import (
     event_body,
     event_entry,
 )
-from boundary_audit.evidence.merkle import MerkleTree
 from boundary_audit.evidence.running import BROKEN, ChainRun, batch_and_run
 from boundary_audit.wire import chain
-from tests.evidence.helpers import KEY, T0, Store, build_store, seal_of, session_events
+from tests.evidence.helpers import (
+    KEY,
+    T0,
+    Store,
+    build_store,
+    export,
+    seal_of,
+    session_events,
+)
 
 K = FindingKind
 SID = str(uuid.UUID(int=21))
@@ -230,25 +236,10 @@ def test_leaves_of_the_old_form_and_the_new_one_verify_side_by_side() -> None:
 def test_a_bundle_of_chained_entries_verifies_and_names_an_edit() -> None:
     store, ids = build_store(sessions=2, events=9, batch=4, running=True)
     sid = ids[0]
-    tree = MerkleTree.of(store.leaves)
-    mine = [(i, b) for i, b in enumerate(store.leaves) if parse_leaf(b).session_id == sid]
-    assert store.checkpoint is not None
-
-    def export() -> bytes:
-        return make_bundle(
-            sid,
-            events=store.events[sid],
-            seals=store.seals[sid],
-            drops=store.drops[sid],
-            tree=tree,
-            leaves=mine,
-            checkpoint=store.checkpoint,  # type: ignore[arg-type]
-        )
-
-    assert verify_bundle(export(), KEY.public_key()).ok
+    assert verify_bundle(export(store, sid), KEY.public_key()).ok
     evs = store.events[sid]
     evs[5] = dataclasses.replace(evs[5], matched_rule="*")
-    assert named(verify_bundle(export(), KEY.public_key())) == {(K.ALTERED, 5)}
+    assert named(verify_bundle(export(store, sid), KEY.public_key())) == {(K.ALTERED, 5)}
 
 
 # -- any batching, any single edit -------------------------------------------------------------
