@@ -84,23 +84,24 @@ def append_leaves(
     if known is not None and hint is not None:
         frontier = Frontier.from_bytes(hint)
         rows = [(frontier.append(leaf), leaf) for leaf in leaves]
-        swap = (frontier.size, frontier.to_bytes().hex(), hint.hex())
+        new = frontier.to_bytes()
+        swap = (frontier.size, new.hex(), hint.hex())
         if fused_sql is not None and len(rows) == 1:
             done = tx.execute(fused_sql, (*swap, *rows[0])) == 1
         elif done := tx.execute(SWAP_SQL, swap) == 1:
             _insert(tx, rows)
         if done:
-            known.frontier = frontier.to_bytes()
+            known.frontier = new
             return frontier.size
     frontier = _frontier(tx, select_sql)
     rows = [(frontier.append(leaf), leaf) for leaf in leaves]
     _insert(tx, rows)
+    new = frontier.to_bytes()
     tx.execute(
-        "UPDATE log_state SET size = ?, frontier = ? WHERE id = 1",
-        (frontier.size, frontier.to_bytes().hex()),
+        "UPDATE log_state SET size = ?, frontier = ? WHERE id = 1", (frontier.size, new.hex())
     )
     if known is not None:
-        known.frontier = frontier.to_bytes()
+        known.frontier = new
     return frontier.size
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 from ..wire import chain
 from .leaves import (
+    _CHAINED_TAG,
+    _NO_CLAIM,
     DIGEST_AT,
     ENTRY_SIZE,
     EVENT_PREFIX,
@@ -38,14 +40,11 @@ from .report import FindingKind, VerifyReport
 _sha256 = hashlib.sha256
 _SEQ = operator.itemgetter(0)
 _pack_len = struct.Struct(">I").pack
-_NO_CLAIM = b"\x00" + bytes(chain.DIGEST_SIZE)
 #: Where a stored event stands against the logged entry at its place (SAME: false).
 SAME, CONTENT_DIFFERS, DIGEST_DIFFERS, MISPLACED = 0, 1, 2, 3
 #: The stand-in for "no logged entry" at a stored event's place (slow path):
 #: its number never matches, so the event is never judged against it.
 _ABSENT = b"\xff" * ENTRY_SIZE
-#: The flag byte of a chained entry.
-_TAG = bytes((FLAG_CHAINED,))
 
 
 @dataclass(slots=True)
@@ -137,7 +136,13 @@ def _scan(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpo
     sha256, prefix, pack_head, pack_len = _sha256, EVENT_PREFIX, _pack_head_truth, _pack_len
     meeting = logged is not None
     log = logged or b""
-    size, flag_at, digest_at, chained, tag = ENTRY_SIZE, FLAG_AT, DIGEST_AT, FLAG_CHAINED, _TAG
+    size, flag_at, digest_at, chained, tag = (
+        ENTRY_SIZE,
+        FLAG_AT,
+        DIGEST_AT,
+        FLAG_CHAINED,
+        _CHAINED_TAG,
+    )
     entries: list[bytes] = []
     append = entries.append
     genesis = chain.genesis(session_id) if checking or meeting else b""

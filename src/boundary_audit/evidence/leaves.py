@@ -76,6 +76,8 @@ DIGEST_AT = FLAG_AT + 1
 FLAG_NO_DIGEST, FLAG_DIGEST, FLAG_CHAINED = 0, 1, 2
 _NO_DIGEST = bytes(chain.DIGEST_SIZE)
 _NO_CLAIM = b"\x00" + _NO_DIGEST
+#: The flag byte of a chained entry, as bytes (what ingest and verify splice in).
+_CHAINED_TAG = bytes((FLAG_CHAINED,))
 _HEADER_SIZE = len(LEAF_PREFIX) + 1 + 16
 #: Batch sizes whose number readers are kept: every size a collector makes
 #: (at most wire.MAX_EVENTS_PER_FRAME per frame, a few frames per batch).

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from ..wire import chain
 from .leaves import (
+    _CHAINED_TAG,
     _NO_CLAIM,
     EVENT_PREFIX,
-    FLAG_CHAINED,
     EventRow,
     LeafError,
     LeafKind,
@@ -34,8 +34,6 @@ from .leaves import (
 )
 
 _sha256 = hashlib.sha256
-#: The flag byte of a chained entry.
-_CHAINED = bytes((FLAG_CHAINED,))
 DIGEST_SIZE = chain.DIGEST_SIZE
 #: ``count`` of a run that lost its order: only a full scan can judge the session.
 BROKEN = -1
@@ -108,7 +106,7 @@ def batch_and_run_rows(
                 count += 1
                 if digest == head:
                     # body starts u64(sequence_number), as the entry does.
-                    append(body[:8] + before + _CHAINED + head)
+                    append(body[:8] + before + _CHAINED_TAG + head)
                     continue
                 if digest:
                     chaining, bad = False, seq
