@@ -107,6 +107,16 @@ def chain_logs(request: IngestRequest, session_id: str, head: bytes | None = Non
     return digest
 
 
+def chained_request(session_id: str, events: int, *, sealed: bool) -> IngestRequest:
+    """Events 0..events-1 of one session chained as a sender would, and its seal if ``sealed``."""
+    request = make_request(session_id, range(events))
+    head = chain_logs(request, session_id)
+    if sealed:
+        seal = {"events_made": events, "events_sent": events}
+        add_record(request, session_id, seal={**seal, "chain_head": head, "chain_count": events})
+    return request
+
+
 def post_ingest(base_url: str, token: str | None, body: bytes | IngestRequest) -> httpx.Response:
     """POST one ingest body (a request, or raw bytes) with ``token`` (or none)."""
     data = body.SerializeToString() if isinstance(body, IngestRequest) else body

@@ -21,7 +21,7 @@ from boundary_audit.collector.storelog import KnownFrontier, append_leaves
 from boundary_audit.collector.trail import read_leaves, verify_db
 from boundary_audit.evidence import Frontier
 
-from .helpers import add_record, chain_logs, make_request
+from .helpers import chained_request
 
 pytestmark = pytest.mark.timeout(120)
 #: Requests in the alternating-writers test: enough for every kind of turn.
@@ -30,12 +30,7 @@ ROUNDS = 12
 
 def _store(storage: Storage, ident: Identity, *, sealed: bool) -> None:
     """One session's request: one leaf, or two with a seal (a batch and a seal)."""
-    sid = str(uuid.uuid4())
-    request = make_request(sid, range(4))
-    head = chain_logs(request, sid)
-    if sealed:
-        seal = {"events_made": 4, "events_sent": 4, "chain_head": head, "chain_count": 4}
-        add_record(request, sid, seal=seal)
+    request = chained_request(str(uuid.uuid4()), 4, sealed=sealed)
     storage.ingest(parse_ingest_request(request.SerializeToString()), ident)
 
 

@@ -14,7 +14,7 @@ from boundary_audit.collector.testing import ThrowawayPostgres
 from boundary_audit.collector.trail import read_checkpoints, read_leaves, verify_db
 from boundary_audit.evidence import Frontier, parse_checkpoint
 
-from .helpers import add_record, chain_logs, make_request
+from .helpers import chained_request
 
 pytestmark = [pytest.mark.postgres, pytest.mark.timeout(180)]
 #: Requests each replica stores at once with the other: enough to interleave.
@@ -35,10 +35,7 @@ def test_two_replicas_append_to_one_log_without_a_fork(pg_server: ThrowawayPostg
             try:
                 for _ in range(REQUESTS_PER_REPLICA):
                     sid = str(uuid.uuid4())
-                    request = make_request(sid, range(5))
-                    head = chain_logs(request, sid)
-                    add_record(request, sid, seal={"events_made": 5, "events_sent": 5,
-                               "chain_head": head, "chain_count": 5})  # fmt: skip
+                    request = chained_request(sid, 5, sealed=True)
                     storage.ingest(parse_ingest_request(request.SerializeToString()), ident)
                     storage.checkpoint(key)
             except BaseException as exc:  # reported below, in the test's thread
