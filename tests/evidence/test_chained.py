@@ -27,6 +27,7 @@ from boundary_audit.evidence.leaves import (
     FLAG_AT,
     FLAG_CHAINED,
     FLAG_DIGEST,
+    LeafError,
     LeafKind,
     entry_digest,
     entry_sequence,
@@ -103,6 +104,18 @@ def test_a_late_gap_filling_batch_is_logged_by_content_and_so_is_what_follows() 
     assert run.count == BROKEN
     rest, _ = batch_and_run(SID, events[8:], run)
     assert rest == batch_leaf(SID, events[8:])
+
+
+def test_a_run_head_that_is_not_a_digest_breaks_the_run_and_logs_by_content() -> None:
+    # A hand-edited session row: its stored head cannot be what this code chained.
+    events = session_events(SID, 6)
+    _, run = batch_and_run(SID, events[:3], ChainRun())
+    edited = dataclasses.replace(run, head=run.head[:31])
+    leaf, after = batch_and_run(SID, events[3:], edited)
+    assert leaf == batch_leaf(SID, events[3:])
+    assert after.count == BROKEN
+    with pytest.raises(LeafError):  # a stored digest of another length is never logged
+        batch_and_run(SID, [dataclasses.replace(events[0], chain_digest=b"\x01" * 33)], ChainRun())
 
 
 def test_an_event_without_a_digest_is_logged_by_content_and_the_chain_goes_on() -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from ..wire import chain
 from .leaves import (
-    _CHAINED_TAG,
     _NO_CLAIM,
     DIGEST_AT,
     ENTRY_SIZE,
@@ -28,6 +27,7 @@ from .leaves import (
     StoredDrop,
     StoredEvent,
     StoredSeal,
+    _pack_entry,
     _pack_head_truth,
     drop_body,
     entry_digest,
@@ -136,12 +136,12 @@ def _scan(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpo
     sha256, prefix, pack_head, pack_len = _sha256, EVENT_PREFIX, _pack_head_truth, _pack_len
     meeting = logged is not None
     log = logged or b""
-    size, flag_at, digest_at, chained, tag = (
+    size, flag_at, digest_at, chained, pack_entry = (
         ENTRY_SIZE,
         FLAG_AT,
         DIGEST_AT,
         FLAG_CHAINED,
-        _CHAINED_TAG,
+        _pack_entry,
     )
     entries: list[bytes] = []
     append = entries.append
@@ -177,7 +177,8 @@ def _scan(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpo
                     # The common case in one comparison: the entry is this event chained
                     # onto the D before it (body starts u64(seq), as an entry does).
                     step = sha256(guess + body).digest()
-                    met = entry == body[:8] + guess + tag + step
+                    # (guess and step are 32-byte hashes: the pack neither pads nor cuts.)
+                    met = entry == pack_entry(seq, guess, chained, step)
                 if met:
                     before, guess = guess, step
                     if digest != step:

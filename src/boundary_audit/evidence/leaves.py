@@ -76,8 +76,6 @@ DIGEST_AT = FLAG_AT + 1
 FLAG_NO_DIGEST, FLAG_DIGEST, FLAG_CHAINED = 0, 1, 2
 _NO_DIGEST = bytes(chain.DIGEST_SIZE)
 _NO_CLAIM = b"\x00" + _NO_DIGEST
-#: The flag byte of a chained entry, as bytes (what ingest and verify splice in).
-_CHAINED_TAG = bytes((FLAG_CHAINED,))
 _HEADER_SIZE = len(LEAF_PREFIX) + 1 + 16
 #: Batch sizes whose number readers are kept: every size a collector makes
 #: (at most wire.MAX_EVENTS_PER_FRAME per frame, a few frames per batch).
@@ -92,6 +90,8 @@ _pack_head = struct.Struct(">QqB").pack
 #: truth value of any object as 0 or 1, without a branch in the hot loops.
 _pack_head_truth = struct.Struct(">Qq?").pack
 _pack_len = _u32.pack
+#: One entry, either form: u64 number, 32 bytes (event hash or P), u8 flag, 32-byte digest.
+_pack_entry = struct.Struct(">Q32sB32s").pack
 _sha256 = hashlib.sha256
 
 

@@ -20,14 +20,17 @@ from dataclasses import dataclass
 
 from ..wire import chain
 from .leaves import (
-    _CHAINED_TAG,
-    _NO_CLAIM,
+    _NO_DIGEST,
     EVENT_PREFIX,
+    FLAG_CHAINED,
+    FLAG_DIGEST,
+    FLAG_NO_DIGEST,
     EventRow,
     LeafError,
     LeafKind,
     StoredEvent,
     _header,
+    _pack_entry,
     _pack_head_truth,
     _u32,
     text,
@@ -78,6 +81,9 @@ def batch_and_run_rows(
     """
     count, last, bad = run.count, run.last, run.bad
     head = run.head or chain.genesis(session_id)
+    if len(head) != DIGEST_SIZE:
+        # Not a head this code stored (a hand-edited row): judge by a full scan.
+        count = BROKEN
     chaining = count != BROKEN and bad is None
     #: While judged (not BROKEN), ``last`` is the last number chained, or
     #: the bad one: an event below it changes what a full scan would say.
@@ -86,11 +92,9 @@ def batch_and_run_rows(
     entries: list[bytes] = []
     append = entries.append
     sha256 = _sha256
-    pack_head, pack_len = _pack_head_truth, _u32.pack
+    pack_head, pack_len, pack_entry = _pack_head_truth, _u32.pack, _pack_entry
     prefix = EVENT_PREFIX
     for seq, time_ns, allowed, method, url, rule, name, digest in rows:
-        if digest and len(digest) != DIGEST_SIZE:
-            raise LeafError(f"event {seq}: a chain digest is 32 bytes")
         m = texts.get(method) or texts.setdefault(method, text(method))
         r = texts.get(rule) or texts.setdefault(rule, text(rule))
         n = texts.get(name) or texts.setdefault(name, text(name))
@@ -104,14 +108,17 @@ def batch_and_run_rows(
                 before = head
                 head = sha256(before + body).digest()
                 count += 1
-                if digest == head:
-                    # body starts u64(sequence_number), as the entry does.
-                    append(body[:8] + before + _CHAINED_TAG + head)
+                if digest == head:  # the common case (so the digest is 32 bytes)
+                    append(pack_entry(seq, before, FLAG_CHAINED, head))
                     continue
                 if digest:
                     chaining, bad = False, seq
-        claim = b"\x01" + digest if digest else _NO_CLAIM
-        append(body[:8] + sha256(prefix + body).digest() + claim)
+        if not digest:
+            append(pack_entry(seq, sha256(prefix + body).digest(), FLAG_NO_DIGEST, _NO_DIGEST))
+        elif len(digest) == DIGEST_SIZE:
+            append(pack_entry(seq, sha256(prefix + body).digest(), FLAG_DIGEST, digest))
+        else:
+            raise LeafError(f"event {seq}: a chain digest is 32 bytes")
     entries.sort()  # already in order from a collector: a linear check
     leaf = _header(LeafKind.BATCH, session_id) + pack_len(len(entries)) + b"".join(entries)
     if count == BROKEN:
