@@ -85,8 +85,6 @@ STORE_SESSIONS = 1_000
 QUERY_RUNS = 200
 #: Page size of every timed query (the API's default).
 PAGE = 100
-#: Rounds of the evidence cost table: each of off and on this many times, alternated.
-EVIDENCE_ROUNDS = 3
 #: Table width in columns: the query table has six columns of figures.
 CONSOLE_WIDTH = 120
 
@@ -315,8 +313,8 @@ def main() -> int:
         help="only the evidence cost table (ingest with the store log and chain check off / on)",
     )
     args = parser.parse_args()
-    evidence_events = 20_000 if args.quick else 50_000
-    evidence_rounds = 1 if args.quick else EVIDENCE_ROUNDS
+    evidence_events = 20_000 if args.quick else evidence_cost.EVENTS
+    evidence_rounds = 1 if args.quick else evidence_cost.ROUNDS
     otlp_events = 20_000 if args.quick else 100_000
     ingest_events = 20_000 if args.quick else 200_000
     store_events = 100_000 if args.quick else 1_000_000

@@ -231,9 +231,8 @@ def main() -> None:
     )
 
 
-#: Chained events per ingest run of ``--store``, and rounds (off and on alternated).
-INGEST_EVENTS, QUICK_INGEST_EVENTS = 64_000, 16_000
-INGEST_ROUNDS = 3
+#: Chained events per ingest run of ``--store --quick`` (a full run: evidence_cost.EVENTS).
+QUICK_INGEST_EVENTS = 16_000
 #: Columns of the evidence report: its table has eight (a pipe gets 80 otherwise).
 REPORT_WIDTH = 120
 
@@ -257,8 +256,8 @@ def store_main(n: int, quick: bool) -> None:
             evidence_cost.report(
                 console,
                 databases,
-                events=QUICK_INGEST_EVENTS if quick else INGEST_EVENTS,
-                rounds=1 if quick else INGEST_ROUNDS,
+                events=QUICK_INGEST_EVENTS if quick else evidence_cost.EVENTS,
+                rounds=1 if quick else evidence_cost.ROUNDS,
                 store_events=n,
             )
 
