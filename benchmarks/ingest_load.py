@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,9 +127,11 @@ def _seals(made: Mapping[str, int], heads: Mapping[str, bytes], now: int) -> byt
     return request.SerializeToString()
 
 
-def listening_url(log: Path, proc: subprocess.Popen[bytes]) -> str:
+def listening_url(
+    log: Path, proc: subprocess.Popen[bytes], timeout: float = LISTEN_TIMEOUT_SECONDS
+) -> str:
     """The URL a collector process announces in its log ``log``, once it listens."""
-    deadline = time.monotonic() + LISTEN_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         # Only the first lines matter; audit lines follow once load starts.
         with log.open("rb") as f:
@@ -149,19 +151,26 @@ class CollectorProcess:
 
 @contextmanager
 def collector_process(
-    db_url: str, *extra: str, env: Mapping[str, str] | None = None
+    db_url: str,
+    *extra: str,
+    env: Mapping[str, str] | None = None,
+    under: Sequence[str] = (),
+    listen_timeout: float = LISTEN_TIMEOUT_SECONDS,
 ) -> Iterator[CollectorProcess]:
-    """A ``boundary-audit collector`` on a free loopback port, stopped (SIGTERM) on exit."""
+    """A ``boundary-audit collector`` on a free loopback port, stopped (SIGTERM) on exit.
+
+    ``under``: a command the collector runs under (valgrind), same process id.
+    """
     log = Path(tempfile.mkstemp(prefix="bench-collector-", suffix=".log")[1])
     with log.open("wb") as sink:
         proc = subprocess.Popen(
-            [*COLLECTOR_COMMAND, "--db", db_url, "--listen", "127.0.0.1:0", *extra],
+            [*under, *COLLECTOR_COMMAND, "--db", db_url, "--listen", "127.0.0.1:0", *extra],
             stdout=subprocess.DEVNULL,
             stderr=sink,
             env=None if env is None else dict(env),
         )
     try:
-        yield CollectorProcess(listening_url(log, proc), proc.pid)
+        yield CollectorProcess(listening_url(log, proc, listen_timeout), proc.pid)
     finally:
         proc.terminate()
         proc.wait()
