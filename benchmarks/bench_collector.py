@@ -334,6 +334,9 @@ def main() -> int:
             events=evidence_events,
             rounds=evidence_rounds,
             store_events=store_events,
+            instruction_events=evidence_cost.QUICK_INSTRUCTION_EVENTS
+            if args.quick
+            else evidence_cost.INSTRUCTION_EVENTS,
         )
         if args.evidence_only:
             return 0

@@ -259,6 +259,9 @@ def store_main(n: int, quick: bool) -> None:
                 events=QUICK_INGEST_EVENTS if quick else evidence_cost.EVENTS,
                 rounds=1 if quick else evidence_cost.ROUNDS,
                 store_events=n,
+                instruction_events=evidence_cost.QUICK_INSTRUCTION_EVENTS
+                if quick
+                else evidence_cost.INSTRUCTION_EVENTS,
             )
 
 

@@ -10,6 +10,8 @@ compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql
 # The client matrix's Node.js rows (tests/clients): Debian's Node.js and npm.
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
+# The evidence benchmark's instruction counts (benchmarks/evidence_instructions.py).
+command -v callgrind_control >/dev/null 2>&1 || missing+=(valgrind)
 if [ "${#missing[@]}" -gt 0 ]; then
     if [ "$(id -u)" -ne 0 ]; then
         echo "missing system packages: ${missing[*]} (install them, or run as root)" >&2
