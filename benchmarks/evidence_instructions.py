@@ -19,20 +19,20 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmarks.ingest_load import EVENTS_PER_REQUEST, collector_process, post_all
 from boundary_audit.collector import open_storage
 
 #: The tools this needs (Debian's valgrind package has both).
-VALGRIND, CONTROL = "valgrind", "callgrind_control"
+VALGRIND, CONTROL, ANNOTATE = "valgrind", "callgrind_control", "callgrind_annotate"
 #: Start-up under valgrind is some 30x slower than without it.
 LISTEN_TIMEOUT_SECONDS = 600
 #: Time for one callgrind_control command (it waits for the target to poll).
 CONTROL_TIMEOUT_SECONDS = 120
-#: One line per thread in ``callgrind_control -e Ir``: "Th <n>  <count>".
-_THREAD_LINE = re.compile(r"^\s*Th\s+\d+\s+([\d,]+)\s*$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -41,15 +41,23 @@ class InstructionRow:
     #: Instructions per stored event, evidence off and on.
     off: float
     on: float
+    #: Of them, those in OpenSSL's libcrypto (hashing, in software here).
+    crypto_off: float
+    crypto_on: float
 
     @property
     def slowdown(self) -> float:
         return self.on / self.off - 1
 
+    @property
+    def slowdown_outside_crypto(self) -> float:
+        """The same, leaving out libcrypto: what valgrind does not inflate."""
+        return (self.on - self.crypto_on) / (self.off - self.crypto_off) - 1
+
 
 def missing_tools() -> list[str]:
     """The tools not installed (empty: the table can be made)."""
-    return [tool for tool in (VALGRIND, CONTROL) if shutil.which(tool) is None]
+    return [tool for tool in (VALGRIND, CONTROL, ANNOTATE) if shutil.which(tool) is None]
 
 
 def _control(pid: int, *args: str) -> str:
@@ -63,29 +71,58 @@ def _control(pid: int, *args: str) -> str:
     return result.stdout
 
 
-def instructions(output: str) -> int:
-    """The sum over threads of ``callgrind_control -e Ir``'s output."""
-    counts = [int(n.replace(",", "")) for n in _THREAD_LINE.findall(output)]
-    if not counts:
-        raise RuntimeError(f"no instruction counts in: {output[:500]}")
-    return sum(counts)
+#: A line of ``callgrind_annotate --inclusive=no``: count, share, then
+#: "file:function [object]".
+_COST_LINE = re.compile(r"^\s*([\d,]+) \([^)]*\)\s+(.*)$", re.MULTILINE)
+#: The shared object whose hashing valgrind runs in software.
+CRYPTO_OBJECT = "libcrypto"
+#: The annotation's line of totals, not a function.
+_TOTALS = "PROGRAM TOTALS"
 
 
-def _run(db_url: str, bodies: list[bytes], events: int, evidence: bool) -> float:
-    """Instructions per stored event of one collector on a fresh database."""
+def instructions(annotated: str) -> tuple[int, int]:
+    """(all instructions, those in OpenSSL's libcrypto) of a callgrind_annotate listing."""
+    total = crypto = 0
+    for count, where in _COST_LINE.findall(annotated):
+        if _TOTALS in where:
+            continue
+        n = int(count.replace(",", ""))
+        total += n
+        if CRYPTO_OBJECT in where:
+            crypto += n
+    if not total:
+        raise RuntimeError(f"no instruction counts in: {annotated[:500]}")
+    return total, crypto
+
+
+def _run(db_url: str, bodies: list[bytes], events: int, evidence: bool) -> tuple[float, float]:
+    """(instructions, of them in libcrypto) per stored event of one collector, fresh database."""
     with open_storage(db_url) as storage:
         token = storage.create_token("bench")
     extra = ("--no-event-log",) if evidence else ("--no-event-log", "--no-evidence")
-    under = (VALGRIND, "--tool=callgrind", "--instr-atstart=no", "--callgrind-out-file=/dev/null")
-    with collector_process(
-        db_url, *extra, under=under, listen_timeout=LISTEN_TIMEOUT_SECONDS
-    ) as collector:
-        _control(collector.pid, "--instr=on")
-        _control(collector.pid, "--zero")
-        post_all(collector.url, token, bodies[:-1])  # the events, then the seals
-        post_all(collector.url, token, bodies[-1:])
-        counted = instructions(_control(collector.pid, "-e", "Ir"))
-    return counted / events
+    with tempfile.TemporaryDirectory(prefix="bench-callgrind-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        under = (VALGRIND, "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}")
+        with collector_process(
+            db_url, *extra, under=under, listen_timeout=LISTEN_TIMEOUT_SECONDS
+        ) as collector:
+            _control(collector.pid, "--instr=on")
+            _control(collector.pid, "--zero")
+            post_all(collector.url, token, bodies[:-1])  # the events, then the seals
+            post_all(collector.url, token, bodies[-1:])
+            _control(collector.pid, "--dump")
+            dumps = sorted(Path(tmp).glob("callgrind.out*.1"))
+            if not dumps:
+                raise RuntimeError(f"callgrind wrote no dump in {tmp}")
+            annotated = subprocess.run(
+                [ANNOTATE, "--inclusive=no", "--threshold=100", str(dumps[0])],
+                capture_output=True,
+                text=True,
+                timeout=CONTROL_TIMEOUT_SECONDS,
+                check=True,
+            ).stdout
+    total, crypto = instructions(annotated)
+    return total / events, crypto / events
 
 
 def instruction_rows(
@@ -93,14 +130,12 @@ def instruction_rows(
 ) -> list[InstructionRow]:
     """Off and on for each ``(backend, new database URL)``; one run each (they repeat)."""
     stored = (len(bodies) - 1) * EVENTS_PER_REQUEST
-    return [
-        InstructionRow(
-            backend,
-            _run(new_db(), bodies, stored, evidence=False),
-            _run(new_db(), bodies, stored, evidence=True),
-        )
-        for backend, new_db in databases
-    ]
+    rows = []
+    for backend, new_db in databases:
+        off, crypto_off = _run(new_db(), bodies, stored, evidence=False)
+        on, crypto_on = _run(new_db(), bodies, stored, evidence=True)
+        rows.append(InstructionRow(backend, off, on, crypto_off, crypto_on))
+    return rows
 
 
 __all__ = ["InstructionRow", "instruction_rows", "instructions", "missing_tools"]
