@@ -188,6 +188,7 @@ def _scan(  # noqa: PLR0912, PLR0915 - the verifier's hot loop, inlined on purpo
                     guess = entry[digest_at:]
             else:
                 content = sha256(prefix + body).digest()
+                # Concatenated, not packed: a stored digest may have any length.
                 if entry != body[:8] + content + (b"\x01" + digest if digest else _NO_CLAIM):
                     what = _judge_content(entry, body, content)
                 guess = None

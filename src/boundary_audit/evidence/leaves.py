@@ -201,9 +201,12 @@ def event_body(e: StoredEvent) -> bytes:
     )
 
 
-def entry_from_body(sequence_number: int, body: bytes, digest: bytes) -> bytes:
-    claimed = b"\x01" + digest if digest else b"\x00" + _NO_DIGEST
-    return _u64.pack(sequence_number) + _sha256(EVENT_PREFIX + body).digest() + claimed
+def entry_from_body(sequence_number: int, body: bytes, digest: bytes | None) -> bytes:
+    """The content-form entry of an event's canonical ``body``; ``digest`` b"",
+    None or 32 bytes (the callers check: the pack would pad or cut another length)."""
+    flag = FLAG_DIGEST if digest else FLAG_NO_DIGEST
+    content = _sha256(EVENT_PREFIX + body).digest()
+    return _pack_entry(sequence_number, content, flag, digest or _NO_DIGEST)
 
 
 def event_entry(e: StoredEvent) -> bytes:
@@ -237,14 +240,7 @@ def encoded_events(events: Iterable[StoredEvent]) -> Iterator[tuple[StoredEvent,
         body = b"".join(
             (_pack_head(seq, e.time_ns, 1 if e.allowed else 0), m, _pack_len(len(u)), u, r, n)
         )
-        entry = b"".join(
-            (
-                _u64.pack(seq),
-                _sha256(EVENT_PREFIX + body).digest(),
-                b"\x01" + digest if digest else _NO_CLAIM,
-            )
-        )
-        yield e, body, entry
+        yield e, body, entry_from_body(seq, body, digest)
 
 
 def batch_leaf(session_id: str, events: Iterable[StoredEvent]) -> bytes:
