@@ -20,6 +20,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from benchmarks.ingest_load import bench_identity
 from boundary_audit.collector import open_storage
 from boundary_audit.collector.model import EventIn, IngestBatch, RecordIn, SealIn, SessionBatch
 from boundary_audit.evidence import public_key_pem
@@ -90,8 +91,7 @@ def verify_row(total: int, runs: int = VERIFY_RUNS) -> tuple[int, float, list[fl
         public.write_bytes(public_key_pem(key))
         t0 = time.perf_counter()
         with open_storage(db_url) as storage:
-            ident = storage.authenticate(storage.create_token("bench"))
-            assert ident is not None
+            ident = bench_identity(storage)
             for s in range(0, max(1, total // STORE_SESSION_EVENTS), BULK_SESSIONS):
                 sessions, records = [], []
                 for i in range(s, s + BULK_SESSIONS):

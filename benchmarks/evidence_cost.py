@@ -19,7 +19,6 @@ share evidence takes of the part of ingest it lives in.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import random
 import statistics
@@ -28,7 +27,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 from rich.console import Console
 from rich.table import Table
 
@@ -37,30 +35,31 @@ from benchmarks.bench_store_evidence import ingest_batches, verify_row
 from benchmarks.ingest_load import (
     CLIENTS,
     EVENTS_PER_REQUEST,
+    NO_EVIDENCE_FLAG,
+    bench_identity,
     collector_process,
     cpu_seconds,
+    evidence_flags,
+    new_token,
+    post_to_each,
     request_bodies,
 )
 from boundary_audit.collector import open_storage
-from boundary_audit.collector.model import INGEST_PATH, IngestBatch
+from boundary_audit.collector.model import IngestBatch
 
 #: The issue's targets: ingest with the evidence on at most this much slower
 #: (CPU per event of the collector process), and ``verify --db`` on the
 #: 1M-event store at least this fast.
 GOAL_SLOWDOWN = 0.15
 GOAL_VERIFY_EVENTS_PER_S = 200_000
-#: The evidence switch of ``boundary-audit collector``.
-OFF_FLAG = "--no-evidence"
 #: Rounds of a full report, each running off and on side by side: five give
 #: a median and quartiles; side by side, rounds differ by a few points.
 ROUNDS = 5
 #: Events per run: 300 requests, so the collector's CPU for them dwarfs its
-#: start; nine rounds of both modes on two backends take about three minutes.
+#: start; five rounds on two backends, both paths, take about four minutes.
 EVENTS = 30_000
-#: Seconds one ingest request may take (a seal request judges every chain).
-HTTP_TIMEOUT_SECONDS = 60
 #: Events of the instruction counts: the collector runs some 50x slower
-#: under callgrind; 10,000 repeat to within a percent.
+#: under callgrind; with 10,000, two reports' on/off ratios agreed within two points.
 INSTRUCTION_EVENTS = 10_000
 #: The same for a smoke run (``--quick``).
 QUICK_INSTRUCTION_EVENTS = 2_000
@@ -99,51 +98,21 @@ class CostRow:
 Pair = tuple[tuple[float, float], tuple[float, float]]
 
 
-async def _post_pairs(urls: list[str], tokens: list[str], bodies: list[bytes]) -> list[float]:
-    """Post each body to both collectors (off first on even requests, on first on
-    odd ones) by CLIENTS concurrent clients; the seconds each collector's requests took."""
-    spent = [0.0, 0.0]
-    queue = list(enumerate(bodies))[::-1]
-    headers = [
-        {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
-        for token in tokens
-    ]
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while queue:
-            i, body = queue.pop()
-            for side in (0, 1) if i % 2 == 0 else (1, 0):
-                start = time.perf_counter()
-                response = await client.post(
-                    urls[side] + INGEST_PATH, content=body, headers=headers[side]
-                )
-                spent[side] += time.perf_counter() - start
-                if response.status_code != 200:
-                    raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
-
-    limits = httpx.Limits(max_connections=2 * CLIENTS)
-    async with httpx.AsyncClient(limits=limits, timeout=HTTP_TIMEOUT_SECONDS) as client:
-        await asyncio.gather(*(worker(client) for _ in range(CLIENTS)))
-    return spent
-
-
 def _http_round(new_db: Callable[[], str], bodies: list[bytes], events: int) -> Pair:
     """((CPU µs per event, events/s) off, (the same) on) of two collectors side by side."""
-    urls, tokens, pids = [], [], []
+    targets, pids = [], []
     with contextlib.ExitStack() as stack:
         for evidence in (False, True):
             db_url = new_db()
-            with open_storage(db_url) as storage:
-                tokens.append(storage.create_token("bench"))
-            extra = ("--no-event-log",) if evidence else ("--no-event-log", OFF_FLAG)
-            collector = stack.enter_context(collector_process(db_url, *extra))
-            urls.append(collector.url)
+            token = new_token(db_url)
+            collector = stack.enter_context(collector_process(db_url, *evidence_flags(evidence)))
+            targets.append((collector.url, token))
             pids.append(collector.pid)
         before = [cpu_seconds(pid) for pid in pids]
         # The seals last, once every event is stored: each chain is then
         # judged once, from its running state.
-        spent = asyncio.run(_post_pairs(urls, tokens, bodies[:-1]))
-        seals = asyncio.run(_post_pairs(urls, tokens, bodies[-1:]))
+        spent = post_to_each(targets, bodies[:-1])
+        seals = post_to_each(targets, bodies[-1:])
         cpu = [cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
     # Each collector served CLIENTS requests at a time.
     rates = [events * CLIENTS / (s + t) for s, t in zip(spent, seals, strict=True)]
@@ -155,14 +124,12 @@ def _storage_round(new_db: Callable[[], str], batches: list[IngestBatch], events
     with open_storage(new_db()) as off, open_storage(new_db()) as on:
         off.record_evidence = False
         stores = [off, on]
-        idents = [s.authenticate(s.create_token("bench")) for s in stores]
+        idents = [bench_identity(s) for s in stores]
         cpu, wall = [0.0, 0.0], [0.0, 0.0]
         for i, batch in enumerate(batches):
             for side in (0, 1) if i % 2 == 0 else (1, 0):
-                ident = idents[side]
-                assert ident is not None
                 cpu0, wall0 = time.thread_time(), time.perf_counter()
-                stores[side].ingest(batch, ident)
+                stores[side].ingest(batch, idents[side])
                 cpu[side] += time.thread_time() - cpu0
                 wall[side] += time.perf_counter() - wall0
     return (cpu[0] / events * 1e6, events / wall[0]), (cpu[1] / events * 1e6, events / wall[1])
@@ -218,7 +185,7 @@ def report(
         rows = evidence_rows(databases, events, rounds)
     table = Table(
         title=f"Evidence cost: {events:,} chained events and a seal per session, "
-        f"{OFF_FLAG} vs on side by side, median of {rounds} rounds"
+        f"{NO_EVIDENCE_FLAG} vs on side by side, median of {rounds} rounds"
     )
     for column in ("backend", "path"):
         table.add_column(column)
@@ -265,7 +232,7 @@ def _instruction_table(
         rows = evidence_instructions.instruction_rows(databases, bodies)
     table = Table(
         title=f"Evidence cost in instructions: {events:,} chained events over HTTP, "
-        f"the collector under callgrind, {OFF_FLAG} vs on"
+        f"the collector under callgrind, {NO_EVIDENCE_FLAG} vs on"
     )
     table.add_column("backend")
     columns = ("instructions/event off", "on", "more", "in libcrypto off", "on", "more outside it")
@@ -278,7 +245,7 @@ def _instruction_table(
         )  # fmt: skip
     console.print(table)
     console.print(
-        "Counted, not timed: the same from run to run. The whole errs against the evidence: "
+        "Counted, not timed: no other tenant moves it. The whole errs against the evidence: "
         "under valgrind OpenSSL hashes in software, without the CPU's SHA instructions a "
         "real run uses, and the evidence is what hashes; the last column leaves libcrypto out."
     )

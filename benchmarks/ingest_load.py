@@ -24,7 +24,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from boundary_audit.collector.model import INGEST_PATH, EventIn
+from boundary_audit.collector import Storage, open_storage
+from boundary_audit.collector.model import INGEST_PATH, EventIn, Identity
 from boundary_audit.wire import IngestRequest, chain
 
 #: Events per ingest request, as the issue's goal states it.
@@ -177,27 +178,73 @@ def collector_process(
         log.unlink(missing_ok=True)
 
 
-async def _post_all(url: str, token: str, bodies: list[bytes]) -> float:
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
-    queue = list(reversed(bodies))
+#: Seconds one ingest request may take (a seal request judges every chain).
+REQUEST_TIMEOUT_SECONDS = 60
+#: The collector's switch that turns the evidence off (only benchmarks use it).
+NO_EVIDENCE_FLAG = "--no-evidence"
+
+
+def evidence_flags(evidence: bool) -> tuple[str, ...]:
+    """A benchmark collector's flags: no event log lines, the evidence on or off."""
+    return ("--no-event-log",) if evidence else ("--no-event-log", NO_EVIDENCE_FLAG)
+
+
+def bench_identity(storage: Storage) -> Identity:
+    """The identity of a fresh benchmark token, for ingest through the storage layer."""
+    ident = storage.authenticate(storage.create_token("bench"))
+    if ident is None:
+        raise RuntimeError("a token just created does not authenticate")
+    return ident
+
+
+def new_token(db_url: str) -> str:
+    """A token for the benchmark's requests, stored in ``db_url`` (migrated if new)."""
+    with open_storage(db_url) as storage:
+        return storage.create_token("bench")
+
+
+async def _post(
+    targets: Sequence[tuple[str, str]], bodies: list[bytes]
+) -> tuple[float, list[float]]:
+    """(wall seconds, seconds each target's requests took): every body to every
+    ``(url, token)`` target, back to back, the first target rotating by request."""
+    spent = [0.0] * len(targets)
+    queue = list(enumerate(bodies))[::-1]
+    headers = [
+        {"Authorization": f"Bearer {token}", "Content-Type": "application/x-protobuf"}
+        for _, token in targets
+    ]
 
     async def worker(client: httpx.AsyncClient) -> None:
         while queue:
-            body = queue.pop()
-            response = await client.post(url + INGEST_PATH, content=body)
-            if response.status_code != 200:
-                raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
+            i, body = queue.pop()
+            for k in range(len(targets)):
+                side = (i + k) % len(targets)
+                start = time.perf_counter()
+                response = await client.post(
+                    targets[side][0] + INGEST_PATH, content=body, headers=headers[side]
+                )
+                spent[side] += time.perf_counter() - start
+                if response.status_code != 200:
+                    raise RuntimeError(f"ingest answered {response.status_code}: {response.text}")
 
-    limits = httpx.Limits(max_connections=CLIENTS)
-    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60) as client:
+    limits = httpx.Limits(max_connections=CLIENTS * len(targets))
+    async with httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_SECONDS) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(CLIENTS)))
-        return time.perf_counter() - start
+        return time.perf_counter() - start, spent
 
 
 def post_all(url: str, token: str, bodies: list[bytes]) -> float:
     """Post every body by CLIENTS concurrent clients, in order; the wall seconds it took."""
-    return asyncio.run(_post_all(url, token, bodies))
+    return asyncio.run(_post([(url, token)], bodies))[0]
+
+
+def post_to_each(targets: Sequence[tuple[str, str]], bodies: list[bytes]) -> list[float]:
+    """Post every body to each ``(url, token)`` target by CLIENTS concurrent clients,
+    back to back, which target goes first rotating by request (side by side: a busy
+    moment of the machine weighs on all alike); the seconds each target's requests took."""
+    return asyncio.run(_post(targets, bodies))[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -218,11 +265,16 @@ __all__ = [
     "CLIENTS",
     "EVENTS_PER_REQUEST",
     "INGEST_SESSIONS",
+    "NO_EVIDENCE_FLAG",
     "CollectorProcess",
+    "bench_identity",
     "collector_process",
     "cpu_seconds",
+    "evidence_flags",
     "make_events",
+    "new_token",
     "post_all",
+    "post_to_each",
     "request_bodies",
     "session_hosts",
 ]
